@@ -1,0 +1,459 @@
+"""The Broker: databroker's v1 API over any :class:`~broker_v1.stores.base.DocumentStore`.
+
+The Broker knows only the abstract store: it composes queries, resolves ``db[key]``, applies
+``prepare_hook`` and config transforms, and hands the read paths (tables, replay) the store and
+the runs' raw documents.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import warnings
+import zoneinfo
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._run import RunDocs
+from .config import find_config_file, lookup_config, validate_config
+from .errors import ConfigError
+from .header import Header
+from .lookup import is_multi_key, lookup_many, lookup_one
+from .queries import build_query, local_timezone_name
+from .stores import store_from_config
+from .stores._util import json_copy
+from .stores.base import DocumentStore
+from .utils import ALL, get_fields, stream_name_of, wrap_in_deprecated_doct
+
+if TYPE_CHECKING:
+    import pandas
+
+__all__ = ["Broker", "Results", "temp", "temp_config"]
+
+PrepareHook = Callable[[str, Any], Any]
+
+
+def _import_dotted(path: str, *, source: str | None, key: str) -> Any:
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(
+            f"{source or 'config'}: {key} names {path!r}, which cannot be imported ({err}).",
+            source=source,
+            key=key,
+        ) from err
+
+
+class Results:
+    """The lazy, re-iterable result of ``db(...)``: Headers, newest first.
+
+    Iterating runs the query again, so a new run that matches appears on the next pass.
+    There is no ``len()`` (as in databroker); use ``len(list(results))``.
+    """
+
+    def __init__(self, db: Broker, query: dict[str, Any], data_key: str | None = None) -> None:
+        self._db = db
+        self.query = query
+        self._data_key = data_key
+
+    def __iter__(self) -> Iterator[Header]:
+        for start in self._db._store.find_run_starts(self.query):
+            header = self._db._header(start)
+            if self._data_key is not None and self._data_key not in header.fields():
+                continue
+            yield header
+
+    def __repr__(self) -> str:
+        return f"<Results of {self.query!r} in {self._db._store.describe()}>"
+
+
+class Broker:
+    """databroker's v1 ``Broker`` over an interchangeable store.
+
+    Parameters
+    ----------
+    store
+        Where the documents live (memory, files, MongoDB or a third-party backend).
+    name
+        The name the Broker was opened by (``Broker.named``), else ``None``.
+    timezone
+        IANA zone for reading ``since``/``until`` strings and localising table times
+        (default: this machine's zone).
+    prepare_hook
+        ``(name, doc) -> doc`` applied to every document handed out; default
+        :func:`~broker_v1.wrap_in_deprecated_doct`.
+    external_fetchers
+        ``{name: f(start, stop)}``; each header gets ``h.ext.<name>``.
+    transforms
+        ``{start|stop|descriptor|resource: f(doc) -> doc}`` applied on every read path.
+
+    Examples
+    --------
+    >>> import broker_v1
+    >>> db = broker_v1.temp()
+    >>> db(plan_name='scan')  # doctest: +ELLIPSIS
+    <Results of {'plan_name': 'scan'} in memory store>
+    """
+
+    ALL = ALL
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        *,
+        name: str | None = None,
+        timezone: str | None = None,
+        prepare_hook: PrepareHook = wrap_in_deprecated_doct,
+        external_fetchers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+        transforms: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+    ) -> None:
+        if not isinstance(store, DocumentStore):
+            raise TypeError(
+                f"Broker needs a DocumentStore (e.g. MemoryStore()), got {type(store).__name__}. "
+                "To open a configured broker use Broker.named(name) or Broker.from_config(dict)."
+            )
+        object.__setattr__(self, "aliases", {})
+        self._store = store
+        self._name = name
+        self.timezone = timezone or local_timezone_name()
+        zoneinfo.ZoneInfo(self.timezone)  # fail early on a bad name
+        self.prepare_hook = prepare_hook
+        self.filters: dict[str, Any] = {}
+        self.external_fetchers: dict[str, Callable[[Any, Any], Any]] = dict(
+            external_fetchers or {}
+        )
+        self._transforms = dict(transforms or {})
+        self._config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], auto_register: bool = True, name: str | None = None,
+        *, source: str | None = None,
+    ) -> Any:
+        """Open a Broker from a config mapping (see :mod:`broker_v1.config` for the shape).
+
+        Parameters
+        ----------
+        config
+            The configuration.
+        auto_register
+            Register handlers advertised by installed packages (``databroker.handlers``).
+        name
+            Recorded as ``db.name``.
+        source
+            The file the config came from, named in error messages.
+
+        Returns
+        -------
+        Broker
+            (or, with ``api_version: 2``, the Broker's v2 catalog).
+        """
+        original = copy.deepcopy(dict(config)) if isinstance(config, Mapping) else config
+        checked = validate_config(config, source=source)
+        api_version = checked.get("api_version", 1)
+        if api_version not in (0, 1, 2) or isinstance(api_version, bool):
+            raise ConfigError(
+                f"{source or 'config'}: api_version must be 0, 1 or 2, got {api_version!r}.",
+                source=source,
+                key="api_version",
+            )
+        store = store_from_config(checked["store"], source=source)
+        transforms = {
+            kind: _import_dotted(path, source=source, key=f"transforms.{kind}")
+            for kind, path in (checked.get("transforms") or {}).items()
+        }
+        db = cls(store, name=name, timezone=checked.get("timezone"), transforms=transforms)
+        db._config = original
+        if api_version == 2:
+            return db.v2
+        return db
+
+    @classmethod
+    def named(cls, name: str, auto_register: bool = True) -> Broker:
+        """Open the Broker configured in ``<name>.yml`` on the config search path.
+
+        ``'temp'`` always works: a fresh temporary store on each call.
+
+        Raises
+        ------
+        FileNotFoundError
+            No such config; the message lists every folder searched.
+        """
+        if name == "temp":
+            return temp()
+        config = lookup_config(name)
+        path = find_config_file(name)
+        return cls.from_config(config, auto_register=auto_register, name=name,
+                               source=str(path) if path else None)
+
+    def get_config(self) -> dict[str, Any] | None:
+        """A copy of the config this Broker was built from (``None`` if built from a store)."""
+        if self._config is None:
+            if self._name == "temp":
+                return temp_config()
+            return None
+        return copy.deepcopy(self._config)
+
+    @property
+    def name(self) -> str | None:
+        """The name the Broker was opened by, or ``None``."""
+        return self._name
+
+    @property
+    def store(self) -> DocumentStore:
+        """The store behind this Broker."""
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"<Broker {self._name or ''} on {self._store.describe()}>".replace("  ", " ")
+
+    # ------------------------------------------------------------------ documents out
+    def _transform(self, name: str, doc: dict[str, Any] | None) -> Any:
+        func = self._transforms.get(name)
+        if func is None or doc is None:
+            return doc
+        return func(json_copy(doc))
+
+    def _header(self, start: dict[str, Any]) -> Header:
+        return Header(self, self._transform("start", start))
+
+    def _zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def fetch_external(self, start: Mapping[str, Any], stop: Mapping[str, Any]) -> dict[str, Any]:
+        """``{name: fetcher(start, stop)}`` for every external fetcher."""
+        return {name: func(start, stop) for name, func in self.external_fetchers.items()}
+
+    # ------------------------------------------------------------------ lookup and search
+    def __getitem__(self, key: Any) -> Header | list[Header]:
+        """Look runs up: ``db[-1]``, ``db[scan_id]``, ``db[uid]``, ``db['3f2a']``, ``db[-5:]``,
+        ``db[[k1, k2]]``.  Filters do not apply to lookups."""
+        if is_multi_key(key):
+            return [self._header(s) for s in lookup_many(self._store, key)]
+        return self._header(lookup_one(self._store, key))
+
+    def __call__(self, text_search: str | None = None, **kwargs: Any) -> Results:
+        """Search start documents; see the v1 docs for every accepted form.
+
+        Parameters
+        ----------
+        text_search
+            Words searched in every string value of the start documents.
+        **kwargs
+            Conditions on start fields (Mongo operators and dotted keys allowed), ``since``,
+            ``until`` (inclusive; strings read in ``db.timezone``) and ``data_key`` (runs
+            with that field in any stream).
+        """
+        data_key = kwargs.pop("data_key", None)
+        query = build_query(
+            kwargs, text_search=text_search, filters=self.filters, timezone=self.timezone
+        )
+        # Fail now on a bad query, not at the first iteration.
+        from .stores._query import QueryMatcher, check_query
+
+        check_query(query, store=self._store.describe())
+        if not self._store.supports_text_search:
+            QueryMatcher(query, store=self._store.describe(), supports_text=False)
+        return Results(self, query, data_key)
+
+    def add_filter(self, **kwargs: Any) -> None:
+        """Add conditions AND-ed with every later ``db(...)`` search."""
+        self.filters.update(kwargs)
+
+    def clear_filters(self, **kwargs: Any) -> None:
+        """Remove every filter."""
+        self.filters.clear()
+
+    def alias(self, key: str, **query: Any) -> None:
+        """Name a search: ``db.alias('cal', purpose='calibration')`` then ``db.cal``."""
+        self._check_alias(key)
+        self.aliases[key] = query
+
+    def dynamic_alias(self, key: str, func: Callable[[], Mapping[str, Any]]) -> None:
+        """Like :meth:`alias`, but ``func()`` makes the query at each access."""
+        self._check_alias(key)
+        self.aliases[key] = func
+
+    def _check_alias(self, key: str) -> None:
+        if key not in self.aliases and (hasattr(type(self), key) or key in self.__dict__):
+            raise ValueError(f"{key!r} is already an attribute of Broker; choose another alias.")
+
+    def __getattr__(self, key: str) -> Any:
+        aliases = self.__dict__.get("aliases", {})
+        if key in aliases:
+            query = aliases[key]
+            return self(**(query() if callable(query) else query))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {key!r}")
+
+    # ------------------------------------------------------------------ writing
+    def insert(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Store one document; subscribe it to a RunEngine with ``RE.subscribe(db.insert)``.
+
+        Accepts every event-model document type (and the deprecated ``bulk_events`` /
+        ``bulk_datum``, converted to pages with a warning).
+
+        Raises
+        ------
+        InvalidDocument
+            Malformed, or linked to a document the store does not hold; nothing written.
+        DuplicateDocument
+            A different document with the same uid exists (identical ones are no-ops).
+        ReadOnlyStore
+            The store is read-only.
+        """
+        if name == "bulk_events":
+            import event_model
+
+            warnings.warn("'bulk_events' is deprecated; insert event_page documents.",
+                          UserWarning, stacklevel=2)
+            for page in event_model.bulk_events_to_event_pages(doc):
+                self._store.insert("event_page", page)
+            return
+        if name == "bulk_datum":
+            import event_model
+
+            warnings.warn("'bulk_datum' is deprecated; insert datum_page documents.",
+                          UserWarning, stacklevel=2)
+            self._store.insert("datum_page", event_model.bulk_datum_to_datum_page(doc))
+            return
+        self._store.insert(name, doc)
+
+    # ------------------------------------------------------------------ reading data
+    @staticmethod
+    def _headers(headers: Any) -> list[Header]:
+        if isinstance(headers, Header):
+            return [headers]
+        return list(headers)
+
+    def _runs(self, headers: Any) -> Iterator[RunDocs]:
+        for header in self._headers(headers):
+            yield header._run_docs()
+
+    def get_fields(self, header: Header, name: str | None = None) -> set[str]:
+        """The data keys of a header, optionally of one stream."""
+        return get_fields(header, name)
+
+    def stream_names_given_header(self, header: Header) -> list[str]:
+        """The stream names of one header (nameless descriptors count as ``'primary'``)."""
+        return list(dict.fromkeys(stream_name_of(d) for d in header._raw_descriptors()))
+
+    def get_table(
+        self,
+        headers: Any,
+        stream_name: Any = "primary",
+        fields: list[str] | None = None,
+        fill: Any = False,
+        handler_registry: Any = None,
+        convert_times: bool = True,
+        timezone: str | None = None,
+        localize_times: bool = True,
+    ) -> pandas.DataFrame:
+        """The events of one stream of one or more runs as a ``pandas.DataFrame``.
+
+        Index ``seq_num``; ``time`` first, then fields in descriptor order; ``fields`` are
+        full-match regular expressions (configuration, start and stop values they name become
+        constant columns).  Times are local wall-clock times in ``timezone`` (default: the
+        Broker's) unless ``convert_times`` and ``localize_times`` are both False.
+        """
+        from . import tables
+
+        return tables.get_table(
+            self._store,
+            self._runs(headers),
+            stream_name=stream_name,
+            fields=fields,
+            fill=fill,
+            filler=self._filler(fill, handler_registry),
+            convert_times=convert_times,
+            timezone=timezone or self.timezone,
+            localize_times=localize_times,
+        )
+
+    def _filler(self, fill: Any, handler_registry: Any) -> Any:
+        # External-data filling arrives with the handler registry (issue 4).
+        return None
+
+    def get_events(
+        self,
+        headers: Any,
+        stream_name: Any = "primary",
+        fields: list[str] | None = None,
+        fill: Any = False,
+        handler_registry: Any = None,
+    ) -> Iterator[Any]:
+        """Event documents of one stream (``ALL`` for every stream), in time order."""
+        from . import replay
+
+        for _, event in replay.iter_events(
+            self._store,
+            self._runs(headers),
+            stream_name=stream_name,
+            fields=fields,
+            fill=fill,
+            filler=self._filler(fill, handler_registry),
+        ):
+            yield self.prepare_hook("event", event)
+
+    def get_documents(
+        self,
+        headers: Any,
+        stream_name: Any = ALL,
+        fields: list[str] | None = None,
+        fill: Any = False,
+        handler_registry: Any = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """Replay runs as ``(name, doc)`` pairs in event-model order."""
+        from . import replay
+
+        for name, doc in replay.iter_documents(
+            self._store,
+            self._runs(headers),
+            stream_name=stream_name,
+            fields=fields,
+            fill=fill,
+            filler=self._filler(fill, handler_registry),
+        ):
+            if name in ("descriptor", "resource"):
+                doc = self._transform(name, doc)
+            yield name, self.prepare_hook(name, doc)
+
+    def restream(
+        self, headers: Any, fields: list[str] | None = None, fill: Any = False
+    ) -> Iterator[tuple[str, Any]]:
+        """Every document of the runs, for feeding callbacks as a RunEngine would."""
+        return self.get_documents(headers, fields=fields, fill=fill)
+
+    def stream(self, headers: Any, fields: list[str] | None = None, fill: Any = False
+               ) -> Iterator[tuple[str, Any]]:
+        """Deprecated alias of :meth:`restream`."""
+        warnings.warn("Broker.stream is deprecated; use Broker.restream.", UserWarning,
+                      stacklevel=2)
+        return self.restream(headers, fields=fields, fill=fill)
+
+    def process(
+        self, headers: Any, func: Callable[[str, Any], Any], fields: list[str] | None = None,
+        fill: Any = False,
+    ) -> None:
+        """Call ``func(name, doc)`` for every document of :meth:`restream`."""
+        for name, doc in self.restream(headers, fields=fields, fill=fill):
+            func(name, doc)
+
+
+def temp_config() -> dict[str, Any]:
+    """A config for a fresh temporary in-memory store (``Broker.from_config`` accepts it)."""
+    return {"description": "temporary", "store": {"backend": "memory"}}
+
+
+def temp() -> Broker:
+    """A Broker on a fresh, empty in-memory store; two calls give independent stores."""
+    from .stores.memory import MemoryStore
+
+    db = Broker(MemoryStore(), name="temp")
+    db._config = temp_config()
+    return db
+
+
+def _iterable(value: Any) -> Iterable[Any]:
+    return value if isinstance(value, list | tuple | set) else [value]

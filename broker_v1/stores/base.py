@@ -1,0 +1,681 @@
+"""The abstract document store every backend implements.
+
+A store keeps bluesky documents and answers a small set of primitive questions about them
+(find run starts by a Mongo-dialect query, one start by uid, the stop and descriptors of a
+run, event pages of a descriptor, resources and datums).  Everything else — uid-prefix lookup,
+single events, a whole run replayed in order, counting — is a default built on those
+primitives, which a backend may override for speed but never for meaning.
+
+Writing goes through one concrete :meth:`DocumentStore.insert` shared by every backend:
+read-only check, validation, single → page normalisation and the duplicate policy happen
+here, so a backend's :meth:`DocumentStore._write_document` only persists what it is given.
+
+Stores never import pandas or xarray; they hand out plain JSON-like dicts.
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+from event_model import pack_datum_page, unpack_datum_page
+
+from ..documents import (
+    DOCUMENT_NAMES,
+    VALIDATION_POLICIES,
+    datum_to_page,
+    describe_doc,
+    doc_uid,
+    event_to_page,
+    pack_events,
+    unpack_events,
+    validate_document,
+)
+from ..errors import (
+    DatumNotFound,
+    DuplicateDocument,
+    InvalidDocument,
+    InvalidQuery,
+    ReadOnlyStore,
+    RunNotFound,
+)
+from ._query import check_query
+from ._util import DocumentValueError, sanitize
+
+__all__ = ["DEFAULT_SORT", "DocumentStore", "Sort"]
+
+Sort = Sequence[tuple[str, int]]
+#: Newest first, ties broken by uid so paging never skips or repeats a run.
+DEFAULT_SORT: Sort = (("time", -1), ("uid", -1))
+
+Doc = dict[str, Any]
+
+
+class DocumentStore(abc.ABC):
+    """Abstract base class of every store.
+
+    Parameters
+    ----------
+    read_only
+        Refuse every write (insert, index creation, repair) although the backend could write.
+    validate
+        ``"compatible"`` (default: type-check what is present, require only identity and links)
+        or ``"strict"`` (event-model's schemas unchanged).
+
+    Notes
+    -----
+    Return conventions for implementers: plain dicts, never a Mongo ``_id``, a fresh copy on
+    every call (callers may mutate what they get), lazy iterators.  Absence that is a normal
+    state returns ``None`` (a run with no stop); absence that is the caller's mistake raises
+    a typed error from :mod:`broker_v1.errors`.
+    """
+
+    #: Registry name, e.g. ``"files"``.
+    backend: ClassVar[str]
+    #: ``insert`` is implemented (``_write_document`` and ``_get_existing`` are overridden).
+    supports_writes: ClassVar[bool] = False
+    #: ``$text`` in queries can be evaluated.
+    supports_text_search: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.supports_writes and not getattr(cls, "__abstractmethods__", None):
+            for method in ("_write_document", "_get_existing"):
+                if getattr(cls, method) is getattr(DocumentStore, method):
+                    raise TypeError(
+                        f"{cls.__name__} declares supports_writes = True but does not implement "
+                        f"{method}()."
+                    )
+
+    def __init__(self, *, read_only: bool = False, validate: str = "compatible") -> None:
+        if validate not in VALIDATION_POLICIES:
+            raise ValueError(
+                f"validate={validate!r} is not a validation policy; use one of "
+                f"{', '.join(VALIDATION_POLICIES)}."
+            )
+        self.read_only = bool(read_only)
+        self.validate = validate
+        self._write_lock = threading.RLock()
+        # descriptor uid -> (data keys, run_start uid); documents are immutable, so never stale.
+        self._descriptor_keys: dict[str, tuple[frozenset[str], str]] = {}
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> str:
+        """A short human description used in every error message, e.g. ``files store /data``."""
+        return f"{self.backend} store"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}{' (read-only)' if self.read_only else ''}>"
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], *, source: str | None = None) -> DocumentStore:
+        """Build a store from the ``store:`` section of a config (``backend`` already removed).
+
+        Parameters
+        ----------
+        options
+            The remaining keys of the section.
+        source
+            Where the config came from (a file path), for error messages.
+        """
+        import difflib
+        import inspect
+
+        from ..errors import ConfigError
+
+        allowed = [
+            p.name
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+        ]
+        where = source or "config"
+        for key in options:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                raise ConfigError(
+                    f"{where}: store.{key} is not an option of the {cls.backend} store "
+                    f"(allowed: backend, {', '.join(allowed)})."
+                    + (f" Did you mean {close[0]!r}?" if close else ""),
+                    source=source,
+                    key=f"store.{key}",
+                )
+        if "read_only" in options and not isinstance(options["read_only"], bool):
+            raise ConfigError(
+                f"{where}: store.read_only must be true or false, got {options['read_only']!r}.",
+                source=source,
+                key="store.read_only",
+            )
+        return cls(**dict(options))
+
+    def config(self) -> dict[str, Any]:
+        """The ``store:`` config section that reopens this store (``backend`` included)."""
+        return {"backend": self.backend, "read_only": self.read_only}
+
+    # ------------------------------------------------------------------ primitives (reads)
+    def find_run_starts(
+        self,
+        query: Mapping[str, Any] | None = None,
+        *,
+        sort: Sort = DEFAULT_SORT,
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[Doc]:
+        """Start documents matching a Mongo-dialect filter, lazily, in ``sort`` order.
+
+        Parameters
+        ----------
+        query
+            Filter on start-document fields (``{}`` or None matches every run).
+        sort
+            ``(field, direction)`` pairs; the default is newest first, ties broken by uid.
+        skip, limit
+            Paging; ``limit=None`` means no limit.
+
+        Raises
+        ------
+        UnsupportedQuery
+            An operator this store cannot evaluate (``$text`` without support, ``$where``, ...).
+        InvalidQuery
+            A malformed query.
+        """
+        query = {} if query is None else query
+        check_query(query, store=self.describe())
+        if skip < 0 or (limit is not None and limit < 0):
+            raise InvalidQuery(f"skip and limit must be non-negative, got {skip}, {limit}.")
+        if limit == 0:
+            return iter(())
+        return self._find_run_starts(dict(query), sort=tuple(sort), skip=skip, limit=limit)
+
+    @abc.abstractmethod
+    def _find_run_starts(
+        self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        """Implementation of :meth:`find_run_starts`; the query is already checked."""
+
+    @abc.abstractmethod
+    def get_run_start(self, uid: str) -> Doc:
+        """The start document with exactly this uid; missing → :class:`RunNotFound`."""
+
+    @abc.abstractmethod
+    def get_run_stop(self, run_start_uid: str) -> Doc | None:
+        """The run's stop document, or ``None`` while it is open or after a crash."""
+
+    @abc.abstractmethod
+    def get_descriptors(self, run_start_uid: str) -> list[Doc]:
+        """The run's descriptors (every stream) in ascending ``time``; ``[]`` when none."""
+
+    @abc.abstractmethod
+    def iter_event_pages(
+        self, descriptor_uid: str, *, fields: Iterable[str] | None = None
+    ) -> Iterator[Doc]:
+        """Event pages of one descriptor, rows ordered by (``time``, ``seq_num``).
+
+        Page size is the store's choice.  ``fields`` is a projection hint: a store may drop
+        the other data keys (and their timestamps) or ignore the hint.  Pages carry
+        ``descriptor``, ``time``, ``seq_num``, ``uid``, ``data``, ``timestamps`` and, when it
+        was stored, ``filled``.  An unknown descriptor yields nothing.
+        """
+
+    @abc.abstractmethod
+    def get_resource(self, uid: str) -> Doc:
+        """The resource with this uid (legacy resources: their ``_id`` hex); missing →
+        :class:`~broker_v1.errors.ResourceNotFound`."""
+
+    @abc.abstractmethod
+    def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
+        """Datum pages of one resource (nothing for an unknown resource)."""
+
+    @abc.abstractmethod
+    def get_datum(self, datum_id: str) -> Doc:
+        """The datum with this id; missing → :class:`DatumNotFound`."""
+
+    # ------------------------------------------------------------------ write primitives
+    def _write_document(self, name: str, doc: Doc) -> None:
+        """Persist one validated document.
+
+        Receives ``start``, ``descriptor``, ``event_page``, ``resource``, ``datum_page`` or
+        ``stop``, already sanitized (JSON-like, a private copy) and checked against the
+        duplicate policy; single events and datums arrive as one-row pages.  It must write all
+        of the document or none of it.
+        """
+        raise NotImplementedError
+
+    def _get_existing(self, name: str, key: str) -> Doc | None:
+        """The stored document of this type and identity, or ``None``.
+
+        ``name`` is one of ``start``, ``descriptor``, ``stop``, ``resource``, ``event`` (by
+        uid; returned as a single event) or ``datum`` (by ``datum_id``).  Used by the insert
+        path for links and duplicates.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ defaults (reads)
+    def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
+        """How many runs match ``query``."""
+        return sum(1 for _ in self.find_run_starts(query))
+
+    def find_runs_by_uid_prefix(self, prefix: str, *, limit: int | None = 11) -> list[Doc]:
+        """Starts whose uid begins with ``prefix`` (case-sensitive), newest first.
+
+        The Broker asks for 11 so it can say "matches more than 10".
+        """
+        query = {"uid": {"$regex": "^" + re.escape(prefix)}}
+        return list(self.find_run_starts(query, limit=limit))
+
+    def find_runs_by_scan_id(self, scan_id: int, *, limit: int | None = 1) -> list[Doc]:
+        """Starts with this ``scan_id``, most recent first."""
+        return list(self.find_run_starts({"scan_id": scan_id}, limit=limit))
+
+    def get_run_stops(self, run_start_uids: Sequence[str]) -> dict[str, Doc]:
+        """Stops of several runs at once (runs without a stop are absent from the result)."""
+        out = {}
+        for uid in run_start_uids:
+            stop = self.get_run_stop(uid)
+            if stop is not None:
+                out[uid] = stop
+        return out
+
+    def iter_events(self, descriptor_uid: str, *, fields: Iterable[str] | None = None) -> Iterator[Doc]:
+        """Single events of one descriptor, ordered by (``time``, ``seq_num``)."""
+        for page in self.iter_event_pages(descriptor_uid, fields=fields):
+            yield from unpack_events(page)
+
+    def iter_datums(self, resource_uid: str) -> Iterator[Doc]:
+        """Single datums of one resource."""
+        for page in self.iter_datum_pages(resource_uid):
+            yield from unpack_datum_page(page)
+
+    def get_datums(self, datum_ids: Iterable[str]) -> dict[str, Doc]:
+        """Several datums by id; unknown ids raise :class:`DatumNotFound`."""
+        return {d: self.get_datum(d) for d in datum_ids}
+
+    def iter_documents(
+        self, run_start_uid: str, *, descriptor_uids: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, Doc]]:
+        """Replay a run as ``(name, doc)`` in event-model order.
+
+        ``start``; the descriptors (all, or those in ``descriptor_uids``); events of those
+        descriptors merged by time across streams, each resource and datum emitted once,
+        just before the first event that references it; ``stop`` last when there is one.
+        Events and datums are single documents.
+        """
+        yield "start", self.get_run_start(run_start_uid)
+        descriptors = self.get_descriptors(run_start_uid)
+        if descriptor_uids is not None:
+            wanted = set(descriptor_uids)
+            descriptors = [d for d in descriptors if d["uid"] in wanted]
+        external = {}
+        for d in descriptors:
+            yield "descriptor", d
+            external[d["uid"]] = [k for k, v in d["data_keys"].items() if v.get("external")]
+        streams = [
+            ((ev["time"], ev["seq_num"], i, ev) for ev in self.iter_events(d["uid"]))
+            for i, d in enumerate(descriptors)
+        ]
+        seen_resources: set[str] = set()
+        seen_datums: set[str] = set()
+        for _, _, _, event in heapq.merge(*streams, key=lambda row: row[:3]):
+            for key in external[event["descriptor"]]:
+                datum_id = event["data"].get(key)
+                if not isinstance(datum_id, str) or datum_id in seen_datums:
+                    continue
+                try:
+                    datum = self.get_datum(datum_id)
+                except DatumNotFound:
+                    continue  # an event pointing nowhere still replays; filling reports it
+                seen_datums.add(datum_id)
+                if datum["resource"] not in seen_resources:
+                    seen_resources.add(datum["resource"])
+                    yield "resource", self.get_resource(datum["resource"])
+                yield "datum", datum
+            yield "event", event
+        stop = self.get_run_stop(run_start_uid)
+        if stop is not None:
+            yield "stop", stop
+
+    def close(self) -> None:
+        """Release connections or file handles (a no-op by default)."""
+
+    def __enter__(self) -> DocumentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the insert path
+    def insert(self, name: str, doc: Mapping[str, Any]) -> None:
+        """Validate and store one document of any event-model type.
+
+        Parameters
+        ----------
+        name
+            ``start``, ``descriptor``, ``event``, ``event_page``, ``resource``, ``datum``,
+            ``datum_page`` or ``stop``.
+        doc
+            The document.  It is copied; numpy values become plain numbers and lists.
+
+        Raises
+        ------
+        ReadOnlyStore
+            The store was opened read-only (or cannot write at all).
+        InvalidDocument
+            The document is malformed or links to a document the store does not hold.
+        DuplicateDocument
+            A different document with the same uid is already stored.
+
+        Notes
+        -----
+        Inserting a document identical to a stored one is a no-op.  An event whose
+        ``filled[k]`` holds a datum id (it was filled) is stored with that datum id in
+        ``data[k]`` and ``filled[k] = False`` (spec §9 #17).
+        """
+        if self.read_only or not self.supports_writes:
+            raise ReadOnlyStore(
+                f"{self.describe()} was opened read-only, so insert({name!r}, ...) was refused. "
+                + (
+                    "Open it with read_only: false to write."
+                    if self.supports_writes
+                    else f"The {self.backend} backend cannot write."
+                ),
+                store=self.describe(),
+            )
+        if name not in DOCUMENT_NAMES:
+            raise InvalidDocument(
+                f"Unknown document name {name!r}; insert accepts {', '.join(DOCUMENT_NAMES)}. "
+                "Nothing was written.",
+                name=str(name),
+            )
+        if not isinstance(doc, Mapping):
+            raise InvalidDocument(
+                f"{name} document must be a dict, got {type(doc).__name__}. Nothing was written.",
+                name=name,
+            )
+        try:
+            clean = sanitize(dict(doc))
+        except DocumentValueError as err:
+            raise InvalidDocument(
+                f"{describe_doc(name, doc)} cannot be stored: {err}. Nothing was written.",
+                name=name,
+                uid=doc_uid(name, doc),
+            ) from err
+        with self._write_lock:
+            handler = getattr(self, "_insert_" + name)
+            handler(clean)
+
+    # Each _insert_<name> validates, applies the duplicate policy and writes.
+    def _schema_check(self, name: str, doc: Doc) -> None:
+        validate_document(name, doc, self.validate)
+
+    def _duplicate_or_new(self, name: str, doc: Doc) -> bool:
+        """True when the document must be written; False when an identical one is stored."""
+        key = doc_uid(name, doc)
+        existing = self._get_existing(name, key)
+        if existing is None:
+            return True
+        if existing == doc or (name == "event" and _same_event(existing, doc)):
+            return False
+        raise DuplicateDocument(
+            f"A different {name} document with uid {key} is already in {self.describe()}. "
+            "Documents are immutable; write a new one with a new uid instead.",
+            name=name,
+            uid=key,
+            store=self.describe(),
+        )
+
+    def _require(self, name: str, doc: Doc, field: str, linked: str) -> Doc:
+        key = doc[field]
+        found = self._get_existing(linked, key) if isinstance(key, str) else None
+        if found is None:
+            raise InvalidDocument(
+                f"{describe_doc(name, doc)} refers to {field}={key!r}, which is not a {linked} "
+                f"in {self.describe()}. Insert the {linked} document first. Nothing was written.",
+                name=name,
+                uid=doc_uid(name, doc),
+                field=field,
+            )
+        return found
+
+    def _insert_start(self, doc: Doc) -> None:
+        self._schema_check("start", doc)
+        if self._duplicate_or_new("start", doc):
+            self._write_document("start", doc)
+
+    def _insert_descriptor(self, doc: Doc) -> None:
+        self._schema_check("descriptor", doc)
+        bad = [k for k in doc["data_keys"] if "." in k or k.startswith("$")]
+        if bad:
+            raise InvalidDocument(
+                f"{describe_doc('descriptor', doc)} has data key {bad[0]!r}: data keys may not "
+                "contain '.' or start with '$' (MongoDB cannot store them). Rename the signal. "
+                "Nothing was written.",
+                name="descriptor",
+                uid=doc["uid"],
+                field=f"data_keys.{bad[0]}",
+            )
+        self._require("descriptor", doc, "run_start", "start")
+        if self._duplicate_or_new("descriptor", doc):
+            self._write_document("descriptor", doc)
+        self._descriptor_keys[doc["uid"]] = (frozenset(doc["data_keys"]), doc["run_start"])
+
+    def _insert_stop(self, doc: Doc) -> None:
+        self._schema_check("stop", doc)
+        start = self._require("stop", doc, "run_start", "start")
+        if not self._duplicate_or_new("stop", doc):
+            return
+        existing = self.get_run_stop(doc["run_start"])
+        if existing is not None:
+            raise DuplicateDocument(
+                f"Run {doc['run_start']} already has a stop document (uid {existing['uid']}) in "
+                f"{self.describe()}; a run has exactly one stop. Nothing was written.",
+                name="stop",
+                uid=doc["uid"],
+                store=self.describe(),
+            )
+        if doc["time"] < start["time"]:
+            raise InvalidDocument(
+                f"{describe_doc('stop', doc)} has time {doc['time']} before its start's time "
+                f"{start['time']}. Nothing was written.",
+                name="stop",
+                uid=doc["uid"],
+                field="time",
+            )
+        self._write_document("stop", doc)
+
+    def _insert_resource(self, doc: Doc) -> None:
+        if "_id" in doc:
+            # Legacy resources are identified by their Mongo _id; it never leaks out again.
+            legacy_id = doc.pop("_id")
+            doc.setdefault("uid", str(legacy_id))
+        self._schema_check("resource", doc)
+        if self._duplicate_or_new("resource", doc):
+            self._write_document("resource", doc)
+
+    def _insert_datum(self, doc: Doc) -> None:
+        if self.validate == "strict":
+            self._schema_check("datum", doc)
+        self._check_datum_shape("datum", doc, page=False)
+        self._require("datum", doc, "resource", "resource")
+        if self._duplicate_or_new("datum", doc):
+            self._write_document("datum_page", datum_to_page(doc))
+
+    def _insert_datum_page(self, page: Doc) -> None:
+        if self.validate == "strict":
+            self._schema_check("datum_page", page)
+        self._check_datum_shape("datum_page", page, page=True)
+        self._require("datum_page", page, "resource", "resource")
+        rows = list(unpack_datum_page(page))
+        fresh = [d for d in rows if self._duplicate_or_new("datum", d)]
+        if len(fresh) == len(rows):
+            self._write_document("datum_page", page)
+        elif fresh:
+            self._write_document("datum_page", _datums_to_page(page["resource"], fresh))
+
+    def _check_datum_shape(self, name: str, doc: Doc, *, page: bool) -> None:
+        for field in ("datum_id", "resource", "datum_kwargs"):
+            if field not in doc:
+                self._invalid(name, doc, field, f"'{field}' is required")
+        if not isinstance(doc["resource"], str):
+            self._invalid(name, doc, "resource", "must be a resource uid string")
+        if not isinstance(doc["datum_kwargs"], dict):
+            self._invalid(name, doc, "datum_kwargs", "must be a dict")
+        if page:
+            ids = doc["datum_id"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                self._invalid(name, doc, "datum_id", "must be a list of strings")
+            for k, col in doc["datum_kwargs"].items():
+                if not isinstance(col, list) or len(col) != len(ids):
+                    self._invalid(
+                        name, doc, f"datum_kwargs.{k}", f"must be a list of {len(ids)} values"
+                    )
+        elif not isinstance(doc["datum_id"], str):
+            self._invalid(name, doc, "datum_id", "must be a string")
+
+    def _invalid(self, name: str, doc: Doc, field: str, problem: str) -> None:
+        raise InvalidDocument(
+            f"{describe_doc(name, doc)} failed validation: {field} {problem}. Nothing was written.",
+            name=name,
+            uid=doc_uid(name, doc) if isinstance(doc, dict) else None,
+            field=field,
+        )
+
+    def _event_keys(self, name: str, doc: Doc) -> frozenset[str]:
+        descriptor = doc.get("descriptor")
+        known = self._descriptor_keys.get(descriptor) if isinstance(descriptor, str) else None
+        if known is None:
+            found = self._require(name, doc, "descriptor", "descriptor")
+            known = (frozenset(found["data_keys"]), found["run_start"])
+            self._descriptor_keys[found["uid"]] = known
+        return known[0]
+
+    def _insert_event(self, event: Doc) -> None:
+        if self.validate == "strict":
+            self._schema_check("event", event)
+        for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
+            if field not in event:
+                self._invalid("event", event, field, "is required")
+        if not isinstance(event["uid"], str):
+            self._invalid("event", event, "uid", "must be a string")
+        if type(event["time"]) not in (float, int):
+            self._invalid("event", event, "time", "must be a number")
+        if type(event["seq_num"]) is not int:
+            self._invalid("event", event, "seq_num", "must be an integer")
+        keys = self._event_keys("event", event)
+        self._check_event_keys("event", event, keys)
+        _rotate_filled(event)
+        if self._duplicate_or_new("event", event):
+            self._write_document("event_page", event_to_page(event))
+
+    def _insert_event_page(self, page: Doc) -> None:
+        if self.validate == "strict":
+            self._schema_check("event_page", page)
+        for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
+            if field not in page:
+                self._invalid("event_page", page, field, "is required")
+        n = None
+        for field in ("uid", "time", "seq_num"):
+            col = page[field]
+            if not isinstance(col, list):
+                self._invalid("event_page", page, field, "must be a list (one value per event)")
+            if n is None:
+                n = len(col)
+            elif len(col) != n:
+                self._invalid(
+                    "event_page", page, field, f"has {len(col)} values but uid has {n}"
+                )
+        assert n is not None
+        if not all(isinstance(u, str) for u in page["uid"]):
+            self._invalid("event_page", page, "uid", "must hold strings")
+        if not all(type(t) in (float, int) for t in page["time"]):
+            self._invalid("event_page", page, "time", "must hold numbers")
+        if not all(type(s) is int for s in page["seq_num"]):
+            self._invalid("event_page", page, "seq_num", "must hold integers")
+        keys = self._event_keys("event_page", page)
+        self._check_event_keys("event_page", page, keys)
+        for part in ("data", "timestamps", "filled"):
+            for k, col in page.get(part, {}).items():
+                if not isinstance(col, list) or len(col) != n:
+                    self._invalid(
+                        "event_page", page, f"{part}.{k}", f"must be a list of {n} values"
+                    )
+        if "filled" in page:
+            _rotate_filled_page(page)
+        events = unpack_events(page)
+        fresh = [e for e in events if self._duplicate_or_new("event", e)]
+        if len(fresh) == len(events):
+            self._write_document("event_page", page)
+        elif fresh:
+            self._write_document("event_page", pack_events(fresh))
+
+    def _check_event_keys(self, name: str, doc: Doc, keys: frozenset[str]) -> None:
+        data, timestamps = doc["data"], doc["timestamps"]
+        if not isinstance(data, dict):
+            self._invalid(name, doc, "data", "must be a dict")
+        if not isinstance(timestamps, dict):
+            self._invalid(name, doc, "timestamps", "must be a dict")
+        if data.keys() != keys:
+            extra = sorted(data.keys() - keys)
+            missing = sorted(keys - data.keys())
+            field = f"data.{extra[0]}" if extra else f"data.{missing[0]}"
+            self._invalid(
+                name,
+                doc,
+                field,
+                f"does not match the descriptor's data keys (not in descriptor: {extra}, "
+                f"missing: {missing})",
+            )
+        if timestamps.keys() != data.keys():
+            diff = sorted(timestamps.keys() ^ data.keys())
+            self._invalid(
+                name, doc, f"timestamps.{diff[0]}", "must have exactly the same keys as data"
+            )
+        filled = doc.get("filled")
+        if filled is not None and (not isinstance(filled, dict) or not filled.keys() <= keys):
+            self._invalid(name, doc, "filled", "must map data keys to False or a datum id")
+
+
+def _same_event(a: Doc, b: Doc) -> bool:
+    # An all-False ``filled`` says nothing a reader does not recompute from the descriptor.
+    def strip(e: Doc) -> Doc:
+        if any(e.get("filled", {}).values()):
+            return e
+        return {k: v for k, v in e.items() if k != "filled"}
+
+    return strip(a) == strip(b)
+
+
+def _rotate_filled(event: Doc) -> None:
+    # A filled event carries the datum id in filled[k]; store the id, not the array.
+    filled = event.get("filled")
+    if filled:
+        for k, v in filled.items():
+            if isinstance(v, str):
+                event["data"][k] = v
+                filled[k] = False
+
+
+def _rotate_filled_page(page: Doc) -> None:
+    for k, col in page["filled"].items():
+        for i, v in enumerate(col):
+            if isinstance(v, str):
+                page["data"][k][i] = v
+                col[i] = False
+
+
+def _datums_to_page(resource: str, datums: list[Doc]) -> Doc:
+    page = dict(pack_datum_page(*datums))
+    page["resource"] = resource
+    return page
+
+
+def not_found_run(store: DocumentStore, uid: str) -> RunNotFound:
+    """The standard error for an unknown start uid."""
+    return RunNotFound(
+        f"No run with uid {uid!r} in {store.describe()}. Check the uid, or search with "
+        "db(scan_id=...) or db(plan_name=...).",
+        key=uid,
+        store=store.describe(),
+    )

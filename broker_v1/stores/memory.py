@@ -1,0 +1,349 @@
+"""MemoryStore: the reference implementation of the store contract.
+
+Documents live in dicts with secondary indexes (start time order, scan_id, sorted uids), so
+``db[-1]``, ``db[uid]``, uid-prefix and scan_id lookups cost O(log n) or better.  Events are
+kept column-wise per descriptor, so reading a stream hands out pages without building one dict
+per event.  Nothing is shared with callers: documents are copied on the way in (by the insert
+path) and on the way out.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ..errors import DatumNotFound, ResourceNotFound
+from ._query import QueryMatcher
+from ._util import json_copy
+from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
+
+__all__ = ["MemoryStore"]
+
+_MUTABLE = (dict, list)
+
+
+class _Columns:
+    """The events of one descriptor, column-wise, with an order kept by (time, seq_num)."""
+
+    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered")
+
+    def __init__(self) -> None:
+        self.time: list[Any] = []
+        self.seq_num: list[int] = []
+        self.uid: list[str] = []
+        self.data: dict[str, list[Any]] = {}
+        self.timestamps: dict[str, list[Any]] = {}
+        self.filled: dict[str, list[Any]] | None = None
+        self.nested: set[str] = set()  # data keys holding lists/dicts: deep-copied on read
+        self.ordered = True
+
+    def __len__(self) -> int:
+        return len(self.uid)
+
+    def append(self, page: Doc) -> None:
+        n_before = len(self.uid)
+        times, seqs = page["time"], page["seq_num"]
+        if self.ordered:
+            if n_before and (times[0], seqs[0]) < (self.time[-1], self.seq_num[-1]):
+                self.ordered = False
+            elif len(times) > 1 and any(
+                (times[i + 1], seqs[i + 1]) < (times[i], seqs[i]) for i in range(len(times) - 1)
+            ):
+                self.ordered = False
+        self.time.extend(times)
+        self.seq_num.extend(seqs)
+        self.uid.extend(page["uid"])
+        n_after = len(self.uid)
+        _extend_columns(self.data, page["data"], n_before, None)
+        _extend_columns(self.timestamps, page["timestamps"], n_before, None)
+        for key, col in page["data"].items():
+            if key not in self.nested and any(type(v) in _MUTABLE for v in col):
+                self.nested.add(key)
+        if "filled" in page and self.filled is None:
+            self.filled = {}
+        if self.filled is not None:
+            _extend_columns(self.filled, page.get("filled", {}), n_before, False)
+            for col in self.filled.values():
+                if len(col) < n_after:
+                    col.extend([False] * (n_after - len(col)))
+
+    def row(self, i: int, descriptor: str) -> Doc:
+        event: Doc = {
+            "descriptor": descriptor,
+            "uid": self.uid[i],
+            "time": self.time[i],
+            "seq_num": self.seq_num[i],
+            "data": {k: json_copy(c[i]) for k, c in self.data.items()},
+            "timestamps": {k: c[i] for k, c in self.timestamps.items()},
+        }
+        if self.filled is not None:
+            event["filled"] = {k: c[i] for k, c in self.filled.items()}
+        return event
+
+    def page(self, descriptor: str, start: int, stop: int, fields: set[str] | None) -> Doc:
+        if self.ordered:
+            order = None
+            rows = slice(start, stop)
+
+            def take(col: list[Any]) -> list[Any]:
+                return col[rows]
+        else:
+            full = sorted(range(len(self.uid)), key=lambda i: (self.time[i], self.seq_num[i]))
+            order = full[start:stop]
+
+            def take(col: list[Any]) -> list[Any]:
+                return [col[i] for i in order]
+
+        keys = [k for k in self.data if fields is None or k in fields]
+        data = {}
+        for k in keys:
+            col = take(self.data[k])
+            data[k] = [json_copy(v) for v in col] if k in self.nested else col
+        page: Doc = {
+            "descriptor": descriptor,
+            "time": take(self.time),
+            "seq_num": take(self.seq_num),
+            "uid": take(self.uid),
+            "data": data,
+            "timestamps": {k: take(self.timestamps[k]) for k in keys},
+        }
+        if self.filled is not None:
+            page["filled"] = {k: take(c) for k, c in self.filled.items() if k in keys}
+        return page
+
+
+def _extend_columns(
+    columns: dict[str, list[Any]], new: dict[str, list[Any]], n_before: int, missing: Any
+) -> None:
+    # Keys absent from earlier pages are back-filled so every column stays row-aligned.
+    for key, col in new.items():
+        existing = columns.get(key)
+        if existing is None:
+            columns[key] = [missing] * n_before + list(col)
+        else:
+            existing.extend(col)
+
+
+class MemoryStore(DocumentStore):
+    """An in-process store held in dicts; the reference for every other backend.
+
+    Parameters
+    ----------
+    read_only, validate
+        See :class:`~broker_v1.stores.base.DocumentStore`.
+    page_size
+        Largest number of events handed out in one page.
+    """
+
+    backend = "memory"
+    supports_writes = True
+    supports_text_search = True
+
+    def __init__(
+        self, *, read_only: bool = False, validate: str = "compatible", page_size: int = 100_000
+    ) -> None:
+        super().__init__(read_only=read_only, validate=validate)
+        self.page_size = page_size
+        self._starts: dict[str, Doc] = {}
+        self._by_time: list[tuple[float, str]] = []  # ascending (time, uid)
+        self._sorted_uids: list[str] = []
+        self._by_scan_id: dict[Any, list[tuple[float, str]]] = {}
+        self._stops: dict[str, Doc] = {}  # run uid -> stop
+        self._stop_uids: dict[str, str] = {}  # stop uid -> run uid
+        self._descriptors: dict[str, Doc] = {}
+        self._descriptors_by_run: dict[str, list[str]] = {}
+        self._events: dict[str, _Columns] = {}
+        self._event_index: dict[str, tuple[str, int]] = {}  # event uid -> (descriptor, row)
+        self._resources: dict[str, Doc] = {}
+        self._datums: dict[str, Doc] = {}
+        self._datums_by_resource: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ reads
+    def _find_run_starts(
+        self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        matcher = QueryMatcher(query, store=self.describe())
+        if tuple(sort) == tuple(DEFAULT_SORT):
+            candidates = self._candidates_newest_first(query)
+            return self._page(candidates, matcher, skip, limit)
+        docs = [d for d in self._starts.values() if matcher(d)]
+        for field, direction in reversed(tuple(sort)):
+            docs.sort(key=lambda d, f=field: _sort_key(d.get(f)), reverse=direction < 0)
+        end = None if limit is None else skip + limit
+        return iter([json_copy(d) for d in docs[skip:end]])
+
+    def _candidates_newest_first(self, query: Mapping[str, Any]) -> Iterator[Doc]:
+        scan_id = query.get("scan_id")
+        if type(scan_id) is int and "$or" not in query:
+            pairs = self._by_scan_id.get(scan_id, [])
+        else:
+            pairs = self._by_time
+        # Walk back by position without copying the index.  If runs were inserted meanwhile,
+        # re-find our place from the last key yielded, so nothing repeats or is skipped.
+        i = len(pairs) - 1
+        size = len(pairs)
+        while i >= 0:
+            key = pairs[i]
+            yield self._starts[key[1]]
+            if len(pairs) != size:
+                size = len(pairs)
+                i = bisect.bisect_left(pairs, key)
+            i -= 1
+
+    def _page(
+        self, candidates: Iterator[Doc], matcher: QueryMatcher, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        produced = 0
+        for doc in candidates:
+            if not matcher(doc):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            yield json_copy(doc)
+            produced += 1
+            if limit is not None and produced >= limit:
+                return
+
+    def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
+        if not query:
+            return len(self._starts)
+        return super().count_runs(query)
+
+    def find_runs_by_uid_prefix(self, prefix: str, *, limit: int | None = 11) -> list[Doc]:
+        uids = self._sorted_uids
+        i = bisect.bisect_left(uids, prefix)
+        found = []
+        while i < len(uids) and uids[i].startswith(prefix):
+            found.append(self._starts[uids[i]])
+            i += 1
+        found.sort(key=lambda d: (d["time"], d["uid"]), reverse=True)
+        return [json_copy(d) for d in found[:limit]]
+
+    def get_run_start(self, uid: str) -> Doc:
+        try:
+            return json_copy(self._starts[uid])
+        except (KeyError, TypeError):
+            raise not_found_run(self, uid) from None
+
+    def get_run_stop(self, run_start_uid: str) -> Doc | None:
+        stop = self._stops.get(run_start_uid)
+        return None if stop is None else json_copy(stop)
+
+    def get_descriptors(self, run_start_uid: str) -> list[Doc]:
+        uids = self._descriptors_by_run.get(run_start_uid, ())
+        return [json_copy(self._descriptors[u]) for u in uids]
+
+    def iter_event_pages(
+        self, descriptor_uid: str, *, fields: Iterable[str] | None = None
+    ) -> Iterator[Doc]:
+        columns = self._events.get(descriptor_uid)
+        if columns is None:
+            return
+        wanted = None if fields is None else set(fields)
+        n = len(columns)
+        for start in range(0, n, self.page_size):
+            yield columns.page(descriptor_uid, start, min(n, start + self.page_size), wanted)
+
+    def get_resource(self, uid: str) -> Doc:
+        try:
+            return json_copy(self._resources[uid])
+        except (KeyError, TypeError):
+            raise ResourceNotFound(
+                f"No resource with uid {uid!r} in {self.describe()}.", uid=uid, store=self.describe()
+            ) from None
+
+    def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
+        ids = self._datums_by_resource.get(resource_uid)
+        if not ids:
+            return
+        datums = [self._datums[i] for i in ids]
+        keys = list(datums[0]["datum_kwargs"])
+        yield {
+            "resource": resource_uid,
+            "datum_id": list(ids),
+            "datum_kwargs": {k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys},
+        }
+
+    def get_datum(self, datum_id: str) -> Doc:
+        try:
+            return json_copy(self._datums[datum_id])
+        except (KeyError, TypeError):
+            raise DatumNotFound(
+                f"No datum with datum_id {datum_id!r} in {self.describe()}.",
+                datum_id=datum_id,
+                store=self.describe(),
+            ) from None
+
+    # ------------------------------------------------------------------ writes
+    def _get_existing(self, name: str, key: str) -> Doc | None:
+        if not isinstance(key, str):
+            return None
+        if name == "start":
+            return self._starts.get(key)
+        if name == "descriptor":
+            return self._descriptors.get(key)
+        if name == "stop":
+            run = self._stop_uids.get(key)
+            return None if run is None else self._stops[run]
+        if name == "resource":
+            return self._resources.get(key)
+        if name == "datum":
+            return self._datums.get(key)
+        if name == "event":
+            where = self._event_index.get(key)
+            if where is None:
+                return None
+            return self._events[where[0]].row(where[1], where[0])
+        raise ValueError(name)
+
+    def _write_document(self, name: str, doc: Doc) -> None:
+        if name == "start":
+            uid = doc["uid"]
+            self._starts[uid] = doc
+            key = (doc["time"], uid)
+            bisect.insort(self._by_time, key)
+            bisect.insort(self._sorted_uids, uid)
+            scan_id = doc.get("scan_id")
+            if type(scan_id) is int:
+                bisect.insort(self._by_scan_id.setdefault(scan_id, []), key)
+        elif name == "descriptor":
+            self._descriptors[doc["uid"]] = doc
+            uids = self._descriptors_by_run.setdefault(doc["run_start"], [])
+            uids.append(doc["uid"])
+            uids.sort(key=lambda u: self._descriptors[u]["time"])
+        elif name == "event_page":
+            columns = self._events.setdefault(doc["descriptor"], _Columns())
+            first = len(columns)
+            columns.append(doc)
+            for i, uid in enumerate(doc["uid"]):
+                self._event_index[uid] = (doc["descriptor"], first + i)
+        elif name == "stop":
+            self._stops[doc["run_start"]] = doc
+            self._stop_uids[doc["uid"]] = doc["run_start"]
+        elif name == "resource":
+            self._resources[doc["uid"]] = doc
+        elif name == "datum_page":
+            ids = self._datums_by_resource.setdefault(doc["resource"], [])
+            kwargs = doc["datum_kwargs"]
+            for i, datum_id in enumerate(doc["datum_id"]):
+                self._datums[datum_id] = {
+                    "datum_id": datum_id,
+                    "datum_kwargs": {k: col[i] for k, col in kwargs.items()},
+                    "resource": doc["resource"],
+                }
+                ids.append(datum_id)
+        else:  # pragma: no cover - the insert path sends nothing else
+            raise ValueError(name)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    # Missing values sort first, like MongoDB's null; mixed types group by kind.
+    if value is None:
+        return (0, 0)
+    if isinstance(value, int | float):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, repr(value))

@@ -1,0 +1,105 @@
+"""v1 helper names: ``ALL``, document wrappers, ``DOCT_NAMES``, ``DuplicateHandler``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import doct
+from event_model import DuplicateHandler
+
+__all__ = [
+    "ALL",
+    "DOCT_NAMES",
+    "DeprecatedDoct",
+    "DuplicateHandler",
+    "get_fields",
+    "stream_name_of",
+    "wrap_in_deprecated_doct",
+    "wrap_in_doct",
+]
+
+
+class ALL:
+    """Sentinel meaning "every stream"; compared with ``is`` (the class itself, not an instance)."""
+
+
+#: Display names ``wrap_in_doct`` gives each document type (pages have none, as in databroker).
+DOCT_NAMES = {
+    "resource": "Resource",
+    "datum": "Datum",
+    "descriptor": "Event Descriptor",
+    "event": "Event",
+    "start": "Run Start",
+    "stop": "Run Stop",
+}
+
+
+def wrap_in_doct(name: str, doc: Mapping[str, Any]) -> doct.Document:
+    """Wrap a document in a read-only, dot-accessible ``doct.Document``.
+
+    Parameters
+    ----------
+    name
+        The document type (``start``, ``stop``, ``descriptor``, ``event``, ``resource``,
+        ``datum``); page types raise ``KeyError`` as in databroker.
+    doc
+        The document.
+    """
+    return doct.Document(DOCT_NAMES[name], doc)
+
+
+class DeprecatedDoct(doct.Document):
+    """A ``doct.Document`` whose attribute-style key access warns that it may be removed."""
+
+    def __getattribute__(self, key: str) -> Any:
+        if key == "_name":
+            warnings.warn(
+                "The document's _name attribute may be removed in a future release.",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif not key.startswith("_") and dict.__contains__(self, key):
+            if not hasattr(doct.Document, key):
+                warnings.warn(
+                    f"Dot access may be removed in a future version. "
+                    f"Use ['{key}'] instead of .{key}",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return super().__getattribute__(key)
+
+    def __getstate__(self) -> tuple[str, dict[str, Any]]:
+        return dict.__getitem__(self, "_name"), dict(self.items())
+
+    def to_name_dict_pair(self) -> tuple[str, dict[str, Any]]:
+        """``(name, plain dict)``, as ``doct.Document.to_name_dict_pair`` (without warning)."""
+        return dict.__getitem__(self, "_name"), dict(self.items())
+
+
+def wrap_in_deprecated_doct(name: str, doc: Mapping[str, Any]) -> DeprecatedDoct:
+    """The default ``prepare_hook``: like :func:`wrap_in_doct`, but dot access warns."""
+    return DeprecatedDoct(DOCT_NAMES[name], doc)
+
+
+def stream_name_of(descriptor: Mapping[str, Any]) -> str:
+    """A descriptor's stream name; legacy nameless descriptors belong to ``'primary'``."""
+    return descriptor.get("name") or "primary"
+
+
+def get_fields(header: Any, name: str | None = None) -> set[str]:
+    """The data keys of a header's descriptors, optionally of one stream only.
+
+    Parameters
+    ----------
+    header
+        A :class:`~broker_v1.Header`.
+    name
+        A stream name; descriptors without a name count as ``'primary'``.
+    """
+    fields: set[str] = set()
+    for descriptor in header.descriptors:
+        if name is None or stream_name_of(descriptor) == name:
+            fields.update(descriptor["data_keys"])
+    return fields

@@ -1,0 +1,255 @@
+"""Shared fixtures: a store harness parametrized over every backend, and sample runs.
+
+``store_harness`` gives each contract test a fresh, empty, writable store of one kind, with
+``reopen()`` (a new store object over the same storage) and ``kind`` (for messages only; tests
+never branch on it).  Kinds whose dependencies or servers are absent skip with the reason, so
+``-ra`` shows every gap.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import event_model
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from broker_v1 import Broker  # noqa: E402
+from broker_v1.stores.base import DocumentStore  # noqa: E402
+from broker_v1.stores.memory import MemoryStore  # noqa: E402
+
+STORE_KINDS = ["memory", "files", "mongomock", "mongo"]
+
+
+@dataclass
+class Harness:
+    """A store under test plus a way to reopen its storage."""
+
+    kind: str
+    store: DocumentStore
+    reopen: Callable[[], DocumentStore]
+    cleanup: Callable[[], None] = field(default=lambda: None)
+
+
+def _memory_harness(tmp_path: Path) -> Harness:
+    store = MemoryStore()
+    return Harness("memory", store, reopen=lambda: store)
+
+
+def _files_harness(tmp_path: Path) -> Harness:
+    try:
+        from stores.files_harness import make_files_harness
+    except ImportError as err:  # the file store lands in its own change
+        pytest.skip(f"files store not available: {err}")
+    harness = make_files_harness(tmp_path)
+    return Harness("files", harness.store, reopen=harness.reopen)
+
+
+def _mongomock_harness(tmp_path: Path) -> Harness:
+    try:
+        from broker_v1.stores.mongo import MongoStore
+    except ImportError as err:
+        pytest.skip(f"mongo store not available: {err}")
+    uri = f"mongomock://localhost/test-{uuid.uuid4().hex[:12]}"
+    store = MongoStore(uri=uri)
+    return Harness("mongomock", store, reopen=lambda: MongoStore(uri=uri))
+
+
+def _mongo_harness(tmp_path: Path) -> Harness:
+    base = os.environ.get("BROKER_V1_TEST_MONGO_URI")
+    if not base:
+        pytest.skip("set BROKER_V1_TEST_MONGO_URI to run against a MongoDB server")
+    try:
+        from broker_v1.stores.mongo import MongoStore
+    except ImportError as err:
+        pytest.skip(f"mongo store not available: {err}")
+    db_name = f"broker_v1_test_{uuid.uuid4().hex[:12]}"
+    uri = base.rstrip("/") + "/" + db_name
+    store = MongoStore(uri=uri)
+
+    def cleanup() -> None:
+        import pymongo
+
+        pymongo.MongoClient(base).drop_database(db_name)
+
+    return Harness("mongo", store, reopen=lambda: MongoStore(uri=uri), cleanup=cleanup)
+
+
+_FACTORIES = {
+    "memory": _memory_harness,
+    "files": _files_harness,
+    "mongomock": _mongomock_harness,
+    "mongo": _mongo_harness,
+}
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh, empty, writable store of each kind."""
+    harness = _FACTORIES[request.param](tmp_path)
+    yield harness
+    harness.store.close()
+    harness.cleanup()
+
+
+@pytest.fixture
+def store(store_harness: Harness) -> DocumentStore:
+    """The store of :func:`store_harness`."""
+    return store_harness.store
+
+
+@pytest.fixture
+def db(store: DocumentStore) -> Broker:
+    """A Broker over each kind of store, in US/Eastern so time tests are reproducible."""
+    return Broker(store, timezone="US/Eastern")
+
+
+# ---------------------------------------------------------------------- sample runs
+@dataclass
+class SampleRun:
+    """The documents of one composed run, in emission order."""
+
+    uid: str
+    docs: list[tuple[str, dict[str, Any]]]
+
+    @property
+    def start(self) -> dict[str, Any]:
+        return self.docs[0][1]
+
+
+def make_run(
+    *,
+    t0: float,
+    scan_id: int | None = 1,
+    plan_name: str = "scan",
+    uid: str | None = None,
+    n_events: int = 3,
+    with_baseline: bool = True,
+    with_stop: bool = True,
+    external: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> SampleRun:
+    """Compose a realistic run: a primary stream (motor, det, optional image), a baseline."""
+    md = {"plan_name": plan_name, "detectors": ["det"], "motors": ["motor"], **(metadata or {})}
+    if scan_id is not None:
+        md["scan_id"] = scan_id
+    bundle = event_model.compose_run(uid=uid, time=t0, metadata=md)
+    docs: list[tuple[str, dict[str, Any]]] = [("start", bundle.start_doc)]
+    data_keys = {
+        "motor": {"source": "SIM:motor", "dtype": "number", "shape": [], "units": "mm"},
+        "motor_setpoint": {"source": "SIM:motor_sp", "dtype": "number", "shape": []},
+        "det": {"source": "SIM:det", "dtype": "number", "shape": []},
+    }
+    if external:
+        data_keys["img"] = {"source": "SIM:img", "dtype": "array", "shape": [4, 4],
+                            "external": "FILESTORE:"}
+    primary = bundle.compose_descriptor(
+        name="primary",
+        data_keys=data_keys,
+        time=t0 + 0.1,
+        object_keys={"motor": ["motor", "motor_setpoint"], "det": ["det"]}
+        | ({"cam": ["img"]} if external else {}),
+        configuration={
+            "det": {
+                "data": {"det_exposure": 0.1},
+                "timestamps": {"det_exposure": t0},
+                "data_keys": {"det_exposure": {"source": "SIM:exp", "dtype": "number",
+                                               "shape": []}},
+            }
+        },
+    )
+    docs.append(("descriptor", primary.descriptor_doc))
+    if with_baseline:
+        baseline = bundle.compose_descriptor(
+            name="baseline",
+            data_keys={"temp": {"source": "SIM:temp", "dtype": "number", "shape": []}},
+            time=t0 + 0.05,
+            object_keys={"temp": ["temp"]},
+        )
+        docs.append(("descriptor", baseline.descriptor_doc))
+        docs.append(("event", baseline.compose_event(
+            data={"temp": 20.0}, timestamps={"temp": t0 + 0.06}, time=t0 + 0.06)))
+    resource = None
+    if external:
+        resource = bundle.compose_resource(
+            spec="NPY_SEQ", root="/tmp/data", resource_path="img", resource_kwargs={}
+        )
+        docs.append(("resource", resource.resource_doc))
+    for i in range(n_events):
+        data: dict[str, Any] = {"motor": float(i), "motor_setpoint": float(i), "det": 10.0 * i}
+        ts = {k: t0 + 1 + i for k in data}
+        if resource is not None:
+            datum = resource.compose_datum(datum_kwargs={"index": i})
+            docs.append(("datum", datum))
+            data["img"] = datum["datum_id"]
+            ts["img"] = t0 + 1 + i
+        docs.append(("event", primary.compose_event(data=data, timestamps=ts, time=t0 + 1 + i,
+                                                    filled={"img": False} if external else {})))
+    if with_baseline:
+        docs.append(("event", baseline.compose_event(
+            data={"temp": 21.0}, timestamps={"temp": t0 + 2 + n_events},
+            time=t0 + 2 + n_events)))
+    if with_stop:
+        docs.append(("stop", bundle.compose_stop(time=t0 + 3 + n_events)))
+    return SampleRun(bundle.start_doc["uid"], docs)
+
+
+_SAMPLE_RUNS: list[SampleRun] = []
+
+
+def sample_runs() -> list[SampleRun]:
+    """Runs covering the lookup edge cases: repeated scan_ids, no stop, a shared uid prefix.
+
+    The same documents on every call (fresh copies), so tests can compare against them.
+    """
+    if not _SAMPLE_RUNS:
+        _SAMPLE_RUNS.extend(_compose_sample_runs())
+    return copy.deepcopy(_SAMPLE_RUNS)
+
+
+def _compose_sample_runs() -> list[SampleRun]:
+    base = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    return [
+        make_run(t0=base, scan_id=1, plan_name="count", uid="abcdef01-0000-4000-8000-000000000001"),
+        make_run(t0=base + 100, scan_id=2, plan_name="scan",
+                 uid="abcdef02-0000-4000-8000-000000000002",
+                 metadata={"sample": {"name": "silicon", "position": 3}, "operator": "Dmitri"}),
+        make_run(t0=base + 200, scan_id=2, plan_name="scan", external=True,
+                 metadata={"sample": {"name": "gold"}, "operator": "Michael",
+                           "purpose": "good sample alignment"}),
+        make_run(t0=base + 300, scan_id=3, plan_name="count", with_stop=False),
+        make_run(t0=base + 400, scan_id=4, plan_name="scan", n_events=5,
+                 metadata={"operator": "Dmitri"}),
+    ]
+
+
+def insert_all(target: Any, runs: list[SampleRun]) -> None:
+    """Insert every document of ``runs`` into a store or Broker."""
+    for run in runs:
+        for name, doc in run.docs:
+            target.insert(name, doc)
+
+
+@pytest.fixture
+def runs() -> list[SampleRun]:
+    """Fresh sample runs (time-ordered, oldest first)."""
+    return sample_runs()
+
+
+@pytest.fixture
+def filled_db(db: Broker, runs: list[SampleRun]) -> Broker:
+    """A Broker whose store holds :func:`sample_runs`."""
+    insert_all(db, runs)
+    return db
+
+
+def now() -> float:
+    return time.time()
