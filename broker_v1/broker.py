@@ -14,6 +14,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._layouts import translate
 from ._run import RunDocs
 from .config import find_config_file, lookup_config, validate_config
 from .errors import ConfigError
@@ -125,12 +126,14 @@ class Broker:
         )
         self._transforms = dict(transforms or {})
         self._config: dict[str, Any] | None = None
+        #: Resource roots to rewrite when reading external data: ``{old_root: new_root}``.
+        self.root_map: dict[str, str] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(
         cls, config: Mapping[str, Any], auto_register: bool = True, name: str | None = None,
-        *, source: str | None = None,
+        *, source: str | None = None, entry: str | None = None,
     ) -> Any:
         """Open a Broker from a config mapping (see :mod:`broker_v1.config` for the shape).
 
@@ -143,7 +146,10 @@ class Broker:
         name
             Recorded as ``db.name``.
         source
-            The file the config came from, named in error messages.
+            The file the config came from, named in error messages; relative paths in the
+            config (root_map, databroker-pack paths) are resolved against its folder.
+        entry
+            Which catalog of an intake file holding several (``sources:`` entries).
 
         Returns
         -------
@@ -151,7 +157,12 @@ class Broker:
             (or, with ``api_version: 2``, the Broker's v2 catalog).
         """
         original = copy.deepcopy(dict(config)) if isinstance(config, Mapping) else config
-        checked = validate_config(config, source=source)
+        if not isinstance(config, Mapping):
+            raise ConfigError(
+                f"{source or 'config'}: a config must be a mapping, got {type(config).__name__}.",
+                source=source,
+            )
+        checked = validate_config(translate(config, source=source, entry=entry), source=source)
         api_version = checked.get("api_version", 1)
         if api_version not in (0, 1, 2) or isinstance(api_version, bool):
             raise ConfigError(
@@ -165,6 +176,7 @@ class Broker:
             for kind, path in (checked.get("transforms") or {}).items()
         }
         db = cls(store, name=name, timezone=checked.get("timezone"), transforms=transforms)
+        db.root_map = dict(checked.get("root_map") or {})
         db._config = original
         if api_version == 2:
             return db.v2
@@ -183,10 +195,19 @@ class Broker:
         """
         if name == "temp":
             return temp()
+        entry = None
+        if find_config_file(name) is None and "." in name:
+            # 'csx.raw': the 'raw' catalog of the intake file csx.yml
+            file_name, _, entry = name.partition(".")
+            if find_config_file(file_name) is not None:
+                name = file_name
+            else:
+                entry = None
         config = lookup_config(name)
         path = find_config_file(name)
-        return cls.from_config(config, auto_register=auto_register, name=name,
-                               source=str(path) if path else None)
+        return cls.from_config(config, auto_register=auto_register,
+                               name=name if entry is None else f"{name}.{entry}",
+                               source=str(path) if path else None, entry=entry)
 
     def get_config(self) -> dict[str, Any] | None:
         """A copy of the config this Broker was built from (``None`` if built from a store)."""

@@ -15,7 +15,11 @@ Files are searched, highest precedence first, in the folders of ``BROKER_V1_CONF
 (``os.pathsep``-separated), then ``DATABROKER_CONFIG_PATH`` if set, then the user folder
 (``~/.config/databroker``; ``%APPDATA%\\databroker`` on Windows), the environment's
 (``sys.prefix/etc/databroker``) and the system folder (``/etc/databroker``;
-``%PROGRAMDATA%\\databroker`` on Windows).
+``%PROGRAMDATA%\\databroker`` on Windows), and last intake's catalog folders where databroker
+1.x kept its YAML (``INTAKE_PATH``, ``~/.local/share/intake``, ``sys.prefix/share/intake``).
+
+Every layout (databroker 0.x, intake, databroker-pack, broker_v1's own) is translated into the
+shape above by :mod:`broker_v1._layouts`.
 """
 
 from __future__ import annotations
@@ -82,6 +86,15 @@ def config_search_path(
         paths.append(os.path.join(home, ".config", "databroker"))
         paths.append(os.path.join(sys.prefix, "etc", "databroker"))
         paths.append("/etc/databroker")
+    # databroker 1.x also read intake catalog files from intake's folders.
+    paths.extend(p for p in env.get("INTAKE_PATH", "").split(sep) if p)
+    if windows:
+        if env.get("APPDATA"):
+            paths.append(env["APPDATA"] + "\\intake")
+        paths.append(sys.prefix + "\\share\\intake")
+    else:
+        paths.append(os.path.join(home, ".local", "share", "intake"))
+        paths.append(os.path.join(sys.prefix, "share", "intake"))
     seen: dict[str, None] = {}
     for p in paths:
         seen.setdefault(p, None)
@@ -138,11 +151,18 @@ def lookup_config(name: str) -> dict[str, Any]:
                     source=str(path),
                 )
             return config
+    found = []
+    for folder in config_search_path():
+        try:
+            found.extend(str(p) for p in sorted(folder.iterdir()) if p.suffix in (".yml", ".yaml"))
+        except OSError:
+            continue
     raise ConfigNotFound(
         f"No config named {name!r} was found. Searched (highest precedence first):\n  "
         + "\n  ".join(tried)
-        + f"\nAvailable configs: {', '.join(list_configs()) or 'none'}. Put {name}.yml in one of "
-        "these folders, or set BROKER_V1_CONFIG_PATH.",
+        + "\nConfig files found (none is named "
+        + f"{name!r}): " + (", ".join(found) or "none")
+        + f".\nPut {name}.yml in one of these folders, or set BROKER_V1_CONFIG_PATH.",
         name=name,
         tried=tried,
     )
@@ -210,15 +230,6 @@ def validate_config(config: Any, *, source: str | None = None) -> dict[str, Any]
     if not isinstance(config, Mapping):
         raise ConfigError(
             f"{where}: a config must be a mapping, got {type(config).__name__}.", source=source
-        )
-    if "metadatastore" in config or "sources" in config:
-        raise ConfigError(
-            f"{where}: this is a databroker "
-            + ("0.x (metadatastore/assets)" if "metadatastore" in config else "1.x (intake)")
-            + " config; translating that layout is not supported yet. Rewrite it in broker_v1's "
-            "layout: store: {backend: mongo, uri: ...}.",
-            source=source,
-            key="metadatastore" if "metadatastore" in config else "sources",
         )
     for key in config:
         if key not in TOP_LEVEL_KEYS:

@@ -51,7 +51,9 @@ def test_search_path_order(tmp_path):
     paths = [str(p) for p in config_search_path(env, platform="linux")]
     assert paths[:2] == [f"{tmp_path}/a", f"{tmp_path}/b"]
     assert paths[2] == "/home/u/.config/databroker"
-    assert paths[-1] == "/etc/databroker"
+    assert paths.index("/etc/databroker") == 4
+    assert paths[5:] == ["/home/u/.local/share/intake", paths[6]]
+    assert paths[6].endswith("share/intake")
     win = [str(p) for p in config_search_path({"APPDATA": r"C:\Users\u\AppData\Roaming",
                                               "BROKER_V1_CONFIG_PATH": r"D:\cfg;E:\cfg"},
                                              platform="win32")]
@@ -79,3 +81,131 @@ def test_named_lookup_and_errors(tmp_path, monkeypatch):
     assert str(second / "nope.yml") in str(info.value)
     with pytest.raises(ConfigError, match=r"broken.yml: line 3.*not valid YAML"):
         Broker.named("broken")
+
+
+# ---------------------------------------------------------------------- other layouts
+from pathlib import Path  # noqa: E402
+
+from broker_v1._layouts import layout_of, translate  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+V0 = {
+    "description": "CSX raw data",
+    "metadatastore": {"module": "databroker.headersource.mongo", "class": "MDSRO",
+                      "config": {"host": "xf23id-ca", "port": 27017,
+                                 "database": "datastore", "timezone": "US/Eastern"}},
+    "assets": {"module": "databroker.assets.mongo", "class": "Registry",
+               "config": {"host": "xf23id-ca", "port": 27017, "database": "filestore"}},
+    "handlers": {"AD_TIFF": {"module": "area_detector_handlers.handlers",
+                             "class": "AreaDetectorTiffHandler"}},
+    "root_map": {"/GPFS/xf23id": "/nsls2/data/csx"},
+}
+
+
+def test_v0_layout_becomes_a_mongo_store():
+    """A databroker 0.x file becomes a mongo store with its timezone, handlers and root_map."""
+    assert layout_of(V0) == "v0"
+    out = translate(V0, source="/etc/databroker/csx.yml")
+    assert out["store"] == {"backend": "mongo", "uri": "mongodb://xf23id-ca:27017/datastore",
+                            "asset_uri": "mongodb://xf23id-ca:27017/filestore",
+                            "read_only": True}
+    assert out["timezone"] == "US/Eastern" and out["description"] == "CSX raw data"
+    assert out["handlers"] == V0["handlers"] and out["root_map"] == V0["root_map"]
+
+
+def test_v0_layout_credentials_and_uri_forms():
+    """Credentials and authsource build the URI; uri with host is refused."""
+    md = {"module": "databroker.headersource.mongo", "class": "MDS",
+          "config": {"host": "h", "port": 1, "database": "md", "mongo_user": "u",
+                     "mongo_pwd": "p@ss", "authsource": "admin"}}
+    config = {**V0, "metadatastore": md}
+    assert translate(config)["store"]["uri"] == "mongodb://u:p%40ss@h:1/md?authSource=admin"
+    bad = {**V0, "metadatastore": {**md, "config": {"uri": "mongodb://h/md", "host": "h"}}}
+    with pytest.raises(ConfigError, match="either uri or host/port"):
+        translate(bad)
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [("databroker.headersource.sqlite", "SQLite metadata store.*cannot open.*backend: files"),
+     ("my.custom.store", "not a metadata store broker_v1 knows")],
+)
+def test_v0_layout_unsupported_modules(module, message):
+    """Old file-based or unknown metadata stores are refused, naming the module."""
+    config = {**V0, "metadatastore": {**V0["metadatastore"], "module": module}}
+    with pytest.raises(ConfigError, match=message) as info:
+        Broker.from_config(config, source="/etc/databroker/csx.yml")
+    assert info.value.key == "metadatastore.module"
+
+
+INTAKE = {
+    "sources": {
+        "raw": {"driver": "bluesky-mongo-normalized-catalog",
+                "args": {"metadatastore_db": "mongodb://db:27017/csx-md",
+                         "asset_registry_db": "mongodb://db:27017/csx-assets",
+                         "handler_registry": {"NPY_SEQ": "ophyd.sim.NumpySeqHandler"}}},
+        "processed": {"driver": "bluesky-jsonl-catalog",
+                      "args": {"paths": "processed/*.jsonl",
+                               "root_map": {"/old": "relative/new"}}},
+    }
+}
+
+
+def test_intake_layout_entries(tmp_path):
+    """An intake file's sources translate one by one; several need a choice."""
+    source = str(tmp_path / "csx.yml")
+    raw = translate(INTAKE, source=source, entry="raw")
+    assert raw["store"] == {"backend": "mongo", "uri": "mongodb://db:27017/csx-md",
+                            "asset_uri": "mongodb://db:27017/csx-assets"}
+    assert raw["handlers"] == {"NPY_SEQ": {"module": "ophyd.sim", "class": "NumpySeqHandler"}}
+    processed = translate(INTAKE, source=source, entry="processed")
+    assert processed["store"] == {"backend": "files", "path": str(tmp_path / "processed")}
+    assert processed["root_map"] == {"/old": str(tmp_path / "relative" / "new")}
+    with pytest.raises(ConfigError, match=r"several catalogs \(raw, processed\)"):
+        translate(INTAKE, source=source)
+    with pytest.raises(ConfigError, match="no entry 'nope'"):
+        translate(INTAKE, source=source, entry="nope")
+
+
+def test_intake_layout_errors():
+    """Unknown drivers, URIs without a database and relative root_map without a file fail."""
+    bad_driver = {"sources": {"x": {"driver": "bluesky-mongo-embedded-catalog", "args": {}}}}
+    with pytest.raises(ConfigError, match="not a driver broker_v1 can serve"):
+        translate(bad_driver)
+    no_db = {"sources": {"x": {"driver": "bluesky-mongo-normalized-catalog",
+                               "args": {"metadatastore_db": "mongodb://db:27017",
+                                        "asset_registry_db": "mongodb://db:27017/a"}}}}
+    with pytest.raises(ConfigError, match="forget to include a database"):
+        translate(no_db)
+    with pytest.raises(ConfigError, match="relative.*no file to be relative to"):
+        translate({"store": {"backend": "memory"}, "root_map": {"/a": "b"}})
+
+
+def test_databroker_pack_catalog_translation():
+    """A databroker-pack catalog.yml opens its packed runs read-only with an anchored root_map."""
+    catalog = DATA / "databroker-pack" / "msgpack_HEAD" / "simple_catalog" / "catalog.yml"
+    import yaml
+
+    out = translate(yaml.safe_load(catalog.read_text()), source=str(catalog))
+    assert out["store"] == {"backend": "files", "path": str(catalog.parent / "documents"),
+                            "read_only": True}
+    (old, new), = out["root_map"].items()
+    assert old == "f8483b80395561ac779a5425da6646ca"
+    assert Path(new) == catalog.parent / "external_files" / old
+    assert Path(new).is_dir()
+
+
+def test_named_intake_entry(tmp_path, monkeypatch):
+    """Broker.named('file.entry') opens one catalog of a multi-source intake file."""
+    import yaml
+
+    (tmp_path / "multi.yml").write_text(yaml.safe_dump({"sources": {
+        "a": {"driver": "bluesky-mongo-normalized-catalog",
+              "args": {"metadatastore_db": "mongodb://db/x", "asset_registry_db": "mongodb://db/y"}},
+        "b": {"driver": "bluesky-msgpack-catalog", "args": {"paths": ["docs/*.msgpack"]}}}}))
+    monkeypatch.setenv("BROKER_V1_CONFIG_PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"several catalogs.*Broker.named\('NAME.a'\)"):
+        Broker.named("multi")
+    with pytest.raises(ConfigError, match="no entry 'c'"):
+        Broker.named("multi.c")
