@@ -21,7 +21,8 @@ for name, doc in demo_documents(t0):   # or: RE.subscribe(db.insert)
     db.insert(name, doc)
 h = db[-1]
 h['start']['plan_name'], h['start']['scan_id'], h.stop['exit_status']
-[h['start']['scan_id'] for h in db(plan_name='scan', sample='gold')]"""
+[h['start']['scan_id'] for h in db(plan_name='scan', sample='gold')]
+db.get_table(h, stream_name='primary')"""
 
 
 class _Group(click.Group):
@@ -46,7 +47,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """Record a few realistic runs, then show db[-1] and a search.
+    """Record a few realistic runs, then show db[-1], a search and a table.
 
     \b
     Example:
@@ -70,6 +71,8 @@ def demo() -> None:
                f"exit_status={h.stop['exit_status']!r}\n")
     click.echo(">>> [h['start']['scan_id'] for h in db(plan_name='scan', sample='gold')]")
     click.echo(repr([x["start"]["scan_id"] for x in db(plan_name="scan", sample="gold")]) + "\n")
+    click.echo(">>> db.get_table(h, stream_name='primary')")
+    click.echo(db.get_table(h, stream_name="primary").to_string(max_rows=12) + "\n")
     click.echo("The Python lines that did this:\n")
     click.echo(DEMO_LINES.format(open_line=open_line))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import re
 import time as _time
 import types
 import warnings
@@ -241,7 +242,7 @@ class Header:
     ) -> Iterator[Any]:
         """The values of one field, one per event, in time order (filled by default)."""
         for event in self._db.get_events(
-            self, stream_name=stream_name, fields=[field], fill=fill,
+            self, stream_name=stream_name, fields=[re.escape(field)], fill=fill,
             handler_registry=handler_registry,
         ):
             yield event["data"][field]

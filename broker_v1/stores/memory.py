@@ -26,7 +26,8 @@ _MUTABLE = (dict, list)
 class _Columns:
     """The events of one descriptor, column-wise, with an order kept by (time, seq_num)."""
 
-    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered")
+    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered",
+                 "_order")
 
     def __init__(self) -> None:
         self.time: list[Any] = []
@@ -37,11 +38,13 @@ class _Columns:
         self.filled: dict[str, list[Any]] | None = None
         self.nested: set[str] = set()  # data keys holding lists/dicts: deep-copied on read
         self.ordered = True
+        self._order: list[int] | None = None  # row order by (time, seq_num) when not ordered
 
     def __len__(self) -> int:
         return len(self.uid)
 
     def append(self, page: Doc) -> None:
+        self._order = None
         n_before = len(self.uid)
         times, seqs = page["time"], page["seq_num"]
         if self.ordered:
@@ -89,8 +92,11 @@ class _Columns:
             def take(col: list[Any]) -> list[Any]:
                 return col[rows]
         else:
-            full = sorted(range(len(self.uid)), key=lambda i: (self.time[i], self.seq_num[i]))
-            order = full[start:stop]
+            if self._order is None:
+                self._order = sorted(
+                    range(len(self.uid)), key=lambda i: (self.time[i], self.seq_num[i])
+                )
+            order = self._order[start:stop]
 
             def take(col: list[Any]) -> list[Any]:
                 return [col[i] for i in order]
