@@ -210,8 +210,8 @@ def _translate_source(
         paths: Any
         if relative and base is not None:
             # databroker-pack records paths relative to the catalog file; honour them.
-            paths = [str((base / p).resolve()) if not os.path.isabs(p) else p
-                     for p in relative]
+            paths = [os.path.normpath(os.path.join(os.path.abspath(base), p))
+                     if not os.path.isabs(p) else p for p in relative]
         else:
             paths = args.get("paths")
         if isinstance(paths, str):
@@ -304,6 +304,6 @@ def _anchor_root_map(config: dict[str, Any], source: str | None) -> dict[str, An
                 raise _err(source, f"root_map.{old}",
                            f"{new!r} is relative, but this config has no file to be relative "
                            "to; give an absolute path.")
-            new = str((Path(source).parent / new).resolve())
+            new = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(source)), new))
         anchored[old] = new
     return {**config, "root_map": anchored}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 import warnings
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -18,6 +19,7 @@ from ._layouts import translate
 from ._run import RunDocs
 from .config import find_config_file, lookup_config, validate_config
 from .errors import ConfigError
+from .filling import DataFiller, HandlerRegistry, Images, fill_events, import_handler
 from .header import Header
 from .lookup import is_multi_key, lookup_many, lookup_one
 from .queries import build_query, local_timezone_name
@@ -88,6 +90,12 @@ class Broker:
         ``{name: f(start, stop)}``; each header gets ``h.ext.<name>``.
     transforms
         ``{start|stop|descriptor|resource: f(doc) -> doc}`` applied on every read path.
+    handlers
+        ``{spec: handler class}`` for external data (on top of discovered ones).
+    root_map
+        ``{old_root: new_root}`` for resources whose files moved.
+    auto_register
+        Use handlers advertised by installed packages (``databroker.handlers``).
 
     Examples
     --------
@@ -108,6 +116,9 @@ class Broker:
         prepare_hook: PrepareHook = wrap_in_deprecated_doct,
         external_fetchers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
         transforms: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
+        handlers: Mapping[str, Any] | None = None,
+        root_map: Mapping[str, str] | None = None,
+        auto_register: bool = True,
     ) -> None:
         if not isinstance(store, DocumentStore):
             raise TypeError(
@@ -126,8 +137,8 @@ class Broker:
         )
         self._transforms = dict(transforms or {})
         self._config: dict[str, Any] | None = None
-        #: Resource roots to rewrite when reading external data: ``{old_root: new_root}``.
-        self.root_map: dict[str, str] = {}
+        #: Handlers and root_map for external data (``db.reg.register_handler(...)``).
+        self.reg = HandlerRegistry(handlers, root_map, auto_register=auto_register)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -175,8 +186,14 @@ class Broker:
             kind: _import_dotted(path, source=source, key=f"transforms.{kind}")
             for kind, path in (checked.get("transforms") or {}).items()
         }
-        db = cls(store, name=name, timezone=checked.get("timezone"), transforms=transforms)
-        db.root_map = dict(checked.get("root_map") or {})
+        handlers = {
+            spec: import_handler(entry["module"], entry["class"], source=source,
+                                 key=f"handlers.{spec}")
+            for spec, entry in (checked.get("handlers") or {}).items()
+        }
+        db = cls(store, name=name, timezone=checked.get("timezone"), transforms=transforms,
+                 handlers=handlers, root_map=checked.get("root_map"),
+                 auto_register=auto_register)
         db._config = original
         if api_version == 2:
             return db.v2
@@ -221,6 +238,18 @@ class Broker:
     def name(self) -> str | None:
         """The name the Broker was opened by, or ``None``."""
         return self._name
+
+    @property
+    def root_map(self) -> dict[str, str]:
+        """``{old_root: new_root}`` applied to resource roots (the same dict as
+        ``db.reg.root_map``)."""
+        return self.reg.root_map
+
+    @property
+    def fs(self) -> HandlerRegistry:
+        """Deprecated alias of :attr:`reg`."""
+        warnings.warn("db.fs is deprecated; use db.reg.", UserWarning, stacklevel=2)
+        return self.reg
 
     @property
     def store(self) -> DocumentStore:
@@ -392,9 +421,70 @@ class Broker:
             localize_times=localize_times,
         )
 
-    def _filler(self, fill: Any, handler_registry: Any) -> Any:
-        # External-data filling arrives with the handler registry (issue 4).
-        return None
+    def _filler(self, fill: Any, handler_registry: Any) -> DataFiller | None:
+        if not fill and not isinstance(fill, list | tuple | set | frozenset):
+            return None
+        return self.reg.filler(self._store, handler_registry)
+
+    def _load_datum(self, datum_id: str) -> Any:
+        return self.reg.filler(self._store).load_datum_id(datum_id)
+
+    def _replay(self, run: Any, *, fill: Any, filler: Any) -> Iterator[tuple[str, Any]]:
+        """Raw documents of one run (Header or v2 run) in event-model order, transformed."""
+        from . import replay
+
+        for name, doc in replay.iter_documents(
+            self._store, [run._run_docs()], stream_name=ALL, fill=fill, filler=filler
+        ):
+            if name == "resource":
+                doc = self._transform(name, doc)
+            yield name, doc
+
+    def fill_events(
+        self, events: Iterable[Any], descriptors: Iterable[Any], fields: Any = True,
+        inplace: bool = False, handler_registry: Any = None,
+    ) -> Iterator[Any]:
+        """Fill the external fields of events (a generator; 0.13 behaviour).
+
+        Parameters
+        ----------
+        events, descriptors
+            The events and the descriptors they reference.
+        fields
+            True (all external fields), False (none) or the names of the fields to fill.
+        inplace
+            Mutate the given events instead of returning filled copies.
+        handler_registry
+            Extra ``{spec: handler}`` for this call.
+        """
+        filler = self.reg.filler(self._store, handler_registry)
+        return fill_events(filler, events, list(descriptors), fields=fields, inplace=inplace,
+                           prepare=self.prepare_hook)
+
+    def fill_event(self, event: Any, inplace: bool = True, handler_registry: Any = None) -> Any:
+        """Deprecated: fill one event (looks its descriptor up)."""
+        warnings.warn("fill_event is deprecated; use fill_events or get_events(fill=True).",
+                      UserWarning, stacklevel=2)
+        descriptor = self._store.get_descriptor(event["descriptor"])
+        return next(iter(self.fill_events([event], [descriptor], inplace=inplace,
+                                          handler_registry=handler_registry)))
+
+    def get_images(self, headers: Any, name: str, stream_name: str = "primary",
+                   handler_registry: Any = None) -> Images:
+        """Deprecated: a lazy, sliceable sequence of the frames of field ``name``.
+
+        Only the frames that are indexed are read.  Prefer ``h.data(name)`` or
+        ``run.primary.to_dask()``.
+        """
+        warnings.warn("get_images is deprecated; use Header.data or the v2 to_dask().",
+                      UserWarning, stacklevel=2)
+        from . import replay
+
+        datum_ids: list[Any] = []
+        for _, event in replay.iter_events(self._store, self._runs(headers),
+                                           stream_name=stream_name, fields=[re.escape(name)]):
+            datum_ids.append(event["data"][name])
+        return Images(datum_ids, self.reg.filler(self._store, handler_registry))
 
     def get_events(
         self,
@@ -474,7 +564,3 @@ def temp() -> Broker:
     db = Broker(MemoryStore(), name="temp")
     db._config = temp_config()
     return db
-
-
-def _iterable(value: Any) -> Iterable[Any]:
-    return value if isinstance(value, list | tuple | set) else [value]

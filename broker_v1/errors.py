@@ -18,10 +18,12 @@ __all__ = [
     "CorruptRunFile",
     "DatumNotFound",
     "DuplicateDocument",
+    "ExternalDataError",
     "InvalidConfig",
     "InvalidDocument",
     "InvalidQuery",
     "MissingDependency",
+    "MissingHandler",
     "ReadOnlyStore",
     "ResourceNotFound",
     "RunIndexError",
@@ -173,3 +175,26 @@ class UnsafeUid(BrokerError, ValueError):
 
 class MissingDependency(BrokerError, ImportError):
     """An optional package needed by a store or feature is not installed."""
+
+
+class MissingHandler(BrokerError, KeyError):
+    """No handler is registered for a resource's ``spec`` (a ``KeyError``, as databroker)."""
+
+    def __init__(self, message: str, *, spec: str, resource: str, registered: list[str]) -> None:
+        super().__init__(message)
+        self.spec = spec
+        self.resource = resource
+        self.registered = registered
+
+
+class ExternalDataError(BrokerError, OSError):
+    """External data could not be read: a missing file or a handler that failed."""
+
+    def __init__(self, message: str, *, spec: str, resource: str, root: str | None,
+                 mapped_root: str | None, path: str | None) -> None:
+        super().__init__(message)
+        self.spec = spec
+        self.resource = resource
+        self.root = root
+        self.mapped_root = mapped_root
+        self.path = path

@@ -20,6 +20,9 @@ from .errors import InvalidQuery
 
 __all__ = [
     "TIME_FORMATS",
+    "Query",
+    "TextQuery",
+    "TimeRange",
     "build_query",
     "local_timezone_name",
     "normalize_human_friendly_time",
@@ -197,3 +200,116 @@ def build_query(
     if len(clauses) == 1:
         return clauses[0]
     return {"$and": clauses}
+
+
+class Query(Mapping[str, Any]):
+    """A search expressed as an object; a read-only mapping over its Mongo-dialect ``query``.
+
+    It can be passed wherever a query dict is accepted and compares equal to that dict.
+    ``kwargs`` holds the constructor arguments; :meth:`replace` returns a modified copy.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = dict(kwargs)
+        self._query = self._build()
+
+    def _build(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The arguments this query was made with."""
+        return dict(self._kwargs)
+
+    @property
+    def query(self) -> dict[str, Any]:
+        """The Mongo-dialect filter."""
+        return dict(self._query)
+
+    def replace(self, **kwargs: Any) -> Query:
+        """A copy with some arguments changed (the original is unchanged)."""
+        return type(self)(**{**self._kwargs, **kwargs})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._query[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._query)
+
+    def __len__(self) -> int:
+        return len(self._query)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"{type(self).__name__}({args})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_query, (type(self), self._kwargs))
+
+
+def _rebuild_query(cls: type[Query], kwargs: dict[str, Any]) -> Query:
+    return cls(**kwargs)
+
+
+class TimeRange(Query):
+    """Runs started in ``[since, until)`` (``until`` exclusive, as databroker's v2 API).
+
+    Parameters
+    ----------
+    since, until
+        Epoch seconds, datetimes or strings in :data:`TIME_FORMATS`; either may be omitted.
+    timezone
+        Where naive values are read (default: this machine's zone).
+
+    Examples
+    --------
+    >>> TimeRange(since='2020', timezone='US/Eastern')
+    TimeRange(since='2020', timezone='US/Eastern')
+    >>> dict(TimeRange(since='2020', timezone='US/Eastern'))
+    {'time': {'$gte': 1577854800.0}}
+    """
+
+    def __init__(self, since: Any = None, until: Any = None, timezone: str | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if since is not None:
+            kwargs["since"] = since
+        if until is not None:
+            kwargs["until"] = until
+        if timezone is not None:
+            kwargs["timezone"] = timezone
+        super().__init__(**kwargs)
+
+    def _build(self) -> dict[str, Any]:
+        tz = self._kwargs.get("timezone")
+        condition = {}
+        if "since" in self._kwargs:
+            condition["$gte"] = normalize_human_friendly_time(self._kwargs["since"], tz)
+        if "until" in self._kwargs:
+            condition["$lt"] = normalize_human_friendly_time(self._kwargs["until"], tz)
+        for bound in condition.values():
+            if not isinstance(bound, numbers.Real) or isinstance(bound, bool):
+                raise InvalidQuery(f"TimeRange bounds must be times, got {bound!r}.")
+        if "$gte" in condition and "$lt" in condition and condition["$gte"] > condition["$lt"]:
+            raise InvalidQuery(
+                f"TimeRange since={self._kwargs['since']!r} is after until="
+                f"{self._kwargs['until']!r}."
+            )
+        return {"time": condition} if condition else {}
+
+
+class TextQuery(Query):
+    """Full-text search of start documents (MongoDB ``$text`` semantics, in every store).
+
+    Examples
+    --------
+    >>> dict(TextQuery('good sample'))
+    {'$text': {'$search': 'good sample'}}
+    """
+
+    def __init__(self, text_search: str) -> None:
+        if not isinstance(text_search, str):
+            raise InvalidQuery(f"TextQuery needs a string of words, got {text_search!r}.")
+        super().__init__(text_search=text_search)
+
+    def _build(self) -> dict[str, Any]:
+        return {"$text": {"$search": self._kwargs["text_search"]}}

@@ -266,6 +266,21 @@ def extra_data(
     return data, stamps
 
 
+#: Rows of external data loaded at once on the events path.
+_FILL_CHUNK = 16
+
+
+def _slice_page(page: Doc, start: int, stop: int) -> Doc:
+    out = {k: v for k, v in page.items() if k not in ("time", "seq_num", "uid", "data",
+                                                       "timestamps", "filled")}
+    for key in ("time", "seq_num", "uid"):
+        out[key] = page[key][start:stop]
+    for part in ("data", "timestamps", "filled"):
+        if part in page:
+            out[part] = {k: col[start:stop] for k, col in page[part].items()}
+    return out
+
+
 # --------------------------------------------------------------------------- per-descriptor plan
 class _Selection:
     """What the read path keeps of one descriptor's events, worked out once per descriptor."""
@@ -333,6 +348,12 @@ class _Selection:
         """
         keys = self.keys
         n = len(page["uid"])
+        if self.fill and n > _FILL_CHUNK:
+            # Load external data a few rows at a time so memory stays bounded.
+            for start in range(0, n, _FILL_CHUNK):
+                yield from self.events_of_page(_slice_page(page, start, start + _FILL_CHUNK),
+                                               filler)
+            return
         columns = [_column(page["data"], k, n) for k in keys]
         ts_columns = [_column(page["timestamps"], k, n) for k in keys]
         filled_cols: list[tuple[str, list[Any]]] = []

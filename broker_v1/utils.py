@@ -36,6 +36,52 @@ DOCT_NAMES = {
 }
 
 
+class _Document(doct.Document):
+    """A ``doct.Document`` without the reference cycle.
+
+    ``doct.Document`` makes itself its own ``__dict__``, so every wrapped document is freed
+    only by the cyclic garbage collector: iterating filled images could hold hundreds of
+    frames alive between collections.  This subclass keeps doct's behaviour (read-only dict,
+    attribute access to keys, hidden ``_name``) with attribute lookup done on demand instead.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, name: str, *args: Any, **kwargs: Any) -> None:
+        dict.__init__(self, *args, **kwargs)
+        dict.__setitem__(self, "_name", name)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return dict.__getitem__(self, key)
+        except KeyError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {key!r}"
+            ) from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise doct.DocumentIsReadOnly(f"{key}, {value}")
+
+    def __getstate__(self) -> tuple[str, dict[str, Any]]:
+        return dict.__getitem__(self, "_name"), dict(self.items())
+
+    def __setstate__(self, state: tuple[str, dict[str, Any]]) -> None:
+        name, payload = state
+        dict.update(self, payload)
+        dict.__setitem__(self, "_name", name)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_document, (type(self),) + self.__getstate__())
+
+    def to_name_dict_pair(self) -> tuple[str, dict[str, Any]]:
+        """``(name, plain dict)``, as ``doct.Document.to_name_dict_pair``."""
+        return dict.__getitem__(self, "_name"), dict(self.items())
+
+
+def _rebuild_document(cls: type[_Document], name: str, payload: dict[str, Any]) -> _Document:
+    return cls(name, payload)
+
+
 def wrap_in_doct(name: str, doc: Mapping[str, Any]) -> doct.Document:
     """Wrap a document in a read-only, dot-accessible ``doct.Document``.
 
@@ -47,35 +93,23 @@ def wrap_in_doct(name: str, doc: Mapping[str, Any]) -> doct.Document:
     doc
         The document.
     """
-    return doct.Document(DOCT_NAMES[name], doc)
+    return _Document(DOCT_NAMES[name], doc)
 
 
-class DeprecatedDoct(doct.Document):
+class DeprecatedDoct(_Document):
     """A ``doct.Document`` whose attribute-style key access warns that it may be removed."""
 
-    def __getattribute__(self, key: str) -> Any:
+    __slots__ = ()
+
+    def __getattr__(self, key: str) -> Any:
+        value = super().__getattr__(key)
         if key == "_name":
-            warnings.warn(
-                "The document's _name attribute may be removed in a future release.",
-                UserWarning,
-                stacklevel=2,
-            )
-        elif not key.startswith("_") and dict.__contains__(self, key):
-            if not hasattr(doct.Document, key):
-                warnings.warn(
-                    f"Dot access may be removed in a future version. "
-                    f"Use ['{key}'] instead of .{key}",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        return super().__getattribute__(key)
-
-    def __getstate__(self) -> tuple[str, dict[str, Any]]:
-        return dict.__getitem__(self, "_name"), dict(self.items())
-
-    def to_name_dict_pair(self) -> tuple[str, dict[str, Any]]:
-        """``(name, plain dict)``, as ``doct.Document.to_name_dict_pair`` (without warning)."""
-        return dict.__getitem__(self, "_name"), dict(self.items())
+            message = "The document's _name attribute may be removed in a future release."
+        else:
+            message = (f"Dot access may be removed in a future version. "
+                       f"Use ['{key}'] instead of .{key}")
+        warnings.warn(message, UserWarning, stacklevel=2)
+        return value
 
 
 def wrap_in_deprecated_doct(name: str, doc: Mapping[str, Any]) -> DeprecatedDoct:

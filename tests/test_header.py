@@ -147,3 +147,23 @@ def test_transforms_apply_on_read_not_on_store():
         db.insert(name, doc)
     assert db[-1].start["transformed"] is True
     assert "transformed" not in db.store.get_run_start(run.uid)
+
+
+def test_wrapped_documents_are_freed_without_the_cyclic_gc():
+    """Wrapped documents hold no reference cycle, so filled frames are freed at once."""
+    import gc
+    import sys
+
+    import numpy as np
+
+    frame = np.ones(3)
+    before = sys.getrefcount(frame)
+    gc.disable()
+    try:
+        for wrap in (wrap_in_doct, wrap_in_deprecated_doct):
+            doc = wrap("event", {"data": {"img": frame}})
+            assert sys.getrefcount(frame) > before
+            del doc
+            assert sys.getrefcount(frame) == before
+    finally:
+        gc.enable()

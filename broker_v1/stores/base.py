@@ -44,7 +44,7 @@ from ..errors import (
     RunNotFound,
 )
 from ._query import check_query
-from ._util import DocumentValueError, sanitize
+from ._util import DocumentValueError, json_copy, sanitize
 
 __all__ = ["DEFAULT_SORT", "DocumentStore", "Sort"]
 
@@ -269,6 +269,16 @@ class DocumentStore(abc.ABC):
     def find_runs_by_scan_id(self, scan_id: int, *, limit: int | None = 1) -> list[Doc]:
         """Starts with this ``scan_id``, most recent first."""
         return list(self.find_run_starts({"scan_id": scan_id}, limit=limit))
+
+    def get_descriptor(self, uid: str) -> Doc:
+        """One descriptor by uid; missing → ``KeyError``."""
+        try:
+            found = self._get_existing("descriptor", uid)
+        except NotImplementedError:
+            found = None
+        if found is None:
+            raise KeyError(f"No descriptor with uid {uid!r} in {self.describe()}.")
+        return json_copy(found)
 
     def get_run_stops(self, run_start_uids: Sequence[str]) -> dict[str, Doc]:
         """Stops of several runs at once (runs without a stop are absent from the result)."""
