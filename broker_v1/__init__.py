@@ -64,6 +64,7 @@ __all__ = [
     "UnsafeUid",
     "UnsupportedQuery",
     "__version__",
+    "catalog",
     "describe_configs",
     "list_configs",
     "lookup_config",
@@ -75,5 +76,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # `catalog` (the v2 discovery catalog) arrives with the migration shim.
+    # `catalog` is built on first use: discovery reads the config folders.
+    if name == "catalog":
+        from .v2.discovery import ConfigCatalog
+
+        return ConfigCatalog()
     raise AttributeError(f"module 'broker_v1' has no attribute {name!r}")

@@ -240,6 +240,22 @@ class Broker:
         return self._name
 
     @property
+    def v2(self) -> Any:
+        """The v2 catalog of this Broker's runs (``db.v2.v1 is db``)."""
+        cached = self.__dict__.get("_v2")
+        if cached is None:
+            from .v2 import Catalog
+
+            cached = Catalog(self)
+            self.__dict__["_v2"] = cached
+        return cached
+
+    @property
+    def v1(self) -> Broker:
+        """This Broker (so code can accept a Broker or a v2 catalog and call ``.v1``)."""
+        return self
+
+    @property
     def root_map(self) -> dict[str, str]:
         """``{old_root: new_root}`` applied to resource roots (the same dict as
         ``db.reg.root_map``)."""
