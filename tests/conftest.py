@@ -78,7 +78,8 @@ def _mongo_harness(tmp_path: Path) -> Harness:
     def cleanup() -> None:
         import pymongo
 
-        pymongo.MongoClient(base).drop_database(db_name)
+        with pymongo.MongoClient(base) as client:  # closed, or pytest fails on its ResourceWarning
+            client.drop_database(db_name)
 
     return Harness("mongo", store, reopen=lambda: MongoStore(uri=uri), cleanup=cleanup)
 

@@ -7,7 +7,8 @@ import realdata
 
 from broker_v1.documents import unpack_events
 
-RUNS = realdata.all_real_runs()
+# Each run once: the second format of a paired run is covered by the re-insert test below.
+RUNS = list({run.uid: run for run in realdata.all_real_runs()}.values())
 
 
 def _expected(run):
@@ -41,7 +42,7 @@ def _core(event):
 
 
 def test_every_real_run_round_trips(store):
-    """All real runs (both formats of each apstools run) insert and read back identically."""
+    """Every real run inserts and reads back document for document."""
     for run in RUNS:
         for name, doc in run.documents:
             store.insert(name, doc)

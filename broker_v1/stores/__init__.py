@@ -72,7 +72,8 @@ def _import(path: str, kind: str, hint: str | None) -> type[DocumentStore]:
         if module_name.startswith("broker_v1.") and err.name and err.name.startswith("broker_v1"):
             raise UnknownStoreKind(
                 f"The {kind!r} store is not available in this version of broker_v1 "
-                f"(module {module_name} is missing). Available: {', '.join(_importable())}."
+                f"(module {module_name} is missing). Available: "
+                f"{', '.join(k for k in available_stores() if k != kind)}."
             ) from err
         raise MissingDependency(
             f"The {kind!r} store needs {err.name}, which is not installed."

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import heapq
+import math
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -419,6 +420,9 @@ class DocumentStore(abc.ABC):
     # Each _insert_<name> validates, applies the duplicate policy and writes.
     def _schema_check(self, name: str, doc: Doc) -> None:
         validate_document(name, doc, self.validate)
+        t = doc.get("time")
+        if isinstance(t, float) and not math.isfinite(t):
+            self._invalid(name, doc, "time", "must be a finite number (epoch seconds)")
 
     def _duplicate_or_new(self, name: str, doc: Doc) -> bool:
         """True when the document must be written; False when an identical one is stored."""
@@ -426,7 +430,7 @@ class DocumentStore(abc.ABC):
         existing = self._get_existing(name, key)
         if existing is None:
             return True
-        if existing == doc or (name == "event" and _same_event(existing, doc)):
+        if _same(existing, doc) or (name == "event" and _same_event(existing, doc)):
             return False
         raise DuplicateDocument(
             f"A different {name} document with uid {key} is already in {self.describe()}. "
@@ -569,8 +573,8 @@ class DocumentStore(abc.ABC):
                 self._invalid("event", event, field, "is required")
         if not isinstance(event["uid"], str):
             self._invalid("event", event, "uid", "must be a string")
-        if type(event["time"]) not in (float, int):
-            self._invalid("event", event, "time", "must be a number")
+        if type(event["time"]) not in (float, int) or not math.isfinite(event["time"]):
+            self._invalid("event", event, "time", "must be a finite number")
         if type(event["seq_num"]) is not int:
             self._invalid("event", event, "seq_num", "must be an integer")
         keys = self._event_keys("event", event)
@@ -599,8 +603,8 @@ class DocumentStore(abc.ABC):
         assert n is not None
         if not all(isinstance(u, str) for u in page["uid"]):
             self._invalid("event_page", page, "uid", "must hold strings")
-        if not all(type(t) in (float, int) for t in page["time"]):
-            self._invalid("event_page", page, "time", "must hold numbers")
+        if not all(type(t) in (float, int) and math.isfinite(t) for t in page["time"]):
+            self._invalid("event_page", page, "time", "must hold finite numbers")
         if not all(type(s) is int for s in page["seq_num"]):
             self._invalid("event_page", page, "seq_num", "must hold integers")
         keys = self._event_keys("event_page", page)
@@ -654,7 +658,20 @@ def _same_event(a: Doc, b: Doc) -> bool:
             return e
         return {k: v for k, v in e.items() if k != "filled"}
 
-    return strip(a) == strip(b)
+    return _same(strip(a), strip(b))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of JSON-like values where NaN equals NaN (a stored NaN is a new float)."""
+    if a is b:
+        return True
+    if type(a) is float and type(b) is float:
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
 
 
 def _rotate_filled(event: Doc) -> None:

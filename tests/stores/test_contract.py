@@ -365,6 +365,21 @@ def test_identical_reinsert_is_a_no_op(loaded):
     assert snapshot(loaded) == before
 
 
+def test_identical_reinsert_with_nan_is_a_no_op(store):
+    """NaN values compare equal to themselves for the duplicate policy, in every store."""
+    run = make_run(t0=6000.0, with_baseline=False, n_events=0, metadata={"offset": math.nan})
+    for _ in range(2):
+        store.insert("start", run.start)
+    descriptor = run.docs[1][1]
+    store.insert("descriptor", descriptor)
+    event = {"descriptor": descriptor["uid"], "uid": "nan-event", "time": 6001.0, "seq_num": 1,
+             "data": {"motor": math.nan, "motor_setpoint": 0.0, "det": 0.0},
+             "timestamps": {"motor": 0.0, "motor_setpoint": 0.0, "det": 0.0}}
+    store.insert("event", event)
+    store.insert("event", copy.deepcopy(event))
+    assert len(list(store.iter_events(descriptor["uid"]))) == 1
+
+
 @pytest.mark.parametrize("index", [0, 1, 2, -1])
 def test_different_document_with_existing_uid_is_refused(loaded, index):
     """A different document reusing a uid raises DuplicateDocument and changes nothing."""
@@ -397,6 +412,7 @@ def _bad_documents():
         ("start", {k: v for k, v in start.items() if k != "time"}, "time"),
         ("start", {**start, "time": "yesterday"}, "time"),
         ("start", {**start, "uid": 5}, "uid"),
+        ("start", {**start, "time": math.nan}, "time"),
         ("start", {**start, 7: "non-string key"}, None),
         ("start", {**start, "when": object()}, None),
         ("descriptor", {**descriptor, "run_start": "no-such-run"}, "run_start"),
