@@ -825,7 +825,7 @@ def test_start_created_meanwhile_by_another_process(tmp_path, monkeypatch):
 def test_start_with_nan_time_is_refused(tmp_path):
     """A start whose time is NaN cannot be ordered among runs, so it is refused unwritten."""
     harness = make_files_harness(tmp_path)
-    with pytest.raises(InvalidDocument, match="time NaN") as info:
+    with pytest.raises(InvalidDocument, match="time must be a finite number") as info:
         harness.store.insert("start", {"uid": "run-nan", "time": math.nan})
     assert info.value.field == "time"
     assert not (harness.directory / "run-nan.jsonl").exists()
