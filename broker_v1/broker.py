@@ -456,6 +456,23 @@ class Broker:
                 doc = self._transform(name, doc)
             yield name, doc
 
+    def export(self, headers: Any, db: Broker, new_root: str | None = None,
+               copy_kwargs: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+        """Copy runs (every document; external files too with ``new_root``) into ``db``.
+
+        Returns the ``(old_path, new_path)`` pairs of the files copied.  Runs already in
+        ``db`` with identical documents are skipped; see :func:`broker_v1.copying.export`.
+        """
+        from . import copying
+
+        return copying.export(self, headers, db, new_root=new_root, copy_kwargs=copy_kwargs)
+
+    def export_size(self, headers: Any) -> float:
+        """Gigabytes (bytes x 1e-9) of the external files behind the runs' resources."""
+        from . import copying
+
+        return copying.export_size(self, headers)
+
     def fill_events(
         self, events: Iterable[Any], descriptors: Iterable[Any], fields: Any = True,
         inplace: bool = False, handler_registry: Any = None,
