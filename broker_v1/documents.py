@@ -20,9 +20,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import event_model
-import jsonschema
-
 from .errors import InvalidDocument
 
 __all__ = [
@@ -76,6 +73,9 @@ def _relax(schema: Any, top: bool = True) -> Any:
 
 @functools.cache
 def _validator(name: str, policy: str) -> Any:
+    # event-model and jsonschema cost ~0.2 s to import: only writers pay it.
+    import event_model
+    import jsonschema
     schema = event_model.schemas[event_model.DocumentNames[name]]
     if policy == "compatible":
         schema = _relax(copy.deepcopy(schema))
@@ -101,7 +101,7 @@ def describe_doc(name: str, doc: Mapping[str, Any]) -> str:
     return f"{name} {uid}" if uid is not None else f"{name} (no uid)"
 
 
-def _path(error: jsonschema.ValidationError) -> str:
+def _path(error: Any) -> str:
     parts = [str(p) for p in error.absolute_path]
     if error.validator == "required" and isinstance(error.message, str):
         missing = error.message.split("'")
@@ -135,6 +135,8 @@ def validate_document(name: str, doc: Mapping[str, Any], policy: str = "compatib
             field="uid",
         )
     validator = _validator(name, policy)
+    import jsonschema
+
     errors = list(validator.iter_errors(doc))
     # "unevaluated properties" errors only echo a failure inside allOf; report that one.
     specific = [e for e in errors if e.validator != "unevaluatedProperties"]

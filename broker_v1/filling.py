@@ -27,11 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from importlib.metadata import entry_points
 from typing import Any
 
-import event_model
-import numpy as np
-
 from .errors import ConfigError, ExternalDataError, MissingHandler
-from .utils import DuplicateHandler
 
 __all__ = ["DataFiller", "HandlerRegistry", "Images", "LRUCache", "fill_events", "import_handler"]
 
@@ -174,6 +170,8 @@ class HandlerRegistry:
         if current is handler:
             return
         if current is not None and not overwrite:
+            from event_model import DuplicateHandler
+
             raise DuplicateHandler(
                 f"A handler for spec {key!r} is already registered ({current!r}). Pass "
                 "overwrite=True to replace it."
@@ -241,6 +239,8 @@ class DataFiller:
         self._root_map = root_map
         self._handlers = handler_cache
         self._resources = LRUCache(256)
+        import event_model
+
         self._filler = event_model.Filler(self._registry, root_map=dict(root_map),
                                           retry_intervals=[], inplace=False)
 
@@ -284,9 +284,11 @@ class DataFiller:
             return self._handlers[key]
         except KeyError:
             pass
+        from event_model import EventModelError
+
         try:
             handler = self._filler.get_handler(dict(resource))
-        except event_model.EventModelError as err:
+        except EventModelError as err:
             cause = err.__cause__ or err
             raise ExternalDataError(
                 f"Could not open external data for {self._describe(ctx)}: {cause}. Check the "
@@ -316,6 +318,8 @@ class DataFiller:
                 f"{type(err).__name__}: {err}",
                 **ctx,
             ) from err
+        import numpy as np
+
         return np.asarray(value)
 
     def load_datum_id(self, datum_id: str) -> Any:
@@ -367,10 +371,14 @@ class Images(Sequence[Any]):
         return len(self._ids)
 
     def _frame(self, i: int) -> Any:
+        import numpy as np
+
         value = self._ids[i]
         return self._filler.load_datum_id(value) if isinstance(value, str) else np.asarray(value)
 
     def __getitem__(self, key: Any) -> Any:
+        import numpy as np
+
         if isinstance(key, slice):
             return np.stack([self._frame(i) for i in range(*key.indices(len(self)))])
         if isinstance(key, list | tuple | np.ndarray):
@@ -393,6 +401,8 @@ class Images(Sequence[Any]):
         return (len(self), *self.frame_shape)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        import numpy as np
+
         return np.asarray(self[:], dtype=dtype)
 
     def __repr__(self) -> str:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import doct
-from event_model import DuplicateHandler
 
 __all__ = [
     "ALL",
@@ -137,3 +136,12 @@ def get_fields(header: Any, name: str | None = None) -> set[str]:
         if name is None or stream_name_of(descriptor) == name:
             fields.update(descriptor["data_keys"])
     return fields
+
+
+def __getattr__(name: str) -> Any:
+    # event-model is slow to import; its DuplicateHandler is loaded on first use.
+    if name == "DuplicateHandler":
+        from event_model import DuplicateHandler
+
+        return DuplicateHandler
+    raise AttributeError(f"module 'broker_v1.utils' has no attribute {name!r}")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
-
-import numpy as np
 
 __all__ = ["DocumentValueError", "json_copy", "sanitize"]
 
@@ -40,9 +39,10 @@ def sanitize(value: Any) -> Any:
         return out
     if cls is list or cls is tuple:
         return [v if type(v) in _PLAIN else sanitize(v) for v in value]
-    if isinstance(value, np.ndarray):
+    np = sys.modules.get("numpy")  # no numpy imported: no numpy values to convert
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, np.generic):
+    if np is not None and isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
         return sanitize(dict(value))

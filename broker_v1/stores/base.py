@@ -23,8 +23,6 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from event_model import pack_datum_page, unpack_datum_page
-
 from ..documents import (
     DOCUMENT_NAMES,
     VALIDATION_POLICIES,
@@ -297,6 +295,8 @@ class DocumentStore(abc.ABC):
 
     def iter_datums(self, resource_uid: str) -> Iterator[Doc]:
         """Single datums of one resource."""
+        from event_model import unpack_datum_page
+
         for page in self.iter_datum_pages(resource_uid):
             yield from unpack_datum_page(page)
 
@@ -521,6 +521,8 @@ class DocumentStore(abc.ABC):
             self._schema_check("datum_page", page)
         self._check_datum_shape("datum_page", page, page=True)
         self._require("datum_page", page, "resource", "resource")
+        from event_model import unpack_datum_page
+
         rows = list(unpack_datum_page(page))
         fresh = [d for d in rows if self._duplicate_or_new("datum", d)]
         if len(fresh) == len(rows):
@@ -693,6 +695,8 @@ def _rotate_filled_page(page: Doc) -> None:
 
 
 def _datums_to_page(resource: str, datums: list[Doc]) -> Doc:
+    from event_model import pack_datum_page
+
     page = dict(pack_datum_page(*datums))
     page["resource"] = resource
     return page

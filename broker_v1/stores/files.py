@@ -42,8 +42,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from ..errors import (
     CorruptRunFile,
     DatumNotFound,
@@ -149,6 +147,8 @@ def _plain(value: Any) -> Any:
         return {k if type(k) is str else str(k): _plain(v) for k, v in value.items()}
     if cls is list or cls is tuple:
         return [_plain(v) for v in value]
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -499,6 +499,8 @@ def _encode_column(values: list[Any]) -> tuple[str, bytes]:
 
 
 def _decode_column(enc: str, blob: memoryview | bytes) -> list[Any]:
+    import numpy as np
+
     if enc == "f8":
         return np.frombuffer(blob, dtype="<f8").tolist()  # type: ignore[no-any-return]
     if enc == "i8":
@@ -579,6 +581,8 @@ def _is_ordered(times: list[Any], seqs: list[Any]) -> bool:
         return True
     time_types = set(map(type, times))
     if time_types <= {float, int} and set(map(type, seqs)) == {int}:
+        import numpy as np
+
         try:
             t = np.frombuffer(array("d", times), dtype="f8")
             s = np.frombuffer(array("q", seqs), dtype="i8")
