@@ -55,13 +55,21 @@ class Results:
     There is no ``len()`` (as in databroker); use ``len(list(results))``.
     """
 
-    def __init__(self, db: Broker, query: dict[str, Any], data_key: str | None = None) -> None:
+    def __init__(self, db: Broker, query: dict[str, Any], data_key: str | None = None,
+                 stop_query: dict[str, Any] | None = None) -> None:
         self._db = db
         self.query = query
         self._data_key = data_key
+        self._stop_query = stop_query or {}
 
     def __iter__(self) -> Iterator[Header]:
-        for start in self._db._store.find_run_starts(self.query):
+        query = self.query
+        if self._stop_query:
+            # Search on stop fields: one join, re-evaluated on each pass like the rest.
+            uids = self._db._store.find_run_stop_uids(self._stop_query)
+            query = {"$and": [query, {"uid": {"$in": uids}}]} if query else {
+                "uid": {"$in": uids}}
+        for start in self._db._store.find_run_starts(query):
             header = self._db._header(start)
             if self._data_key is not None and self._data_key not in header.fields():
                 continue
@@ -309,20 +317,20 @@ class Broker:
             Words searched in every string value of the start documents.
         **kwargs
             Conditions on start fields (Mongo operators and dotted keys allowed), ``since``,
-            ``until`` (inclusive; strings read in ``db.timezone``) and ``data_key`` (runs
-            with that field in any stream).
+            ``until`` (inclusive; strings read in ``db.timezone``), ``data_key`` (runs
+            with that field in any stream) and, opt-in, conditions on the stop document
+            with keys prefixed ``stop.`` (``db(**{'stop.exit_status': 'fail'})``).
         """
         data_key = kwargs.pop("data_key", None)
+        stop_query = {k[len("stop."):]: kwargs.pop(k) for k in list(kwargs)
+                      if isinstance(k, str) and k.startswith("stop.")}
         query = build_query(
             kwargs, text_search=text_search, filters=self.filters, timezone=self.timezone
         )
-        # Fail now on a bad query, not at the first iteration.
-        from .stores._query import QueryMatcher, check_query
-
-        check_query(query, store=self._store.describe())
-        if not self._store.supports_text_search:
-            QueryMatcher(query, store=self._store.describe(), supports_text=False)
-        return Results(self, query, data_key)
+        self._store.check_query(query)  # fail now on a bad query, not at the first iteration
+        if stop_query:
+            self._store.check_query(stop_query)
+        return Results(self, query, data_key, stop_query)
 
     def add_filter(self, **kwargs: Any) -> None:
         """Add conditions AND-ed with every later ``db(...)`` search."""

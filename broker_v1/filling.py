@@ -73,6 +73,7 @@ class LRUCache(MutableMapping[Any, Any]):
         return len(self._data)
 
     def clear(self) -> None:
+        """Forget every entry, closing the values that can be closed."""
         with self._lock:
             values = list(self._data.values())
             self._data.clear()

@@ -9,11 +9,11 @@ set → a flattened list.
 from __future__ import annotations
 
 import numbers
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import AmbiguousUid, RunIndexError, RunNotFound
+from .stores._query import prefix_regex
 from .stores.base import DocumentStore
 
 __all__ = ["is_multi_key", "lookup_many", "lookup_one"]
@@ -99,7 +99,7 @@ def _by_uid(store: DocumentStore, key: str) -> dict[str, Any]:
     total = (
         len(matches)
         if len(matches) <= 10
-        else store.count_runs({"uid": {"$regex": "^" + re.escape(key)}})
+        else store.count_runs({"uid": {"$regex": prefix_regex(key)}})
     )
     shown = [m["uid"] for m in matches[:10]]
     listing = ", ".join(u[:8] + "…" for u in shown)

@@ -289,3 +289,17 @@ def test_broker_needs_a_store():
     """Broker(something else) explains how to open a Broker."""
     with pytest.raises(TypeError, match="needs a DocumentStore"):
         Broker({"store": {"backend": "memory"}})
+
+
+def test_opt_in_search_on_stop_fields(filled_db):
+    """Keys prefixed 'stop.' search the stop document, AND-ed with start criteria."""
+    run = make_run(t0=1_700_000_900.0, scan_id=9, plan_name="count", with_baseline=False)
+    for name, doc in run.docs:
+        if name == "stop":
+            doc = {**doc, "exit_status": "abort"}
+        filled_db.insert(name, doc)
+    assert uids(filled_db(**{"stop.exit_status": "abort"})) == [run.uid]
+    assert uids(filled_db(plan_name="scan", **{"stop.exit_status": "success"})) == [
+        RUNS[4].uid, RUNS[2].uid, RUNS[1].uid]
+    assert list(filled_db(plan_name="scan", **{"stop.exit_status": "abort"})) == []
+    assert list(filled_db(exit_status="abort")) == []  # start fields only, as databroker

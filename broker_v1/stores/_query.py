@@ -16,7 +16,14 @@ import mongoquery
 
 from ..errors import InvalidQuery, UnsupportedQuery
 
-__all__ = ["FORBIDDEN_OPERATORS", "QueryMatcher", "check_query", "split_text", "text_matches"]
+__all__ = [
+    "FORBIDDEN_OPERATORS",
+    "QueryMatcher",
+    "check_query",
+    "prefix_regex",
+    "split_text",
+    "text_matches",
+]
 
 #: Operators that run code on a MongoDB server; refused in every store.
 FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$expr"})
@@ -71,6 +78,15 @@ def _check_node(node: Any, store: str, depth: int) -> None:
     elif isinstance(node, list | tuple):
         for item in node:
             _check_node(item, store, depth + 1)
+
+
+def prefix_regex(prefix: str) -> str:
+    r"""An anchored ``$regex`` matching strings that start with ``prefix``.
+
+    Only regex metacharacters are escaped: MongoDB answers an anchored prefix of plain
+    characters from an index, but not one with needlessly escaped characters such as ``\-``.
+    """
+    return "^" + re.sub(r"([.^$*+?{}\[\]\\|()])", r"\\\1", prefix)
 
 
 def split_text(query: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

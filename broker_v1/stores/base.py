@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import heapq
 import math
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -41,8 +40,9 @@ from ..errors import (
     InvalidQuery,
     ReadOnlyStore,
     RunNotFound,
+    UnsupportedQuery,
 )
-from ._query import check_query
+from ._query import check_query, prefix_regex, split_text
 from ._util import DocumentValueError, json_copy, sanitize
 
 __all__ = ["DEFAULT_SORT", "DocumentStore", "Sort"]
@@ -189,6 +189,28 @@ class DocumentStore(abc.ABC):
             return iter(())
         return self._find_run_starts(dict(query), sort=tuple(sort), skip=skip, limit=limit)
 
+    def check_query(self, query: Mapping[str, Any]) -> None:
+        """Raise now if this store would refuse ``query`` (the Broker calls it before the
+        first iteration, so ``db(...)`` fails at the call, not later).
+
+        Raises
+        ------
+        InvalidQuery, UnsupportedQuery
+            As :meth:`find_run_starts` would.
+        """
+        check_query(query, store=self.describe())
+        if not self.supports_text_search and split_text(query)[1] is not None:
+            raise self._refuse_text()
+
+    def _refuse_text(self) -> UnsupportedQuery:
+        """The error for ``$text`` on a store without text search (stores may say more)."""
+        return UnsupportedQuery(
+            f"{self.describe()} cannot evaluate '$text' (full-text search). Search a field "
+            "instead, e.g. db(plan_name='scan').",
+            operator="$text",
+            store=self.describe(),
+        )
+
     @abc.abstractmethod
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
@@ -262,12 +284,34 @@ class DocumentStore(abc.ABC):
 
         The Broker asks for 11 so it can say "matches more than 10".
         """
-        query = {"uid": {"$regex": "^" + re.escape(prefix)}}
+        query = {"uid": {"$regex": prefix_regex(prefix)}}
         return list(self.find_run_starts(query, limit=limit))
 
     def find_runs_by_scan_id(self, scan_id: int, *, limit: int | None = 1) -> list[Doc]:
         """Starts with this ``scan_id``, most recent first."""
         return list(self.find_run_starts({"scan_id": scan_id}, limit=limit))
+
+    def find_run_stop_uids(self, query: Mapping[str, Any]) -> list[str]:
+        """Start uids of the runs whose *stop* document matches ``query``.
+
+        Used for opt-in search on stop fields (``db(**{'stop.exit_status': 'fail'})``): the
+        Broker joins the result into the start query with one ``$in``.  Runs without a stop
+        never match.  The default pages through every run; stores override it for speed.
+        """
+        from ._query import QueryMatcher
+
+        check_query(query, store=self.describe())
+        matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
+        found: list[str] = []
+        page: list[str] = []
+        for start in self.find_run_starts({}):
+            page.append(start["uid"])
+            if len(page) == 1000:
+                found.extend(u for u, s in self.get_run_stops(page).items() if matcher(s))
+                page = []
+        if page:
+            found.extend(u for u, s in self.get_run_stops(page).items() if matcher(s))
+        return found
 
     def get_descriptor(self, uid: str) -> Doc:
         """One descriptor by uid; missing → ``KeyError``."""

@@ -2,7 +2,7 @@
 
 Layout of a store directory::
 
-    <path>/<start uid>.jsonl          one run, one ``[name, doc]`` JSON array per line
+    <path>/<start uid>.jsonl          one run, one [name, doc] JSON array per line
     <path>/<start uid>.msgpack        a run from suitcase-msgpack / databroker-pack (read only)
     <path>/_assets.jsonl              resources (and their datums) that belong to no run
     <path>/.broker_v1/index.sqlite    the search index (derived; rebuilt when missing or corrupt)

@@ -227,6 +227,13 @@ class MemoryStore(DocumentStore):
         found.sort(key=lambda d: (d["time"], d["uid"]), reverse=True)
         return [json_copy(d) for d in found[:limit]]
 
+    def find_run_stop_uids(self, query: Mapping[str, Any]) -> list[str]:
+        from ._query import check_query
+
+        check_query(query, store=self.describe())
+        matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
+        return [run for run, stop in list(self._stops.items()) if matcher(stop)]
+
     def get_run_start(self, uid: str) -> Doc:
         try:
             return json_copy(self._starts[uid])

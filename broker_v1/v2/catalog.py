@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AmbiguousUid, InvalidQuery, RunIndexError, RunNotFound
-from ..stores._query import check_query
+from ..stores._query import check_query, prefix_regex
 from .run import BlueskyRun
 
 if TYPE_CHECKING:
@@ -155,9 +155,7 @@ class Catalog(Mapping[str, BlueskyRun]):
         exact = list(store.find_run_starts(_and(self._query, {"uid": key}), limit=1))
         if exact:
             return self._run(exact[0])
-        import re
-
-        prefix = {"uid": {"$regex": "^" + re.escape(key)}}
+        prefix = {"uid": {"$regex": prefix_regex(key)}}
         matches = list(store.find_run_starts(_and(self._query, prefix), limit=11))
         if len(matches) == 1:
             return self._run(matches[0])

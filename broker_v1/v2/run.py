@@ -140,6 +140,8 @@ class BlueskyRun:
         strict_order
             Events come as one ``event_page`` per event, time-ordered across streams.
 
+        Notes
+        -----
         Order: ``start``; descriptors; each resource and its datums (as ``datum_page``)
         before the first event referencing them; ``event_page`` documents; ``stop`` if the
         run has one.

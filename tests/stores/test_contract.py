@@ -473,3 +473,17 @@ def test_reopened_store_sees_everything(store_harness):
 def test_describe_names_the_backend(store):
     """describe() names the backend, for error messages."""
     assert store.backend in store.describe()
+
+
+def test_search_on_stop_fields(loaded):
+    """find_run_stop_uids matches stop documents; runs without a stop never match."""
+    runs = sample_runs()
+    failed = make_run(t0=1_700_000_900.0, scan_id=9, with_baseline=False, n_events=1)
+    stop = {**failed.docs[-1][1], "exit_status": "fail", "reason": "beam dump"}
+    insert_all(loaded, [type(failed)(failed.uid, failed.docs[:-1] + [("stop", stop)])])
+    assert loaded.find_run_stop_uids({"exit_status": "fail"}) == [failed.uid]
+    ok = set(loaded.find_run_stop_uids({"exit_status": "success"}))
+    assert ok == {runs[0].uid, runs[1].uid, runs[2].uid, runs[4].uid}
+    assert loaded.find_run_stop_uids({"reason": {"$regex": "beam"}}) == [failed.uid]
+    with pytest.raises(UnsupportedQuery):
+        loaded.find_run_stop_uids({"$where": "1"})

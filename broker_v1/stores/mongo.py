@@ -1,0 +1,1395 @@
+"""MongoStore: databroker's normalized MongoDB layout, read and written unchanged.
+
+Two databases, which may be one: the *metadata* database (``run_start``, ``run_stop``,
+``event_descriptor``, ``event``) and the *assets* database (``resource``, ``datum``), one
+document per start, stop, descriptor, event, resource and datum, exactly as databroker 0.13
+and 1.2 (suitcase-mongo) wrote them, so existing beamline databases open as they are and what
+broker_v1 writes is read by old clients (spec/v1-behaviour.md §6).
+
+Design points, each for a reason:
+
+* **One client factory.**  Every client is built by :func:`make_client`, which looks
+  ``pymongo.MongoClient`` up at call time (so ``mongomock.patch`` and a user's test doubles
+  reach it) and serves ``mongomock://host/db`` from an in-process registry of mongomock clients
+  keyed by host (so two stores on the same URI share data, like two clients of one server).
+* **No index is created on a read path**, because beamline accounts are often read-only.
+  Indexes are created by :meth:`MongoStore.ensure_indexes` or on the first write, with
+  databroker's own specifications, so an existing database already matches and nothing is
+  rebuilt.  On first contact the store warns once (:class:`MissingIndexWarning`) about indexes
+  that reads rely on and that existing collections lack.
+* **Order uses only the indexes old databases have.**  Runs are returned newest first by
+  (``time``, ``uid``) and events by (``time``, ``seq_num``).  The server sorts by ``time`` (which
+  the ``run_start (time, scan_id)`` and ``event (descriptor, time)`` indexes serve), and the
+  store breaks ties itself: every page holds whole groups of equal ``time``.
+* **Pages by key, never a long-held cursor.**  Each page is a separate query continuing from
+  the last ``time`` seen (``$lte``/``$gte`` on the indexed field, the held-back group fetched
+  again), drained before it is handed out, so user code between pages cannot let a server
+  cursor time out, and runs inserted meanwhile shift nothing.
+* **Duplicates by the unique index when there is one.**  Event and datum pages are inserted in
+  one unordered bulk write; identical re-inserts surface as duplicate-key errors and are
+  compared with what is stored (identical: a no-op; different: the batch is undone and
+  :class:`~broker_v1.errors.DuplicateDocument` is raised).  Without a unique index (mongomock,
+  or an old database whose index could not be built) the uids are looked up first.
+* **Errors are translated at the boundary** (:meth:`MongoStore._errors`): unreachable server,
+  authentication, permissions, bad queries, duplicate keys; credentials never appear in a
+  message, in :meth:`MongoStore.describe` or in :meth:`MongoStore.config`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import pymongo
+import pymongo.errors
+import pymongo.uri_parser
+from bson import ObjectId
+from bson.errors import InvalidDocument as BSONInvalidDocument
+
+from ..documents import unpack_events
+from ..errors import (
+    ConfigError,
+    DatumNotFound,
+    DuplicateDocument,
+    InvalidDocument,
+    InvalidQuery,
+    MissingDependency,
+    ReadOnlyStore,
+    ResourceNotFound,
+    StoreUnavailable,
+    UnsupportedQuery,
+)
+from ._query import check_query, split_text
+from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
+
+__all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
+
+#: Collections of the metadata database and of the assets database.
+META_COLLECTIONS = ("run_start", "run_stop", "event_descriptor", "event")
+ASSET_COLLECTIONS = ("resource", "datum")
+
+# Rows fetched per query when reading run starts (the first page is sized to the request).
+_START_PAGE = 1000
+# A db[-N] deeper than this skips on the server and counts the runs before the boundary.
+_CLIENT_SKIP = 1000
+# Characters with a meaning in a regex ('-' has none outside brackets; escaping it would stop
+# MongoDB from reading the pattern as a plain prefix).
+_REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
+# Values per $in query (keeps query documents small and server plans simple).
+_IN_CHUNK = 1000
+
+
+class MissingIndexWarning(UserWarning):
+    """An existing MongoDB database lacks indexes broker_v1 reads with, or they could not be
+    created.  Reads still work, but scan whole collections."""
+
+
+# ---------------------------------------------------------------------- URIs and clients
+_SECRET_OPTION = re.compile(r"password|secret|token|authmechanismproperties", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _MongoUri:
+    """The parts of a ``mongodb://``, ``mongodb+srv://`` or ``mongomock://`` URI we need."""
+
+    raw: str
+    scheme: str
+    username: str | None
+    password: str | None
+    hosts: str
+    database: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, uri: str, *, key: str) -> _MongoUri:
+        if not isinstance(uri, str):
+            raise ConfigError(f"store.{key} must be a string, got {type(uri).__name__}.", key=key)
+        scheme, sep, rest = uri.partition("://")
+        if not sep or scheme not in ("mongodb", "mongodb+srv", "mongomock"):
+            raise ConfigError(
+                f"store.{key} {_redact_text(uri)!r} is not a MongoDB URI; use "
+                "mongodb://host:port/database, mongodb+srv://host/database or "
+                "mongomock://host/database.",
+                key=f"store.{key}",
+            )
+        rest, _, query = rest.partition("?")
+        authority, _, path = rest.partition("/")
+        userinfo, at, hosts = authority.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user)
+            password = unquote(secret) if colon else None
+        database = unquote(path)
+        if not hosts or not database:
+            missing = "host" if not hosts else "database"
+            raise ConfigError(
+                f"store.{key} {_redact_uri(scheme, username, password, hosts, path, query)!r} "
+                f"names no {missing}; write it as {scheme}://host:27017/database-name.",
+                key=f"store.{key}",
+            )
+        if re.search(r'[/\\. "$\x00]', database):
+            raise ConfigError(
+                f"store.{key}: {database!r} is not a valid MongoDB database name "
+                "(it may not contain / \\ . space \" $).",
+                key=f"store.{key}",
+            )
+        options = {k: v for k, v in parse_qsl(query, keep_blank_values=True)}
+        parsed = cls(uri, scheme, username, password, hosts, database, options)
+        if scheme == "mongodb":
+            # Catch a malformed host list or an unknown option now, not at the first read.
+            # (mongodb+srv would need a DNS lookup, so pymongo checks it when connecting.)
+            try:
+                pymongo.uri_parser.parse_uri(uri)
+            except (pymongo.errors.ConfigurationError, ValueError) as err:
+                raise ConfigError(
+                    f"store.{key} {parsed.redacted!r} is not a usable MongoDB URI: "
+                    f"{parsed.scrub(str(err))}",
+                    key=f"store.{key}",
+                ) from err
+        return parsed
+
+    @property
+    def redacted(self) -> str:
+        """The URI with the password (and secret options) replaced by ``***``."""
+        query = "&".join(
+            f"{k}={'***' if _SECRET_OPTION.search(k) else v}" for k, v in self.options.items()
+        )
+        return _redact_uri(self.scheme, self.username, self.password, self.hosts,
+                           self.database, query)
+
+    @property
+    def location(self) -> str:
+        """Where the server is, for messages: ``db.example:27017`` or ``mongomock://host``."""
+        if self.scheme == "mongomock":
+            return f"mongomock://{self.hosts}"
+        return self.hosts + (" (DNS SRV)" if self.scheme == "mongodb+srv" else "")
+
+    def option(self, name: str) -> str | None:
+        """A URI option, matched case-insensitively as MongoDB does."""
+        for k, v in self.options.items():
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every form of the password removed (pymongo messages may echo it)."""
+        for secret in {self.password, _raw_password(self.raw)} - {None, ""}:
+            text = text.replace(str(secret), "***")
+        return text
+
+
+def _raw_password(uri: str) -> str | None:
+    authority = uri.partition("://")[2].partition("/")[0].partition("?")[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return userinfo.partition(":")[2] or None if at else None
+
+
+def _redact_uri(scheme: str, username: str | None, password: str | None, hosts: str,
+                database: str, query: str) -> str:
+    auth = ""
+    if username is not None:
+        auth = username + (":***" if password is not None else "") + "@"
+    return f"{scheme}://{auth}{hosts}/{database}" + (f"?{query}" if query else "")
+
+
+def _redact_text(uri: str) -> str:
+    # For URIs we could not parse: hide whatever sits between '://' and the last '@'.
+    return re.sub(r"(://)[^/@]*@", r"\1***@", uri)
+
+
+# mongomock clients by host, so every store opened on mongomock://host/... sees the same data.
+_MOCK_CLIENTS: dict[str, Any] = {}
+_MOCK_LOCK = threading.Lock()
+
+
+def make_client(uri: str) -> Any:
+    """The one factory for MongoDB clients (spec §11.1 #15).
+
+    Parameters
+    ----------
+    uri
+        ``mongodb://`` or ``mongodb+srv://`` (credentials and options such as ``replicaSet``,
+        ``readPreference``, ``authSource`` come from the URI), or ``mongomock://host/db``.
+
+    Returns
+    -------
+    pymongo.MongoClient or mongomock.MongoClient
+        A ``pymongo.MongoClient`` (looked up at call time, so ``mongomock.patch`` applies)
+        or, for ``mongomock://``, the process-wide mongomock client of that host.
+    """
+    if uri.startswith("mongomock://"):
+        try:
+            import mongomock
+        except ImportError as err:
+            raise MissingDependency(
+                "The mongomock:// scheme needs mongomock, which is not installed. Install it "
+                "with: pip install mongomock"
+            ) from err
+        host = uri.partition("://")[2].partition("/")[0].rpartition("@")[2]
+        with _MOCK_LOCK:
+            client = _MOCK_CLIENTS.get(host)
+            if client is None:
+                client = _MOCK_CLIENTS[host] = mongomock.MongoClient()
+        return client
+    kwargs: dict[str, Any] = {}
+    if "appname=" not in uri.lower():
+        kwargs["appname"] = "broker_v1"  # lets a DBA see who is connected
+    return pymongo.MongoClient(uri, **kwargs)
+
+
+# ---------------------------------------------------------------------- indexes
+@dataclass(frozen=True)
+class _Index:
+    """One index of the layout, in databroker's own spelling so old databases already match."""
+
+    database: str  # "meta" or "assets"
+    collection: str
+    keys: tuple[tuple[str, Any], ...]
+    unique: bool = False
+    for_reads: bool = True  # missing from an existing collection -> MissingIndexWarning
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self.keys)
+
+    def describe(self) -> str:
+        return f"{self.collection} ({', '.join(self.fields)})" + (" unique" if self.unique else "")
+
+
+INDEXES = (
+    _Index("meta", "run_start", (("uid", -1),), unique=True),
+    _Index("meta", "run_start", (("time", -1), ("scan_id", -1))),
+    _Index("meta", "run_start", (("scan_id", -1),), for_reads=False),
+    _Index("meta", "run_stop", (("run_start", 1),), unique=True),
+    _Index("meta", "run_stop", (("uid", 1),), unique=True, for_reads=False),
+    _Index("meta", "run_stop", (("time", -1),), for_reads=False),
+    _Index("meta", "event_descriptor", (("uid", -1),), unique=True),
+    _Index("meta", "event_descriptor", (("run_start", -1), ("time", -1))),
+    _Index("meta", "event_descriptor", (("time", -1),), for_reads=False),
+    _Index("meta", "event", (("uid", -1),), unique=True),
+    _Index("meta", "event", (("descriptor", -1), ("time", 1))),
+    _Index("assets", "resource", (("uid", 1),)),
+    _Index("assets", "datum", (("datum_id", 1),), unique=True),
+    _Index("assets", "datum", (("resource", 1),)),
+)
+_TEXT_INDEX = (("$**", "text"),)
+
+# Warn about one database once per process, however many stores open it.
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _index_fields(info: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """Field lists of the non-text indexes in an ``index_information()`` answer."""
+    out = []
+    for spec in info.values():
+        keys = spec.get("key", [])
+        if any(direction in ("text", "2d", "2dsphere", "hashed") for _, direction in keys):
+            continue
+        out.append(tuple(name for name, _ in keys))
+    return out
+
+
+def _has_text(info: Mapping[str, Any]) -> bool:
+    return any(d == "text" for spec in info.values() for _, d in spec.get("key", []))
+
+
+def _has_unique(info: Mapping[str, Any], field_name: str) -> bool:
+    return any(
+        spec.get("unique") and [k for k, _ in spec.get("key", [])] == [field_name]
+        for spec in info.values()
+    )
+
+
+# ---------------------------------------------------------------------- small helpers
+def _number(value: Any) -> float:
+    # Sort key for times: numbers as they are; anything else (legacy junk) sorts first.
+    if type(value) in (int, float) and not (type(value) is float and math.isnan(value)):
+        return float(value)
+    return -math.inf
+
+
+def _start_key(doc: Doc) -> tuple[float, str]:
+    uid = doc.get("uid")
+    return _number(doc.get("time")), uid if isinstance(uid, str) else ""
+
+
+def _event_key(doc: Doc) -> tuple[float, Any]:
+    seq = doc.get("seq_num")
+    return _number(doc.get("time")), seq if type(seq) is int else -1
+
+
+def _and(query: Mapping[str, Any], time_condition: Any) -> dict[str, Any]:
+    """``query`` AND ``{"time": time_condition}``, keeping a ``$text`` clause at top level."""
+    if "time" not in query:
+        return {**query, "time": time_condition}
+    clauses = list(query.get("$and", []))
+    return {**query, "$and": [*clauses, {"time": time_condition}]}
+
+
+def _dup_value(err: pymongo.errors.DuplicateKeyError) -> str:
+    value = (err.details or {}).get("keyValue")
+    return repr(value) if value is not None else "(see the server log)"
+
+
+def _is_object_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value)
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(values), size):
+        yield list(values[i:i + size])
+
+
+def _rows_to_event_page(descriptor: str, rows: list[Doc]) -> Doc:
+    """One event page from event documents already in (time, seq_num) order."""
+    page: Doc = {
+        "descriptor": descriptor,
+        "time": [r["time"] for r in rows],
+        "seq_num": [r["seq_num"] for r in rows],
+        "uid": [r["uid"] for r in rows],
+    }
+    for part in ("data", "timestamps"):
+        columns: dict[str, list[Any]] = {}
+        keys = list(rows[0].get(part, {})) if rows else []
+        try:  # the usual case: every event has the keys of the first one
+            for k in keys:
+                columns[k] = [r[part][k] for r in rows]
+            if any(len(r.get(part, ())) != len(keys) for r in rows):
+                raise KeyError(part)
+        except (KeyError, TypeError):  # legacy events with varying keys: None where absent
+            seen: dict[str, None] = {}
+            for r in rows:
+                seen.update(dict.fromkeys(r.get(part) or {}))
+            columns = {k: [(r.get(part) or {}).get(k) for r in rows] for k in seen}
+        page[part] = columns
+    if any("filled" in r for r in rows):
+        seen = {}
+        for r in rows:
+            seen.update(dict.fromkeys(r.get("filled") or {}))
+        page["filled"] = {k: [(r.get("filled") or {}).get(k, False) for r in rows] for k in seen}
+    return page
+
+
+# ---------------------------------------------------------------------- the store
+class MongoStore(DocumentStore):
+    """Runs in MongoDB, in databroker's normalized layout (one document per event).
+
+    Parameters
+    ----------
+    uri
+        The metadata database: ``mongodb://[user:password@]host[:port][,host2...]/database
+        [?options]``, ``mongodb+srv://...``, or ``mongomock://host/database`` for an in-process
+        mock.  Credentials and options (``replicaSet``, ``readPreference``, ``authSource``,
+        ``serverSelectionTimeoutMS``, TLS, ...) are taken from the URI.
+    asset_uri
+        The assets database (``resource``, ``datum``), if it is not the metadata database.
+    read_only
+        Refuse every write and never create an index or collection.
+    validate
+        See :class:`~broker_v1.stores.base.DocumentStore`.
+    page_size
+        Most events (or datums) read per query; each page is a separate query.
+
+    Notes
+    -----
+    Nothing is contacted until the first operation.  Indexes are created on the first write or
+    by :meth:`ensure_indexes`, never by reading.  ``$text`` searches need a text index on
+    ``run_start`` (databroker created one); :attr:`supports_text_search` says whether there is
+    one that this server can use.
+    """
+
+    backend = "mongo"
+    supports_writes = True
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        asset_uri: str | None = None,
+        read_only: bool = False,
+        validate: str = "compatible",
+        page_size: int = 50_000,
+    ) -> None:
+        super().__init__(read_only=read_only, validate=validate)
+        self._meta_uri = _MongoUri.parse(uri, key="uri")
+        self._asset_uri = (
+            self._meta_uri if asset_uri is None or asset_uri == uri
+            else _MongoUri.parse(asset_uri, key="asset_uri")
+        )
+        if self._meta_uri.scheme == "mongomock" and self._asset_uri.scheme != "mongomock" or (
+            self._asset_uri.scheme == "mongomock" and self._meta_uri.scheme != "mongomock"
+        ):
+            raise ConfigError("store.uri and store.asset_uri must both be mongomock:// or neither.",
+                              key="store.asset_uri")
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ConfigError(f"store.page_size must be a positive integer, got {page_size!r}.",
+                              key="store.page_size")
+        self.page_size = page_size
+        self._source: str | None = None
+        self._lock = threading.RLock()
+        self._clients: list[Any] = []
+        self._meta_db: Any = None
+        self._asset_db: Any = None
+        self._connected = False
+        self._write_ready = False
+        self._mock = False
+        self._text_index: bool | None = None  # None: not looked at yet
+        self._text_refused: str | None = None  # the server's reason, when it refused one
+        self._unique = {"event": False, "datum": False}
+        self._legacy_links: dict[str, bool] = {}
+        # Where the first page of the newest (or oldest) runs ended last time, by page size.
+        self._hints: dict[tuple[int, int], Any] = {}
+        # The bulk insert in progress: which kind, its keys, and what a lookup found.
+        self._bulk_name: str | None = None
+        self._bulk_keys: list[str] = []
+        self._bulk_keyset: frozenset[str] = frozenset()
+        self._bulk_found: dict[str, Doc] | None = None
+
+    # ------------------------------------------------------------------ description
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], *, source: str | None = None) -> MongoStore:
+        """Build the store from a config's ``store:`` section (see the base class).
+
+        The config file's path is remembered so connection errors can name it.
+        """
+        try:
+            store = super().from_config(options, source=source)
+        except ConfigError as err:
+            if not source or str(err).startswith(source):
+                raise
+            raise ConfigError(f"{source}: {err}", source=source, key=err.key) from err
+        assert isinstance(store, MongoStore)
+        store._source = source
+        return store
+
+    def describe(self) -> str:
+        """``mongo store <db> on <host:port>`` (plus the assets database when separate);
+        never shows credentials."""
+        text = f"{self.backend} store {self._meta_uri.database} on {self._meta_uri.location}"
+        if self._asset_uri is not self._meta_uri:
+            text += f" (assets: {self._asset_uri.database}"
+            if self._asset_uri.location != self._meta_uri.location:
+                text += f" on {self._asset_uri.location}"
+            text += ")"
+        return text
+
+    def config(self) -> dict[str, Any]:
+        """The ``store:`` section, with the password and secret URI options shown as ``***``
+        (supply them again to reopen)."""
+        out: dict[str, Any] = {"backend": self.backend, "uri": self._meta_uri.redacted}
+        if self._asset_uri is not self._meta_uri:
+            out["asset_uri"] = self._asset_uri.redacted
+        out["read_only"] = self.read_only
+        if self.page_size != 50_000:
+            out["page_size"] = self.page_size
+        return out
+
+    @property
+    def supports_text_search(self) -> bool:  # type: ignore[override]
+        """Whether ``$text`` queries work here: the server is a real MongoDB (not mongomock)
+        and ``run_start`` has a text index."""
+        return self._text_available(refresh=False)
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> None:
+        """Open the clients on first use and look at the indexes once (never creating any)."""
+        if self._connected:
+            return
+        with self._lock:
+            if self._connected:
+                return
+            with self._errors("connect"):
+                meta_client = make_client(self._meta_uri.raw)
+                self._clients = [meta_client]
+                if self._asset_uri is self._meta_uri:
+                    asset_client = meta_client
+                else:
+                    asset_client = make_client(self._asset_uri.raw)
+                    self._clients.append(asset_client)
+                self._mock = type(meta_client).__module__.startswith("mongomock")
+                self._meta_db = meta_client[self._meta_uri.database]
+                self._asset_db = asset_client[self._asset_uri.database]
+                self._check_indexes()
+            self._connected = True
+
+    def _check_indexes(self) -> None:
+        # Listing collections is also what first reaches the server (and fails if it cannot).
+        existing = {
+            "meta": set(self._meta_db.list_collection_names()),
+            "assets": set(self._asset_db.list_collection_names()),
+        }
+        infos: dict[tuple[str, str], Mapping[str, Any]] = {}
+        missing = []
+        for index in INDEXES:
+            if index.collection not in existing[index.database]:
+                continue
+            where = (index.database, index.collection)
+            if where not in infos:
+                infos[where] = self._db(index.database)[index.collection].index_information()
+            if where == ("meta", "run_start"):
+                self._text_index = _has_text(infos[where])
+            have = _index_fields(infos[where])
+            if index.for_reads and not any(f[:len(index.fields)] == index.fields for f in have):
+                missing.append(index.describe())
+        self._unique = {
+            "event": _has_unique(infos.get(("meta", "event"), {}), "uid"),
+            "datum": _has_unique(infos.get(("assets", "datum"), {}), "datum_id"),
+        }
+        if "run_start" not in existing["meta"]:
+            self._text_index = False
+        key = (self._meta_uri.location, self._meta_uri.database, self._asset_uri.database)
+        if missing and key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(
+                f"{self.describe()} lacks indexes that reads rely on: {', '.join(missing)}. "
+                "Reads work but scan whole collections. An account allowed to write can create "
+                "them with MongoStore.ensure_indexes() (they are also created on the first "
+                "write).",
+                MissingIndexWarning,
+                stacklevel=4,
+            )
+
+    def _db(self, which: str) -> Any:
+        return self._meta_db if which == "meta" else self._asset_db
+
+    def _coll(self, name: str) -> Any:
+        self._connect()
+        return (self._asset_db if name in ASSET_COLLECTIONS else self._meta_db)[name]
+
+    def close(self) -> None:
+        """Close the clients this store opened (shared mongomock clients stay open)."""
+        with self._lock:
+            if not self._mock:
+                for client in self._clients:
+                    client.close()
+            self._clients = []
+            self._connected = False
+            self._write_ready = False
+
+    def __del__(self) -> None:
+        # A store dropped without close() must not leave pymongo's monitor threads running
+        # (pymongo warns about unclosed clients when they are collected).
+        try:
+            if self._clients and not self._mock:
+                for client in self._clients:
+                    client.close()
+        except Exception:  # interpreter shutdown: modules may already be gone
+            pass
+
+    @contextmanager
+    def _errors(
+        self, action: str, *, writing: bool = False, query: Any = None
+    ) -> Iterator[None]:
+        """Translate pymongo and mongomock errors raised by ``action`` into broker_v1 errors."""
+        try:
+            yield
+        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError):
+            raise  # the write paths resolve these themselves
+        except pymongo.errors.ConfigurationError as err:
+            if "dns" in str(err).lower():
+                raise self._unavailable(action, err) from err
+            raise ConfigError(
+                f"{self._where()}: the MongoDB URI is not usable: {self._scrub(err)}",
+                source=self._source, key="store.uri",
+            ) from err
+        except (pymongo.errors.ConnectionFailure, pymongo.errors.NetworkTimeout) as err:
+            raise self._unavailable(action, err) from err
+        except pymongo.errors.OperationFailure as err:
+            code = err.code
+            if code in (18, 11) or "authentication failed" in str(err).lower():
+                user = self._meta_uri.username
+                raise StoreUnavailable(
+                    f"MongoDB at {self._meta_uri.location} refused the credentials"
+                    + (f" of user {user!r}" if user else "")
+                    + f" while trying to {action} ({self._where()}). Check the user name, the "
+                    "password and authSource in the uri. pymongo said: " + self._scrub(err)
+                ) from err
+            if code == 13 or "not authorized" in str(err).lower():
+                if writing:
+                    raise ReadOnlyStore(
+                        f"{self.describe()} refused to {action}: the account may not write here "
+                        f"(the server said: {self._scrub(err)}). Open the store with "
+                        "read_only: true, or use an account with the readWrite role.",
+                        store=self.describe(),
+                    ) from err
+                raise StoreUnavailable(
+                    f"{self.describe()} refused to {action}: the account may not read it "
+                    f"(the server said: {self._scrub(err)}). Ask for the read role on "
+                    f"{self._meta_uri.database}."
+                ) from err
+            if query is not None:
+                raise InvalidQuery(
+                    f"{self.describe()} rejected the query {query!r}: {self._scrub(err)}"
+                ) from err
+            raise StoreUnavailable(
+                f"{self.describe()} failed to {action}: {self._scrub(err)}"
+            ) from err
+        except (pymongo.errors.DocumentTooLarge, BSONInvalidDocument, OverflowError) as err:
+            if not writing:
+                raise
+            raise InvalidDocument(
+                f"{action} cannot be stored in MongoDB: {err}. Nothing was written.",
+                name=action.split()[-1],
+            ) from err
+        except NotImplementedError as err:  # mongomock's unimplemented operators
+            if isinstance(err, UnsupportedQuery):
+                raise
+            raise UnsupportedQuery(
+                f"{self.describe()} (mongomock) cannot evaluate the query {query!r}: {err}. "
+                "A real MongoDB server can.",
+                store=self.describe(),
+            ) from err
+
+    def _where(self) -> str:
+        return f"store.uri in {self._source}" if self._source else "store.uri"
+
+    def _scrub(self, err: BaseException) -> str:
+        return self._asset_uri.scrub(self._meta_uri.scrub(str(err)))
+
+    def _unavailable(self, action: str, err: BaseException) -> StoreUnavailable:
+        timeout = None
+        for client in self._clients:
+            timeout = getattr(getattr(client, "options", None), "server_selection_timeout", None)
+        if timeout is None:
+            raw = self._meta_uri.option("serverSelectionTimeoutMS")
+            timeout = float(raw) / 1000 if raw and raw.isdigit() else 30.0
+        return StoreUnavailable(
+            f"Could not reach MongoDB at {self._meta_uri.location} within {timeout:g} s to "
+            f"{action} ({self._where()}). Check that the server is up, that the host, port and "
+            "replicaSet in the uri are right, and that this machine may connect to it "
+            "(serverSelectionTimeoutMS in the uri sets the wait). pymongo said: "
+            + self._scrub(err)[:500]
+        )
+
+    # ------------------------------------------------------------------ indexes
+    def ensure_indexes(self, *, text: bool | None = None) -> list[str]:
+        """Create the layout's indexes (databroker's specifications) where they are missing.
+
+        Parameters
+        ----------
+        text
+            The ``$**`` text index on ``run_start`` that full-text search needs: ``None``
+            (default) creates it if the server supports text indexes, ``True`` requires it,
+            ``False`` leaves it out.
+
+        Returns
+        -------
+        list of str
+            The indexes created (empty when all were present).
+
+        Raises
+        ------
+        ReadOnlyStore
+            The store is read-only, or the account may not create indexes.
+        UnsupportedQuery
+            ``text=True`` and the server refuses text indexes.
+
+        Notes
+        -----
+        An index whose fields an existing index already has (in any direction) is left alone,
+        so databases written by databroker or suitcase-mongo gain nothing twice.  On mongomock
+        the indexes are created without ``unique``: mongomock checks a unique index by scanning
+        the whole collection on every insert, and the store checks duplicates itself there.
+        """
+        if self.read_only:
+            raise ReadOnlyStore(
+                f"{self.describe()} was opened read-only, so ensure_indexes() was refused. "
+                "Open it with read_only: false to create indexes.",
+                store=self.describe(),
+            )
+        with self._lock:
+            self._connect()
+            return self._create_indexes(text=text, strict=True)
+
+    def _create_indexes(self, *, text: bool | None, strict: bool) -> list[str]:
+        created = []
+        infos: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for index in INDEXES:
+            coll = self._db(index.database)[index.collection]
+            where = (index.database, index.collection)
+            with self._errors(f"read the indexes of {index.collection}", writing=True):
+                if where not in infos:
+                    infos[where] = coll.index_information()
+            if index.fields in _index_fields(infos[where]):
+                continue
+            try:
+                with self._errors(f"create the index {index.describe()}", writing=True):
+                    coll.create_index(list(index.keys), unique=index.unique and not self._mock)
+                created.append(index.describe())
+            except pymongo.errors.DuplicateKeyError as err:
+                # Old data can make a unique index impossible (stops that name their run
+                # 'run_start_id' all have run_start null).  Writing still works without it.
+                problem = DuplicateDocument(
+                    f"Cannot create the unique index {index.describe()} in {self.describe()}: "
+                    f"existing documents share the value {_dup_value(err)}. Reads and writes "
+                    "work without it (duplicates are checked by the store); repair the data "
+                    "to create it.",
+                    name=index.collection, uid=_dup_value(err), store=self.describe(),
+                )
+                if strict:
+                    raise problem from err
+                warnings.warn(str(problem), MissingIndexWarning, stacklevel=5)
+            except StoreUnavailable as err:
+                if strict:
+                    raise
+                warnings.warn(f"{self.describe()}: could not create the index "
+                              f"{index.describe()}: {err}", MissingIndexWarning, stacklevel=5)
+        if text is not False:
+            created += self._create_text_index(required=bool(text))
+        with self._errors("read the indexes", writing=True):
+            self._unique = {
+                "event": _has_unique(self._meta_db["event"].index_information(), "uid"),
+                "datum": _has_unique(self._asset_db["datum"].index_information(), "datum_id"),
+            }
+        return created
+
+    def _create_text_index(self, *, required: bool) -> list[str]:
+        coll = self._meta_db["run_start"]
+        with self._errors("read the indexes of run_start", writing=True):
+            if _has_text(coll.index_information()):
+                self._text_index = True
+                return []
+        try:
+            coll.create_index(list(_TEXT_INDEX))
+        except pymongo.errors.OperationFailure as err:
+            if err.code in (13, 18) or "not authorized" in str(err).lower():
+                with self._errors("create the text index on run_start", writing=True):
+                    raise
+            # Servers without text search (the wire-protocol test server) refuse: code 67.
+            self._text_refused = self._scrub(err).split(", full error")[0]
+            self._text_index = False
+            if required:
+                raise UnsupportedQuery(
+                    f"{self.describe()} cannot create the text index full-text search needs: "
+                    f"{self._text_refused}.",
+                    operator="$text",
+                    store=self.describe(),
+                ) from err
+            return []
+        self._text_index = True
+        return ["run_start ($** text)"]
+
+    def _prepare_write(self) -> None:
+        """Before the first write: the assets sentinel for old clients, then the indexes."""
+        if self._write_ready:
+            return
+        with self._lock:
+            if self._write_ready:
+                return
+            self._connect()
+            self._init_assets_database()
+            self._create_indexes(text=None, strict=False)
+            self._write_ready = True
+
+    def _init_assets_database(self) -> None:
+        # databroker 0.13's asset registry refuses an assets database without version
+        # sentinels; write them when this store is the one creating the database.
+        with self._errors("initialize the assets database", writing=True):
+            names = set(self._asset_db.list_collection_names())
+            if names & {"resource", "datum", "sentinel"}:
+                return
+            self._asset_db["sentinel"].insert_many(
+                [{"collection": "resource", "version": 1}, {"collection": "datum", "version": 1}]
+            )
+
+    # ------------------------------------------------------------------ text search
+    def _text_available(self, *, refresh: bool) -> bool:
+        self._connect()
+        if self._mock:
+            return False
+        if self._text_index is None or (refresh and not self._text_index):
+            with self._errors("read the indexes of run_start"):
+                names = self._meta_db.list_collection_names()
+                self._text_index = "run_start" in names and _has_text(
+                    self._meta_db["run_start"].index_information()
+                )
+        return bool(self._text_index)
+
+    def _refuse_text(self) -> UnsupportedQuery:
+        if self._mock:
+            why = "mongomock does not evaluate '$text' (full-text search)"
+            how = "Run against a MongoDB server with a text index on run_start"
+        elif self._text_refused:
+            why = (f"this server cannot evaluate '$text' (full-text search): it refuses text "
+                   f"indexes ({self._text_refused})")
+            how = "Use a MongoDB server for text search"
+        else:
+            why = "'$text' (full-text search) needs a text index on run_start, which is missing"
+            how = ("Create it with MongoStore.ensure_indexes(text=True) (needs write access) or "
+                   "in the mongo shell: db.run_start.createIndex({'$**': 'text'})")
+        return UnsupportedQuery(
+            f"{self.describe()}: {why}. {how}, or search a field instead, e.g. "
+            "db(plan_name='scan').",
+            operator="$text",
+            store=self.describe(),
+        )
+
+    # ------------------------------------------------------------------ run starts
+    def _find_run_starts(
+        self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        _, text = split_text(query)  # also refuses a misplaced $text
+        if text is not None and not self._text_available(refresh=True):
+            raise self._refuse_text()
+        sort = tuple((str(f), int(d)) for f, d in sort)
+        if sort == tuple(DEFAULT_SORT):
+            return self._ordered_starts(query, -1, skip, limit)
+        if sort == (("time", 1), ("uid", 1)):
+            return self._ordered_starts(query, 1, skip, limit)
+        return self._sorted_starts(query, sort, skip, limit)
+
+    def _ordered_starts(
+        self, query: dict[str, Any], direction: int, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        """Starts by (time, uid) in ``direction``: the server sorts by time, we break ties."""
+        coll = self._coll("run_start")
+        bound = None
+        to_skip = skip
+        if skip > _CLIENT_SKIP:
+            # Deep db[-N]: skip on the server, then place ourselves inside the boundary group.
+            with self._errors("find runs", query=query):
+                first = list(coll.find(query, {"_id": 0, "time": 1}).sort("time", direction)
+                             .skip(skip).limit(1))
+                if not first:
+                    return
+                t = first[0]["time"]
+                before = coll.count_documents(_and(query, {"$gt" if direction < 0 else "$lt": t}))
+            bound = ("$lte" if direction < 0 else "$gte", t)
+            to_skip = skip - before
+        remaining = limit
+        size = min(to_skip + (limit if limit is not None else 100), _START_PAGE)
+        # The newest runs of the whole store (db[-1], db[-5:]) are asked for again and again.
+        hint_key = (direction, size) if not query and bound is None else None
+        for rows in self._time_pages(coll, query, {"_id": 0}, direction, size, _START_PAGE,
+                                     bound, _start_key, hint_key):
+            for doc in rows:
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                yield doc
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+
+    def _sorted_starts(
+        self, query: dict[str, Any], sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        # Any other order: the server sorts; pages by offset (uid last makes it total).
+        coll = self._coll("run_start")
+        spec = list(sort)
+        if "uid" not in {f for f, _ in spec}:
+            spec.append(("uid", 1))
+        offset, remaining = skip, limit
+        while remaining is None or remaining > 0:
+            size = _START_PAGE if remaining is None else min(_START_PAGE, remaining)
+            with self._errors("find runs", query=query):
+                rows = list(coll.find(query, {"_id": 0}).sort(spec).skip(offset).limit(size))
+            yield from rows
+            if len(rows) < size:
+                return
+            offset += len(rows)
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def _time_pages(
+        self,
+        coll: Any,
+        query: Mapping[str, Any],
+        projection: Mapping[str, Any],
+        direction: int,
+        first_size: int,
+        size: int,
+        bound: tuple[str, Any] | None,
+        key: Any,
+        hint_key: tuple[int, int] | None = None,
+    ) -> Iterator[list[Doc]]:
+        """Documents matching ``query`` in pages sorted by ``key``, each page one query.
+
+        The server sorts by ``time`` only (an index old databases have); a page never splits a
+        group of equal ``time``, so sorting each page by ``key`` gives the exact total order.
+        A full page holds back its last group, which the next query (``$lte``/``$gte`` that
+        time) fetches again; a page that is one group entirely is completed by one more query.
+
+        With ``hint_key``, the first query is first tried bounded by the time where the same
+        first page ended last time.  A full answer is then exactly the unbounded one (at least
+        that many documents lie on the near side of the bound), so the hint can only save
+        work: servers that read a whole index range before applying the limit answer ``db[-1]``
+        from a handful of keys.  A short answer (runs deleted) falls back to no bound.
+        """
+        inclusive, strict = ("$lte", "$lt") if direction < 0 else ("$gte", "$gt")
+        near = "$gte" if direction < 0 else "$lte"
+        hinted = self._hints.get(hint_key) if hint_key is not None and bound is None else None
+        page = first_size
+        first = True
+        while True:
+            if hinted is not None:
+                q = _and(query, {near: hinted})
+            else:
+                q = dict(query) if bound is None else _and(query, {bound[0]: bound[1]})
+            with self._errors(f"read {coll.name}", query=query):
+                rows = list(coll.find(q, projection).sort("time", direction)
+                            .limit(page + 1).batch_size(page + 1))
+            full = len(rows) > page
+            if hinted is not None:
+                hinted = None
+                if not full:
+                    continue  # the hint was too narrow: ask again without it
+            if first and full and hint_key is not None:
+                self._hints[hint_key] = rows[-1].get("time")
+            first = False
+            if full:
+                last = rows[-1].get("time")
+                cut = len(rows) - 1
+                while cut > 0 and rows[cut - 1].get("time") == last:
+                    cut -= 1
+                if cut:
+                    del rows[cut:]
+                    bound = (inclusive, last)
+                else:
+                    with self._errors(f"read {coll.name}", query=query):
+                        rows = list(coll.find(_and(query, last), projection))
+                    bound = (strict, last)
+            rows.sort(key=key, reverse=direction < 0)
+            if rows:
+                yield rows
+            if not full:
+                return
+            page = size
+
+    def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
+        """How many runs match ``query`` (``count_documents``; the collection's count for
+        ``{}``)."""
+        if not query:
+            with self._errors("count runs"):
+                return int(self._coll("run_start").estimated_document_count())
+        check_query(query, store=self.describe())
+        _, text = split_text(query)
+        if text is not None and not self._text_available(refresh=True):
+            raise self._refuse_text()
+        with self._errors("count runs", query=query):
+            return int(self._coll("run_start").count_documents(dict(query)))
+
+    def find_runs_by_uid_prefix(self, prefix: str, *, limit: int | None = 11) -> list[Doc]:
+        """Starts whose uid begins with ``prefix`` (case-sensitive), newest first.
+
+        An anchored regex escaping only what is special, so a uid prefix (hex digits and
+        dashes) stays a "prefix expression" MongoDB answers from the uid index's bounds.
+        """
+        if not isinstance(prefix, str):
+            return []
+        pattern = "^" + _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), prefix)
+        return list(self.find_run_starts({"uid": {"$regex": pattern}}, limit=limit))
+
+    def get_run_start(self, uid: str) -> Doc:
+        if not isinstance(uid, str):
+            raise not_found_run(self, uid)
+        with self._errors("read a run start"):
+            doc = self._coll("run_start").find_one({"uid": uid}, {"_id": 0})
+        if doc is None:
+            raise not_found_run(self, uid)
+        return dict(doc)
+
+    # ------------------------------------------------------------------ stops, descriptors
+    def _has_legacy_links(self, collection: str) -> bool:
+        # Very old documents name the run 'run_start_id'; look once per store whether any do.
+        if collection not in self._legacy_links:
+            with self._errors(f"read {collection}"):
+                found = self._coll(collection).find_one({"run_start_id": {"$exists": True}},
+                                                        {"_id": 1})
+            self._legacy_links[collection] = found is not None
+        return self._legacy_links[collection]
+
+    def _legacy_run_keys(self, uid: str) -> list[Any]:
+        # A legacy link holds the start's uid or its ObjectId.
+        keys: list[Any] = [uid]
+        with self._errors("read a run start"):
+            start = self._coll("run_start").find_one({"uid": uid}, {"_id": 1})
+        if start is not None:
+            keys.append(start["_id"])
+        return keys
+
+    def _repair_link(self, doc: Doc, uid: str | None) -> Doc:
+        """Drop ``_id``; rename a legacy ``run_start_id`` link to ``run_start`` (the uid)."""
+        doc.pop("_id", None)
+        if "run_start" not in doc and "run_start_id" in doc:
+            link = doc.pop("run_start_id")
+            if uid is None and isinstance(link, ObjectId):
+                start = self._find_one_raw("run_start", {"_id": link}, {"uid": 1})
+                uid = None if start is None else start.get("uid")
+            doc["run_start"] = uid if uid is not None else str(link)
+        return doc
+
+    def get_run_stop(self, run_start_uid: str) -> Doc | None:
+        if not isinstance(run_start_uid, str):
+            return None
+        coll = self._coll("run_stop")
+        with self._errors("read a run stop"):
+            doc = coll.find_one({"run_start": run_start_uid}, {"_id": 0})
+        if doc is None and self._has_legacy_links("run_stop"):
+            keys = self._legacy_run_keys(run_start_uid)
+            with self._errors("read a run stop"):
+                doc = coll.find_one({"run_start_id": {"$in": keys}}, {"_id": 0})
+        return None if doc is None else self._repair_link(doc, run_start_uid)
+
+    def find_run_stop_uids(self, query: Mapping[str, Any]) -> list[str]:
+        """One query on ``run_stop`` projected to the run link (legacy links repaired)."""
+        check_query(query, store=self.describe())
+        coll = self._coll("run_stop")
+        found: list[str] = []
+        with self._errors("search run stops"):
+            for doc in coll.find(dict(query), {"_id": 0, "run_start": 1, "run_start_id": 1}):
+                run = doc.get("run_start") or doc.get("run_start_id")
+                if isinstance(run, str):
+                    found.append(run)
+        return found
+
+    def get_run_stops(self, run_start_uids: Sequence[str]) -> dict[str, Doc]:
+        """Stops of several runs with one ``$in`` query per thousand runs."""
+        uids = list(dict.fromkeys(u for u in run_start_uids if isinstance(u, str)))
+        found: dict[str, Doc] = {}
+        coll = self._coll("run_stop")
+        for chunk in _chunks(uids):
+            with self._errors("read run stops"):
+                for doc in coll.find({"run_start": {"$in": chunk}}, {"_id": 0}):
+                    found.setdefault(doc["run_start"], doc)
+        if len(found) < len(uids) and self._has_legacy_links("run_stop"):
+            for uid in uids:
+                if uid not in found:
+                    stop = self.get_run_stop(uid)
+                    if stop is not None:
+                        found[uid] = stop
+        return {u: found[u] for u in uids if u in found}
+
+    def get_descriptors(self, run_start_uid: str) -> list[Doc]:
+        if not isinstance(run_start_uid, str):
+            return []
+        coll = self._coll("event_descriptor")
+        with self._errors("read descriptors"):
+            docs = list(coll.find({"run_start": run_start_uid}))
+        if not docs and self._has_legacy_links("event_descriptor"):
+            keys = self._legacy_run_keys(run_start_uid)
+            with self._errors("read descriptors"):
+                docs = list(coll.find({"run_start_id": {"$in": keys}}))
+        # Ascending time; ties in insertion order (_id), as the memory store keeps them.
+        docs.sort(key=lambda d: (_number(d.get("time")), str(d.get("_id"))))
+        return [self._repair_link(d, run_start_uid) for d in docs]
+
+    # ------------------------------------------------------------------ events
+    def iter_event_pages(
+        self, descriptor_uid: str, *, fields: Iterable[str] | None = None
+    ) -> Iterator[Doc]:
+        """Event pages of one descriptor in (time, seq_num) order, at most ``page_size`` rows
+        each, every page its own query; ``fields`` becomes a server-side projection."""
+        if not isinstance(descriptor_uid, str):
+            return iter(())
+        wanted = None if fields is None else list(dict.fromkeys(fields))
+        projection: dict[str, Any] = {"_id": 0}
+        if wanted is not None and all("." not in f and not f.startswith("$") for f in wanted):
+            projection.update({"time": 1, "seq_num": 1, "uid": 1})
+            for f in wanted:
+                projection[f"data.{f}"] = projection[f"timestamps.{f}"] = 1
+                projection[f"filled.{f}"] = 1
+        return self._event_pages(descriptor_uid, projection, wanted)
+
+    def _event_pages(
+        self, descriptor_uid: str, projection: dict[str, Any], wanted: list[str] | None
+    ) -> Iterator[Doc]:
+        coll = self._coll("event")
+        for rows in self._time_pages(coll, {"descriptor": descriptor_uid}, projection, 1,
+                                     self.page_size, self.page_size, None, _event_key):
+            page = _rows_to_event_page(descriptor_uid, rows)
+            if wanted is not None and len(projection) == 1:  # fields the server could not project
+                keep = set(wanted)
+                for part in ("data", "timestamps", "filled"):
+                    if part in page:
+                        page[part] = {k: v for k, v in page[part].items() if k in keep}
+            yield page
+
+    # ------------------------------------------------------------------ assets
+    def _find_resource(self, uid: str) -> Doc | None:
+        coll = self._coll("resource")
+        with self._errors("read a resource"):
+            doc = coll.find_one({"uid": uid}, {"_id": 0})
+            if doc is None and _is_object_id(uid):
+                # Old resources have no uid: datums name them by their ObjectId's hex.
+                doc = coll.find_one({"_id": ObjectId(uid)})
+                if doc is not None:
+                    doc.pop("_id")
+                    doc.setdefault("uid", uid)
+        return None if doc is None else dict(doc)
+
+    def get_resource(self, uid: str) -> Doc:
+        found = self._find_resource(uid) if isinstance(uid, str) else None
+        if found is None:
+            raise ResourceNotFound(
+                f"No resource with uid {uid!r} in {self.describe()}.", uid=uid,
+                store=self.describe(),
+            )
+        return found
+
+    @staticmethod
+    def _datum(doc: Doc) -> Doc:
+        doc.pop("_id", None)
+        if isinstance(doc.get("resource"), ObjectId):
+            doc["resource"] = str(doc["resource"])
+        return doc
+
+    def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
+        """Datum pages of one resource in insertion order, paged by ``_id``."""
+        if not isinstance(resource_uid, str):
+            return
+        coll = self._coll("datum")
+        match: Any = resource_uid
+        if _is_object_id(resource_uid):
+            match = {"$in": [resource_uid, ObjectId(resource_uid)]}
+        last = None
+        while True:
+            q: dict[str, Any] = {"resource": match}
+            if last is not None:
+                q["_id"] = {"$gt": last}
+            with self._errors("read datums"):
+                rows = list(coll.find(q).sort("_id", 1).limit(self.page_size)
+                            .batch_size(self.page_size))
+            if not rows:
+                return
+            last = rows[-1]["_id"]
+            keys: dict[str, None] = {}
+            for r in rows:
+                keys.update(dict.fromkeys(r.get("datum_kwargs") or {}))
+            yield {
+                "resource": resource_uid,
+                "datum_id": [r["datum_id"] for r in rows],
+                "datum_kwargs": {
+                    k: [(r.get("datum_kwargs") or {}).get(k) for r in rows] for k in keys
+                },
+            }
+            if len(rows) < self.page_size:
+                return
+
+    def get_datum(self, datum_id: str) -> Doc:
+        doc = None
+        if isinstance(datum_id, str):
+            with self._errors("read a datum"):
+                doc = self._coll("datum").find_one({"datum_id": datum_id})
+        if doc is None:
+            raise DatumNotFound(
+                f"No datum with datum_id {datum_id!r} in {self.describe()}.",
+                datum_id=datum_id,
+                store=self.describe(),
+            )
+        return self._datum(doc)
+
+    def get_datums(self, datum_ids: Iterable[str]) -> dict[str, Doc]:
+        """Several datums with one ``$in`` query per thousand ids; an unknown id raises
+        :class:`~broker_v1.errors.DatumNotFound`."""
+        ids = list(dict.fromkeys(datum_ids))
+        found: dict[str, Doc] = {}
+        coll = self._coll("datum")
+        for chunk in _chunks([i for i in ids if isinstance(i, str)]):
+            with self._errors("read datums"):
+                for doc in coll.find({"datum_id": {"$in": chunk}}):
+                    found.setdefault(doc["datum_id"], self._datum(doc))
+        for datum_id in ids:
+            if datum_id not in found:
+                self.get_datum(datum_id)  # raises the standard error
+        return {i: found[i] for i in ids}
+
+    # ------------------------------------------------------------------ the insert path
+    # Event and datum inserts tell _get_existing which uids are coming, so it can answer
+    # for the whole batch (by the unique index, or with one lookup) instead of per row.
+    @contextmanager
+    def _bulk(self, name: str, keys: Any) -> Iterator[None]:
+        self._bulk_name = name
+        self._bulk_keys = [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+        self._bulk_keyset = frozenset(self._bulk_keys)
+        self._bulk_found = None
+        try:
+            yield
+        finally:
+            self._bulk_name = None
+            self._bulk_keys = []
+            self._bulk_keyset = frozenset()
+            self._bulk_found = None
+
+    def _insert_event(self, event: Doc) -> None:
+        with self._bulk("event", [event.get("uid")]):
+            super()._insert_event(event)
+
+    def _insert_event_page(self, page: Doc) -> None:
+        with self._bulk("event", page.get("uid")):
+            super()._insert_event_page(page)
+
+    def _insert_datum(self, doc: Doc) -> None:
+        with self._bulk("datum", [doc.get("datum_id")]):
+            super()._insert_datum(doc)
+
+    def _insert_datum_page(self, page: Doc) -> None:
+        with self._bulk("datum", page.get("datum_id")):
+            super()._insert_datum_page(page)
+
+    def _get_existing(self, name: str, key: str) -> Doc | None:
+        if not isinstance(key, str):
+            return None
+        if name == self._bulk_name:
+            self._prepare_write()
+            if self._unique[name]:
+                # The unique index will refuse a duplicate; _insert_rows then compares.
+                return None
+            if self._bulk_found is None:
+                self._bulk_found = self._lookup_many(name, self._bulk_keys)
+            if key in self._bulk_keyset:
+                return self._bulk_found.get(key)
+        if name == "start":
+            return self._find_one("run_start", {"uid": key})
+        if name == "descriptor":
+            doc = self._find_one("event_descriptor", {"uid": key})
+            return None if doc is None else self._repair_link(doc, None)
+        if name == "stop":
+            return self._find_one("run_stop", {"uid": key})
+        if name == "resource":
+            return self._find_resource(key)
+        if name == "event":
+            return self._find_one("event", {"uid": key})
+        if name == "datum":
+            doc = self._find_one("datum", {"datum_id": key})
+            return None if doc is None else self._datum(doc)
+        raise ValueError(name)
+
+    def _find_one(self, collection: str, query: dict[str, Any]) -> Doc | None:
+        return self._find_one_raw(collection, query, {"_id": 0})
+
+    def _find_one_raw(
+        self, collection: str, query: dict[str, Any], projection: dict[str, Any]
+    ) -> Doc | None:
+        with self._errors(f"read {collection}"):
+            doc = self._coll(collection).find_one(query, projection)
+        return None if doc is None else dict(doc)
+
+    def _lookup_many(self, name: str, keys: list[str]) -> dict[str, Doc]:
+        collection, key_field = ("event", "uid") if name == "event" else ("datum", "datum_id")
+        found: dict[str, Doc] = {}
+        coll = self._coll(collection)
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            with self._errors(f"read {collection}"):
+                for doc in coll.find({key_field: {"$in": chunk}}, {"_id": 0}):
+                    found.setdefault(doc[key_field], self._datum(doc) if name == "datum" else doc)
+        return found
+
+    def _write_document(self, name: str, doc: Doc) -> None:
+        self._prepare_write()
+        if name == "start":
+            self._insert_one("run_start", "start", doc)
+        elif name == "descriptor":
+            self._insert_one("event_descriptor", "descriptor", doc)
+        elif name == "stop":
+            self._insert_one("run_stop", "stop", doc)
+        elif name == "resource":
+            self._insert_one("resource", "resource", doc)
+        elif name == "event_page":
+            # One document per event: the layout every old reader expects.
+            self._insert_rows("event", "event", "uid", unpack_events(doc))
+        elif name == "datum_page":
+            kwargs = doc["datum_kwargs"]
+            datums = [
+                {"resource": doc["resource"], "datum_id": datum_id,
+                 "datum_kwargs": {k: col[i] for k, col in kwargs.items()}}
+                for i, datum_id in enumerate(doc["datum_id"])
+            ]
+            self._insert_rows("datum", "datum", "datum_id", datums)
+        else:  # pragma: no cover - the insert path sends nothing else
+            raise ValueError(name)
+
+    def _insert_one(self, collection: str, name: str, doc: Doc) -> None:
+        coll = self._coll(collection)
+        try:
+            with self._errors(f"insert {name}", writing=True):
+                coll.insert_one(dict(doc))  # a copy: pymongo adds _id to what it is given
+        except pymongo.errors.DuplicateKeyError as err:
+            # Another writer got there between our check and our insert.
+            if name == "stop" and "run_start" in str(err.details or err):
+                other = self.get_run_stop(doc["run_start"])
+                if other is not None and other["uid"] != doc["uid"]:
+                    raise DuplicateDocument(
+                        f"Run {doc['run_start']} already has a stop document (uid "
+                        f"{other['uid']}) in {self.describe()}; a run has exactly one stop. "
+                        "Nothing was written.",
+                        name="stop", uid=doc["uid"], store=self.describe(),
+                    ) from err
+            existing = self._get_existing(name, doc["uid"])
+            if existing == doc:
+                return
+            raise self._duplicate(name, doc["uid"]) from err
+
+    def _duplicate(self, name: str, key: Any) -> DuplicateDocument:
+        return DuplicateDocument(
+            f"A different {name} document with uid {key} is already in {self.describe()}. "
+            "Documents are immutable; write a new one with a new uid instead.",
+            name=name,
+            uid=key,
+            store=self.describe(),
+        )
+
+    def _insert_rows(self, collection: str, name: str, key_field: str, rows: list[Doc]) -> None:
+        """Insert single documents in one unordered bulk write, all or nothing."""
+        if not rows:
+            return
+        coll = self._coll(collection)
+        for row in rows:
+            row["_id"] = ObjectId()  # known ids, so a failed batch can be undone
+        try:
+            with self._errors(f"insert {name}", writing=True):
+                coll.insert_many(rows, ordered=False)
+        except pymongo.errors.BulkWriteError as err:
+            errors = err.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                self._undo(coll, rows)
+                raise StoreUnavailable(
+                    f"{self.describe()} failed to insert {name} documents: "
+                    f"{self._scrub(err)[:500]}. Nothing was written."
+                ) from err
+            self._resolve_duplicates(coll, name, key_field, rows, [e["index"] for e in errors])
+        except BaseException:
+            self._undo(coll, rows)
+            raise
+
+    def _resolve_duplicates(
+        self, coll: Any, name: str, key_field: str, rows: list[Doc], indices: list[int]
+    ) -> None:
+        # Rows the unique index refused: identical to what is stored is fine (an idempotent
+        # re-insert); anything else undoes the whole batch.
+        keys = [rows[i][key_field] for i in indices]
+        stored: dict[str, Doc] = {}
+        try:
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                with self._errors(f"read {coll.name}"):
+                    for doc in coll.find({key_field: {"$in": chunk}}):
+                        if doc["_id"] not in {rows[i]["_id"] for i in indices}:
+                            stored.setdefault(doc[key_field], doc)
+            for i in indices:
+                new = {k: v for k, v in rows[i].items() if k != "_id"}
+                old = stored.get(new[key_field])
+                old = None if old is None else {k: v for k, v in old.items() if k != "_id"}
+                if old is not None and name == "datum":
+                    old = self._datum(old)
+                if old is None or not (old == new or (name == "event" and _same_event(old, new))):
+                    raise self._duplicate(name, new[key_field])
+        except BaseException:
+            self._undo(coll, rows)
+            raise
+
+    def _undo(self, coll: Any, rows: list[Doc]) -> None:
+        ids = [r["_id"] for r in rows if "_id" in r]
+        try:
+            for chunk in _chunks(ids):
+                coll.delete_many({"_id": {"$in": chunk}})
+        except pymongo.errors.PyMongoError:  # best effort; the original error matters more
+            pass
