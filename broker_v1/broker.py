@@ -85,7 +85,9 @@ class Broker:
     Parameters
     ----------
     store
-        Where the documents live (memory, files, MongoDB or a third-party backend).
+        Where the documents live (memory, files, MongoDB or a third-party backend).  With
+        none, the embedded default: a files store in this user's data folder
+        (:func:`broker_v1.config.default_store_path`).
     name
         The name the Broker was opened by (``Broker.named``), else ``None``.
     timezone
@@ -117,7 +119,7 @@ class Broker:
 
     def __init__(
         self,
-        store: DocumentStore,
+        store: DocumentStore | None = None,
         *,
         name: str | None = None,
         timezone: str | None = None,
@@ -128,6 +130,10 @@ class Broker:
         root_map: Mapping[str, str] | None = None,
         auto_register: bool = True,
     ) -> None:
+        if store is None:
+            from .config import default_store_path
+
+            store = store_from_config({"backend": "files", "path": str(default_store_path())})
         if not isinstance(store, DocumentStore):
             raise TypeError(
                 f"Broker needs a DocumentStore (e.g. MemoryStore()), got {type(store).__name__}. "

@@ -142,9 +142,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 # --------------------------------------------------------------------------- opening stores
 def default_store_path() -> Path:
     """The per-user files store the demo (and ``Broker()`` without config) records into."""
-    import platformdirs
+    from .config import default_store_path as path
 
-    return Path(platformdirs.user_data_dir("broker_v1")) / "runs"
+    return path()
 
 
 def _looks_like_path(name: str) -> bool:

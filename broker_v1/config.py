@@ -40,6 +40,7 @@ __all__ = [
     "ConfigNotFound",
     "TOP_LEVEL_KEYS",
     "config_search_path",
+    "default_store_path",
     "describe_configs",
     "list_configs",
     "lookup_config",
@@ -99,6 +100,17 @@ def config_search_path(
     for p in paths:
         seen.setdefault(p, None)
     return [Path(p) for p in seen]
+
+
+def default_store_path() -> Path:
+    """The embedded default store: a files store in this user's data folder.
+
+    ``Broker()`` with no store and ``broker-v1 demo`` use it (``platformdirs``:
+    ``~/.local/share/broker_v1/runs`` on Linux).
+    """
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("broker_v1")) / "runs"
 
 
 def _candidates(name: str) -> list[Path]:

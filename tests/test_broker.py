@@ -303,3 +303,17 @@ def test_opt_in_search_on_stop_fields(filled_db):
         RUNS[4].uid, RUNS[2].uid, RUNS[1].uid]
     assert list(filled_db(plan_name="scan", **{"stop.exit_status": "abort"})) == []
     assert list(filled_db(exit_status="abort")) == []  # start fields only, as databroker
+
+
+def test_broker_without_store_uses_the_per_user_files_store(tmp_path, monkeypatch):
+    """Broker() opens the embedded default: a files store in the user's data folder."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    db = Broker()
+    assert db.store.backend == "files"
+    assert str(tmp_path) in db.store.describe()
+    run = make_run(t0=1e9)
+    for name, doc in run.docs:
+        db.insert(name, doc)
+    db.store.close()
+    assert Broker()[-1].uid == run.uid
