@@ -470,7 +470,7 @@ class _Copier:
     # -- helpers
     def _insert(self, name: str, doc: Doc) -> None:
         try:
-            self.dst.insert(name, doc)
+            self.dst.insert(name, doc, trusted=True)
         except DuplicateDocument as err:
             raise _Conflict(str(err)) from err
         self.report.bytes += _size(doc)

@@ -487,3 +487,17 @@ def test_search_on_stop_fields(loaded):
     assert loaded.find_run_stop_uids({"reason": {"$regex": "beam"}}) == [failed.uid]
     with pytest.raises(UnsupportedQuery):
         loaded.find_run_stop_uids({"$where": "1"})
+
+
+def test_trusted_insert_skips_only_the_schema(store):
+    """insert(trusted=True) skips the JSON schema but still checks links and duplicates."""
+    odd = {"uid": "trusted-1", "time": 10.0, "scan_id": "abc"}
+    with pytest.raises(InvalidDocument, match="scan_id"):
+        store.insert("start", odd)
+    store.insert("start", odd, trusted=True)
+    assert store.get_run_start("trusted-1") == odd
+    with pytest.raises(InvalidDocument, match="run_start"):
+        store.insert("descriptor", {"uid": "d", "time": 11.0, "run_start": "nope",
+                                    "data_keys": {}}, trusted=True)
+    with pytest.raises(DuplicateDocument):
+        store.insert("start", {**odd, "time": 12.0}, trusted=True)
