@@ -244,7 +244,7 @@ class Broker:
         """A copy of the config this Broker was built from (``None`` if built from a store)."""
         if self._config is None:
             if self._name == "temp":
-                return temp_config()
+                return copy.deepcopy(_TEMP_MEMORY_CONFIG)
             return None
         return copy.deepcopy(self._config)
 
@@ -599,9 +599,19 @@ class Broker:
             func(name, doc)
 
 
+_TEMP_MEMORY_CONFIG = {"description": "temporary", "store": {"backend": "memory"}}
+
+
 def temp_config() -> dict[str, Any]:
-    """A config for a fresh temporary in-memory store (``Broker.from_config`` accepts it)."""
-    return {"description": "temporary", "store": {"backend": "memory"}}
+    """A config for a fresh temporary files store (a new empty directory on each call).
+
+    ``Broker.from_config(temp_config())`` opens it; unlike :func:`temp`, the runs can be
+    shared with other processes through the directory.
+    """
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="broker_v1-")
+    return {"description": "temporary", "store": {"backend": "files", "path": path}}
 
 
 def temp() -> Broker:
@@ -609,5 +619,5 @@ def temp() -> Broker:
     from .stores.memory import MemoryStore
 
     db = Broker(MemoryStore(), name="temp")
-    db._config = temp_config()
+    db._config = copy.deepcopy(_TEMP_MEMORY_CONFIG)
     return db

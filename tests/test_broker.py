@@ -282,7 +282,15 @@ def test_from_config_and_get_config_round_trip():
     assert db.get_config()["description"] == "test"
     again = Broker.from_config(db.get_config())
     assert again.timezone == "Europe/Berlin"
-    assert broker_v1.Broker.from_config(broker_v1.temp_config()).store.backend == "memory"
+    first, second = broker_v1.temp_config(), broker_v1.temp_config()
+    assert first["store"]["backend"] == "files" and first != second
+    temp_db = broker_v1.Broker.from_config(first)
+    run = make_run(t0=1e9)
+    for name, doc in run.docs:
+        temp_db.insert(name, doc)
+    assert broker_v1.Broker.from_config(first)[-1].uid == run.uid
+    assert broker_v1.temp().get_config() == {"description": "temporary",
+                                             "store": {"backend": "memory"}}
 
 
 def test_broker_needs_a_store():

@@ -209,3 +209,29 @@ def test_named_intake_entry(tmp_path, monkeypatch):
         Broker.named("multi")
     with pytest.raises(ConfigError, match="no entry 'c'"):
         Broker.named("multi.c")
+
+
+@pytest.mark.parametrize("catalog", ["msgpack_HEAD/simple_catalog", "msgpack_HEAD/another_simple_catalog"])
+def test_real_databroker_pack_catalogs_open(catalog, tmp_path):
+    """The real databroker-pack catalogs open from their catalog.yml, read-only, and fill."""
+    import shutil
+
+    import numpy as np
+    import yaml
+    from handlers import NpySeqHandler
+
+    source = DATA / "databroker-pack" / catalog
+    copy = tmp_path / "pack"
+    shutil.copytree(source, copy)  # the store keeps its index beside the runs
+    path = copy / "catalog.yml"
+    db = Broker.from_config(yaml.safe_load(path.read_text()), source=str(path))
+    assert db.store.read_only
+    uids = [h.uid for h in db()]
+    assert len(uids) == 3
+    image_runs = [h for h in db() if "img" in h.fields()]
+    assert len(image_runs) == 1
+    db.reg.register_handler("NPY_SEQ", NpySeqHandler)
+    frames = list(image_runs[0].data("img"))
+    assert frames and all(np.all(f == 1.0) for f in frames)
+    with pytest.raises(Exception, match="read-only"):
+        db.insert("start", {"uid": "x", "time": 1.0})
