@@ -457,10 +457,12 @@ class DocumentStore(abc.ABC):
         try:
             clean = sanitize(dict(doc))
         except DocumentValueError as err:
+            where = f"{err.field}: " if err.field else ""
             raise InvalidDocument(
-                f"{describe_doc(name, doc)} cannot be stored: {err}. Nothing was written.",
+                f"{describe_doc(name, doc)} cannot be stored: {where}{err}. Nothing was written.",
                 name=name,
                 uid=doc_uid(name, doc),
+                field=err.field,
             ) from err
         with self._write_lock:
             self._trusted = trusted
@@ -672,6 +674,11 @@ class DocumentStore(abc.ABC):
                     )
         if "filled" in page:
             _rotate_filled_page(page)
+        # Fast path: look uids up first; build single events only if some already exist.
+        get = self._get_existing
+        if all(get("event", uid) is None for uid in page["uid"]):
+            self._write_document("event_page", page)
+            return
         events = unpack_events(page)
         fresh = [e for e in events if self._duplicate_or_new("event", e)]
         if len(fresh) == len(events):
