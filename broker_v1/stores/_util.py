@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["DocumentValueError", "json_copy", "sanitize"]
+__all__ = ["MAX_DEPTH", "DocumentValueError", "json_copy", "key_problem", "sanitize"]
 
 
 def json_copy(value: Any) -> Any:
@@ -20,41 +20,126 @@ def json_copy(value: Any) -> Any:
 
 _PLAIN = (str, int, float, bool, type(None))
 
+#: Deepest nesting of dicts and lists a document may have (MongoDB's documented BSON limit).
+MAX_DEPTH = 100
 
-def sanitize(value: Any) -> Any:
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a field name in a stored document, or None when it can.
+
+    The rule is the same in every store, so a document one store accepts can be copied into
+    any other: no key, at any depth, starts with ``'$'`` (MongoDB reads such keys as
+    operators, so they could never be searched, and older servers refuse them), contains
+    ``'.'`` (a dotted query path could never address it) or contains a NUL character
+    (BSON cannot hold it).
+    """
+    if key[:1] == "$":
+        return f"key {key!r} starts with '$'"
+    if "." in key:
+        return f"key {key!r} contains '.'"
+    if "\x00" in key:
+        return f"key {key!r} contains a NUL character"
+    return None
+
+
+def sanitize(value: Any, _depth: int = 0) -> Any:
     """Return a JSON-like deep copy: numpy arrays and scalars become lists and numbers.
 
     Tuples become lists (as they would after a round trip through JSON or BSON), mapping keys
     are kept as given, and the caller's objects are never modified.
+
+    Raises
+    ------
+    DocumentValueError
+        A value no store can keep, a key that is not a string or breaks :func:`key_problem`,
+        or dicts and lists nested more than :data:`MAX_DEPTH` levels deep; ``.field`` says
+        where.
     """
     cls = type(value)
     if cls in _PLAIN:
         return value
     if cls is dict:
+        if _depth >= MAX_DEPTH:
+            raise _too_deep(value)
         out = {}
         for k, v in value.items():
             if type(k) is not str:
-                raise DocumentValueError(f"key {k!r} is a {type(k).__name__}; keys must be strings")
-            out[k] = v if type(v) in _PLAIN else sanitize(v)
+                raise DocumentValueError(
+                    f"key {k!r} is a {type(k).__name__}; keys must be strings", [repr(k)], value
+                )
+            if k[:1] == "$" or "." in k or "\x00" in k:
+                raise DocumentValueError(str(key_problem(k)), [k], value)
+            if type(v) in _PLAIN:
+                out[k] = v
+                continue
+            try:
+                out[k] = sanitize(v, _depth + 1)
+            except DocumentValueError as err:
+                err.path.insert(0, k)
+                err.last = value
+                raise
         return out
     if cls is list or cls is tuple:
-        return [v if type(v) in _PLAIN else sanitize(v) for v in value]
+        if _depth >= MAX_DEPTH:
+            raise _too_deep(value)
+        try:
+            return [v if type(v) in _PLAIN else sanitize(v, _depth + 1) for v in value]
+        except DocumentValueError as err:
+            # The error path only: find which item failed (by identity, without re-checking).
+            index = next((i for i, v in enumerate(value) if v is err.last), None)
+            if index is not None:
+                err.path.insert(0, str(index))
+            err.last = value
+            raise
     np = sys.modules.get("numpy")  # no numpy imported: no numpy values to convert
     if np is not None and isinstance(value, np.ndarray):
-        return value.tolist()
-    if np is not None and isinstance(value, np.generic):
+        if _depth + max(value.ndim, 1) > MAX_DEPTH:
+            raise _too_deep(value)
+        if value.dtype.kind != "O":
+            return value.tolist()
+        converted: Any = value.tolist()  # arbitrary objects: check them like any other value
+    elif np is not None and isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, dict):
-        return sanitize(dict(value))
-    if isinstance(value, list | tuple):
-        return [sanitize(v) for v in value]
-    if isinstance(value, bool | float | int | str):  # subclasses of the plain types
+    elif isinstance(value, dict):
+        converted = dict(value)
+    elif isinstance(value, list | tuple):
+        converted = list(value)
+    elif isinstance(value, bool | float | int | str):  # subclasses of the plain types
         return value
-    raise DocumentValueError(
-        f"value {value!r} of type {type(value).__name__} cannot be stored; use numbers, strings, "
-        "booleans, None, lists, dicts or numpy arrays"
+    else:
+        raise DocumentValueError(
+            f"value {value!r} of type {type(value).__name__} cannot be stored; use numbers, "
+            "strings, booleans, None, lists, dicts or numpy arrays",
+            last=value,
+        )
+    try:
+        return sanitize(converted, _depth)
+    except DocumentValueError as err:
+        err.last = value
+        raise
+
+
+def _too_deep(value: Any) -> DocumentValueError:
+    return DocumentValueError(
+        f"dicts and lists are nested more than {MAX_DEPTH} levels deep (MongoDB's limit, kept "
+        "by every store)",
+        last=value,
     )
 
 
 class DocumentValueError(TypeError):
-    """Internal: a document holds a value no store can keep (the insert path reports it)."""
+    """Internal: a document holds a value no store can keep (the insert path reports it).
+
+    ``path`` lists the keys (and list indices) leading to the problem, outermost first.
+    """
+
+    def __init__(self, message: str, path: list[str] | None = None, last: Any = None) -> None:
+        super().__init__(message)
+        self.path: list[str] = list(path or [])
+        #: The value being sanitized when the error passed last (locates list items).
+        self.last = last
+
+    @property
+    def field(self) -> str | None:
+        """The dotted location of the problem in the document, or None at the top level."""
+        return ".".join(self.path) or None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import heapq
 import math
+import numbers
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -125,7 +126,7 @@ class DocumentStore(abc.ABC):
         import difflib
         import inspect
 
-        from ..errors import ConfigError
+        from ..errors import BrokerError, ConfigError
 
         allowed = [
             p.name
@@ -149,7 +150,17 @@ class DocumentStore(abc.ABC):
                 source=source,
                 key="store.read_only",
             )
-        return cls(**dict(options))
+        try:
+            return cls(**dict(options))
+        except (TypeError, ValueError) as err:
+            if isinstance(err, BrokerError):
+                raise
+            # e.g. path: 5 or page_size: 0 -- a value of the wrong type or range.
+            raise ConfigError(
+                f"{where}: the {cls.backend} store options are not usable: {err}",
+                source=source,
+                key="store",
+            ) from err
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` config section that reopens this store (``backend`` included)."""
@@ -184,11 +195,10 @@ class DocumentStore(abc.ABC):
         """
         query = {} if query is None else query
         check_query(query, store=self.describe())
-        if skip < 0 or (limit is not None and limit < 0):
-            raise InvalidQuery(f"skip and limit must be non-negative, got {skip}, {limit}.")
+        skip, limit, sort = _check_paging(skip, limit, sort)
         if limit == 0:
             return iter(())
-        return self._find_run_starts(dict(query), sort=tuple(sort), skip=skip, limit=limit)
+        return self._find_run_starts(dict(query), sort=sort, skip=skip, limit=limit)
 
     def check_query(self, query: Mapping[str, Any]) -> None:
         """Raise now if this store would refuse ``query`` (the Broker calls it before the
@@ -200,8 +210,14 @@ class DocumentStore(abc.ABC):
             As :meth:`find_run_starts` would.
         """
         check_query(query, store=self.describe())
-        if not self.supports_text_search and split_text(query)[1] is not None:
+        if split_text(query)[1] is not None and not self.supports_text_search:
             raise self._refuse_text()
+        self._check_evaluable(query)
+
+    def _check_evaluable(self, query: Mapping[str, Any]) -> None:  # noqa: B027 (a hook)
+        """Raise now what evaluating ``query`` would raise (:meth:`check_query` calls it after
+        the shared checks).  The default checks nothing more; stores that evaluate queries
+        themselves compile them here, so ``db(...)`` fails at the call."""
 
     def _refuse_text(self) -> UnsupportedQuery:
         """The error for ``$text`` on a store without text search (stores may say more)."""
@@ -457,7 +473,10 @@ class DocumentStore(abc.ABC):
         try:
             clean = sanitize(dict(doc))
         except DocumentValueError as err:
-            where = f"{err.field}: " if err.field else ""
+            where = err.field or ""
+            if len(where) > 100:  # e.g. 200 levels of nesting: the ends say enough
+                where = where[:60] + "…" + where[-30:]
+            where = f"{where}: " if where else ""
             raise InvalidDocument(
                 f"{describe_doc(name, doc)} cannot be stored: {where}{err}. Nothing was written.",
                 name=name,
@@ -539,7 +558,8 @@ class DocumentStore(abc.ABC):
         if existing is not None:
             raise DuplicateDocument(
                 f"Run {doc['run_start']} already has a stop document (uid {existing['uid']}) in "
-                f"{self.describe()}; a run has exactly one stop. Nothing was written.",
+                f"{self.describe()}; a run has exactly one stop, so stop {doc['uid']} was "
+                "refused. Nothing was written.",
                 name="stop",
                 uid=doc["uid"],
                 store=self.describe(),
@@ -711,6 +731,35 @@ class DocumentStore(abc.ABC):
         filled = doc.get("filled")
         if filled is not None and (not isinstance(filled, dict) or not filled.keys() <= keys):
             self._invalid(name, doc, "filled", "must map data keys to False or a datum id")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_paging(skip: Any, limit: Any, sort: Any) -> tuple[int, int | None, Sort]:
+    """Validate ``skip``, ``limit`` and ``sort`` of a search; plain ints and a tuple of pairs."""
+    if not _whole(skip) or (limit is not None and not _whole(limit)):
+        raise InvalidQuery(
+            f"skip and limit must be whole numbers (limit may be None), got {skip!r}, {limit!r}."
+        )
+    if skip < 0 or (limit is not None and limit < 0):
+        raise InvalidQuery(f"skip and limit must be non-negative, got {skip}, {limit}.")
+    try:
+        pairs = tuple((field, direction) for field, direction in sort)
+    except (TypeError, ValueError):
+        pairs = None
+    if (
+        not pairs
+        or isinstance(sort, str | bytes)
+        or not all(isinstance(f, str) and not isinstance(d, bool) and d in (1, -1)
+                   for f, d in pairs)
+    ):
+        raise InvalidQuery(
+            f"sort must be a list of (field, direction) pairs with direction 1 or -1, got {sort!r}."
+        )
+    return int(skip), (None if limit is None else int(limit)), tuple(
+        (f, int(d)) for f, d in pairs)
 
 
 def _same_event(a: Doc, b: Doc) -> bool:

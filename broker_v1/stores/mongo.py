@@ -84,6 +84,47 @@ _CLIENT_SKIP = 1000
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
 # Values per $in query (keeps query documents small and server plans simple).
 _IN_CHUNK = 1000
+# BSON integers are signed 64-bit.
+_INT64 = 2**63
+
+
+def _encodable(text: str) -> bool:
+    """Whether a string is valid unicode, as BSON requires (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bson_problem(value: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str] | None:
+    """The first place in a document (or list of rows) BSON cannot encode, and why."""
+    where = ".".join(path) or None
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            return where, f"the integer {value} does not fit in 8 bytes, MongoDB's limit"
+        return None
+    if isinstance(value, str):
+        if not _encodable(value):
+            return where, f"the string {value!r} is not valid unicode (a lone surrogate)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and not _encodable(k):
+                return ".".join((*path, k)), f"the key {k!r} is not valid unicode"
+            found = _bson_problem(v, (*path, str(k)))
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        rows = not path and all(isinstance(v, dict) for v in value)
+        for i, v in enumerate(value):
+            found = _bson_problem(v, path if rows else (*path, str(i)))
+            if found:
+                return found
+    return None
 
 
 class MissingIndexWarning(UserWarning):
@@ -586,9 +627,13 @@ class MongoStore(DocumentStore):
 
     @contextmanager
     def _errors(
-        self, action: str, *, writing: bool = False, query: Any = None
+        self, action: str, *, writing: bool = False, query: Any = None, doc: Any = None
     ) -> Iterator[None]:
-        """Translate pymongo and mongomock errors raised by ``action`` into broker_v1 errors."""
+        """Translate pymongo and mongomock errors raised by ``action`` into broker_v1 errors.
+
+        ``doc`` (the document or rows being written) lets a value BSON cannot encode be named
+        by its field.
+        """
         try:
             yield
         except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError):
@@ -632,13 +677,30 @@ class MongoStore(DocumentStore):
             raise StoreUnavailable(
                 f"{self.describe()} failed to {action}: {self._scrub(err)}"
             ) from err
-        except (pymongo.errors.DocumentTooLarge, BSONInvalidDocument, OverflowError) as err:
-            if not writing:
-                raise
-            raise InvalidDocument(
-                f"{action} cannot be stored in MongoDB: {err}. Nothing was written.",
-                name=action.split()[-1],
-            ) from err
+        except (pymongo.errors.DocumentTooLarge, BSONInvalidDocument, OverflowError,
+                UnicodeEncodeError) as err:
+            # Values BSON cannot encode: integers beyond 8 bytes, strings that are not valid
+            # unicode (lone surrogates), documents over 16 MB.  Nothing reached the server.
+            if writing and doc is not None:
+                name = action.split()[-1]
+                found = _bson_problem(doc)
+                field_name, problem = found if found else (None, str(err))
+                raise InvalidDocument(
+                    f"{name} document cannot be stored in MongoDB: "
+                    + (f"{field_name}: " if field_name else "")
+                    + f"{problem}. Nothing was written.",
+                    name=name,
+                    uid=doc.get("uid") if isinstance(doc, dict) else None,
+                    field=field_name,
+                ) from err
+            if query is not None:
+                raise UnsupportedQuery(
+                    f"{self.describe()} cannot send the query {query!r} to MongoDB: {err}. "
+                    "MongoDB holds no integers beyond 8 bytes and no strings that are not valid "
+                    "unicode, so it can neither store nor search them.",
+                    store=self.describe(),
+                ) from err
+            raise
         except NotImplementedError as err:  # mongomock's unimplemented operators
             if isinstance(err, UnsupportedQuery):
                 raise
@@ -839,6 +901,8 @@ class MongoStore(DocumentStore):
         _, text = split_text(query)  # also refuses a misplaced $text
         if text is not None and not self._text_available(refresh=True):
             raise self._refuse_text()
+        if skip >= _INT64:
+            return iter(())  # no collection holds that many documents (and BSON cannot say it)
         sort = tuple((str(f), int(d)) for f, d in sort)
         if sort == tuple(DEFAULT_SORT):
             return self._ordered_starts(query, -1, skip, limit)
@@ -984,13 +1048,20 @@ class MongoStore(DocumentStore):
         An anchored regex escaping only what is special, so a uid prefix (hex digits and
         dashes) stays a "prefix expression" MongoDB answers from the uid index's bounds.
         """
-        if not isinstance(prefix, str):
-            return []
+        if not isinstance(prefix, str) or not _encodable(prefix):
+            return []  # no stored uid holds what MongoDB cannot encode
         pattern = "^" + _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), prefix)
         return list(self.find_run_starts({"uid": {"$regex": pattern}}, limit=limit))
 
+    def find_runs_by_scan_id(self, scan_id: int, *, limit: int | None = 1) -> list[Doc]:
+        """Starts with this ``scan_id``, most recent first (none beyond 8-byte integers, which
+        MongoDB cannot hold)."""
+        if isinstance(scan_id, int) and not -_INT64 <= scan_id < _INT64:
+            return []
+        return super().find_runs_by_scan_id(scan_id, limit=limit)
+
     def get_run_start(self, uid: str) -> Doc:
-        if not isinstance(uid, str):
+        if not isinstance(uid, str) or not _encodable(uid):
             raise not_found_run(self, uid)
         with self._errors("read a run start"):
             doc = self._coll("run_start").find_one({"uid": uid}, {"_id": 0})
@@ -1045,7 +1116,7 @@ class MongoStore(DocumentStore):
         check_query(query, store=self.describe())
         coll = self._coll("run_stop")
         found: list[str] = []
-        with self._errors("search run stops"):
+        with self._errors("search run stops", query=query):
             for doc in coll.find(dict(query), {"_id": 0, "run_start": 1, "run_start_id": 1}):
                 run = doc.get("run_start") or doc.get("run_start_id")
                 if isinstance(run, str):
@@ -1311,7 +1382,7 @@ class MongoStore(DocumentStore):
     def _insert_one(self, collection: str, name: str, doc: Doc) -> None:
         coll = self._coll(collection)
         try:
-            with self._errors(f"insert {name}", writing=True):
+            with self._errors(f"insert {name}", writing=True, doc=doc):
                 coll.insert_one(dict(doc))  # a copy: pymongo adds _id to what it is given
         except pymongo.errors.DuplicateKeyError as err:
             # Another writer got there between our check and our insert.
@@ -1320,8 +1391,8 @@ class MongoStore(DocumentStore):
                 if other is not None and other["uid"] != doc["uid"]:
                     raise DuplicateDocument(
                         f"Run {doc['run_start']} already has a stop document (uid "
-                        f"{other['uid']}) in {self.describe()}; a run has exactly one stop. "
-                        "Nothing was written.",
+                        f"{other['uid']}) in {self.describe()}; a run has exactly one stop, "
+                        f"so stop {doc['uid']} was refused. Nothing was written.",
                         name="stop", uid=doc["uid"], store=self.describe(),
                     ) from err
             existing = self._get_existing(name, doc["uid"])
@@ -1346,7 +1417,7 @@ class MongoStore(DocumentStore):
         for row in rows:
             row["_id"] = ObjectId()  # known ids, so a failed batch can be undone
         try:
-            with self._errors(f"insert {name}", writing=True):
+            with self._errors(f"insert {name}", writing=True, doc=rows):
                 coll.insert_many(rows, ordered=False)
         except pymongo.errors.BulkWriteError as err:
             errors = err.details.get("writeErrors", [])
