@@ -149,7 +149,7 @@ def _time_range(
     if until:
         condition["$lte"] = normalize_human_friendly_time(until, tz)
     for bound in condition.values():
-        if not isinstance(bound, numbers.Real):
+        if not isinstance(bound, numbers.Real) or isinstance(bound, bool) or bound != bound:
             raise InvalidQuery(f"since/until must be a time, got {bound!r}.")
     return {"time": condition} if condition else None
 
@@ -287,7 +287,7 @@ class TimeRange(Query):
         if "until" in self._kwargs:
             condition["$lt"] = normalize_human_friendly_time(self._kwargs["until"], tz)
         for bound in condition.values():
-            if not isinstance(bound, numbers.Real) or isinstance(bound, bool):
+            if not isinstance(bound, numbers.Real) or isinstance(bound, bool) or bound != bound:
                 raise InvalidQuery(f"TimeRange bounds must be times, got {bound!r}.")
         if "$gte" in condition and "$lt" in condition and condition["$gte"] > condition["$lt"]:
             raise InvalidQuery(

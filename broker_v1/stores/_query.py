@@ -8,6 +8,7 @@ plus ``$text`` with MongoDB's semantics (which mongoquery lacks) evaluated here.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -18,6 +19,8 @@ from ..errors import InvalidQuery, UnsupportedQuery
 
 __all__ = [
     "FORBIDDEN_OPERATORS",
+    "MATCHER_OPERATORS",
+    "MONGO_OPERATORS",
     "QueryMatcher",
     "check_query",
     "prefix_regex",
@@ -29,6 +32,35 @@ __all__ = [
 FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$expr"})
 
 _LOGICAL = frozenset({"$and", "$or", "$nor"})
+
+#: Every operator of MongoDB's query language (code-executing ones aside); any other key that
+#: starts with ``$`` is refused as unknown by every store.
+MONGO_OPERATORS = frozenset({
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
+    "$and", "$or", "$nor", "$not",
+    "$exists", "$type", "$regex", "$options", "$size", "$all", "$elemMatch", "$mod",
+    "$text", "$search", "$language", "$caseSensitive", "$diacriticSensitive",
+    "$comment", "$jsonSchema",
+    "$geoWithin", "$geoIntersects", "$near", "$nearSphere", "$geometry", "$maxDistance",
+    "$minDistance", "$box", "$center", "$centerSphere", "$polygon",
+    "$bitsAllSet", "$bitsAllClear", "$bitsAnySet", "$bitsAnyClear",
+})
+
+#: The operators server-less stores evaluate (:class:`QueryMatcher`); the others of
+#: :data:`MONGO_OPERATORS` need a MongoDB server and raise ``UnsupportedQuery`` elsewhere.
+MATCHER_OPERATORS = frozenset({
+    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
+    "$and", "$or", "$nor", "$not",
+    "$exists", "$type", "$regex", "$options", "$size", "$all", "$elemMatch", "$mod",
+    "$text", "$search", "$comment",
+})
+
+_BSON_TYPES = frozenset({
+    "double", "string", "object", "array", "binData", "undefined", "objectId", "bool", "date",
+    "null", "regex", "dbPointer", "javascript", "symbol", "javascriptWithScope", "int",
+    "timestamp", "long", "decimal", "minKey", "maxKey", "number",
+})
+_BSON_TYPE_CODES = frozenset({*range(1, 20), -1, 127})
 
 
 def check_query(query: Any, *, store: str = "store") -> None:
@@ -54,6 +86,11 @@ def check_query(query: Any, *, store: str = "store") -> None:
             f"got {type(query).__name__}: {query!r}."
         )
     _check_node(query, store, depth=0)
+    split_text(query)  # a misplaced, repeated or malformed $text
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_REGEX_OPTIONS = frozenset("imsxu")
 
 
 def _check_node(node: Any, store: str, depth: int) -> None:
@@ -74,10 +111,67 @@ def _check_node(node: Any, store: str, depth: int) -> None:
                 isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value)
             ):
                 raise InvalidQuery(f"{key} needs a non-empty list of conditions, got {value!r}.")
+            if key.startswith("$"):
+                if key not in MONGO_OPERATORS:
+                    raise InvalidQuery(
+                        f"Unknown query operator {key!r}. Known operators include $eq, $ne, $gt, "
+                        "$gte, $lt, $lte, $in, $nin, $exists, $regex, $and, $or, $not."
+                    )
+                _check_operator(key, value, node)
             _check_node(value, store, depth + 1)
     elif isinstance(node, list | tuple):
         for item in node:
             _check_node(item, store, depth + 1)
+    elif type(node) not in _JSON_SCALARS and not isinstance(node, _JSON_SCALARS):
+        raise InvalidQuery(
+            f"Query value {node!r} is a {type(node).__name__}; queries hold JSON values only "
+            "(strings, numbers, booleans, None, lists and dicts). Convert it, e.g. int(value) "
+            "or value.timestamp()."
+        )
+
+
+def _check_operator(key: str, value: Any, node: Mapping[str, Any]) -> None:
+    """Refuse operator arguments MongoDB would refuse, the same way in every store."""
+    def bad(expected: str) -> InvalidQuery:
+        return InvalidQuery(f"{key} needs {expected}, got {value!r}.")
+
+    if key in ("$in", "$nin", "$all") and not isinstance(value, list | tuple):
+        raise bad("a list of values")
+    if key == "$size" and (
+        isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        or value != int(value)
+    ):
+        raise bad("a non-negative whole number")
+    if key == "$mod" and not (
+        isinstance(value, list | tuple) and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and value[0] != 0 and all(math.isfinite(v) for v in value)
+    ):
+        raise bad("[divisor, remainder], two finite numbers with a non-zero divisor")
+    if key in ("$not", "$elemMatch") and not (isinstance(value, Mapping) and value):
+        raise bad("a non-empty document of conditions")
+    if key == "$regex":
+        if not isinstance(value, str):
+            raise bad("a pattern string")
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise InvalidQuery(
+                f"$regex {value!r} is not a valid regular expression: {err}."
+            ) from None
+    if key == "$type":
+        kinds = value if isinstance(value, list | tuple) else [value]
+        if not kinds or not all(
+            (isinstance(k, str) and k in _BSON_TYPES)
+            or (isinstance(k, int) and not isinstance(k, bool) and k in _BSON_TYPE_CODES)
+            for k in kinds
+        ):
+            raise bad("a BSON type name such as 'string', 'number' or 'array' (or its code)")
+    if key == "$options":
+        if "$regex" not in node:
+            raise InvalidQuery("$options needs a $regex beside it.")
+        if not isinstance(value, str) or not set(value) <= _REGEX_OPTIONS:
+            raise bad("regex flags from 'imsxu'")
 
 
 def prefix_regex(prefix: str) -> str:
@@ -190,6 +284,14 @@ class QueryMatcher:
     """
 
     def __init__(self, query: Mapping[str, Any], *, store: str, supports_text: bool = True):
+        unsupported = _first_operator(query, MONGO_OPERATORS - MATCHER_OPERATORS)
+        if unsupported is not None:
+            raise UnsupportedQuery(
+                f"{store} cannot evaluate the query operator {unsupported!r} (it needs a MongoDB "
+                "server). Express the condition with $eq, $in, $gt, $regex, $exists, ... instead.",
+                operator=unsupported,
+                store=store,
+            )
         rest, self.text = split_text(query)
         if self.text is not None and not supports_text:
             raise UnsupportedQuery(
@@ -208,6 +310,23 @@ class QueryMatcher:
         if self.text is not None and not text_matches(self.text, searchable_text(doc)):
             return False
         return self._match(doc)
+
+
+def _first_operator(node: Any, operators: frozenset[str]) -> str | None:
+    """The first key of ``operators`` found anywhere in a query, or None."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key in operators:
+                return str(key)
+            found = _first_operator(value, operators)
+            if found is not None:
+                return found
+    elif isinstance(node, list | tuple):
+        for item in node:
+            found = _first_operator(item, operators)
+            if found is not None:
+                return found
+    return None
 
 
 _SCALARS = (str, int, float)
@@ -229,6 +348,9 @@ def _compile(query: Mapping[str, Any], store: str) -> Callable[[Any], bool]:
                 "supported by server-less stores.",
                 store=store,
             ) from err
+        except (TypeError, ValueError, AttributeError, ZeroDivisionError, re.error) as err:
+            # An argument mongoquery cannot use that check_query did not foresee.
+            raise InvalidQuery(f"Invalid query {dict(query)!r}: {err}") from err
 
     # Plain equality on top-level scalar fields is the commonest search (plan_name='scan');
     # answer it without mongoquery's general machinery, falling back for lists and dicts.

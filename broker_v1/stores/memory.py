@@ -166,6 +166,10 @@ class MemoryStore(DocumentStore):
         self._datums_by_resource: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ reads
+    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
+        """Compile the query as a search would, so a bad one fails at ``db(...)``."""
+        QueryMatcher(query, store=self.describe(), supports_text=self.supports_text_search)
+
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
