@@ -241,12 +241,15 @@ class Broker:
                                source=str(path) if path else None, entry=entry)
 
     def get_config(self) -> dict[str, Any] | None:
-        """A copy of the config this Broker was built from (``None`` if built from a store)."""
+        """A copy of the config this Broker was built from (``None`` if built from a store),
+        with credentials (passwords in URIs, secret keys) replaced by ``***``."""
+        from .config import redact_config
+
         if self._config is None:
             if self._name == "temp":
                 return copy.deepcopy(_TEMP_MEMORY_CONFIG)
             return None
-        return copy.deepcopy(self._config)
+        return redact_config(copy.deepcopy(self._config))  # type: ignore[no-any-return]
 
     @property
     def name(self) -> str | None:

@@ -529,17 +529,19 @@ def config_show(name: str, as_json: bool) -> None:
     import yaml
 
     from ._layouts import layout_of, translate
-    from .broker import temp_config
-    from .config import find_config_file, lookup_config, validate_config
+    from .broker import Broker
+    from .config import find_config_file, lookup_config, redact_config, validate_config
 
     if name == "temp":
-        final, path, layout = temp_config(), None, "built-in"
+        # What Broker.named('temp') opens: a fresh in-memory store (showing it creates nothing).
+        final, path, layout = Broker.named("temp").get_config(), None, "built-in"
     else:
         base, entry = _split_name(name)
         raw = lookup_config(base)
         path = find_config_file(base)
         layout = layout_of(raw)
         final = validate_config(translate(raw, source=str(path), entry=entry), source=str(path))
+    final = redact_config(final)  # never print a password
     if as_json:
         _json_out({"name": name, "file": None if path is None else str(path), "layout": layout,
                    "config": final})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import zoneinfo
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "describe_configs",
     "list_configs",
     "lookup_config",
+    "redact_config",
     "validate_config",
 ]
 
@@ -127,6 +129,11 @@ def load_yaml(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot be read ({err.strerror}).", source=str(path)) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: is not UTF-8 text (byte {err.start}: {err.reason}). Save it as UTF-8.",
+            source=str(path),
+        ) from err
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -223,6 +230,38 @@ def describe_configs() -> dict[str, str | None]:
         description = config.get("description")
         out[name] = None if description is None else str(description)
     return out
+
+
+_SECRET_KEY = re.compile(r"(^|_)(pass(word|wd)?|pwd)$|secret|token|credential", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@")
+_URI_SECRET_OPTION = re.compile(
+    r"(?P<head>[?&;][^=&;#\s]*(?:password|secret|token|authmechanismproperties)[^=&;#\s]*=)"
+    r"[^&;#\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact_config(value: Any) -> Any:
+    """A copy of a config with credentials replaced by ``***``.
+
+    Passwords in URIs (``mongodb://user:secret@host`` → ``mongodb://user:***@host``), secret
+    URI options (``password=``, ``authMechanismProperties=``, ...) and the values of keys that
+    name a secret (``password``, ``mongo_pwd``, ``token``, ...) are hidden; everything else is
+    copied unchanged.  Used wherever a config is shown: ``db.get_config()``, ``broker-v1
+    config show``.
+    """
+    if isinstance(value, Mapping):
+        return {
+            k: "***" if isinstance(k, str) and _SECRET_KEY.search(k) and value[k] not in (None, "")
+            else redact_config(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(redact_config(v) for v in value)
+    if isinstance(value, str) and ("://" in value or "=" in value):
+        value = _URI_PASSWORD.sub(r"\g<head>:***@", value)
+        return _URI_SECRET_OPTION.sub(r"\g<head>***", value)
+    return value
 
 
 def _did_you_mean(key: str, allowed: tuple[str, ...] | list[str]) -> str:

@@ -146,10 +146,11 @@ def store_from_config(section: Mapping[str, Any], *, source: str | None = None) 
         )
     options = dict(section)
     kind = options.pop("backend", None)
-    if kind is None:
+    if kind is None or not isinstance(kind, str):
         raise ConfigError(
-            f"{source or 'config'}: store.backend is missing; use one of "
-            f"{', '.join(available_stores())}.",
+            f"{source or 'config'}: store.backend is "
+            + ("missing" if kind is None else f"{kind!r}, not a name")
+            + f"; use one of {', '.join(available_stores())}.",
             source=source,
             key="store.backend",
         )

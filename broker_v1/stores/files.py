@@ -292,7 +292,10 @@ class _RunData:
             m = _NAME_RE.match(line)
             if m is not None and m.group(1) in (b"event", b"event_page"):
                 found = _DESC_RE.findall(line)
-                key = found[0].decode() if len(found) == 1 else None
+                try:
+                    key = found[0].decode() if len(found) == 1 else None
+                except UnicodeDecodeError:
+                    key = None  # damaged bytes: parsed (and reported) with the unknowns
                 self.pending.setdefault(key, []).append((number, line))
                 continue
             if not line.strip():
@@ -361,7 +364,7 @@ class _RunData:
 def _parse_line(line: bytes, path: Path, number: int) -> tuple[str, Doc]:
     try:
         item = json.loads(line)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: absurdly deep nesting
         raise CorruptRunFile(
             f"{path} line {number} is not valid JSON ({err}); the file is corrupt in the middle "
             "(not a torn last line, which would be skipped). Restore the file from a backup or "
@@ -398,7 +401,7 @@ def _parse_lines(lines: list[tuple[int, bytes]], path: Path) -> list[tuple[str, 
     gc.disable()
     try:
         items = json.loads(b"[" + b",".join(line for _, line in lines) + b"]")
-    except ValueError:
+    except (ValueError, RecursionError):
         items = None
     finally:
         if enabled:
@@ -694,7 +697,7 @@ def _read_cache(path: Path, source: Mapping[str, Any], name: str) -> _RunData | 
             rd.columns[descriptor] = cols
         rd.lines = int(header.get("lines", 0))
         return rd
-    except (ValueError, KeyError, TypeError, IndexError, struct.error):
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError, struct.error):
         return None  # a damaged cache is just rebuilt
 
 
@@ -769,8 +772,28 @@ def _read_msgpack(path: Path) -> tuple[list[tuple[str, Doc]], int, int]:
     """Every complete ``[name, doc]`` of a msgpack run file, bytes consumed and file size."""
     msgpack, msgpack_numpy = _load_msgpack()
     data = path.read_bytes()
+
+    def decode(obj: dict[Any, Any]) -> Any:
+        # msgpack-numpy unpickles arrays of dtype object ({'nd': True, 'kind': b'O'}) and
+        # builds other arrays straight from the file's bytes, which for a dtype holding
+        # Python objects means pointers chosen by whoever wrote the file.  Neither is ever
+        # done: such an item makes the file unreadable (CorruptRunFile), and nothing runs.
+        if b"nd" in obj:
+            if obj.get(b"kind") == b"O":
+                raise ValueError("it holds a pickled object array, which is never unpickled")
+            import numpy as np
+
+            unpack = getattr(msgpack_numpy, "_unpack_dtype", np.dtype)
+            descr = obj.get(b"type")
+            if isinstance(descr, list | tuple):
+                descr = [tuple(t.decode() if isinstance(t, bytes) else t for t in d)
+                         for d in descr]
+            if unpack(descr).hasobject:
+                raise ValueError("it holds an array of Python objects, which is never read")
+        return msgpack_numpy.decode(obj)
+
     unpacker = msgpack.Unpacker(
-        object_hook=msgpack_numpy.decode, raw=False, strict_map_key=False, max_buffer_size=0
+        object_hook=decode, raw=False, strict_map_key=False, max_buffer_size=0
     )
     unpacker.feed(data)
     docs = []
@@ -969,10 +992,26 @@ class FileStore(DocumentStore):
             try:
                 self._open_db(location)
             except sqlite3.DatabaseError as err:
-                if not _is_corrupt(err) or location == ":memory:":
+                if location == ":memory:":
                     raise
-                self._close_db()
-                self._remove_index(location)
+                if not _is_corrupt(err):
+                    # Not a file SQLite can open (a directory in its place, no permission):
+                    # the run files are the truth, so search with an index kept in memory.
+                    if self._index_option is not None:
+                        raise StoreUnavailable(
+                            f"{self.describe()}: cannot open the index {location} ({err})."
+                        ) from err
+                    warnings.warn(
+                        f"{self.describe()}: the index {location} cannot be opened ({err}); "
+                        "searching with an index kept in memory instead (rebuilt at every "
+                        f"open). Remove or fix {location}.",
+                        UserWarning,
+                        stacklevel=4,
+                    )
+                    location = ":memory:"
+                else:
+                    self._close_db()
+                    self._remove_index(location)
                 self._open_db(location)
             self._pid = os.getpid()
             self._refresh()
@@ -1035,7 +1074,8 @@ class FileStore(DocumentStore):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
                 raise
         row = conn.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
         self._fts = bool(row and row[0] == "1")
@@ -1118,9 +1158,21 @@ class FileStore(DocumentStore):
                 return self._conn().execute(sql, params).fetchall()
             except sqlite3.DatabaseError as err:
                 if not _is_corrupt(err):
+                    if isinstance(err, sqlite3.OperationalError):
+                        raise self._index_unusable("read", err) from err
                     raise
                 self._recover()
                 return self._conn().execute(sql, params).fetchall()
+
+    def _index_unusable(self, action: str, err: sqlite3.OperationalError) -> StoreUnavailable:
+        """The error for an index that cannot be read or written (disk full, I/O error,
+        locked past the timeout)."""
+        location = getattr(self, "_db_location", "the index")
+        return StoreUnavailable(
+            f"{self.describe()}: could not {action} the search index {location} ({err}). "
+            "Documents already appended to run files stay there and are indexed once the index "
+            "can be written again; inserting the same document again is a no-op."
+        )
 
     def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T | None:
         """Run ``fn`` in one index transaction; a corrupt index is rebuilt from the files
@@ -1139,6 +1191,8 @@ class FileStore(DocumentStore):
                 return result
             except sqlite3.DatabaseError as err:
                 if not _is_corrupt(err):
+                    if isinstance(err, sqlite3.OperationalError):
+                        raise self._index_unusable("update", err) from err
                     raise
                 self._recover()
                 return None
@@ -1366,7 +1420,7 @@ class FileStore(DocumentStore):
         try:
             item = json.loads(head)
             doc_name, start = _check_pair(item, path, 1)
-        except (ValueError, CorruptRunFile):
+        except (ValueError, RecursionError, CorruptRunFile):
             self._warn_once(name, 1, f"{path} line 1 is not a [name, document] pair; the file "
                             "is not shown as a run. Remove or fix it.", RunFileWarning)
             return None
@@ -1451,7 +1505,7 @@ class FileStore(DocumentStore):
                     continue
                 try:
                     doc_name, doc = _check_pair(json.loads(line), path, None)
-                except (ValueError, CorruptRunFile):
+                except (ValueError, RecursionError, CorruptRunFile):
                     continue  # reported when the run is read
                 if doc_name in ("descriptor", "resource"):
                     uid = doc.get("uid")
@@ -1700,6 +1754,10 @@ class FileStore(DocumentStore):
         return rows[0] if rows else None
 
     # ------------------------------------------------------------------ read primitives
+    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
+        """Compile the query as a search would, so a bad one fails at ``db(...)``."""
+        QueryMatcher(query, store=self.describe(), supports_text=self.supports_text_search)
+
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
@@ -2138,9 +2196,22 @@ class FileStore(DocumentStore):
 
     def _truncate_tail(self, path: Path, careful: bool) -> int:
         try:
-            fd = os.open(path, os.O_RDWR)
+            # Never through a symbolic link: it may lead outside the store directory.
+            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             return 0
+        except OSError as err:
+            if path.is_symlink():
+                warnings.warn(
+                    f"{path} is a symbolic link, so repair() leaves it alone (it never writes "
+                    "outside the store directory). Repair the file it points to where it lives.",
+                    RunFileWarning,
+                    stacklevel=3,
+                )
+                return 0
+            raise StoreUnavailable(
+                f"{self.describe()}: cannot open {path} to repair it ({err.strerror})."
+            ) from err
         try:
             st = os.fstat(fd)
             if careful and time.time() - st.st_mtime < self.torn_grace:
@@ -2308,6 +2379,8 @@ class FileStore(DocumentStore):
     def _run_file_name(self, run_uid: str) -> str | None:
         name = self._run_file.get(run_uid)
         if name is None:
+            if not _sqlable(run_uid):
+                return None  # no run has a uid SQLite cannot even hold
             rows = self._read("SELECT file FROM runs WHERE uid = ?", (run_uid,))
             name = rows[0][0] if rows else None
         return name
@@ -2327,7 +2400,10 @@ class FileStore(DocumentStore):
                 store=self.describe(),
             )
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o644)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as err:
+            raise self._cannot_open(path, err) from err
         size = os.fstat(fd).st_size
         if size:
             if _last_byte(path, size) != b"\n":
@@ -2364,7 +2440,7 @@ class FileStore(DocumentStore):
         state.size = before + len(line)
         state.lines += 1
         if self.fsync_interval <= 0:
-            os.fsync(state.fd)
+            self._fsync(state, name)
         else:
             state.dirty = True
             self._schedule_sync()
@@ -2374,6 +2450,24 @@ class FileStore(DocumentStore):
                 state.acc, state.doc_lines = None, []
             elif name not in ("event", "event_page"):
                 state.doc_lines.append(line)
+
+    def _cannot_open(self, path: Path, err: OSError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{self.describe()}: could not open {path} for writing ({err.strerror}). Nothing "
+            "was written."
+        )
+
+    def _fsync(self, state: _RunState, name: str) -> None:
+        assert state.fd is not None
+        try:
+            os.fsync(state.fd)
+        except OSError as err:
+            raise StoreUnavailable(
+                f"{self.describe()}: a {name} document was written to {self.path / state.name} "
+                f"but could not be flushed to disk ({err.strerror}), so it may be lost if the "
+                "machine stops. Check the disk, then insert the document again (an identical "
+                "re-insert is a no-op)."
+            ) from err
 
     def _write_document(self, name: str, doc: Doc) -> None:
         with self._lock:
@@ -2463,6 +2557,16 @@ class FileStore(DocumentStore):
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
+            fd = -1
+        except OSError as err:
+            raise self._cannot_open(path, err) from err
+        if fd < 0:
+            if not path.is_file():  # a dangling symbolic link, a directory, ...
+                raise CorruptRunFile(
+                    f"{path} already exists but is not a regular run file (a dangling symbolic "
+                    "link or a directory?), so nothing was written. Move it aside.",
+                    path=str(path),
+                ) from None
             if path.stat().st_size:
                 # Another process may have created this run a moment ago.
                 self._refresh_file(name)
@@ -2484,10 +2588,16 @@ class FileStore(DocumentStore):
                     "was interrupted while writing it, or move the file aside.",
                     path=str(path),
                 ) from None
-            fd = os.open(path, flags & ~os.O_EXCL & ~os.O_CREAT)
+            try:
+                fd = os.open(path, flags & ~os.O_EXCL & ~os.O_CREAT)
+            except OSError as err:
+                raise self._cannot_open(path, err) from err
         state = self._states.get(name)
         if state is None:
             state = self._states[name] = _RunState(name, uid)
+        if state.fd is not None and state.fd != fd:
+            with contextlib.suppress(OSError):
+                os.close(state.fd)  # left by an earlier attempt that could not write
         state.fd, state.size, state.lines = fd, 0, 0
         state.new_entry = state.uids_loaded = True
         state.acc = {} if self.columnar_cache else None
@@ -2525,7 +2635,7 @@ class FileStore(DocumentStore):
         state = self._writable(file)
         self._append(state, "stop", doc)
         assert state.fd is not None
-        os.fsync(state.fd)
+        self._fsync(state, "stop")
         if state.new_entry:
             self._fsync_directory()
             state.new_entry = False
