@@ -832,6 +832,10 @@ def copy_runs(
         bar = _open_bar(total, always=progress is True)
     t0 = time.perf_counter()
     last_postfix = 0.0
+    # Syncs to disk overlap with copying the next runs; the block waits for all of them,
+    # so the report is returned only once everything copied is durable.
+    syncing = dst_store.deferred_sync()
+    syncing.__enter__()
     try:
         for i, start in enumerate(starts):
             if limit is not None and i >= limit:
@@ -854,9 +858,12 @@ def copy_runs(
         report.elapsed = time.perf_counter() - t0
         raise CopyInterrupted(report) from None
     finally:
-        if bar is not None:
-            bar.set_postfix_str(_rates(report), refresh=False)
-            bar.close()
+        try:
+            syncing.__exit__(None, None, None)
+        finally:
+            if bar is not None:
+                bar.set_postfix_str(_rates(report), refresh=False)
+                bar.close()
     report.elapsed = time.perf_counter() - t0
     return report
 

@@ -16,6 +16,7 @@ Stores never import pandas or xarray; they hand out plain JSON-like dicts.
 from __future__ import annotations
 
 import abc
+import contextlib
 import heapq
 import math
 import numbers
@@ -161,6 +162,23 @@ class DocumentStore(abc.ABC):
                 source=source,
                 key="store",
             ) from err
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """A block within which the store may make written documents durable later, in bulk.
+
+        Bulk writers (copies between stores) wrap their inserts in it.  Documents written
+        inside the block are readable at once, as always; the store may postpone the disk
+        syncs that guard them against power loss (never against a killed process) until the
+        block ends, and the block does not end before every one of them is done.  The default
+        changes nothing.
+
+        Raises
+        ------
+        StoreUnavailable
+            When leaving the block, if a postponed sync failed.
+        """
+        yield
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` config section that reopens this store (``backend`` included)."""
@@ -658,7 +676,11 @@ class DocumentStore(abc.ABC):
         self._check_event_keys("event", event, keys)
         _rotate_filled(event)
         if self._duplicate_or_new("event", event):
-            self._write_document("event_page", event_to_page(event))
+            self._write_event(event)
+
+    def _write_event(self, event: Doc) -> None:
+        """Store one new, checked event; stores may write it without making it a page."""
+        self._write_document("event_page", event_to_page(event))
 
     def _insert_event_page(self, page: Doc) -> None:
         if self.validate == "strict":

@@ -37,7 +37,7 @@ import time
 import warnings
 import zlib
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -556,6 +556,28 @@ class _ColumnAcc:
             return False
         return True
 
+    def add_event(self, event: Doc) -> bool:
+        """Append one event; False when its keys do not match (as :meth:`add`)."""
+        if ("filled" in event) != (self.filled is not None):
+            return False
+        data, timestamps = self.data, self.timestamps
+        if event["data"].keys() != data.keys() or event["timestamps"].keys() != data.keys():
+            return False
+        self.time.append(event["time"])
+        self.seq_num.append(event["seq_num"])
+        self.uid.append(event["uid"])
+        for k, v in event["data"].items():
+            data[k].append(v)
+        for k, v in event["timestamps"].items():
+            timestamps[k].append(v)
+        if self.filled is not None:
+            try:
+                for k, v in event["filled"].items():
+                    self.filled[k].append(v)
+            except KeyError:
+                return False
+        return True
+
     def columns(self) -> _Columns | None:
         n = len(self.uid)
         parts = [self.time, self.seq_num, *self.data.values(), *self.timestamps.values()]
@@ -817,6 +839,17 @@ def _read_msgpack(path: Path) -> tuple[list[tuple[str, Doc]], int, int]:
 
 
 # ---------------------------------------------------------------------------- the store
+#: Most stop fsyncs in flight at once inside ``deferred_sync()`` (each holds a descriptor).
+_MAX_PENDING_SYNCS = 64
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class FileStore(DocumentStore):
     """Runs kept as suitcase-jsonl files in one directory, with an SQLite search index.
 
@@ -904,6 +937,12 @@ class FileStore(DocumentStore):
         self._run_file: dict[str, str] = {}
         self._last_started: str | None = None
         self._sync_timer: threading.Timer | None = None
+        # deferred_sync(): nesting depth, the syncs in flight (file name, future), and whether
+        # the directory holds new entries not yet synced.
+        self._deferred = 0
+        self._sync_pool: Any = None
+        self._pending_syncs: deque[tuple[str, Any]] = deque()
+        self._dir_unsynced = False
         self._db: sqlite3.Connection | None = None
         self._db_ident: tuple[int, int] | None = None
         self._dir_mtime: int | None = None
@@ -2533,6 +2572,28 @@ class FileStore(DocumentStore):
             else:  # pragma: no cover - the insert path sends nothing else
                 raise ValueError(name)
 
+    def _write_event(self, event: Doc) -> None:
+        # A single event is written as the line it already is (no page round trip), as
+        # suitcase-jsonl writes RunEngine output; keys beyond the event's own are dropped,
+        # as the page path drops them.
+        if not event.keys() <= _EVENT_KEYS_KEPT:
+            event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
+        with self._lock:
+            file = self._desc_file.get(event["descriptor"]) or self._member_file(
+                "descriptor", event["descriptor"]
+            )
+            assert file is not None
+            state = self._writable(file)
+            self._append(state, "event", event)
+            state.event_uids.add(event["uid"])
+            self._event_owner[event["uid"]] = file
+            if state.acc is not None:
+                acc = state.acc.get(event["descriptor"])
+                if acc is None:
+                    acc = state.acc[event["descriptor"]] = _ColumnAcc(event)
+                if not acc.add_event(event):
+                    state.acc, state.doc_lines = None, []
+
     def _write_start(self, doc: Doc) -> None:
         uid = doc["uid"]
         if doc["time"] != doc["time"]:
@@ -2635,10 +2696,14 @@ class FileStore(DocumentStore):
         state = self._writable(file)
         self._append(state, "stop", doc)
         assert state.fd is not None
-        self._fsync(state, "stop")
-        if state.new_entry:
-            self._fsync_directory()
-            state.new_entry = False
+        if self._deferred:
+            self._sync_later(state)
+            self._dir_unsynced = self._dir_unsynced or state.new_entry
+        else:
+            self._fsync(state, "stop")
+            if state.new_entry:
+                self._fsync_directory()
+        state.new_entry = False
         state.dirty = False
         st = os.fstat(state.fd)
 
@@ -2661,6 +2726,66 @@ class FileStore(DocumentStore):
         if self._last_started == file:
             self._last_started = None
         self._trim_states()
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """A block within which a run's stop does not wait for its fsync.
+
+        Each stop's fsync is handed to a few background threads (they wait on the disk, not on
+        Python), so writing the next run overlaps with syncing the last one; the directory is
+        synced once at the end.  A killed process loses nothing either way (every document is
+        in the operating system when ``insert`` returns); what waits is the guard against
+        power loss, and leaving the block waits for all of it.  ``copy_runs`` uses it.
+
+        Raises
+        ------
+        StoreUnavailable
+            When leaving the block, naming the run files whose fsync failed.
+        """
+        with self._lock:
+            if self._deferred == 0 and self._sync_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._sync_pool = ThreadPoolExecutor(4, thread_name_prefix="broker_v1-fsync")
+            self._deferred += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deferred -= 1
+                outermost = self._deferred == 0
+            if outermost:
+                self._finish_deferred_syncs()
+
+    def _sync_later(self, state: _RunState) -> None:
+        assert state.fd is not None and self._sync_pool is not None
+        while len(self._pending_syncs) >= _MAX_PENDING_SYNCS:  # bound the open descriptors
+            self._pending_syncs[0][1].result()
+            self._pending_syncs.popleft()
+        fd = os.dup(state.fd)  # the run's own descriptor is closed right after the stop
+        self._pending_syncs.append((state.name, self._sync_pool.submit(_fsync_and_close, fd)))
+
+    def _finish_deferred_syncs(self) -> None:
+        failed = []
+        while self._pending_syncs:
+            name, future = self._pending_syncs.popleft()
+            try:
+                future.result()
+            except OSError as err:
+                failed.append(f"{name} ({err.strerror})")
+        pool, self._sync_pool = self._sync_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if self._dir_unsynced:
+            self._fsync_directory()
+            self._dir_unsynced = False
+        if failed:
+            raise StoreUnavailable(
+                f"{self.describe()}: {len(failed)} run file(s) were written but could not be "
+                f"flushed to disk: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. "
+                "They may be lost if the machine stops; check the disk, then write them again "
+                "(an identical re-insert or copy is a no-op)."
+            )
 
     def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
         """Write the columnar cache from the documents this process wrote (best effort)."""
@@ -2852,6 +2977,12 @@ def _single_datum(page: Doc) -> Doc:
         "datum_id": page["datum_id"][0],
         "datum_kwargs": {k: col[0] for k, col in page["datum_kwargs"].items()},
     }
+
+
+#: The keys an event line keeps (an event's own; anything else is dropped, as from pages).
+_EVENT_KEYS_KEPT = frozenset(
+    {"descriptor", "uid", "time", "seq_num", "data", "timestamps", "filled"}
+)
 
 
 def _single_event(page: Doc) -> Doc:

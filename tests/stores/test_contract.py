@@ -470,6 +470,20 @@ def test_reopened_store_sees_everything(store_harness):
     assert snapshot(reopened) == before
 
 
+def test_documents_written_in_deferred_sync_read_back_at_once_and_after_reopen(store_harness):
+    """Inside deferred_sync() every document is readable at once; after it, from a new store
+    object too (the block only postpones syncing to disk); nesting is allowed."""
+    store = store_harness.store
+    runs = sample_runs()
+    with store.deferred_sync():
+        with store.deferred_sync():
+            insert_all(store, runs[:1])
+        insert_all(store, runs[1:])
+        inside = snapshot(store)
+        assert {d["uid"] for name, d in inside if name == "start"} == {r.uid for r in runs}
+    assert snapshot(store_harness.reopen()) == inside
+
+
 def test_describe_names_the_backend(store):
     """describe() names the backend, for error messages."""
     assert store.backend in store.describe()

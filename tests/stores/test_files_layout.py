@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SampleRun, insert_all, sample_runs
 from files_harness import make_files_harness
 
 from broker_v1.documents import pack_events, unpack_events
@@ -486,6 +487,51 @@ def sigkill_writers(tmp_path: Path, iterations: int) -> None:
         acks.extend(kill_writer_once(directory, rng, f"w{i}"))
     assert acks
     check_after_kills(directory, acks)
+
+
+def _fsynced_inodes(monkeypatch: pytest.MonkeyPatch, fail: set[int] | None = None) -> set[int]:
+    """Record the inode of every fsync (os.fsync wrapped); fail those in ``fail``."""
+    synced: set[int] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        inode = os.fstat(fd).st_ino
+        if fail and inode in fail:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+        synced.add(inode)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_deferred_sync_has_every_run_file_synced_when_the_block_ends(tmp_path, monkeypatch):
+    """Inside deferred_sync() stops do not wait for their fsync; leaving the block waits for
+    the fsync of every stopped run's file (runs still open keep the usual interval)."""
+    store = FileStore(path=tmp_path / "runs")
+    synced = _fsynced_inodes(monkeypatch)
+    runs = sample_runs()
+    with store.deferred_sync():
+        insert_all(store, runs)
+    stopped = [r for r in runs if r.docs[-1][0] == "stop"]
+    assert stopped
+    run_inodes = {(tmp_path / "runs" / f"{r.uid}.jsonl").stat().st_ino for r in stopped}
+    assert run_inodes <= synced
+    assert (tmp_path / "runs").stat().st_ino in synced  # the new directory entries too
+
+
+def test_deferred_sync_reports_a_failed_fsync_when_the_block_ends(tmp_path, monkeypatch):
+    """A postponed fsync that fails is not lost: leaving the block raises, naming the file,
+    and the documents stay readable."""
+    store = FileStore(path=tmp_path / "runs")
+    run = sample_runs()[0]
+    with pytest.raises(StoreUnavailable, match=rf"{run.uid}\.jsonl \(Input/output error\)"):
+        with store.deferred_sync():
+            insert_all(store, [SampleRun(run.uid, run.docs[:-1])])
+            inode = (tmp_path / "runs" / f"{run.uid}.jsonl").stat().st_ino
+            _fsynced_inodes(monkeypatch, fail={inode})
+            store.insert("stop", run.docs[-1][1])  # returns at once; its fsync fails later
+    assert store.get_run_stop(run.uid) == run.docs[-1][1]
 
 
 def test_sigkill_writer_loses_nothing_acknowledged(tmp_path):
