@@ -1116,6 +1116,11 @@ class FileStore(DocumentStore):
                 with contextlib.suppress(sqlite3.Error):  # keep the original error
                     conn.execute("ROLLBACK")
                 raise
+        else:
+            # Added after schema 1 shipped: lets db[scan_id] use the scan_id index (SQLite
+            # answers "scan_id IN (...) OR scan_id_odd = 1" from two indexes, not a scan).
+            with contextlib.suppress(sqlite3.OperationalError):  # a read-only index file
+                conn.execute(_SCAN_ID_ODD_INDEX)
         row = conn.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
         self._fts = bool(row and row[0] == "1")
         row = conn.execute("SELECT value FROM meta WHERE key = 'dir_mtime'").fetchone()
@@ -2896,6 +2901,10 @@ class FileStore(DocumentStore):
 
 
 # ---------------------------------------------------------------------------- module helpers
+_SCAN_ID_ODD_INDEX = (
+    "CREATE INDEX IF NOT EXISTS runs_scan_id_odd ON runs (scan_id_odd) WHERE scan_id_odd = 1"
+)
+
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE files (
@@ -2924,6 +2933,7 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_time ON runs (time, uid);
 CREATE INDEX runs_scan_id ON runs (scan_id);
+CREATE INDEX runs_scan_id_odd ON runs (scan_id_odd) WHERE scan_id_odd = 1;
 CREATE INDEX runs_stop_uid ON runs (stop_uid);
 CREATE INDEX runs_file ON runs (file);
 CREATE TABLE members (

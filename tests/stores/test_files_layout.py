@@ -664,6 +664,28 @@ def test_search_answers_from_the_index_without_reading_runs(tmp_path):
     harness.close()
 
 
+def test_scan_id_lookup_searches_the_index_not_every_run(tmp_path):
+    """db[scan_id] is answered from the scan_id indexes (SQLite's plan names them and no full
+    scan), also for an index written before the second of them existed."""
+    import sqlite3
+
+    harness = make_files_harness(tmp_path)
+    for i in range(3):
+        insert(harness.store, compose(f"run-{i}", t0=T0 + i))
+    index = harness.store._db_location  # the real index file SQLite keeps beside the runs
+    harness.close()
+    with sqlite3.connect(index) as conn:  # as schema 1 first shipped
+        conn.execute("DROP INDEX runs_scan_id_odd")
+    store = harness.reopen()
+    assert store.find_runs_by_scan_id(1)[0]["uid"] == "run-2"
+    plan = " | ".join(row[-1] for row in store._conn().execute(
+        "EXPLAIN QUERY PLAN SELECT start FROM runs WHERE (scan_id IN (?) OR scan_id_odd = 1) "
+        "ORDER BY time DESC, uid DESC LIMIT 1", (1,)))
+    assert "runs_scan_id " in plan + " " and "runs_scan_id_odd" in plan, plan
+    assert "SCAN runs" not in plan, plan
+    harness.close()
+
+
 def test_deleted_index_is_rebuilt(tmp_path):
     """Deleting the index (even under an open store) loses nothing: it is rebuilt from files."""
     harness = make_files_harness(tmp_path)
