@@ -1038,6 +1038,16 @@ def write_rst(results: dict[str, Any], path: Path, plots: list[str]) -> None:
         f"Whole run: {meta['elapsed_s'] / 60:.0f} minutes.",
         "",
     ]
+    for again in meta.get("remeasured", []):
+        # A store measured again after changes to it (its results replaced in the JSON).
+        lines += [
+            f"The ``{again['store']}`` figures were measured again "
+            f"{again['finished'][:16].replace('T', ' ')} UTC, after changes to that store, "
+            f"with ``{shlex.join(['python', 'benchmarks/run_all.py', *again['argv']])}`` at "
+            f"commit ``{again['git_commit']}`` on the same machine "
+            f"({again['elapsed_s'] / 60:.0f} minutes).",
+            "",
+        ]
     for store in stores:
         lines.append(f"* ``{store}``: {results['stores'][store]['description']}")
     lines += ["", "Figures", "~~~~~~~", "",
