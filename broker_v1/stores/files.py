@@ -765,6 +765,18 @@ class _RunState:
         self.acc_bytes = 0
 
 
+def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
+    """Keep a written event (or page) column-wise for the run's columnar cache; a document
+    whose keys do not match gives the cache up (the run gets one on first read instead)."""
+    if state.acc is None:
+        return
+    acc = state.acc.get(doc["descriptor"])
+    if acc is None:
+        acc = state.acc[doc["descriptor"]] = _ColumnAcc(doc)
+    if not (acc.add_event(doc) if single else acc.add(doc)):
+        state.acc, state.doc_lines = None, []
+
+
 def _read_first_line(f: Any) -> bytes | None:
     chunks = []
     while True:
@@ -2543,12 +2555,7 @@ class FileStore(DocumentStore):
                 for uid in doc["uid"]:
                     state.event_uids.add(uid)
                     self._event_owner[uid] = file
-                if state.acc is not None:
-                    acc = state.acc.get(doc["descriptor"])
-                    if acc is None:
-                        acc = state.acc[doc["descriptor"]] = _ColumnAcc(doc)
-                    if not acc.add(doc):
-                        state.acc, state.doc_lines = None, []
+                _accumulate(state, doc, single=False)
             elif name == "resource":
                 file = self._resource_target(doc)
                 state = self._writable(file)
@@ -2592,12 +2599,7 @@ class FileStore(DocumentStore):
             self._append(state, "event", event)
             state.event_uids.add(event["uid"])
             self._event_owner[event["uid"]] = file
-            if state.acc is not None:
-                acc = state.acc.get(event["descriptor"])
-                if acc is None:
-                    acc = state.acc[event["descriptor"]] = _ColumnAcc(event)
-                if not acc.add_event(event):
-                    state.acc, state.doc_lines = None, []
+            _accumulate(state, event, single=True)
 
     def _write_start(self, doc: Doc) -> None:
         uid = doc["uid"]
