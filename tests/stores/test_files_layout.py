@@ -729,6 +729,31 @@ def test_corrupt_index_is_rebuilt(tmp_path):
     harness.close()
 
 
+def test_writer_leaves_a_columnar_cache_that_serves_the_first_read(tmp_path):
+    """The cache written at stop matches the file (its first line, size and last 4 KiB), so a
+    new store object reads the run from it without parsing the JSON: a byte damaged in the
+    middle of the file, where only a JSON read would look, does not show."""
+    docs = compose("run-c", n_events=300)
+    twin = make_files_harness(tmp_path / "twin")  # the same run elsewhere, for the expected
+    insert(twin.store, docs)
+    expected = replay(twin.store, "run-c")
+    twin.close()
+    harness = make_files_harness(tmp_path)
+    insert(harness.store, docs)  # and nothing read here: a read would rebuild the cache
+    harness.close()
+    path = harness.directory / "run-c.jsonl"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    assert data.index(b"\n") < middle < len(data) - 4096
+    st = path.stat()
+    data[middle] = ord("#")
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    store = harness.reopen()
+    assert replay(store, "run-c") == expected
+    harness.close()
+
+
 def test_stale_or_damaged_columnar_cache_is_ignored(tmp_path):
     """The columnar cache is checked against the run file and rebuilt when stale or damaged."""
     harness = make_files_harness(tmp_path)
