@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import event_model  # noqa: E402
+from workload import image_run_documents  # noqa: E402
 from handlers import NpySeqHandler  # noqa: E402
 
 from broker_v1 import Broker  # noqa: E402
@@ -33,20 +33,8 @@ def main() -> None:
         for i in range(args.frames):
             np.save(root / f"img_{i}.npy", frame)
         db = Broker(MemoryStore(), handlers={"NPY_SEQ": NpySeqHandler})
-        bundle = event_model.compose_run()
-        db.insert("start", bundle.start_doc)
-        desc = bundle.compose_descriptor(name="primary", data_keys={
-            "img": {"source": "cam", "dtype": "array", "shape": [args.size, args.size],
-                    "external": "FILESTORE:"}})
-        db.insert("descriptor", desc.descriptor_doc)
-        res = bundle.compose_resource(spec="NPY_SEQ", root=str(root), resource_path="img",
-                                      resource_kwargs={})
-        db.insert("resource", res.resource_doc)
-        for i in range(args.frames):
-            datum = res.compose_datum(datum_kwargs={"index": i})
-            db.insert("datum", datum)
-            db.insert("event", desc.compose_event(data={"img": datum["datum_id"]},
-                                                  timestamps={"img": 0.0}))
+        for name, doc in image_run_documents(str(root), frames=args.frames, size=args.size):
+            db.insert(name, doc)
         h = db[-1]
         # Warm the page cache for both measurements alike.
         for i in range(args.frames):

@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import _common as common  # noqa: E402
-from workload import run_documents  # noqa: E402
+from workload import image_run_documents, run_documents  # noqa: E402
 
 TZ = "US/Eastern"  # the floors convert times to the same zone (bench_tables.floor_from_numpy)
 DOCS_STATIC = ROOT / "docs" / "_static"
@@ -703,27 +703,13 @@ def counting_npy_handler() -> Any:
 
 def phase_filling(kit: common.Kit, sz: Sizes, rec: Recorder, frames_dir: Path) -> None:
     """get_table(fill=True) over a run of .npy frames against numpy.load of the same files."""
-    import event_model
     import numpy as np
 
     store = kit.make("filling")
     handler = counting_npy_handler()
     db = _broker(store, handlers={"NPY_SEQ": handler}, auto_register=False)
-    bundle = event_model.compose_run()
-    db.insert("start", bundle.start_doc)
-    shape = [sz.frame_size, sz.frame_size]
-    desc = bundle.compose_descriptor(name="primary", data_keys={
-        "img": {"source": "cam", "dtype": "array", "shape": shape, "external": "FILESTORE:"}})
-    db.insert("descriptor", desc.descriptor_doc)
-    res = bundle.compose_resource(spec="NPY_SEQ", root=str(frames_dir), resource_path="img",
-                                  resource_kwargs={})
-    db.insert("resource", res.resource_doc)
-    for i in range(sz.frames):
-        datum = res.compose_datum(datum_kwargs={"index": i})
-        db.insert("datum", datum)
-        db.insert("event", desc.compose_event(data={"img": datum["datum_id"]},
-                                              timestamps={"img": 0.0}))
-    db.insert("stop", bundle.compose_stop())
+    for name, doc in image_run_documents(str(frames_dir), frames=sz.frames, size=sz.frame_size):
+        db.insert(name, doc)
     h = db[-1]
     files = [frames_dir / f"img_{i}.npy" for i in range(sz.frames)]
 
@@ -750,7 +736,7 @@ def phase_filling(kit: common.Kit, sz: Sizes, rec: Recorder, frames_dir: Path) -
         frame = images[middle]
         times.append(time.perf_counter() - t)
         reads.append(handler.reads - before)
-        assert frame.shape == tuple(shape), frame.shape
+        assert frame.shape == (sz.frame_size, sz.frame_size), frame.shape
     ms = statistics.median(times) * 1e3
     rec.figure("get_images_one", ms, seconds=ms / 1e3, repeats=len(times),
                params={**params, "index": middle, "frames_read": max(reads)})

@@ -59,3 +59,30 @@ def run_documents(
         "uid": str(uuid.uuid4()), "run_start": start_uid, "time": t + 2 + n_events * 0.001,
         "exit_status": "success", "reason": "", "num_events": {"primary": n_events},
     }
+
+
+def image_run_documents(
+    root: str, *, frames: int, size: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """One run of ``frames`` external ``size`` x ``size`` images in ``root/img_<i>.npy``.
+
+    The documents an area detector writing numpy files would produce: a resource of spec
+    ``NPY_SEQ`` (the test suite's handler), one datum and one event per frame, and a stop.
+    """
+    import event_model
+
+    bundle = event_model.compose_run()
+    yield "start", bundle.start_doc
+    desc = bundle.compose_descriptor(name="primary", data_keys={
+        "img": {"source": "cam", "dtype": "array", "shape": [size, size],
+                "external": "FILESTORE:"}})
+    yield "descriptor", desc.descriptor_doc
+    res = bundle.compose_resource(spec="NPY_SEQ", root=root, resource_path="img",
+                                  resource_kwargs={})
+    yield "resource", res.resource_doc
+    for i in range(frames):
+        datum = res.compose_datum(datum_kwargs={"index": i})
+        yield "datum", datum
+        yield "event", desc.compose_event(data={"img": datum["datum_id"]},
+                                          timestamps={"img": 0.0})
+    yield "stop", bundle.compose_stop()

@@ -832,38 +832,34 @@ def copy_runs(
         bar = _open_bar(total, always=progress is True)
     t0 = time.perf_counter()
     last_postfix = 0.0
-    # Syncs to disk overlap with copying the next runs; the block waits for all of them,
-    # so the report is returned only once everything copied is durable.
-    syncing = dst_store.deferred_sync()
-    syncing.__enter__()
+    # Syncs to disk overlap with copying the next runs; leaving the block waits for all of
+    # them, so the report is returned only once everything copied is durable.
     try:
-        for i, start in enumerate(starts):
-            if limit is not None and i >= limit:
-                break
-            result = copier.copy_run(start)
-            report.runs.append(result)
-            report.documents += result.documents
-            report.elapsed = time.perf_counter() - t0
-            if callback is not None:
-                callback(CopyProgress(len(report.runs), total, report.documents, report.bytes,
-                                      report.elapsed, result))
-            if bar is not None:
-                bar.update(1)
-                now = time.perf_counter()
-                if now - last_postfix > 0.5:
-                    last_postfix = now
-                    bar.set_postfix_str(_rates(report), refresh=False)
+        with dst_store.deferred_sync():
+            for i, start in enumerate(starts):
+                if limit is not None and i >= limit:
+                    break
+                result = copier.copy_run(start)
+                report.runs.append(result)
+                report.documents += result.documents
+                report.elapsed = time.perf_counter() - t0
+                if callback is not None:
+                    callback(CopyProgress(len(report.runs), total, report.documents,
+                                          report.bytes, report.elapsed, result))
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_postfix > 0.5:
+                        last_postfix = now
+                        bar.set_postfix_str(_rates(report), refresh=False)
     except KeyboardInterrupt:
         report.interrupted = True
         report.elapsed = time.perf_counter() - t0
         raise CopyInterrupted(report) from None
     finally:
-        try:
-            syncing.__exit__(None, None, None)
-        finally:
-            if bar is not None:
-                bar.set_postfix_str(_rates(report), refresh=False)
-                bar.close()
+        if bar is not None:
+            bar.set_postfix_str(_rates(report), refresh=False)
+            bar.close()
     report.elapsed = time.perf_counter() - t0
     return report
 

@@ -21,6 +21,7 @@ __all__ = [
     "FORBIDDEN_OPERATORS",
     "MATCHER_OPERATORS",
     "MONGO_OPERATORS",
+    "SERVER_ONLY_OPERATORS",
     "QueryMatcher",
     "check_query",
     "prefix_regex",
@@ -46,14 +47,17 @@ MONGO_OPERATORS = frozenset({
     "$bitsAllSet", "$bitsAllClear", "$bitsAnySet", "$bitsAnyClear",
 })
 
-#: The operators server-less stores evaluate (:class:`QueryMatcher`); the others of
-#: :data:`MONGO_OPERATORS` need a MongoDB server and raise ``UnsupportedQuery`` elsewhere.
-MATCHER_OPERATORS = frozenset({
-    "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
-    "$and", "$or", "$nor", "$not",
-    "$exists", "$type", "$regex", "$options", "$size", "$all", "$elemMatch", "$mod",
-    "$text", "$search", "$comment",
+#: Operators only a MongoDB server evaluates (geospatial, bitwise, JSON schema, text options).
+SERVER_ONLY_OPERATORS = frozenset({
+    "$language", "$caseSensitive", "$diacriticSensitive", "$jsonSchema",
+    "$geoWithin", "$geoIntersects", "$near", "$nearSphere", "$geometry", "$maxDistance",
+    "$minDistance", "$box", "$center", "$centerSphere", "$polygon",
+    "$bitsAllSet", "$bitsAllClear", "$bitsAnySet", "$bitsAnyClear",
 })
+
+#: The operators server-less stores evaluate (:class:`QueryMatcher`); the others of
+#: :data:`MONGO_OPERATORS` raise ``UnsupportedQuery`` there.
+MATCHER_OPERATORS = MONGO_OPERATORS - SERVER_ONLY_OPERATORS
 
 _BSON_TYPES = frozenset({
     "double", "string", "object", "array", "binData", "undefined", "objectId", "bool", "date",
@@ -284,7 +288,7 @@ class QueryMatcher:
     """
 
     def __init__(self, query: Mapping[str, Any], *, store: str, supports_text: bool = True):
-        unsupported = _first_operator(query, MONGO_OPERATORS - MATCHER_OPERATORS)
+        unsupported = _first_operator(query, SERVER_ONLY_OPERATORS)
         if unsupported is not None:
             raise UnsupportedQuery(
                 f"{store} cannot evaluate the query operator {unsupported!r} (it needs a MongoDB "

@@ -21,12 +21,14 @@ Set ``BROKER_V1_CORPUS_REPORT=/some/file.json`` to also write the counts as JSON
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
 import shutil
 import sys
 import tempfile
+import types
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,15 @@ COUNTS: Counter[tuple[str, str]] = Counter()
 #: Figures measured by the load and memory tests, printed after the tally.
 FIGURES: dict[str, Any] = {}
 _PLUGIN_NAME = "broker_v1_reliability_corpus"
+
+
+def load_module(relative_path: str, name: str) -> types.ModuleType:
+    """A script of the repository (``.ci/...``, ``benchmarks/...``) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relative_path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def record(category: str, kind: str = "-", n: int = 1) -> None:

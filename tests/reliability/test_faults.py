@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
 import signal
 import subprocess
@@ -33,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rel_corpus import REPO, _corpus_reporter, record, snapshot, tree_state  # noqa: F401
+from rel_corpus import (  # noqa: F401
+    REPO,
+    _corpus_reporter,
+    load_module,
+    record,
+    snapshot,
+    tree_state,
+)
 
 from broker_v1 import Broker
 from broker_v1.errors import StoreUnavailable
@@ -47,12 +53,7 @@ SERVER_CANDIDATES = [Path("/tmp/secantus-venv"), REPO / ".ci" / "secantus-venv"]
 # ---------------------------------------------------------------------- a server of our own
 def _ci_helpers() -> types.ModuleType:
     """``.ci/mongo_server.py`` as a module (free_port, ping, _terminate)."""
-    spec = importlib.util.spec_from_file_location("bv1_ci_mongo_server",
-                                                  REPO / ".ci" / "mongo_server.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(".ci/mongo_server.py", "bv1_ci_mongo_server")
 
 
 def _server_binary() -> Path:

@@ -13,21 +13,15 @@ Memory: iterating every header of a 5,000-run store (100,000 with ``-m slow``, p
 
 from __future__ import annotations
 
-import importlib.util
 import types
 from pathlib import Path
 
 import pytest
-from rel_corpus import FIGURES, REPO, _corpus_reporter  # noqa: F401
+from rel_corpus import FIGURES, _corpus_reporter, load_module  # noqa: F401
 
 
 def _bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("bv1_bench_load",
-                                                  REPO / "benchmarks" / "bench_load.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("benchmarks/bench_load.py", "bv1_bench_load")
 
 
 def _load(tmp_path: Path, duration: float) -> dict[str, object]:
