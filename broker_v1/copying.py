@@ -14,6 +14,10 @@ files, MongoDB, third-party).  It is
   before anything is written;
 * **verified**: after each run, the descriptors, the events per descriptor, the datums per
   resource and the presence of the stop are counted in the destination and compared;
+* **whole runs where the destination can**: each run not yet in the destination is first
+  offered to ``dst.copy_run_from(src, uid)`` (the files store takes a stopped run of another
+  files store as its file, checked as ``insert`` would and read back); any other run, or one
+  the store declines, is copied document by document;
 * **short-lived on the source**: the source is read in pages of runs selected by key (start
   time, then uid, the stores' sort order), each page a separate short query, so no server
   cursor is held for the length of the copy (databroker's exports died on cursor timeouts).
@@ -492,6 +496,12 @@ class _Copier:
         if existing is not None and existing != start:
             return RunResult(uid, "conflict", 0, f"a different start document with uid {uid} "
                              f"is already in {self.dst.describe()}; not overwritten")
+        if existing is None and not self.copy_files:
+            whole = self.dst.copy_run_from(self.src, uid)
+            if whole is not None:
+                # The store wrote the run in one step, read it back and compared it.
+                self.report.bytes += whole.bytes
+                return RunResult(uid, "copied", whole.documents)
         src_descriptors = self.src.get_descriptors(uid)
         src_stop = self.src.get_run_stop(uid)
         if existing is not None:

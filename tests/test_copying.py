@@ -518,18 +518,44 @@ KILL_SCRIPT = textwrap.dedent("""
     from broker_v1.stores.files import FileStore
     from broker_v1.copying import copy_runs
 
+    MODE, AT = sys.argv[4], int(sys.argv[3])
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, as a power cut or kill -9
+
     class DiesMidCopy(FileStore):
-        writes = 0
+        calls = 0
+
+        def count(self):
+            type(self).calls += 1
+            return type(self).calls == AT
+
+        def copy_run_from(self, source, uid):
+            if MODE == "documents":
+                return None  # document by document only
+            return super().copy_run_from(source, uid)
 
         def _write_document(self, name, doc):
-            type(self).writes += 1
-            if type(self).writes == int(sys.argv[3]):
-                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, as a power cut or kill -9
+            if MODE == "documents" and self.count():
+                die()
             super()._write_document(name, doc)
+
+        def _write_imported(self, name, data):
+            if MODE == "mid-write" and self.count():
+                with open(self.path / name, "xb") as f:
+                    f.write(data[: len(data) // 2])
+                die()
+            return super()._write_imported(name, data)
+
+        def _index_imported(self, name, data, plan):
+            if MODE == "before-index" and self.count():
+                die()
+            super()._index_imported(name, data, plan)
 
     copy_runs(FileStore(path=sys.argv[1], read_only=True), DiesMidCopy(path=sys.argv[2]),
               progress=False)
 """)
+
 
 
 def event_uids_in_files(directory: Path) -> list[str]:
@@ -546,10 +572,18 @@ def event_uids_in_files(directory: Path) -> list[str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
-@pytest.mark.parametrize("kill_at", [2, 9, 14])
-def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path,
-                                                kill_at: int) -> None:
-    """A copy process killed part-way (SIGKILL) is resumed by the next copy, nothing duplicated."""
+@pytest.mark.parametrize("mode,kill_at,completed", [
+    ("documents", 2, 1), ("documents", 9, 1), ("documents", 14, 1),
+    # whole-run copies between files stores: a torn new file, or a file not yet indexed
+    ("mid-write", 2, 1), ("before-index", 2, 0),
+])
+def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path, mode: str,
+                                                kill_at: int, completed: int) -> None:
+    """A copy process killed part-way (SIGKILL) is resumed by the next copy, nothing duplicated.
+
+    Killed while copying document by document, while writing a whole run file, and after
+    writing it but before indexing it.
+    """
     FileStore = files_store_class()
     source = FileStore(path=tmp_path / "src")
     copy_runs(src, source, progress=False)
@@ -557,7 +591,7 @@ def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "src"), str(tmp_path / "dst"),
-         str(kill_at)], env=env, capture_output=True, text=True, timeout=120)
+         str(kill_at), mode], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     partial = FileStore(path=tmp_path / "dst", read_only=True)
     assert len(all_uids(partial)) < len(all_uids(src))
@@ -565,8 +599,126 @@ def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path
     dst = FileStore(path=tmp_path / "dst")
     report = copy_runs(FileStore(path=tmp_path / "src", read_only=True), dst, progress=False)
     assert report.ok, report.summary()
-    assert len(report.completed) == 1  # the run being written when the process died
+    assert len(report.completed) == completed  # the run being written when it died
     dst.close()
     assert_same_runs(src, FileStore(path=tmp_path / "dst", read_only=True))
     written = event_uids_in_files(tmp_path / "dst")
     assert len(written) == len(set(written))
+
+
+# --------------------------------------------------------------------------- whole run files
+def hand_written_run(directory: Path, *, start_extra: dict[str, Any] | None = None,
+                     event_extra: dict[str, Any] | None = None, stop: bool = True,
+                     n: int = 4) -> tuple[str, bytes]:
+    """A suitcase-jsonl style run file written by hand (as another program would)."""
+    uid = str(uuid.uuid4())
+    desc = str(uuid.uuid4())
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": uid, "time": 100.0, "scan_id": 1, **(start_extra or {})}),
+        ("descriptor", {"uid": desc, "run_start": uid, "time": 100.5, "name": "primary",
+                        "data_keys": {"x": {"source": "x", "dtype": "number", "shape": []}}}),
+    ]
+    for i in range(n):
+        docs.append(("event", {"uid": str(uuid.uuid4()), "descriptor": desc, "time": 101.0 + i,
+                               "seq_num": i + 1, "data": {"x": i * 1.5},
+                               "timestamps": {"x": 101.0 + i}, **(event_extra or {})}))
+    if stop:
+        docs.append(("stop", {"uid": str(uuid.uuid4()), "run_start": uid, "time": 200.0,
+                              "exit_status": "success", "num_events": {"primary": n}}))
+    data = "".join(json.dumps(list(d)) + "\n" for d in docs).encode()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{uid}.jsonl").write_bytes(data)
+    return uid, data
+
+
+def test_files_to_files_copies_stopped_runs_as_their_files(src: MemoryStore,
+                                                           tmp_path: Path) -> None:
+    """Stopped runs go across byte for byte (the store's own and hand-written ones), indexed,
+    with the columnar cache; open runs document by document; everything reads the same."""
+    FileStore = files_store_class()
+    a = FileStore(path=tmp_path / "a")
+    assert copy_runs(src, a, progress=False).ok
+    hand_uid, hand_bytes = hand_written_run(tmp_path / "a")
+    b = FileStore(path=tmp_path / "b")
+    report = copy_runs(a, b, progress=False)
+    assert report.ok, report.summary()
+    stopped = [u for u in all_uids(a) if a.get_run_stop(u) is not None]
+    assert hand_uid in stopped and len(stopped) < len(all_uids(a))  # one run has no stop
+    sizes = 0
+    for uid in stopped:
+        data = (tmp_path / "a" / f"{uid}.jsonl").read_bytes()
+        assert (tmp_path / "b" / f"{uid}.jsonl").read_bytes() == data, uid
+        sizes += len(data)
+    assert report.bytes >= sizes
+    stopped_by_store = [u for u in all_uids(src) if src.get_run_stop(u) is not None]
+    for uid in stopped_by_store:
+        assert (tmp_path / "b" / ".broker_v1" / "cache" / f"{uid}.jsonl.cols").is_file()
+    b.close()
+    reopened = FileStore(path=tmp_path / "b", read_only=True)
+    assert_same_runs(a, reopened)
+    assert reopened.get_run_start(hand_uid)["scan_id"] == 1
+    again = copy_runs(a, FileStore(path=tmp_path / "b"), progress=False)
+    assert again.skipped == all_uids(a)
+
+
+@pytest.mark.parametrize("case", ["dollar key", "extra event key", "no stop"])
+def test_whole_run_copy_gives_way_to_the_document_path(tmp_path: Path, case: str) -> None:
+    """A run file that insert would refuse or change is not copied byte for byte: the
+    document path refuses it (nothing written) or writes what insert keeps."""
+    FileStore = files_store_class()
+    kwargs: dict[str, Any] = {
+        "dollar key": {"start_extra": {"sample": {"$where": "1"}}},
+        "extra event key": {"event_extra": {"note": "kept by nobody"}},
+        "no stop": {"stop": False},
+    }[case]
+    uid, data = hand_written_run(tmp_path / "a", **kwargs)
+    a = FileStore(path=tmp_path / "a", read_only=True)
+    b = FileStore(path=tmp_path / "b")
+    report = copy_runs(a, b, progress=False)
+    copied = tmp_path / "b" / f"{uid}.jsonl"
+    if case == "dollar key":
+        assert [r.uid for r in report.failed] == [uid]
+        assert "$where" in report.failed[0].message
+        assert not copied.exists() and b.count_runs() == 0
+        return
+    assert report.copied == [uid], report.summary()
+    assert copied.read_bytes() != data
+    events = [doc for name, doc in documents(b, uid) if name == "event"]
+    assert len(events) == 4
+    assert all("note" not in e for e in events)
+    assert (b.get_run_stop(uid) is None) == (case == "no stop")
+
+
+def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
+        tmp_path: Path) -> None:
+    """Events whose datums live outside their run file (a shared assets file) are copied
+    document by document, so the resource and datums come along."""
+    FileStore = files_store_class()
+    a = FileStore(path=tmp_path / "a")
+    run = make_run(t0=500.0, n_events=2)
+    docs = run.docs if hasattr(run, "docs") else run
+    uid = docs[0][1]["uid"]
+    desc = next(d for n, d in docs if n == "descriptor")
+    desc = {**desc, "uid": str(uuid.uuid4()), "name": "images",
+            "data_keys": {"img": {"source": "cam", "dtype": "array", "shape": [2],
+                                  "external": "FILESTORE:"}}}
+    resource = {"uid": str(uuid.uuid4()), "spec": "NPY_SEQ", "root": "/data",
+                "resource_path": "a.npy", "resource_kwargs": {}, "path_semantics": "posix"}
+    for name, doc in docs:
+        if name == "stop":
+            a.insert("descriptor", desc)
+            a.insert("resource", resource)  # no run_start: the shared assets file
+            a.insert("datum", {"datum_id": resource["uid"] + "/0", "resource": resource["uid"],
+                               "datum_kwargs": {"index": 0}})
+            a.insert("event", {"uid": str(uuid.uuid4()), "descriptor": desc["uid"],
+                               "time": doc["time"] - 0.1, "seq_num": 1,
+                               "data": {"img": resource["uid"] + "/0"},
+                               "timestamps": {"img": doc["time"] - 0.1},
+                               "filled": {"img": False}})
+        a.insert(name, doc)
+    b = FileStore(path=tmp_path / "b")
+    report = copy_runs(a, b, progress=False)
+    assert report.copied == [uid], report.summary()
+    assert b.get_resource(resource["uid"])["spec"] == "NPY_SEQ"
+    assert b.get_datum(resource["uid"] + "/0")["datum_kwargs"] == {"index": 0}
+    assert documents(b, uid) == documents(a, uid)

@@ -21,7 +21,8 @@ import heapq
 import math
 import numbers
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..documents import (
@@ -47,13 +48,35 @@ from ..errors import (
 from ._query import check_query, prefix_regex, split_text
 from ._util import DocumentValueError, json_copy, sanitize
 
-__all__ = ["DEFAULT_SORT", "DocumentStore", "Sort"]
+__all__ = ["DEFAULT_SORT", "DocumentStore", "RunCopy", "Sort"]
 
 Sort = Sequence[tuple[str, int]]
 #: Newest first, ties broken by uid so paging never skips or repeats a run.
 DEFAULT_SORT: Sort = (("time", -1), ("uid", -1))
 
 Doc = dict[str, Any]
+
+
+@dataclass
+class RunCopy:
+    """What :meth:`DocumentStore.copy_run_from` wrote for one run.
+
+    Attributes
+    ----------
+    documents : int
+        Documents written, event and datum pages counted by rows.
+    bytes : int
+        Bytes written.
+    events : dict
+        Events written per descriptor uid (``{uid: count}``).
+    datums : dict
+        Datums written per resource uid (``{uid: count}``).
+    """
+
+    documents: int
+    bytes: int
+    events: dict = field(default_factory=dict)  # {descriptor uid: count}
+    datums: dict = field(default_factory=dict)  # {resource uid: count}
 
 
 class DocumentStore(abc.ABC):
@@ -179,6 +202,24 @@ class DocumentStore(abc.ABC):
             When leaving the block, if a postponed sync failed.
         """
         yield
+
+    def copy_run_from(self, source: DocumentStore, run_start_uid: str) -> RunCopy | None:
+        """Copy one whole, stopped run from ``source`` in one step, when this store can.
+
+        Copies between stores call it first for each run that is not in this store yet.  A
+        store that can take a run of ``source`` wholesale (the files store, from another
+        files store: the run file itself) applies every check of :meth:`insert` to its
+        documents, writes the run, reads it back and returns what it did.  ``None`` (the
+        default, and whenever anything is unusual: a run still open, data in other files,
+        a document that would be refused or changed on insert, a uid already present) means
+        nothing was written and the caller copies document by document, which reports any
+        problem precisely.
+
+        Returns
+        -------
+        RunCopy or None
+        """
+        return None
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` config section that reopens this store (``backend`` included)."""
@@ -663,6 +704,13 @@ class DocumentStore(abc.ABC):
     def _insert_event(self, event: Doc) -> None:
         if self.validate == "strict":
             self._schema_check("event", event)
+        self._check_event(event, self._event_keys)
+        _rotate_filled(event)
+        if self._duplicate_or_new("event", event):
+            self._write_event(event)
+
+    def _check_event(self, event: Doc, keys_of: Callable[[str, Doc], frozenset[str]]) -> None:
+        """The insert path's checks of one event; ``keys_of`` gives its descriptor's keys."""
         for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
             if field not in event:
                 self._invalid("event", event, field, "is required")
@@ -672,11 +720,7 @@ class DocumentStore(abc.ABC):
             self._invalid("event", event, "time", "must be a finite number")
         if type(event["seq_num"]) is not int:
             self._invalid("event", event, "seq_num", "must be an integer")
-        keys = self._event_keys("event", event)
-        self._check_event_keys("event", event, keys)
-        _rotate_filled(event)
-        if self._duplicate_or_new("event", event):
-            self._write_event(event)
+        self._check_event_keys("event", event, keys_of("event", event))
 
     def _write_event(self, event: Doc) -> None:
         """Store one new, checked event; stores may write it without making it a page."""
@@ -685,6 +729,25 @@ class DocumentStore(abc.ABC):
     def _insert_event_page(self, page: Doc) -> None:
         if self.validate == "strict":
             self._schema_check("event_page", page)
+        self._check_event_page(page, self._event_keys)
+        if "filled" in page:
+            _rotate_filled_page(page)
+        # Fast path: look uids up first; build single events only if some already exist.
+        get = self._get_existing
+        if all(get("event", uid) is None for uid in page["uid"]):
+            self._write_document("event_page", page)
+            return
+        events = unpack_events(page)
+        fresh = [e for e in events if self._duplicate_or_new("event", e)]
+        if len(fresh) == len(events):
+            self._write_document("event_page", page)
+        elif fresh:
+            self._write_document("event_page", pack_events(fresh))
+
+    def _check_event_page(
+        self, page: Doc, keys_of: Callable[[str, Doc], frozenset[str]]
+    ) -> None:
+        """The insert path's checks of an event page; ``keys_of`` gives its descriptor's keys."""
         for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
             if field not in page:
                 self._invalid("event_page", page, field, "is required")
@@ -706,27 +769,13 @@ class DocumentStore(abc.ABC):
             self._invalid("event_page", page, "time", "must hold finite numbers")
         if not all(type(s) is int for s in page["seq_num"]):
             self._invalid("event_page", page, "seq_num", "must hold integers")
-        keys = self._event_keys("event_page", page)
-        self._check_event_keys("event_page", page, keys)
+        self._check_event_keys("event_page", page, keys_of("event_page", page))
         for part in ("data", "timestamps", "filled"):
             for k, col in page.get(part, {}).items():
                 if not isinstance(col, list) or len(col) != n:
                     self._invalid(
                         "event_page", page, f"{part}.{k}", f"must be a list of {n} values"
                     )
-        if "filled" in page:
-            _rotate_filled_page(page)
-        # Fast path: look uids up first; build single events only if some already exist.
-        get = self._get_existing
-        if all(get("event", uid) is None for uid in page["uid"]):
-            self._write_document("event_page", page)
-            return
-        events = unpack_events(page)
-        fresh = [e for e in events if self._duplicate_or_new("event", e)]
-        if len(fresh) == len(events):
-            self._write_document("event_page", page)
-        elif fresh:
-            self._write_document("event_page", pack_events(fresh))
 
     def _check_event_keys(self, name: str, doc: Doc, keys: frozenset[str]) -> None:
         data, timestamps = doc["data"], doc["timestamps"]

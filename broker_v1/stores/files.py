@@ -25,8 +25,10 @@ whenever it is missing, corrupt or of another schema version.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
+import math
 import os
 import re
 import sqlite3
@@ -54,8 +56,8 @@ from ..errors import (
     UnsafeUid,
 )
 from ._query import QueryMatcher, searchable_text, split_text
-from ._util import json_copy
-from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
+from ._util import DocumentValueError, json_copy, sanitize
+from .base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
 from .memory import _Columns, _sort_key
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
@@ -2765,12 +2767,16 @@ class FileStore(DocumentStore):
                 self._finish_deferred_syncs()
 
     def _sync_later(self, state: _RunState) -> None:
-        assert state.fd is not None and self._sync_pool is not None
+        assert state.fd is not None
+        self._queue_sync(state.name, os.dup(state.fd))  # the run's own fd closes at stop
+
+    def _queue_sync(self, name: str, fd: int) -> None:
+        """fsync and close ``fd`` in the background; at most a few dozen wait at once."""
+        assert self._sync_pool is not None
         while len(self._pending_syncs) >= _MAX_PENDING_SYNCS:  # bound the open descriptors
             self._pending_syncs[0][1].result()
             self._pending_syncs.popleft()
-        fd = os.dup(state.fd)  # the run's own descriptor is closed right after the stop
-        self._pending_syncs.append((state.name, self._sync_pool.submit(_fsync_and_close, fd)))
+        self._pending_syncs.append((name, self._sync_pool.submit(_fsync_and_close, fd)))
 
     def _finish_deferred_syncs(self) -> None:
         failed = []
@@ -2793,6 +2799,152 @@ class FileStore(DocumentStore):
                 "They may be lost if the machine stops; check the disk, then write them again "
                 "(an identical re-insert or copy is a no-op)."
             )
+
+    # ------------------------------------------------------------------ whole-run copies
+    def copy_run_from(self, source: DocumentStore, run_start_uid: str) -> RunCopy | None:
+        """Copy a stopped run of another files store by its run file, checked and verified.
+
+        The source's ``.jsonl`` file is read once, every document in it goes through the
+        insert path's checks (key rules, links within the run, event keys and columns, stop
+        after start), the bytes are written to a new run file in one write, indexed in one
+        transaction, read back and compared.  Anything that ``insert`` would refuse, change
+        (extra event keys, filled datum ids, legacy resource ids) or resolve in other files
+        (datums of resources elsewhere, uids already here) returns ``None`` before writing,
+        and the caller copies document by document instead.
+        """
+        if not isinstance(source, FileStore) or self.read_only:
+            return None
+        if _uid_problem(run_start_uid) is not None or self._run_row(run_start_uid) is not None:
+            return None
+        row = source._run_row(run_start_uid)
+        if row is None or row[2] is None or not str(row[0]).endswith(".jsonl"):
+            return None
+        name = run_start_uid + ".jsonl"
+        if row[0] != name or (self.path / name).exists():
+            return None
+        try:
+            with open(source.path / name, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None
+        plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
+        if plan is None:
+            return None
+        with self._write_lock, self._lock:
+            if not self._write_imported(name, data):
+                return None
+            self._index_imported(name, data, plan)
+        cached = source._cache_path(name)
+        if self.columnar_cache and cached.is_file():
+            # Same name, same bytes: the source's columnar copy is valid here as it is.
+            # Caches are replaced, never changed in place, so a hard link is a safe copy.
+            with contextlib.suppress(OSError):
+                target = self._cache_path(name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(cached, target)
+                except FileExistsError:
+                    os.unlink(target)  # left by an earlier store at this path
+                    os.link(cached, target)
+                except OSError:  # another file system, or links not allowed
+                    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                    tmp.write_bytes(cached.read_bytes())
+                    os.replace(tmp, target)
+        return RunCopy(plan.documents, len(data), plan.events, plan.datums)
+
+    def _plan_import(self, data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
+        """Check a run file's documents as ``insert`` would; ``None`` if any would not pass
+        unchanged, or would need documents outside the file."""
+        if not data.endswith(b"\n") or b"\n\n" in data or b"\r" in data:
+            return None
+        try:
+            items = json.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+        except (ValueError, RecursionError):
+            return None
+        if len(items) < 2 or items[0] != ["start", start] or items[-1][0] != "stop":
+            return None
+        plan = _ImportPlan(uid)
+        try:
+            for item in items:
+                if type(item) is not list or len(item) != 2 or type(item[1]) is not dict:
+                    return None
+                doc_name, doc = item
+                if doc_name != "event":  # single events are checked as pages below
+                    sanitize(doc)  # the key and nesting rules every store applies
+                if not plan.add(self, doc_name, doc):
+                    return None
+            if not plan.check_single_events(self):
+                return None
+        except (InvalidDocument, DocumentValueError, KeyError, TypeError, AttributeError):
+            return None
+        if plan.external_refs - plan.datum_ids or self._any_member(plan.members):
+            return None
+        if self._read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],)):
+            return None
+        return plan
+
+    def _any_member(self, members: list[tuple[str, str, str]]) -> bool:
+        uids = [m[1] for m in members]
+        for i in range(0, len(uids), 500):
+            chunk = uids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            if self._read(f"SELECT 1 FROM members WHERE uid IN ({marks}) LIMIT 1", chunk):
+                return True
+        return False
+
+    def _write_imported(self, name: str, data: bytes) -> bool:
+        """Create the run file holding exactly ``data`` (read back and compared).
+
+        False when the file appeared meanwhile (nothing written).  On any failure the new
+        file is removed again, so the run is either all there or not at all.
+        """
+        path = self.path / name
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise self._cannot_open(path, err) from err
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if os.pread(fd, len(data) + 1, 0) != data:
+                raise OSError(errno.EIO, "the run file read back differs from what was written")
+            if not self._deferred:
+                os.fsync(fd)
+        except OSError as err:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise StoreUnavailable(
+                f"{self.describe()}: could not write run file {path} ({err.strerror}). "
+                "Nothing of the run was kept; check the disk and copy again."
+            ) from err
+        if self._deferred:
+            assert self._sync_pool is not None
+            self._queue_sync(name, fd)
+            self._dir_unsynced = True
+        else:
+            os.close(fd)
+            self._fsync_directory()
+        return True
+
+    def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
+        path = self.path / name
+        st = os.stat(path)
+        head_crc = zlib.crc32(data[: data.index(b"\n") + 1])
+
+        def record(conn: sqlite3.Connection) -> None:
+            self._forget_file(conn, name)
+            self._insert_run_row(conn, name, plan.start)
+            self._record_members(conn, plan.members)
+            self._record_stop(conn, plan.uid, plan.stop)
+            self._set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
+
+        self._write(record)
+        self._run_file[plan.uid] = name
 
     def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
         """Write the columnar cache from the documents this process wrote (best effort)."""
@@ -2948,6 +3100,140 @@ CREATE INDEX members_file ON members (file)
 """
 
 
+class _ImportPlan:
+    """What a run file holds, gathered while its documents are checked for an import."""
+
+    def __init__(self, uid: str) -> None:
+        self.uid = uid
+        self.name = uid + ".jsonl"
+        self.start: Doc = {}
+        self.stop: Doc = {}
+        self.documents = 0
+        self.keys: dict[str, frozenset[str]] = {}
+        self.external: dict[str, list[str]] = {}
+        self.events: dict[str, int] = {}
+        self.event_uids: set[str] = set()
+        self.resources: set[str] = set()
+        self.datums: dict[str, int] = {}
+        self.datum_ids: set[str] = set()
+        self.external_refs: set[str] = set()
+        self.members: list[tuple[str, str, str]] = []
+        self.single_events: dict[str, list[Doc]] = {}
+
+    def add(self, store: DocumentStore, name: str, doc: Doc) -> bool:
+        """Check one document as ``insert`` would; False if it needs the general path."""
+        if name == "event":
+            return self._add_event(doc)
+        if self.stop or not _finite_time(doc, required=name in ("start", "descriptor", "stop")):
+            return False  # nothing may follow the stop
+        if name == "start":
+            if self.start:
+                return False
+            self.start = doc
+        elif name == "descriptor":
+            uid = doc["uid"]
+            if doc["run_start"] != self.uid or not isinstance(uid, str) or uid in self.keys:
+                return False
+            self.keys[uid] = frozenset(doc["data_keys"])
+            self.external[uid] = [k for k, v in doc["data_keys"].items() if v.get("external")]
+            self.members.append(("descriptor", uid, self.name))
+        elif name == "event_page":
+            return self._add_page(store, doc)
+        elif name == "resource":
+            uid = doc["uid"]
+            if ("_id" in doc or doc.get("run_start", self.uid) != self.uid
+                    or not isinstance(uid, str) or uid in self.resources):
+                return False
+            self.resources.add(uid)
+            self.datums[uid] = 0
+            self.members.append(("resource", uid, self.name))
+        elif name in ("datum", "datum_page"):
+            page = name == "datum_page"
+            store._check_datum_shape(name, doc, page=page)
+            ids = doc["datum_id"] if page else [doc["datum_id"]]
+            if doc["resource"] not in self.resources or not ids or self.datum_ids.intersection(ids):
+                return False
+            self.datum_ids.update(ids)
+            if len(self.datum_ids) != sum(self.datums.values()) + len(ids):
+                return False  # a datum id repeated within the page
+            self.datums[doc["resource"]] += len(ids)
+            self.members.extend(("datum", d, self.name) for d in ids)
+            self.documents += len(ids)
+            return True
+        elif name == "stop":
+            if doc["run_start"] != self.uid or doc["time"] < self.start["time"]:
+                return False
+            if not isinstance(doc["uid"], str):
+                return False
+            self.stop = doc
+        else:
+            return False
+        self.documents += 1
+        return True
+
+    def _add_event(self, doc: Doc) -> bool:
+        # Checked together, as the page they make, once the file is read (far cheaper than
+        # one by one); here only what packing them would hide.
+        if self.stop or not (_EVENT_REQUIRED <= doc.keys() <= _EVENT_KEYS_KEPT):
+            return False  # after the stop, missing fields, or extra keys insert would drop
+        keys = self.keys.get(doc["descriptor"])
+        if keys is None or doc["data"].keys() != keys or doc["timestamps"].keys() != keys:
+            return False
+        if doc.get("filled"):
+            return False  # filled flags: the general path handles them
+        self.single_events.setdefault(doc["descriptor"], []).append(doc)
+        return True
+
+    def _add_page(self, store: DocumentStore, doc: Doc) -> bool:
+        keys = self.keys.get(doc.get("descriptor"))  # type: ignore[arg-type]
+        if keys is None:
+            return False
+        store._check_event_page(doc, lambda _name, _doc: keys)
+        return self._add_rows(doc)
+
+    def check_single_events(self, store: DocumentStore) -> bool:
+        """Check the single events as the pages of their descriptors; False if any fails."""
+        for descriptor, events in self.single_events.items():
+            keys = self.keys[descriptor]
+            page = {
+                "descriptor": descriptor,
+                "uid": [e["uid"] for e in events],
+                "time": [e["time"] for e in events],
+                "seq_num": [e["seq_num"] for e in events],
+                "data": {k: [e["data"][k] for e in events] for k in keys},
+                "timestamps": {k: [e["timestamps"][k] for e in events] for k in keys},
+            }
+            sanitize(page)
+            store._check_event_page(page, lambda _name, _doc: keys)
+            if not self._add_rows(page):
+                return False
+        return True
+
+    def _add_rows(self, doc: Doc) -> bool:
+        uids = doc["uid"]
+        filled = [v for col in (doc.get("filled") or {}).values() for v in col]
+        refs = [v for k in self.external[doc["descriptor"]] for v in doc["data"][k]]
+        if not uids or any(isinstance(v, str) for v in filled):
+            return False  # empty, or filled datum ids that insert would move into data
+        before = len(self.event_uids)
+        self.event_uids.update(uids)
+        if len(self.event_uids) != before + len(uids):
+            return False  # an event uid seen twice
+        self.external_refs.update(r for r in refs if isinstance(r, str))
+        self.events[doc["descriptor"]] = self.events.get(doc["descriptor"], 0) + len(uids)
+        self.documents += len(uids)
+        return True
+
+
+def _finite_time(doc: Doc, *, required: bool) -> bool:
+    t = doc.get("time")
+    if t is None:
+        return not required
+    if isinstance(t, list):
+        return True  # a page's times are checked with its columns
+    return type(t) in (int, float) and math.isfinite(t)
+
+
 def _uid_problem(uid: Any) -> str | None:
     """Why ``uid`` cannot name a run file, or None when it can."""
     if not isinstance(uid, str):
@@ -2995,6 +3281,7 @@ def _single_datum(page: Doc) -> Doc:
 _EVENT_KEYS_KEPT = frozenset(
     {"descriptor", "uid", "time", "seq_num", "data", "timestamps", "filled"}
 )
+_EVENT_REQUIRED = _EVENT_KEYS_KEPT - {"filled"}
 
 
 def _single_event(page: Doc) -> Doc:
