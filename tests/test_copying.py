@@ -540,12 +540,12 @@ KILL_SCRIPT = textwrap.dedent("""
                 die()
             super()._write_document(name, doc)
 
-        def _write_imported(self, name, data):
+        def _create_run_file(self, name, data):
             if MODE == "mid-write" and self.count():
                 with open(self.path / name, "xb") as f:
                     f.write(data[: len(data) // 2])
                 die()
-            return super()._write_imported(name, data)
+            return super()._create_run_file(name, data)
 
         def _index_imported(self, name, data, plan):
             if MODE == "before-index" and self.count():
@@ -576,6 +576,8 @@ def event_uids_in_files(directory: Path) -> list[str]:
     ("documents", 2, 1), ("documents", 9, 1), ("documents", 14, 1),
     # whole-run copies between files stores: a torn new file, or a file not yet indexed
     ("mid-write", 2, 1), ("before-index", 2, 0),
+    # and after two runs were indexed in a transaction deferred_sync() kept open
+    ("before-index", 3, 0),
 ])
 def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path, mode: str,
                                                 kill_at: int, completed: int) -> None:
@@ -609,10 +611,11 @@ def test_killed_copy_resumes_without_duplicates(src: MemoryStore, tmp_path: Path
 # --------------------------------------------------------------------------- whole run files
 def hand_written_run(directory: Path, *, start_extra: dict[str, Any] | None = None,
                      event_extra: dict[str, Any] | None = None, stop: bool = True,
-                     n: int = 4) -> tuple[str, bytes]:
+                     n: int = 4, descriptor_uid: str | None = None,
+                     event_first: bool = False) -> tuple[str, bytes]:
     """A suitcase-jsonl style run file written by hand (as another program would)."""
     uid = str(uuid.uuid4())
-    desc = str(uuid.uuid4())
+    desc = descriptor_uid or str(uuid.uuid4())
     docs: list[tuple[str, dict[str, Any]]] = [
         ("start", {"uid": uid, "time": 100.0, "scan_id": 1, **(start_extra or {})}),
         ("descriptor", {"uid": desc, "run_start": uid, "time": 100.5, "name": "primary",
@@ -622,6 +625,8 @@ def hand_written_run(directory: Path, *, start_extra: dict[str, Any] | None = No
         docs.append(("event", {"uid": str(uuid.uuid4()), "descriptor": desc, "time": 101.0 + i,
                                "seq_num": i + 1, "data": {"x": i * 1.5},
                                "timestamps": {"x": 101.0 + i}, **(event_extra or {})}))
+    if event_first:  # an event before its descriptor: readers cope, insert would not
+        docs.insert(1, docs.pop(2))
     if stop:
         docs.append(("stop", {"uid": str(uuid.uuid4()), "run_start": uid, "time": 200.0,
                               "exit_status": "success", "num_events": {"primary": n}}))
@@ -661,7 +666,7 @@ def test_files_to_files_copies_stopped_runs_as_their_files(src: MemoryStore,
     assert again.skipped == all_uids(a)
 
 
-@pytest.mark.parametrize("case", ["dollar key", "extra event key", "no stop"])
+@pytest.mark.parametrize("case", ["dollar key", "extra event key", "no stop", "event first"])
 def test_whole_run_copy_gives_way_to_the_document_path(tmp_path: Path, case: str) -> None:
     """A run file that insert would refuse or change is not copied byte for byte: the
     document path refuses it (nothing written) or writes what insert keeps."""
@@ -670,6 +675,7 @@ def test_whole_run_copy_gives_way_to_the_document_path(tmp_path: Path, case: str
         "dollar key": {"start_extra": {"sample": {"$where": "1"}}},
         "extra event key": {"event_extra": {"note": "kept by nobody"}},
         "no stop": {"stop": False},
+        "event first": {"event_first": True},
     }[case]
     uid, data = hand_written_run(tmp_path / "a", **kwargs)
     a = FileStore(path=tmp_path / "a", read_only=True)
@@ -687,6 +693,28 @@ def test_whole_run_copy_gives_way_to_the_document_path(tmp_path: Path, case: str
     assert len(events) == 4
     assert all("note" not in e for e in events)
     assert (b.get_run_stop(uid) is None) == (case == "no stop")
+    first_lines = [json.loads(line)[0] for line in copied.read_text().splitlines()[:2]]
+    assert first_lines == ["start", "descriptor"]
+
+
+def test_whole_run_copy_never_reuses_a_descriptor_uid_already_here(tmp_path: Path) -> None:
+    """A run file whose descriptor uid another run in the destination already has is not
+    copied byte for byte (the destination would hold one uid twice): the document path
+    refuses it and says why."""
+    FileStore = files_store_class()
+    first_uid, _ = hand_written_run(tmp_path / "a")
+    b = FileStore(path=tmp_path / "b")
+    assert copy_runs(FileStore(path=tmp_path / "a", read_only=True), b,
+                     progress=False).copied == [first_uid]
+    descriptor_uid = b.get_descriptors(first_uid)[0]["uid"]
+    second_uid, _ = hand_written_run(tmp_path / "c", descriptor_uid=descriptor_uid)
+    report = copy_runs(FileStore(path=tmp_path / "c", read_only=True), b, progress=False)
+    assert report.copied == [] and not report.ok, report.summary()
+    problems = [r for r in report.failed + report.conflicts if r.uid == second_uid]
+    assert problems and descriptor_uid in problems[0].message
+    assert not (tmp_path / "b" / f"{second_uid}.jsonl").exists() or (
+        b.get_descriptors(second_uid) == [])
+    assert b.get_descriptors(first_uid)[0]["run_start"] == first_uid
 
 
 def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "DocumentValueError", "json_copy", "key_problem", "sanitize"]
+import orjson
+
+__all__ = [
+    "MAX_DEPTH", "DocumentValueError", "json_copy", "key_problem", "loads_json", "sanitize"
+]
+
+# Bytes to b"0" for digits, b" " for the rest: a run of 19 digits then shows as b"0" * 19.
+_DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_json(text: bytes) -> Any:
+    """``json.loads``, by orjson (about three times faster) wherever that gives the same value.
+
+    orjson turns integers outside [-2**63, 2**64) into floats, and refuses ``NaN``,
+    ``Infinity`` and lone surrogates, all of which Python's json writes and reads.  Text with
+    a run of 19 or more digits (every such integer has one) goes to ``json`` at once; text
+    orjson refuses goes there after it, and raises ``json``'s own error if it is not JSON.
+    """
+    if _LONG_NUMBER not in text.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def json_copy(value: Any) -> Any:

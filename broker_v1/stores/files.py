@@ -27,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import itertools
 import json
 import math
+import operator
 import os
 import re
 import sqlite3
@@ -56,7 +58,7 @@ from ..errors import (
     UnsafeUid,
 )
 from ._query import QueryMatcher, searchable_text, split_text
-from ._util import DocumentValueError, json_copy, sanitize
+from ._util import DocumentValueError, json_copy, loads_json, sanitize
 from .base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
 from .memory import _Columns, _sort_key
 
@@ -402,7 +404,7 @@ def _parse_lines(lines: list[tuple[int, bytes]], path: Path) -> list[tuple[str, 
     enabled = gc.isenabled()
     gc.disable()
     try:
-        items = json.loads(b"[" + b",".join(line for _, line in lines) + b"]")
+        items = loads_json(b"[" + b",".join(line for _, line in lines) + b"]")
     except (ValueError, RecursionError):
         items = None
     finally:
@@ -703,7 +705,7 @@ def _read_cache(path: Path, source: Mapping[str, Any], name: str) -> _RunData | 
         rd = _RunData(name, "jsonl")
         docs = bytes(blob(header["docs"])).split(b"\n")
         docs.pop()
-        for item in json.loads(b"[" + b",".join(docs) + b"]"):
+        for item in loads_json(b"[" + b",".join(docs) + b"]"):
             rd.add_doc(*_check_pair(item, path, None))
         for descriptor, entry in header["descriptors"].items():
             cols = _Columns()
@@ -855,6 +857,10 @@ def _read_msgpack(path: Path) -> tuple[list[tuple[str, Doc]], int, int]:
 # ---------------------------------------------------------------------------- the store
 #: Most stop fsyncs in flight at once inside ``deferred_sync()`` (each holds a descriptor).
 _MAX_PENDING_SYNCS = 64
+#: Inside ``deferred_sync()``, whole-run copies share one index transaction of at most this many
+#: runs or seconds: far fewer commits, and the write lock is never held for long.
+_BATCH_RUNS = 200
+_BATCH_SECONDS = 0.25
 
 
 def _fsync_and_close(fd: int) -> None:
@@ -957,6 +963,9 @@ class FileStore(DocumentStore):
         self._sync_pool: Any = None
         self._pending_syncs: deque[tuple[str, Any]] = deque()
         self._dir_unsynced = False
+        # the index transaction whole-run copies keep open inside deferred_sync()
+        self._batch_runs = 0
+        self._batch_began = 0.0
         self._db: sqlite3.Connection | None = None
         self._db_ident: tuple[int, int] | None = None
         self._dir_mtime: int | None = None
@@ -1236,6 +1245,7 @@ class FileStore(DocumentStore):
         """Run ``fn`` in one index transaction; a corrupt index is rebuilt from the files
         instead (which then already holds whatever ``fn`` would have recorded)."""
         with self._lock:
+            self._commit_batch()
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -1248,12 +1258,61 @@ class FileStore(DocumentStore):
                     raise
                 return result
             except sqlite3.DatabaseError as err:
-                if not _is_corrupt(err):
-                    if isinstance(err, sqlite3.OperationalError):
-                        raise self._index_unusable("update", err) from err
-                    raise
-                self._recover()
+                self._index_write_failed(err)
                 return None
+
+    def _index_write_failed(self, err: sqlite3.DatabaseError) -> None:
+        """Rebuild a corrupt index from the files; raise for anything else."""
+        if not _is_corrupt(err):
+            if isinstance(err, sqlite3.OperationalError):
+                raise self._index_unusable("update", err) from err
+            raise err
+        self._recover()
+
+    def _write_batched(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """``_write`` for whole-run copies: inside ``deferred_sync()`` the transaction stays
+        open for the next runs and is committed when it is full or old, before any other
+        write, and when the block ends.  Its rows are seen at once by this store (same
+        connection); other stores see them at the commit.  A run file whose rows are rolled
+        back or never committed (a crash) is still in the directory, and the next refresh
+        indexes it, as it would a file another program wrote."""
+        with self._lock:
+            if not self._deferred:
+                self._write(fn)
+                return
+            conn = self._conn()
+            try:
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._batch_runs, self._batch_began = 0, time.monotonic()
+                fn(conn)
+            except BaseException as err:
+                self._abandon_batch(conn)
+                if isinstance(err, sqlite3.DatabaseError):
+                    self._index_write_failed(err)
+                    return
+                raise
+            self._batch_runs += 1
+            if (self._batch_runs >= _BATCH_RUNS
+                    or time.monotonic() - self._batch_began > _BATCH_SECONDS):
+                self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """Commit the transaction ``_write_batched`` left open, if any."""
+        with self._lock:
+            conn = self._db
+            if conn is None or not conn.in_transaction:
+                return
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as err:
+                self._abandon_batch(conn)
+                self._index_write_failed(err)
+
+    def _abandon_batch(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        self._dir_mtime = None  # the next refresh scans the directory and indexes those files
 
     # ------------------------------------------------------------------ refreshing the index
     def _refresh(self, *, deep: bool = False) -> None:
@@ -1510,7 +1569,9 @@ class FileStore(DocumentStore):
         self._insert_run_row(conn, name, start)
         return uid
 
-    def _insert_run_row(self, conn: sqlite3.Connection, name: str, start: Doc) -> None:
+    def _insert_run_row(
+        self, conn: sqlite3.Connection, name: str, start: Doc, stop: Doc | None = None
+    ) -> None:
         text = json.dumps(start)
         scan_id = start.get("scan_id")
         odd = 0
@@ -1520,9 +1581,10 @@ class FileStore(DocumentStore):
         elif type(scan_id) is int and abs(scan_id) >= 2**63:
             scan_id, odd = None, 1
         words = _sql_text(searchable_text(start))
+        stop_uid = None if stop is None else stop.get("uid")
         cur = conn.execute(
-            "INSERT INTO runs (uid, file, time, scan_id, scan_id_odd, start, json_ok, text) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (uid, file, time, scan_id, scan_id_odd, start, json_ok, text, "
+            "stop, stop_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 start["uid"],
                 name,
@@ -1532,6 +1594,8 @@ class FileStore(DocumentStore):
                 text,
                 int(_json_ok(text)),
                 words,
+                None if stop is None else json.dumps(stop),
+                stop_uid if isinstance(stop_uid, str) and _sqlable(stop_uid) else None,
             ),
         )
         if self._fts:
@@ -2304,6 +2368,7 @@ class FileStore(DocumentStore):
                 self._sync_timer = None
             if os.getpid() == self._pid:
                 self._flush_all_states(close=True)
+                self._commit_batch()
                 self._close_db()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
@@ -2779,6 +2844,12 @@ class FileStore(DocumentStore):
         self._pending_syncs.append((name, self._sync_pool.submit(_fsync_and_close, fd)))
 
     def _finish_deferred_syncs(self) -> None:
+        try:
+            self._commit_batch()
+        finally:
+            self._wait_for_syncs()
+
+    def _wait_for_syncs(self) -> None:
         failed = []
         while self._pending_syncs:
             name, future = self._pending_syncs.popleft()
@@ -2830,9 +2901,11 @@ class FileStore(DocumentStore):
         plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
         if plan is None:
             return None
+        fd = self._create_run_file(name, data)
+        if fd is None:
+            return None
         with self._write_lock, self._lock:
-            if not self._write_imported(name, data):
-                return None
+            self._keep_run_file(name, fd)
             self._index_imported(name, data, plan)
         cached = source._cache_path(name)
         if self.columnar_cache and cached.is_file():
@@ -2858,23 +2931,33 @@ class FileStore(DocumentStore):
         if not data.endswith(b"\n") or b"\n\n" in data or b"\r" in data:
             return None
         try:
-            items = json.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+            items = loads_json(b"[" + data[:-1].replace(b"\n", b",") + b"]")
         except (ValueError, RecursionError):
             return None
         if len(items) < 2 or items[0] != ["start", start] or items[-1][0] != "stop":
             return None
+        # Whole-list passes (C loops) wherever they can replace a Python loop per document.
+        if set(map(type, items)) != {list} or set(map(len, items)) != {2}:
+            return None
+        names = list(map(_first, items))
+        docs = list(map(_second, items))
+        if set(map(type, docs)) != {dict}:
+            return None
+        is_event = list(map(_EVENT.__eq__, names))
         plan = _ImportPlan(uid)
         try:
-            for item in items:
-                if type(item) is not list or len(item) != 2 or type(item[1]) is not dict:
-                    return None
-                doc_name, doc = item
-                if doc_name != "event":  # single events are checked as pages below
-                    sanitize(doc)  # the key and nesting rules every store applies
+            for position in itertools.compress(range(len(docs)), map(operator.not_, is_event)):
+                doc_name, doc = names[position], docs[position]
+                sanitize(doc)  # the key and nesting rules every store applies
                 if not plan.add(self, doc_name, doc):
                     return None
-            if not plan.check_single_events(self):
-                return None
+                if doc_name == "descriptor":
+                    plan.descriptor_at[doc["uid"]] = position
+            if True in is_event:  # single events: checked together, as pages
+                plan.single_events = list(itertools.compress(docs, is_event))
+                plan.event_at = list(itertools.compress(range(len(docs)), is_event))
+                if not plan.check_single_events(self):
+                    return None
         except (InvalidDocument, DocumentValueError, KeyError, TypeError, AttributeError):
             return None
         if plan.external_refs - plan.datum_ids or self._any_member(plan.members):
@@ -2884,18 +2967,23 @@ class FileStore(DocumentStore):
         return plan
 
     def _any_member(self, members: list[tuple[str, str, str]]) -> bool:
-        uids = [m[1] for m in members]
-        for i in range(0, len(uids), 500):
-            chunk = uids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            if self._read(f"SELECT 1 FROM members WHERE uid IN ({marks}) LIMIT 1", chunk):
-                return True
+        by_kind: dict[str, list[str]] = {}
+        for kind, uid, _file in members:
+            by_kind.setdefault(kind, []).append(uid)
+        for kind, uids in by_kind.items():
+            for i in range(0, len(uids), 500):
+                chunk = uids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                # kind first: the primary key's order, so this is a lookup, not a scan
+                sql = f"SELECT 1 FROM members WHERE kind = ? AND uid IN ({marks}) LIMIT 1"
+                if self._read(sql, [kind, *chunk]):
+                    return True
         return False
 
-    def _write_imported(self, name: str, data: bytes) -> bool:
-        """Create the run file holding exactly ``data`` (read back and compared).
+    def _create_run_file(self, name: str, data: bytes) -> int | None:
+        """Create the run file holding exactly ``data`` (read back and compared); its fd.
 
-        False when the file appeared meanwhile (nothing written).  On any failure the new
+        ``None`` when the file appeared meanwhile (nothing written).  On any failure the new
         file is removed again, so the run is either all there or not at all.
         """
         path = self.path / name
@@ -2903,7 +2991,7 @@ class FileStore(DocumentStore):
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
-            return False
+            return None
         except OSError as err:
             raise self._cannot_open(path, err) from err
         try:
@@ -2912,8 +3000,6 @@ class FileStore(DocumentStore):
                 view = view[os.write(fd, view) :]
             if os.pread(fd, len(data) + 1, 0) != data:
                 raise OSError(errno.EIO, "the run file read back differs from what was written")
-            if not self._deferred:
-                os.fsync(fd)
         except OSError as err:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -2922,14 +3008,26 @@ class FileStore(DocumentStore):
                 f"{self.describe()}: could not write run file {path} ({err.strerror}). "
                 "Nothing of the run was kept; check the disk and copy again."
             ) from err
+        return fd
+
+    def _keep_run_file(self, name: str, fd: int) -> None:
+        """Sync a created run file now, or (in ``deferred_sync()``) in the background."""
         if self._deferred:
-            assert self._sync_pool is not None
             self._queue_sync(name, fd)
             self._dir_unsynced = True
-        else:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path / name)
+            raise StoreUnavailable(
+                f"{self.describe()}: could not flush run file {self.path / name} to disk "
+                f"({err.strerror}). Nothing of the run was kept; check the disk and copy again."
+            ) from err
+        finally:
             os.close(fd)
-            self._fsync_directory()
-        return True
+        self._fsync_directory()
 
     def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
         path = self.path / name
@@ -2937,13 +3035,14 @@ class FileStore(DocumentStore):
         head_crc = zlib.crc32(data[: data.index(b"\n") + 1])
 
         def record(conn: sqlite3.Connection) -> None:
-            self._forget_file(conn, name)
-            self._insert_run_row(conn, name, plan.start)
+            # Rows of a file this name once held, if it vanished since the last refresh.
+            if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
+                self._forget_file(conn, name)
+            self._insert_run_row(conn, name, plan.start, plan.stop)
             self._record_members(conn, plan.members)
-            self._record_stop(conn, plan.uid, plan.stop)
             self._set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
 
-        self._write(record)
+        self._write_batched(record)
         self._run_file[plan.uid] = name
 
     def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
@@ -3118,12 +3217,13 @@ class _ImportPlan:
         self.datum_ids: set[str] = set()
         self.external_refs: set[str] = set()
         self.members: list[tuple[str, str, str]] = []
-        self.single_events: dict[str, list[Doc]] = {}
+        self.single_events: list[Doc] = []
+        self.event_at: list[int] = []  # where each single event is in the file
+        self.descriptor_at: dict[str, int] = {}
 
     def add(self, store: DocumentStore, name: str, doc: Doc) -> bool:
-        """Check one document as ``insert`` would; False if it needs the general path."""
-        if name == "event":
-            return self._add_event(doc)
+        """Check one document (not a single event) as ``insert`` would; False if it needs
+        the general path."""
         if self.stop or not _finite_time(doc, required=name in ("start", "descriptor", "stop")):
             return False  # nothing may follow the stop
         if name == "start":
@@ -3171,19 +3271,6 @@ class _ImportPlan:
         self.documents += 1
         return True
 
-    def _add_event(self, doc: Doc) -> bool:
-        # Checked together, as the page they make, once the file is read (far cheaper than
-        # one by one); here only what packing them would hide.
-        if self.stop or not (_EVENT_REQUIRED <= doc.keys() <= _EVENT_KEYS_KEPT):
-            return False  # after the stop, missing fields, or extra keys insert would drop
-        keys = self.keys.get(doc["descriptor"])
-        if keys is None or doc["data"].keys() != keys or doc["timestamps"].keys() != keys:
-            return False
-        if doc.get("filled"):
-            return False  # filled flags: the general path handles them
-        self.single_events.setdefault(doc["descriptor"], []).append(doc)
-        return True
-
     def _add_page(self, store: DocumentStore, doc: Doc) -> bool:
         keys = self.keys.get(doc.get("descriptor"))  # type: ignore[arg-type]
         if keys is None:
@@ -3192,19 +3279,44 @@ class _ImportPlan:
         return self._add_rows(doc)
 
     def check_single_events(self, store: DocumentStore) -> bool:
-        """Check the single events as the pages of their descriptors; False if any fails."""
-        for descriptor, events in self.single_events.items():
-            keys = self.keys[descriptor]
+        """Check the single events, as the pages of their descriptors, as ``insert`` would;
+        False if any would not pass unchanged.  Column by column, mostly in C."""
+        events = self.single_events
+        if not all(_EVENT_REQUIRED <= keys <= _EVENT_KEYS_KEPT
+                   for keys in set(map(frozenset, events))):
+            return False  # missing fields, or extra keys insert would drop
+        if any(map(bool, map(_get_filled, events))):
+            return False  # filled flags: the general path handles them
+        descriptors = list(map(_get_descriptor, events))
+        for descriptor in dict.fromkeys(descriptors):
+            keys = self.keys.get(descriptor)
+            if keys is None or self.event_at[descriptors.index(descriptor)] < self.descriptor_at[
+                    descriptor]:
+                return False  # no such descriptor, or an event before it
+            if len(self.keys) == 1:
+                group = events
+            else:
+                group = list(itertools.compress(
+                    events, map(operator.eq, descriptors, itertools.repeat(descriptor))))
+            data = list(map(_get_data, group))
+            timestamps = list(map(_get_timestamps, group))
+            if set(map(type, data)) != {dict} or set(map(type, timestamps)) != {dict}:
+                return False
+            if set(map(frozenset, data)) != {keys} or set(map(frozenset, timestamps)) != {keys}:
+                return False
             page = {
                 "descriptor": descriptor,
-                "uid": [e["uid"] for e in events],
-                "time": [e["time"] for e in events],
-                "seq_num": [e["seq_num"] for e in events],
-                "data": {k: [e["data"][k] for e in events] for k in keys},
-                "timestamps": {k: [e["timestamps"][k] for e in events] for k in keys},
+                "uid": [e["uid"] for e in group],
+                "time": [e["time"] for e in group],
+                "seq_num": [e["seq_num"] for e in group],
+                "data": {k: list(map(operator.itemgetter(k), data)) for k in keys},
+                "timestamps": {k: list(map(operator.itemgetter(k), timestamps)) for k in keys},
             }
-            sanitize(page)
-            store._check_event_page(page, lambda _name, _doc: keys)
+            for part in ("data", "timestamps"):
+                for column in page[part].values():
+                    if not set(map(type, column)) <= _PLAIN_TYPES:
+                        sanitize(column)  # nested values: the key and nesting rules
+            store._check_event_page(page, lambda _name, _doc: keys)  # noqa: B023
             if not self._add_rows(page):
                 return False
         return True
@@ -3282,6 +3394,19 @@ _EVENT_KEYS_KEPT = frozenset(
     {"descriptor", "uid", "time", "seq_num", "data", "timestamps", "filled"}
 )
 _EVENT_REQUIRED = _EVENT_KEYS_KEPT - {"filled"}
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_EVENT = "event"
+#: Whether the index holds any row of a file name (one statement instead of three deletes).
+_NAME_INDEXED = (
+    "SELECT EXISTS (SELECT 1 FROM files WHERE name = ?) OR EXISTS (SELECT 1 FROM runs "
+    "WHERE file = ?) OR EXISTS (SELECT 1 FROM members WHERE file = ?)"
+)
+_first = operator.itemgetter(0)
+_second = operator.itemgetter(1)
+_get_descriptor = operator.itemgetter("descriptor")
+_get_data = operator.itemgetter("data")
+_get_timestamps = operator.itemgetter("timestamps")
+_get_filled = operator.methodcaller("get", "filled")
 
 
 def _single_event(page: Doc) -> Doc:

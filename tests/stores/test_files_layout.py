@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -532,6 +533,64 @@ def test_deferred_sync_reports_a_failed_fsync_when_the_block_ends(tmp_path, monk
             _fsynced_inodes(monkeypatch, fail={inode})
             store.insert("stop", run.docs[-1][1])  # returns at once; its fsync fails later
     assert store.get_run_stop(run.uid) == run.docs[-1][1]
+
+
+def test_whole_run_copies_in_deferred_sync_share_an_index_transaction(tmp_path, monkeypatch):
+    """Inside deferred_sync() whole-run copies are indexed in one transaction kept open across
+    runs: this store reads each run at once; the index file (other processes) has them once
+    it is committed: before any other write, and when the block ends."""
+    import broker_v1.stores.files as files_module
+
+    monkeypatch.setattr(files_module, "_BATCH_RUNS", 10**6)
+    monkeypatch.setattr(files_module, "_BATCH_SECONDS", 1e9)
+    source = FileStore(path=tmp_path / "a")
+    runs = [r for r in sample_runs() if r.docs[-1][0] == "stop"]
+    insert_all(source, runs)
+    store = FileStore(path=tmp_path / "b")
+    index = store._db_location
+
+    def committed_runs() -> int:
+        conn = sqlite3.connect(index)
+        try:
+            return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        finally:
+            conn.close()
+
+    copied = []
+    with store.deferred_sync():
+        for run in runs:
+            if store.copy_run_from(source, run.uid) is not None:
+                copied.append(run)
+        assert len(copied) >= 3
+        assert committed_runs() == 0
+        for run in copied:
+            assert store.get_run_start(run.uid) == run.docs[0][1]
+        extra = {"uid": "extra-run", "time": 1.0, "scan_id": 1}
+        store.insert("start", extra)  # another write: the copies are committed first
+        assert committed_runs() == len(copied) + 1
+    assert committed_runs() == len(copied) + 1
+    reopened = FileStore(path=tmp_path / "b", read_only=True)
+    assert sorted(reopened.find_run_starts({}), key=lambda d: d["uid"]) == sorted(
+        [r.docs[0][1] for r in copied] + [extra], key=lambda d: d["uid"])
+
+
+def test_whole_run_copies_committed_when_deferred_sync_ends(tmp_path, monkeypatch):
+    """The index transaction of whole-run copies is committed when the block ends."""
+    import broker_v1.stores.files as files_module
+
+    monkeypatch.setattr(files_module, "_BATCH_SECONDS", 1e9)
+    source = FileStore(path=tmp_path / "a")
+    runs = [r for r in sample_runs() if r.docs[-1][0] == "stop"]
+    insert_all(source, runs)
+    store = FileStore(path=tmp_path / "b")
+    with store.deferred_sync():
+        copied = [r.uid for r in runs if store.copy_run_from(source, r.uid) is not None]
+    conn = sqlite3.connect(store._db_location)
+    try:
+        indexed = {uid for (uid,) in conn.execute("SELECT uid FROM runs")}
+    finally:
+        conn.close()
+    assert copied and indexed == set(copied)
 
 
 def test_sigkill_writer_loses_nothing_acknowledged(tmp_path):
