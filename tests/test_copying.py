@@ -666,6 +666,33 @@ def test_files_to_files_copies_stopped_runs_as_their_files(src: MemoryStore,
     assert again.skipped == all_uids(a)
 
 
+@pytest.mark.parametrize("link", ["hard link", "stale cache here", "links refused"])
+def test_whole_run_copy_brings_the_columnar_cache(tmp_path: Path, link: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source's columnar cache comes along (a hard link, or a copy where links are
+    refused), replacing whatever an earlier store left at that path."""
+    FileStore = files_store_class()
+    uid, _ = hand_written_run(tmp_path / "a")
+    a = FileStore(path=tmp_path / "a")
+    a.get_run_stop(uid)
+    list(a.iter_event_pages(a.get_descriptors(uid)[0]["uid"]))  # reading builds the cache
+    cached = tmp_path / "a" / ".broker_v1" / "cache" / f"{uid}.jsonl.cols"
+    assert cached.is_file()
+    target = tmp_path / "b" / ".broker_v1" / "cache" / f"{uid}.jsonl.cols"
+    if link == "stale cache here":
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"left by an earlier store")
+    if link == "links refused":
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", refuse)
+    b = FileStore(path=tmp_path / "b")
+    assert copy_runs(a, b, progress=False).copied == [uid]
+    assert target.read_bytes() == cached.read_bytes()
+    assert (target.stat().st_ino == cached.stat().st_ino) == (link != "links refused")
+    assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize("case", ["dollar key", "extra event key", "no stop", "event first"])
 def test_whole_run_copy_gives_way_to_the_document_path(tmp_path: Path, case: str) -> None:
     """A run file that insert would refuse or change is not copied byte for byte: the

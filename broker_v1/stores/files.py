@@ -33,6 +33,7 @@ import math
 import operator
 import os
 import re
+import shutil
 import sqlite3
 import stat as stat_module
 import struct
@@ -938,6 +939,7 @@ class FileStore(DocumentStore):
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}.")
         self.path = Path(os.fspath(path)).expanduser().absolute()
+        self._dirname = str(self.path)  # for the hot paths, where pathlib's cost shows
         self.page_size = int(page_size)
         self.fsync_interval = float(fsync_interval)
         self.torn_grace = float(torn_grace)
@@ -2891,10 +2893,10 @@ class FileStore(DocumentStore):
         if row is None or row[2] is None or not str(row[0]).endswith(".jsonl"):
             return None
         name = run_start_uid + ".jsonl"
-        if row[0] != name or (self.path / name).exists():
+        if row[0] != name or os.path.lexists(os.path.join(self._dirname, name)):
             return None
         try:
-            with open(source.path / name, "rb") as f:
+            with open(os.path.join(source._dirname, name), "rb") as f:
                 data = f.read()
         except OSError:
             return None
@@ -2907,23 +2909,36 @@ class FileStore(DocumentStore):
         with self._write_lock, self._lock:
             self._keep_run_file(name, fd)
             self._index_imported(name, data, plan)
-        cached = source._cache_path(name)
-        if self.columnar_cache and cached.is_file():
-            # Same name, same bytes: the source's columnar copy is valid here as it is.
-            # Caches are replaced, never changed in place, so a hard link is a safe copy.
-            with contextlib.suppress(OSError):
-                target = self._cache_path(name)
-                target.parent.mkdir(parents=True, exist_ok=True)
+        if self.columnar_cache:
+            self._link_cache(source, name)
+        return RunCopy(plan.documents, len(data), plan.events, plan.datums)
+
+    def _link_cache(self, source: FileStore, name: str) -> None:
+        """Give a whole-run copy the source's columnar cache, if it has one (best effort).
+
+        Same name, same bytes: the source's cache is valid here as it is.  Caches are
+        replaced, never changed in place, so a hard link is a safe copy.
+        """
+        cached = os.path.join(source._dirname, STATE_DIR, CACHE_DIR, name + ".cols")
+        target = os.path.join(self._dirname, STATE_DIR, CACHE_DIR, name + ".cols")
+        with contextlib.suppress(OSError):
+            for _attempt in (1, 2):
                 try:
                     os.link(cached, target)
+                    return
+                except FileNotFoundError:
+                    if not os.path.exists(cached):
+                        return  # the source has none
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
                 except FileExistsError:
                     os.unlink(target)  # left by an earlier store at this path
-                    os.link(cached, target)
                 except OSError:  # another file system, or links not allowed
-                    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                    tmp.write_bytes(cached.read_bytes())
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    tmp = os.path.join(os.path.dirname(target), f".{name}.{os.getpid()}.tmp")
+                    with open(cached, "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
                     os.replace(tmp, target)
-        return RunCopy(plan.documents, len(data), plan.events, plan.datums)
+                    return
 
     def _plan_import(self, data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
         """Check a run file's documents as ``insert`` would; ``None`` if any would not pass
@@ -2986,14 +3001,14 @@ class FileStore(DocumentStore):
         ``None`` when the file appeared meanwhile (nothing written).  On any failure the new
         file is removed again, so the run is either all there or not at all.
         """
-        path = self.path / name
+        path = os.path.join(self._dirname, name)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
             return None
         except OSError as err:
-            raise self._cannot_open(path, err) from err
+            raise self._cannot_open(Path(path), err) from err
         try:
             view = memoryview(data)
             while view:
@@ -3030,8 +3045,7 @@ class FileStore(DocumentStore):
         self._fsync_directory()
 
     def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
-        path = self.path / name
-        st = os.stat(path)
+        st = os.stat(os.path.join(self._dirname, name))
         head_crc = zlib.crc32(data[: data.index(b"\n") + 1])
 
         def record(conn: sqlite3.Connection) -> None:
@@ -3356,7 +3370,7 @@ def _uid_problem(uid: Any) -> str | None:
         return "it names a directory"
     if "/" in uid or "\\" in uid or (os.altsep and os.altsep in uid):
         return "it contains a path separator"
-    if any(ord(c) < 32 or ord(c) == 127 for c in uid):
+    if _CONTROL_CHARACTER.search(uid):
         return "it contains control characters"
     if uid.startswith("."):
         return "it starts with '.', which marks the store's own hidden files"
@@ -3396,6 +3410,7 @@ _EVENT_KEYS_KEPT = frozenset(
 _EVENT_REQUIRED = _EVENT_KEYS_KEPT - {"filled"}
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
 _EVENT = "event"
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 #: Whether the index holds any row of a file name (one statement instead of three deletes).
 _NAME_INDEXED = (
     "SELECT EXISTS (SELECT 1 FROM files WHERE name = ?) OR EXISTS (SELECT 1 FROM runs "
