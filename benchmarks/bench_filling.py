@@ -15,8 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from workload import image_run_documents  # noqa: E402
 from handlers import NpySeqHandler  # noqa: E402
+from workload import image_run_documents  # noqa: E402
 
 from broker_v1 import Broker  # noqa: E402
 from broker_v1.stores.memory import MemoryStore  # noqa: E402

@@ -122,7 +122,9 @@ def _slice_starts(store: DocumentStore, key: slice) -> list[dict[str, Any]]:
             "negative start, e.g. db[-10:]."
         )
     for part, value in (("start", start), ("stop", stop), ("step", step)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral)
+        ):
             raise ValueError(f"Slice {part} must be an integer, got {value!r}. {_USAGE}")
     if start >= 0:
         raise ValueError(

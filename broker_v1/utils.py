@@ -12,7 +12,7 @@ __all__ = [
     "ALL",
     "DOCT_NAMES",
     "DeprecatedDoct",
-    "DuplicateHandler",
+    "DuplicateHandler",  # noqa: F822 (loaded on first use by __getattr__)
     "get_fields",
     "stream_name_of",
     "wrap_in_deprecated_doct",

@@ -224,7 +224,7 @@ def test_alias_and_dynamic_alias(filled_db):
     with pytest.raises(ValueError, match="already an attribute"):
         filled_db.alias("get_table", plan_name="x")
     with pytest.raises(AttributeError):
-        filled_db.no_such_alias
+        _ = filled_db.no_such_alias
 
 
 # ---------------------------------------------------------------------- insert path

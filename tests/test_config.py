@@ -19,7 +19,8 @@ from broker_v1.config import config_search_path, describe_configs
          "store.read_only"),
         ({"store": {}}, r"store.backend is missing", "store.backend"),
         ({"store": "memory"}, r"'store' must be a mapping", "store"),
-        ({"store": {"backend": "memory"}, "timezone": "Mars/Base"}, r"not a known IANA", "timezone"),
+        ({"store": {"backend": "memory"}, "timezone": "Mars/Base"}, r"not a known IANA",
+         "timezone"),
         ({"store": {"backend": "memory"}, "root_map": ["a"]}, r"root_map must be a mapping",
          "root_map"),
         ({"store": {"backend": "memory"}, "handlers": {"NPY": "x"}}, r"handlers.NPY must be",
@@ -211,7 +212,8 @@ def test_named_intake_entry(tmp_path, monkeypatch):
         Broker.named("multi.c")
 
 
-@pytest.mark.parametrize("catalog", ["msgpack_HEAD/simple_catalog", "msgpack_HEAD/another_simple_catalog"])
+@pytest.mark.parametrize("catalog", ["msgpack_HEAD/simple_catalog",
+                                     "msgpack_HEAD/another_simple_catalog"])
 def test_real_databroker_pack_catalogs_open(catalog, tmp_path):
     """The real databroker-pack catalogs open from their catalog.yml, read-only, and fill."""
     import shutil

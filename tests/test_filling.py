@@ -235,7 +235,7 @@ def test_filling_many_frames_keeps_memory_bounded(tmp_path):
     desc = bundle.compose_descriptor(name="primary", data_keys={
         "img": {"source": "c", "dtype": "array", "shape": list(shape), "external": "X:"}})
     db.insert("descriptor", desc.descriptor_doc)
-    for r, path in enumerate(paths):
+    for path in paths:
         res = bundle.compose_resource(spec="AD_HDF5_TEST", root=str(tmp_path),
                                       resource_path=path.name, resource_kwargs={})
         db.insert("resource", res.resource_doc)

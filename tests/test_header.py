@@ -102,7 +102,7 @@ def test_default_prepare_hook_warns_on_dot_access(filled_db):
     with pytest.raises(doct.DocumentIsReadOnly):
         start["plan_name"] = "x"
     with pytest.raises(AttributeError):
-        start.no_such_key
+        _ = start.no_such_key
     with pytest.warns(UserWarning, match="_name"):
         assert start._name == "Run Start"
 

@@ -142,7 +142,7 @@ def test_run_metadata_streams_and_repr(v2db):
     assert repr(run) == f"<BlueskyRun uid={uids[0]!r}>"
     assert run() is run and run.get() is run
     with pytest.raises(AttributeError, match="streams: baseline, primary"):
-        run.nothing
+        _ = run.nothing
     with pytest.raises(NotImplementedError):
         run.read()
     assert repr(run.primary) == f"<BlueskyEventStream 'primary' from Run {uids[0][:8]}...>"
@@ -238,7 +238,8 @@ def test_configured_catalog_discovery(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "solo.yml").write_text("store: {backend: memory}\n")
     (folder / "csx.yml").write_text(yaml.safe_dump({"sources": {
-        "raw": {"driver": "bluesky-jsonl-catalog", "args": {"paths": [str(tmp_path / "raw/*.jsonl")]}},
+        "raw": {"driver": "bluesky-jsonl-catalog",
+                "args": {"paths": [str(tmp_path / "raw/*.jsonl")]}},
         "processed": {"driver": "bluesky-jsonl-catalog",
                       "args": {"paths": [str(tmp_path / "proc/*.jsonl")]}}}}))
     monkeypatch.setenv("BROKER_V1_CONFIG_PATH", str(folder))
@@ -255,7 +256,7 @@ def test_configured_catalog_discovery(tmp_path, monkeypatch):
     with pytest.raises(KeyError, match="available"):
         catalog["nope"]
     with pytest.raises(AttributeError):
-        catalog.nope
+        _ = catalog.nope
 
 
 def test_ambiguous_prefix_in_catalog(store):

@@ -46,7 +46,9 @@ def available_stores() -> list[str]:
     return sorted(set(_BUILTIN) | set(_registered) | set(_entry_point_kinds()))
 
 
-def register_store(kind: str, cls_or_path: type[DocumentStore] | str, *, replace: bool = False) -> None:
+def register_store(
+    kind: str, cls_or_path: type[DocumentStore] | str, *, replace: bool = False
+) -> None:
     """Make a store class available under ``kind`` (a class or a ``"module:Class"`` path).
 
     Raises

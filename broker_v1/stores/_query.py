@@ -107,12 +107,15 @@ def _check_node(node: Any, store: str, depth: int) -> None:
             if key in FORBIDDEN_OPERATORS:
                 raise UnsupportedQuery(
                     f"The query operator {key!r} executes code on the server and is refused by "
-                    f"{store}. Express the condition with field operators such as $gt, $in, $regex.",
+                    f"{store}. Express the condition with field operators such as $gt, $in, "
+                    "$regex.",
                     operator=key,
                     store=store,
                 )
             if key in _LOGICAL and not (
-                isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value)
+                isinstance(value, list | tuple)
+                and value
+                and all(isinstance(v, Mapping) for v in value)
             ):
                 raise InvalidQuery(f"{key} needs a non-empty list of conditions, got {value!r}.")
             if key.startswith("$"):
@@ -207,7 +210,9 @@ def split_text(query: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         else:
             del rest["$and"]
     if _contains_text(rest):
-        raise InvalidQuery("$text may appear only at the top level of a query or in a top-level $and.")
+        raise InvalidQuery(
+            "$text may appear only at the top level of a query or in a top-level $and."
+        )
     if len(found) > 1:
         raise InvalidQuery("A query may hold only one $text clause.")
     return rest, (found[0] if found else None)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import math
 import numbers
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..documents import (
@@ -58,7 +58,7 @@ DEFAULT_SORT: Sort = (("time", -1), ("uid", -1))
 Doc = dict[str, Any]
 
 
-@dataclass
+@dataclasses.dataclass
 class RunCopy:
     """What :meth:`DocumentStore.copy_run_from` wrote for one run.
 
@@ -76,8 +76,8 @@ class RunCopy:
 
     documents: int
     bytes: int
-    events: dict = field(default_factory=dict)  # {descriptor uid: count}
-    datums: dict = field(default_factory=dict)  # {resource uid: count}
+    events: dict = dataclasses.field(default_factory=dict)  # {descriptor uid: count}
+    datums: dict = dataclasses.field(default_factory=dict)  # {resource uid: count}
 
 
 #: The exact types an event's time (``float``, ``int``; never ``bool``) and seq_num may have.
@@ -140,7 +140,8 @@ class DocumentStore(abc.ABC):
         return f"{self.backend} store"
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.describe()}{' (read-only)' if self.read_only else ''}>"
+        read_only = " (read-only)" if self.read_only else ""
+        return f"<{type(self).__name__} {self.describe()}{read_only}>"
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any], *, source: str | None = None) -> DocumentStore:
@@ -414,7 +415,9 @@ class DocumentStore(abc.ABC):
                 out[uid] = stop
         return out
 
-    def iter_events(self, descriptor_uid: str, *, fields: Iterable[str] | None = None) -> Iterator[Doc]:
+    def iter_events(
+        self, descriptor_uid: str, *, fields: Iterable[str] | None = None
+    ) -> Iterator[Doc]:
         """Single events of one descriptor, ordered by (``time``, ``seq_num``)."""
         for page in self.iter_event_pages(descriptor_uid, fields=fields):
             yield from unpack_events(page)
@@ -474,7 +477,7 @@ class DocumentStore(abc.ABC):
         if stop is not None:
             yield "stop", stop
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional to override)
         """Release connections or file handles (a no-op by default)."""
 
     def __enter__(self) -> DocumentStore:

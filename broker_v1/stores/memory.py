@@ -268,7 +268,9 @@ class MemoryStore(DocumentStore):
             return json_copy(self._resources[uid])
         except (KeyError, TypeError):
             raise ResourceNotFound(
-                f"No resource with uid {uid!r} in {self.describe()}.", uid=uid, store=self.describe()
+                f"No resource with uid {uid!r} in {self.describe()}.",
+                uid=uid,
+                store=self.describe(),
             ) from None
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
@@ -280,7 +282,9 @@ class MemoryStore(DocumentStore):
         yield {
             "resource": resource_uid,
             "datum_id": list(ids),
-            "datum_kwargs": {k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys},
+            "datum_kwargs": {
+                k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys
+            },
         }
 
     def get_datum(self, datum_id: str) -> Doc:

@@ -40,7 +40,8 @@ class _Navigable(Mapping[str, Any]):
             head, _, rest = key.partition(".")
             if head in self._names():
                 return self._open(head)[rest]
-        raise KeyError(f"No catalog named {key!r}; available: {', '.join(self._names()) or 'none'}.")
+        available = ", ".join(self._names()) or "none"
+        raise KeyError(f"No catalog named {key!r}; available: {available}.")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())

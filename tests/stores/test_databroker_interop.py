@@ -1,7 +1,8 @@
 """A files store read by databroker 1.2.5's own JSONL catalog (issue 5's interoperability check).
 
 databroker 1.2.5 pins old dependencies, so it lives in its own virtual environment; give its
-interpreter in ``BROKER_V1_DATABROKER_PYTHON`` to run this test (``.ci/run`` builds one in ``.ci/databroker-venv``)::
+interpreter in ``BROKER_V1_DATABROKER_PYTHON`` to run this test (``.ci/run`` builds one in
+``.ci/databroker-venv``)::
 
     python3 -m venv /tmp/db125 && /tmp/db125/bin/pip install "databroker==1.2.5" "intake<2"
     BROKER_V1_DATABROKER_PYTHON=/tmp/db125/bin/python python -m pytest tests/stores -k databroker
