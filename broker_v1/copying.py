@@ -35,11 +35,13 @@ handler never silently produces a resource that points at nothing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -844,6 +846,8 @@ def copy_runs(
     last_postfix = 0.0
     # Syncs to disk overlap with copying the next runs; leaving the block waits for all of
     # them, so the report is returned only once everything copied is durable.
+    if not copy_files:
+        starts = _announced(starts, lambda uids: dst_store.prepare_copies(src_store, uids))
     try:
         with dst_store.deferred_sync():
             for i, start in enumerate(starts):
@@ -872,6 +876,35 @@ def copy_runs(
             bar.close()
     report.elapsed = time.perf_counter() - t0
     return report
+
+
+#: Runs announced to the destination (``prepare_copies``) at a time; two such chunks ahead.
+ANNOUNCE_CHUNK = 64
+
+
+def _announced(starts: Iterator[Doc], announce: Callable[[list[str]], Any]) -> Iterator[Doc]:
+    """``starts``, each chunk announced two chunks before its turn, so a destination can
+    work ahead (the files store checks whole-run copies in a second process)."""
+    ahead: deque[Doc] = deque()
+    exhausted = False
+
+    def read_chunk() -> None:
+        nonlocal exhausted
+        chunk = list(itertools.islice(starts, ANNOUNCE_CHUNK))
+        if len(chunk) < ANNOUNCE_CHUNK:
+            exhausted = True
+        if chunk:
+            ahead.extend(chunk)
+            announce([start["uid"] for start in chunk])
+
+    read_chunk()
+    if not exhausted:
+        read_chunk()
+    while ahead:
+        # A chunk's first run is taken: the chunk before it is done, announce the next.
+        if not exhausted and len(ahead) == ANNOUNCE_CHUNK:
+            read_chunk()
+        yield ahead.popleft()
 
 
 class CopyInterrupted(KeyboardInterrupt):

@@ -777,3 +777,98 @@ def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
     assert b.get_resource(resource["uid"])["spec"] == "NPY_SEQ"
     assert b.get_datum(resource["uid"] + "/0")["datum_kwargs"] == {"index": 0}
     assert documents(b, uid) == documents(a, uid)
+
+
+# --------------------------------------------------------------------------- checked ahead
+@pytest.fixture
+def checks_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planning process for copies of any length, in small batches."""
+    import broker_v1.copying as copying_module
+    import broker_v1.stores.files as files_module
+
+    monkeypatch.setattr(files_module, "_PLANNER_MIN_RUNS", 1)
+    monkeypatch.setattr(files_module, "_PLANNER_BATCH", 3)
+    monkeypatch.setattr(copying_module, "ANNOUNCE_CHUNK", 3)
+
+
+def several_hand_written_runs(directory: Path) -> tuple[list[str], list[str]]:
+    """Sound runs, and runs the whole-run path must refuse (their uids)."""
+    sound = [hand_written_run(directory, n=3)[0] for _ in range(12)]
+    odd = [hand_written_run(directory, event_extra={"note": "x"})[0],
+           hand_written_run(directory, event_first=True)[0],
+           hand_written_run(directory, start_extra={"sample": {"$where": "1"}})[0]]
+    return sound, odd
+
+
+def test_whole_run_copies_are_checked_ahead_in_a_second_process(
+        tmp_path: Path, checks_ahead: None) -> None:
+    """With the planning process, sound runs go across byte for byte and every other run
+    takes the document path exactly as without it."""
+    FileStore = files_store_class()
+    sound, odd = several_hand_written_runs(tmp_path / "a")
+    a = FileStore(path=tmp_path / "a", read_only=True)
+    b = FileStore(path=tmp_path / "b")
+    report = copy_runs(a, b, progress=False)
+    assert b._checked_ahead >= len(sound)  # the checks came from the other process
+    assert sorted(report.copied) == sorted(sound + odd[:2]), report.summary()
+    assert [r.uid for r in report.failed] == [odd[2]]
+    for uid in sound:
+        assert (tmp_path / "b" / f"{uid}.jsonl").read_bytes() == (
+            tmp_path / "a" / f"{uid}.jsonl").read_bytes()
+    for uid in odd[:2]:
+        assert (tmp_path / "b" / f"{uid}.jsonl").read_bytes() != (
+            tmp_path / "a" / f"{uid}.jsonl").read_bytes()
+    reopened = FileStore(path=tmp_path / "b", read_only=True)
+    for uid in sound + odd[1:2]:
+        assert documents(reopened, uid) == documents(a, uid), uid
+
+
+def test_copy_goes_on_when_the_checking_process_dies(tmp_path: Path, checks_ahead: None) -> None:
+    """The planning process killed mid-copy (SIGKILL): the copy checks the rest itself."""
+    FileStore = files_store_class()
+    sound, _ = several_hand_written_runs(tmp_path / "a")
+
+    class KillsThePlanner(FileStore):  # type: ignore[misc, valid-type]
+        calls = 0
+
+        def copy_run_from(self, source: Any, uid: str) -> Any:
+            type(self).calls += 1
+            if type(self).calls == 4 and self._planner is not None:
+                os.kill(self._planner.pid, signal.SIGKILL)
+            return super().copy_run_from(source, uid)
+
+    a = FileStore(path=tmp_path / "a", read_only=True)
+    b = KillsThePlanner(path=tmp_path / "b")
+    report = copy_runs(a, b, progress=False)
+    assert KillsThePlanner.calls > 4
+    assert set(sound) <= set(report.copied), report.summary()
+    for uid in sound:
+        assert (tmp_path / "b" / f"{uid}.jsonl").read_bytes() == (
+            tmp_path / "a" / f"{uid}.jsonl").read_bytes()
+
+
+def test_checking_process_never_reruns_the_callers_script(tmp_path: Path) -> None:
+    """A script without an ``if __name__ == "__main__"`` guard copies once: the planning
+    process is a fresh interpreter, not a re-import of the script (multiprocessing's spawn)."""
+    FileStore = files_store_class()
+    several_hand_written_runs(tmp_path / "a")
+    FileStore(path=tmp_path / "a").count_runs()
+    script = tmp_path / "copy_script.py"
+    script.write_text(textwrap.dedent(f"""
+        import broker_v1.copying, broker_v1.stores.files as files
+        from broker_v1.stores.files import FileStore
+        files._PLANNER_MIN_RUNS = 1
+        with open({str(tmp_path / "ran.txt")!r}, "a") as f:
+            f.write("ran\\n")
+        dst = FileStore(path={str(tmp_path / "b")!r})
+        report = broker_v1.copying.copy_runs(FileStore(path={str(tmp_path / "a")!r}), dst,
+                                             progress=False)
+        print(dst._checked_ahead, len(report.copied))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    checked_ahead, copied = map(int, proc.stdout.split())
+    assert checked_ahead > 0 and copied == 14
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"

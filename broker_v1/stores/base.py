@@ -210,15 +210,25 @@ class DocumentStore(abc.ABC):
         """
         yield
 
+    def prepare_copies(  # noqa: B027 (a hint: optional to override)
+        self, source: DocumentStore, run_start_uids: Sequence[str]
+    ) -> None:
+        """A hint: these runs of ``source`` are about to be copied here with
+        :meth:`copy_run_from`, in this order.  Stores may start work on them ahead (the
+        files store checks them in a second process); the default does nothing.
+        """
+
     def copy_run_from(self, source: DocumentStore, run_start_uid: str) -> RunCopy | None:
         """Copy one whole, stopped run from ``source`` in one step, when this store can.
 
         Copies between stores call it first for each run that is not in this store yet.  A
         store that can take a run of ``source`` wholesale (the files store, from another
-        files store: the run file itself) applies every check of :meth:`insert` to its
-        documents, writes the run, reads it back and returns what it did.  ``None`` (the
-        default, and whenever anything is unusual: a run still open, data in other files,
-        a document that would be refused or changed on insert, a uid already present) means
+        files store: the run file itself) applies every check of ``insert(trusted=True)``
+        to its documents (as a copy document by document does: no JSON-schema check, the
+        documents come from a store), writes the run, reads it back and returns what it
+        did.  ``None`` (the default, and whenever anything is unusual: a run still open,
+        data in other files, a document that would be refused or changed on insert, a uid
+        already present) means
         nothing was written and the caller copies document by document, which reports any
         problem precisely.
 

@@ -37,6 +37,7 @@ import shutil
 import sqlite3
 import stat as stat_module
 import struct
+import sys
 import threading
 import time
 import warnings
@@ -963,6 +964,10 @@ class FileStore(DocumentStore):
         # the directory holds new entries not yet synced.
         self._deferred = 0
         self._sync_pool: Any = None
+        self._planner: _Planner | None = None  # whole-run copies checked in a 2nd process
+        self._planner_failed = False
+        self._hinted = 0  # runs announced by prepare_copies() in this deferred_sync() block
+        self._checked_ahead = 0  # whole-run copies whose checks came from the planner
         self._pending_syncs: deque[tuple[str, Any]] = deque()
         self._dir_unsynced = False
         # the index transaction whole-run copies keep open inside deferred_sync()
@@ -2846,6 +2851,10 @@ class FileStore(DocumentStore):
         self._pending_syncs.append((name, self._sync_pool.submit(_fsync_and_close, fd)))
 
     def _finish_deferred_syncs(self) -> None:
+        planner, self._planner = self._planner, None
+        self._hinted = 0
+        if planner is not None:
+            planner.close()
         try:
             self._commit_batch()
         finally:
@@ -2874,6 +2883,37 @@ class FileStore(DocumentStore):
             )
 
     # ------------------------------------------------------------------ whole-run copies
+    def prepare_copies(self, source: DocumentStore, run_start_uids: Sequence[str]) -> None:
+        """Start checking these runs of ``source`` for whole-run copies, ahead of the copy.
+
+        Inside ``deferred_sync()`` only, from a files store, and for a copy of at least
+        a couple of hundred runs: the checks run in a second process (see ``_Planner``).
+        """
+        if not isinstance(source, FileStore) or self.read_only or not self._deferred:
+            return
+        self._hinted += len(run_start_uids)
+        if self._planner is None:
+            if self._planner_failed or self._hinted < _PLANNER_MIN_RUNS:
+                return  # a short copy: not worth starting a process
+            if os.name != "posix":
+                return  # the planning process needs socket pairs passed as descriptors
+            try:
+                self._planner = _Planner()
+            except (OSError, RuntimeError, ValueError):
+                self._planner_failed = True  # e.g. no process may be started here
+                return
+        batch: list[tuple[str, str, str]] = []
+        for uid in run_start_uids:
+            row = source._run_row(uid) if isinstance(uid, str) else None
+            name = f"{uid}.jsonl"
+            if row is None or row[2] is None or row[0] != name or self._run_row(uid):
+                continue  # open, missing, not a run file of its own, or here already
+            batch.append((uid, os.path.join(source._dirname, name), row[1]))
+        for i in range(0, len(batch), _PLANNER_BATCH):
+            if not self._planner.room():
+                break  # the rest is checked here when its turn comes
+            self._planner.submit(batch[i : i + _PLANNER_BATCH])
+
     def copy_run_from(self, source: DocumentStore, run_start_uid: str) -> RunCopy | None:
         """Copy a stopped run of another files store by its run file, checked and verified.
 
@@ -2895,12 +2935,22 @@ class FileStore(DocumentStore):
         name = run_start_uid + ".jsonl"
         if row[0] != name or os.path.lexists(os.path.join(self._dirname, name)):
             return None
-        try:
-            with open(os.path.join(source._dirname, name), "rb") as f:
-                data = f.read()
-        except OSError:
-            return None
-        plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
+        ahead = _NOT_PLANNED if self._planner is None else self._planner.take(run_start_uid)
+        if ahead is None:
+            self._checked_ahead += 1
+            return None  # checked ahead, and refused: the document path says why
+        if ahead is _NOT_PLANNED:
+            try:
+                with open(os.path.join(source._dirname, name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                return None
+            plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
+        else:
+            data, plan = ahead
+            self._checked_ahead += 1
+            if not self._clear_here(plan):
+                plan = None
         if plan is None:
             return None
         fd = self._create_run_file(name, data)
@@ -2942,44 +2992,15 @@ class FileStore(DocumentStore):
 
     def _plan_import(self, data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
         """Check a run file's documents as ``insert`` would; ``None`` if any would not pass
-        unchanged, or would need documents outside the file."""
-        if not data.endswith(b"\n") or b"\n\n" in data or b"\r" in data:
-            return None
-        try:
-            items = loads_json(b"[" + data[:-1].replace(b"\n", b",") + b"]")
-        except (ValueError, RecursionError):
-            return None
-        if len(items) < 2 or items[0] != ["start", start] or items[-1][0] != "stop":
-            return None
-        # Whole-list passes (C loops) wherever they can replace a Python loop per document.
-        if set(map(type, items)) != {list} or set(map(len, items)) != {2}:
-            return None
-        names = list(map(_first, items))
-        docs = list(map(_second, items))
-        if set(map(type, docs)) != {dict}:
-            return None
-        is_event = list(map(_EVENT.__eq__, names))
-        plan = _ImportPlan(uid)
-        try:
-            for position in itertools.compress(range(len(docs)), map(operator.not_, is_event)):
-                doc_name, doc = names[position], docs[position]
-                sanitize(doc)  # the key and nesting rules every store applies
-                if not plan.add(self, doc_name, doc):
-                    return None
-                if doc_name == "descriptor":
-                    plan.descriptor_at[doc["uid"]] = position
-            if True in is_event:  # single events: checked together, as pages
-                plan.single_events = list(itertools.compress(docs, is_event))
-                plan.event_at = list(itertools.compress(range(len(docs)), is_event))
-                if not plan.check_single_events(self):
-                    return None
-        except (InvalidDocument, DocumentValueError, KeyError, TypeError, AttributeError):
-            return None
-        if plan.external_refs - plan.datum_ids or self._any_member(plan.members):
-            return None
-        if self._read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],)):
-            return None
-        return plan
+        unchanged, or would need documents outside the file or already here."""
+        plan = _check_run_file(data, start, uid, self)
+        return plan if plan is not None and self._clear_here(plan) else None
+
+    def _clear_here(self, plan: _ImportPlan) -> bool:
+        """True when none of the run's uids is in this store already."""
+        if self._any_member(plan.members):
+            return False
+        return not self._read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],))
 
     def _any_member(self, members: list[tuple[str, str, str]]) -> bool:
         by_kind: dict[str, list[str]] = {}
@@ -3213,6 +3234,169 @@ CREATE INDEX members_file ON members (file)
 """
 
 
+#: Whole-run copies checked ahead in a second process: only for copies at least this long
+#: (starting the process costs about half a second), in batches of this many runs.
+_PLANNER_MIN_RUNS = 200
+_PLANNER_BATCH = 64
+#: What ``_Planner.take`` returns for a run it was not asked to check.
+_NOT_PLANNED: Any = object()
+
+
+class _Planner:
+    """A second process that checks run files for whole-run copies ahead of the copy.
+
+    A copy uses one core; the checks (parsing and checking every document, about half of a
+    whole-run copy's time) run here on the other, a batch or two ahead, while this process
+    writes and indexes.  The checks are the very same (:func:`_check_run_file`); only what
+    reads this store (uids already here) stays in this process.  A result is the bytes that
+    were checked, so what is written is exactly what was checked.  No helper threads: the
+    pipe is read when a result is needed, and at most two batches are in flight, so neither
+    side can block the other.  If the process dies, the copy goes on without it.
+    """
+
+    def __init__(self) -> None:
+        import socket
+        import subprocess
+        from multiprocessing.connection import Connection
+
+        # A fresh interpreter running one module of ours: never a fork of a process with
+        # threads, and never a re-run of the caller's script (as multiprocessing's spawn
+        # does with scripts that lack an ``if __name__ == "__main__"`` guard).
+        ours, theirs = socket.socketpair()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_root, *filter(None, [env.get("PYTHONPATH")])])
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "broker_v1.stores._copy_checks", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, close_fds=True,
+            )
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
+        self._in_flight: deque[list[str]] = deque()
+        self._results: dict[str, Any] = {}
+        self.alive = True
+        self.planned = 0  # runs whose checks came from the planning process
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def room(self) -> bool:
+        return self.alive and len(self._in_flight) < 2
+
+    def submit(self, batch: list[tuple[str, str, str]]) -> None:
+        """Ask for the checks of ``(uid, run file path, start JSON)`` triples."""
+        try:
+            self._conn.send(batch)
+        except (OSError, EOFError, ValueError):
+            self._die()
+            return
+        self._in_flight.append([uid for uid, _, _ in batch])
+
+    def take(self, uid: str) -> Any:
+        """``(data, plan)``, ``None`` (the checks refused the run) or ``_NOT_PLANNED``."""
+        while uid not in self._results and self._in_flight and self.alive:
+            try:
+                answers = self._conn.recv()
+            except (OSError, EOFError, ValueError):
+                self._die()
+                break
+            self._results.update(zip(self._in_flight.popleft(), answers))
+            while len(self._results) > 4 * _PLANNER_BATCH:  # runs the copy did not ask for
+                del self._results[next(iter(self._results))]
+        answer = self._results.pop(uid, _NOT_PLANNED)
+        if answer is not _NOT_PLANNED:
+            self.planned += 1
+        return answer
+
+    def _die(self) -> None:
+        self.alive = False
+        self._in_flight.clear()
+
+    def close(self) -> None:
+        self._die()
+        self._results.clear()
+        with contextlib.suppress(OSError):
+            self._conn.close()
+        self._process.terminate()  # results still in flight are not needed
+        try:
+            self._process.wait(5)
+        except Exception:  # noqa: BLE001 - it was terminated; do not hang the copy on it
+            self._process.kill()
+
+
+def _planner_main(conn: Any) -> None:
+    """The planning process: check each batch of run files and send back the results."""
+    from .memory import MemoryStore
+
+    checker = MemoryStore()  # lends the insert path's checks; nothing is stored in it
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        answers: list[Any] = []
+        for uid, path, start_json in batch:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                plan = _check_run_file(data, json.loads(start_json), uid, checker)
+                answers.append(None if plan is None else (data, plan))
+            except Exception:  # noqa: BLE001 - this run goes the document path instead
+                answers.append(None)
+        conn.send(answers)
+
+
+def _check_run_file(
+    data: bytes, start: Doc, uid: str, checker: DocumentStore
+) -> _ImportPlan | None:
+    """Check a run file's documents as ``insert(trusted=True)`` would; ``None`` if any would
+    not pass unchanged or would need documents outside the file.  Pure: ``checker`` lends
+    the insert path's checks and nothing of any store is read, so this may run in the
+    planning process of :class:`_Planner`."""
+    if not data.endswith(b"\n") or b"\n\n" in data or b"\r" in data:
+        return None
+    try:
+        items = loads_json(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+    except (ValueError, RecursionError):
+        return None
+    if len(items) < 2 or items[0] != ["start", start] or items[-1][0] != "stop":
+        return None
+    # Whole-list passes (C loops) wherever they can replace a Python loop per document.
+    if set(map(type, items)) != {list} or set(map(len, items)) != {2}:
+        return None
+    names = list(map(_first, items))
+    docs = list(map(_second, items))
+    if set(map(type, docs)) != {dict}:
+        return None
+    is_event = list(map(_EVENT.__eq__, names))
+    plan = _ImportPlan(uid)
+    try:
+        for position in itertools.compress(range(len(docs)), map(operator.not_, is_event)):
+            doc_name, doc = names[position], docs[position]
+            sanitize(doc)  # the key and nesting rules every store applies
+            if not plan.add(checker, doc_name, doc):
+                return None
+            if doc_name == "descriptor":
+                plan.descriptor_at[doc["uid"]] = position
+        if True in is_event:  # single events: checked together, as pages
+            plan.single_events = list(itertools.compress(docs, is_event))
+            plan.event_at = list(itertools.compress(range(len(docs)), is_event))
+            if not plan.check_single_events(checker):
+                return None
+    except (InvalidDocument, DocumentValueError, KeyError, TypeError, AttributeError):
+        return None
+    if plan.external_refs - plan.datum_ids:
+        return None  # datums of resources in other files: the document path brings them
+    return plan.slim()
+
+
 class _ImportPlan:
     """What a run file holds, gathered while its documents are checked for an import."""
 
@@ -3291,6 +3475,13 @@ class _ImportPlan:
             return False
         store._check_event_page(doc, lambda _name, _doc: keys)
         return self._add_rows(doc)
+
+    def slim(self) -> _ImportPlan:
+        """Drop what only the checks needed (a smaller result to send between processes)."""
+        self.single_events, self.event_at, self.descriptor_at = [], [], {}
+        self.event_uids, self.datum_ids, self.external_refs = set(), set(), set()
+        self.keys, self.external = {}, {}
+        return self
 
     def check_single_events(self, store: DocumentStore) -> bool:
         """Check the single events, as the pages of their descriptors, as ``insert`` would;
