@@ -1577,38 +1577,23 @@ class FileStore(DocumentStore):
         return uid
 
     def _insert_run_row(
-        self, conn: sqlite3.Connection, name: str, start: Doc, stop: Doc | None = None
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        start: Doc,
+        stop: Doc | None = None,
+        row: tuple[Any, ...] | None = None,
     ) -> None:
-        text = json.dumps(start)
-        scan_id = start.get("scan_id")
-        odd = 0
-        if not _is_number(scan_id):
-            odd = 0 if "scan_id" not in start else 1
-            scan_id = None
-        elif type(scan_id) is int and abs(scan_id) >= 2**63:
-            scan_id, odd = None, 1
-        words = _sql_text(searchable_text(start))
-        stop_uid = None if stop is None else stop.get("uid")
+        """Index a run; ``row`` is ``_run_row_values(start, stop)`` when already computed."""
+        values = _run_row_values(start, stop) if row is None else row
         cur = conn.execute(
             "INSERT INTO runs (uid, file, time, scan_id, scan_id_odd, start, json_ok, text, "
             "stop, stop_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                start["uid"],
-                name,
-                float(start["time"]),
-                scan_id,
-                odd,
-                text,
-                int(_json_ok(text)),
-                words,
-                None if stop is None else json.dumps(stop),
-                stop_uid if isinstance(stop_uid, str) and _sqlable(stop_uid) else None,
-            ),
+            (values[0], name, *values[1:-1]),
         )
         if self._fts:
             conn.execute(
-                "INSERT INTO runs_fts (rowid, words) VALUES (?, ?)",
-                (cur.lastrowid, " ".join(_WORD.findall(words))),
+                "INSERT INTO runs_fts (rowid, words) VALUES (?, ?)", (cur.lastrowid, values[-1])
             )
 
     def _scan_members(
@@ -3067,13 +3052,13 @@ class FileStore(DocumentStore):
 
     def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
         st = os.stat(os.path.join(self._dirname, name))
-        head_crc = zlib.crc32(data[: data.index(b"\n") + 1])
+        head_crc = plan.head_crc
 
         def record(conn: sqlite3.Connection) -> None:
             # Rows of a file this name once held, if it vanished since the last refresh.
             if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
                 self._forget_file(conn, name)
-            self._insert_run_row(conn, name, plan.start, plan.stop)
+            self._insert_run_row(conn, name, plan.start, plan.stop, plan.row)
             self._record_members(conn, plan.members)
             self._set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
 
@@ -3353,6 +3338,33 @@ def _planner_main(conn: Any) -> None:
         conn.send(answers)
 
 
+def _run_row_values(start: Doc, stop: Doc | None) -> tuple[Any, ...]:
+    """What the index's runs table (and its full-text table, last) holds of a run, all but
+    the file name; pure, so the planning process can compute it ahead."""
+    text = json.dumps(start)
+    scan_id = start.get("scan_id")
+    odd = 0
+    if not _is_number(scan_id):
+        odd = 0 if "scan_id" not in start else 1
+        scan_id = None
+    elif type(scan_id) is int and abs(scan_id) >= 2**63:
+        scan_id, odd = None, 1
+    words = _sql_text(searchable_text(start))
+    stop_uid = None if stop is None else stop.get("uid")
+    return (
+        start["uid"],
+        float(start["time"]),
+        scan_id,
+        odd,
+        text,
+        int(_json_ok(text)),
+        words,
+        None if stop is None else json.dumps(stop),
+        stop_uid if isinstance(stop_uid, str) and _sqlable(stop_uid) else None,
+        " ".join(_WORD.findall(words)),
+    )
+
+
 def _check_run_file(
     data: bytes, start: Doc, uid: str, checker: DocumentStore
 ) -> _ImportPlan | None:
@@ -3394,6 +3406,8 @@ def _check_run_file(
         return None
     if plan.external_refs - plan.datum_ids:
         return None  # datums of resources in other files: the document path brings them
+    plan.row = _run_row_values(plan.start, plan.stop)
+    plan.head_crc = zlib.crc32(data[: data.index(b"\n") + 1])
     return plan.slim()
 
 
@@ -3415,6 +3429,8 @@ class _ImportPlan:
         self.datum_ids: set[str] = set()
         self.external_refs: set[str] = set()
         self.members: list[tuple[str, str, str]] = []
+        self.row: tuple[Any, ...] | None = None  # _run_row_values, computed with the checks
+        self.head_crc = 0
         self.single_events: list[Doc] = []
         self.event_at: list[int] = []  # where each single event is in the file
         self.descriptor_at: dict[str, int] = {}
