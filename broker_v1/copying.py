@@ -844,11 +844,11 @@ def copy_runs(
         bar = _open_bar(total, always=progress is True)
     t0 = time.perf_counter()
     last_postfix = 0.0
-    # Syncs to disk overlap with copying the next runs; leaving the block waits for all of
-    # them, so the report is returned only once everything copied is durable.
     if not copy_files:
         starts = _announced(starts, lambda uids: dst_store.prepare_copies(src_store, uids))
     try:
+        # Syncs to disk overlap with copying the next runs; leaving the block waits for all
+        # of them, so the report is returned only once everything copied is durable.
         with dst_store.deferred_sync():
             for i, start in enumerate(starts):
                 if limit is not None and i >= limit:
