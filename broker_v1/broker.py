@@ -1,8 +1,8 @@
 """The Broker: databroker's v1 API over any :class:`~broker_v1.stores.base.DocumentStore`.
 
-The Broker knows only the abstract store: it composes queries, resolves ``db[key]``, applies
-``prepare_hook`` and config transforms, and hands the read paths (tables, replay) the store and
-the runs' raw documents.
+The Broker knows only the abstract store: it composes queries, resolves ``db[key]`` and
+writes; reading (transforms, ``prepare_hook``, filling, tables, replay) goes through its
+:class:`~broker_v1._reading.ReadContext`, which Header and the v2 shim share.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._layouts import translate
-from ._run import RunDocs
+from ._reading import ReadContext, RunView
 from .config import find_config_file, lookup_config, validate_config
 from .errors import ConfigError
-from .filling import DataFiller, HandlerRegistry, Images, fill_events, import_handler
+from .filling import HandlerRegistry, Images, fill_events, import_handler
 from .header import Header
 from .lookup import is_multi_key, lookup_many, lookup_one
 from .queries import build_query, local_timezone_name
 from .stores import store_from_config
-from .stores._util import json_copy
 from .stores.base import DocumentStore
-from .utils import ALL, get_fields, stream_name_of, wrap_in_deprecated_doct
+from .utils import ALL, get_fields, wrap_in_deprecated_doct
 
 if TYPE_CHECKING:
     import pandas
@@ -142,17 +141,36 @@ class Broker:
         object.__setattr__(self, "aliases", {})
         self._store = store
         self._name = name
-        self.timezone = timezone or local_timezone_name()
-        zoneinfo.ZoneInfo(self.timezone)  # fail early on a bad name
-        self.prepare_hook = prepare_hook
+        zone = timezone or local_timezone_name()
+        zoneinfo.ZoneInfo(zone)  # fail early on a bad name
         self.filters: dict[str, Any] = {}
         self.external_fetchers: dict[str, Callable[[Any, Any], Any]] = dict(
             external_fetchers or {}
         )
-        self._transforms = dict(transforms or {})
         self._config: dict[str, Any] | None = None
         #: Handlers and root_map for external data (``db.reg.register_handler(...)``).
         self.reg = HandlerRegistry(handlers, root_map, auto_register=auto_register)
+        self._reading = ReadContext(store, self.reg, transforms=transforms,
+                                    prepare_hook=prepare_hook, timezone=zone, owner=self)
+
+    @property
+    def timezone(self) -> str:
+        """IANA zone for ``since``/``until`` strings, table times and displays."""
+        return self._reading.timezone
+
+    @timezone.setter
+    def timezone(self, value: str) -> None:
+        zoneinfo.ZoneInfo(value)
+        self._reading.timezone = value
+
+    @property
+    def prepare_hook(self) -> PrepareHook:
+        """``(name, doc) -> doc`` applied to every document handed out (assignable)."""
+        return self._reading.prepare_hook
+
+    @prepare_hook.setter
+    def prepare_hook(self, hook: PrepareHook) -> None:
+        self._reading.prepare_hook = hook
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -263,7 +281,7 @@ class Broker:
         if cached is None:
             from .v2 import Catalog
 
-            cached = Catalog(self)
+            cached = Catalog(self._reading)
             self.__dict__["_v2"] = cached
         return cached
 
@@ -293,17 +311,8 @@ class Broker:
         return f"<Broker {self._name or ''} on {self._store.describe()}>".replace("  ", " ")
 
     # ------------------------------------------------------------------ documents out
-    def _transform(self, name: str, doc: dict[str, Any] | None) -> Any:
-        func = self._transforms.get(name)
-        if func is None or doc is None:
-            return doc
-        return func(json_copy(doc))
-
     def _header(self, start: dict[str, Any]) -> Header:
-        return Header(self, self._transform("start", start))
-
-    def _zone(self) -> zoneinfo.ZoneInfo:
-        return zoneinfo.ZoneInfo(self.timezone)
+        return Header(self._reading, self._reading.run(start), self.fetch_external)
 
     def fetch_external(self, start: Mapping[str, Any], stop: Mapping[str, Any]) -> dict[str, Any]:
         """``{name: fetcher(start, stop)}`` for every external fetcher."""
@@ -410,9 +419,9 @@ class Broker:
             return [headers]
         return list(headers)
 
-    def _runs(self, headers: Any) -> Iterator[RunDocs]:
-        for header in self._headers(headers):
-            yield header._run_docs()
+    def _runs(self, headers: Any) -> Iterator[RunView]:
+        for header in self._headers(headers):  # lazily: get_* calls fail at first next()
+            yield header.run_view
 
     def get_fields(self, header: Header, name: str | None = None) -> set[str]:
         """The data keys of a header, optionally of one stream."""
@@ -420,7 +429,7 @@ class Broker:
 
     def stream_names_given_header(self, header: Header) -> list[str]:
         """The stream names of one header (nameless descriptors count as ``'primary'``)."""
-        return list(dict.fromkeys(stream_name_of(d) for d in header._raw_descriptors()))
+        return header.stream_names
 
     def get_table(
         self,
@@ -440,38 +449,11 @@ class Broker:
         constant columns).  Times are local wall-clock times in ``timezone`` (default: the
         Broker's) unless ``convert_times`` and ``localize_times`` are both False.
         """
-        from . import tables
-
-        return tables.get_table(
-            self._store,
-            self._runs(headers),
-            stream_name=stream_name,
-            fields=fields,
-            fill=fill,
-            filler=self._filler(fill, handler_registry),
-            convert_times=convert_times,
-            timezone=timezone or self.timezone,
-            localize_times=localize_times,
+        return self._reading.table(
+            self._runs(headers), stream_name=stream_name, fields=fields, fill=fill,
+            handler_registry=handler_registry, convert_times=convert_times,
+            timezone=timezone, localize_times=localize_times,
         )
-
-    def _filler(self, fill: Any, handler_registry: Any) -> DataFiller | None:
-        if not fill and not isinstance(fill, list | tuple | set | frozenset):
-            return None
-        return self.reg.filler(self._store, handler_registry)
-
-    def _load_datum(self, datum_id: str) -> Any:
-        return self.reg.filler(self._store).load_datum_id(datum_id)
-
-    def _replay(self, run: Any, *, fill: Any, filler: Any) -> Iterator[tuple[str, Any]]:
-        """Raw documents of one run (Header or v2 run) in event-model order, transformed."""
-        from . import replay
-
-        for name, doc in replay.iter_documents(
-            self._store, [run._run_docs()], stream_name=ALL, fill=fill, filler=filler
-        ):
-            if name == "resource":
-                doc = self._transform(name, doc)
-            yield name, doc
 
     def export(self, headers: Any, db: Broker, new_root: str | None = None,
                copy_kwargs: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
@@ -507,7 +489,7 @@ class Broker:
         handler_registry
             Extra ``{spec: handler}`` for this call.
         """
-        filler = self.reg.filler(self._store, handler_registry)
+        filler = self._reading.data_filler(handler_registry)
         return fill_events(filler, events, list(descriptors), fields=fields, inplace=inplace,
                            prepare=self.prepare_hook)
 
@@ -515,7 +497,8 @@ class Broker:
         """Deprecated: fill one event (looks its descriptor up)."""
         warnings.warn("fill_event is deprecated; use fill_events or get_events(fill=True).",
                       UserWarning, stacklevel=2)
-        descriptor = self._store.get_descriptor(event["descriptor"])
+        descriptor = self._reading.transform(
+            "descriptor", self._store.get_descriptor(event["descriptor"]))
         return next(iter(self.fill_events([event], [descriptor], inplace=inplace,
                                           handler_registry=handler_registry)))
 
@@ -531,10 +514,12 @@ class Broker:
         from . import replay
 
         datum_ids: list[Any] = []
-        for _, event in replay.iter_events(self._store, self._runs(headers),
-                                           stream_name=stream_name, fields=[re.escape(name)]):
+        runs = (run.docs() for run in self._runs(headers))
+        for _, event in replay.iter_events(self._store, runs, stream_name=stream_name,
+                                           fields=[re.escape(name)]):
             datum_ids.append(event["data"][name])
-        return Images(datum_ids, self.reg.filler(self._store, handler_registry))
+        filler = self._reading.data_filler(handler_registry)
+        return Images(datum_ids, filler)
 
     def get_events(
         self,
@@ -545,17 +530,8 @@ class Broker:
         handler_registry: Any = None,
     ) -> Iterator[Any]:
         """Event documents of one stream (``ALL`` for every stream), in time order."""
-        from . import replay
-
-        for _, event in replay.iter_events(
-            self._store,
-            self._runs(headers),
-            stream_name=stream_name,
-            fields=fields,
-            fill=fill,
-            filler=self._filler(fill, handler_registry),
-        ):
-            yield self.prepare_hook("event", event)
+        return self._reading.events(self._runs(headers), stream_name=stream_name,
+                                    fields=fields, fill=fill, handler_registry=handler_registry)
 
     def get_documents(
         self,
@@ -566,19 +542,9 @@ class Broker:
         handler_registry: Any = None,
     ) -> Iterator[tuple[str, Any]]:
         """Replay runs as ``(name, doc)`` pairs in event-model order."""
-        from . import replay
-
-        for name, doc in replay.iter_documents(
-            self._store,
-            self._runs(headers),
-            stream_name=stream_name,
-            fields=fields,
-            fill=fill,
-            filler=self._filler(fill, handler_registry),
-        ):
-            if name in ("descriptor", "resource"):
-                doc = self._transform(name, doc)
-            yield name, self.prepare_hook(name, doc)
+        return self._reading.documents(self._runs(headers), stream_name=stream_name,
+                                       fields=fields, fill=fill,
+                                       handler_registry=handler_registry)
 
     def restream(
         self, headers: Any, fields: list[str] | None = None, fill: Any = False

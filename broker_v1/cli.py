@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._version import __version__
-from .errors import BrokerError
+from .errors import BrokerError, RunNotFound
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -365,7 +365,18 @@ def _key(text: str) -> Any:
 
 
 def _header(db: Broker, key: str) -> Any:
-    header = db[_key(key)]
+    try:
+        header = db[_key(key)]
+    except RunNotFound:
+        # Digits are a scan_id first; a uid prefix copied from `ls` may be all digits too.
+        if not key.isdigit():
+            raise
+        try:
+            header = db[key]
+        except RunNotFound:
+            raise RunNotFound(f"No run with scan_id {key} or uid starting {key!r} in "
+                              f"{db.store.describe()}.", key=key,
+                              store=db.store.describe()) from None
     if isinstance(header, list):  # pragma: no cover - _key never makes a multi-key
         raise CLIError("KEY must name one run.")
     return header

@@ -193,15 +193,23 @@ class HandlerRegistry:
         self.root_map.update(root_map)
         self.handler_cache.clear()
 
-    def filler(self, store: Any, handler_registry: Mapping[str, Any] | None = None) -> DataFiller:
-        """A :class:`DataFiller` reading through ``store``, with a per-call registry on top."""
+    def filler(
+        self, store: Any, handler_registry: Mapping[str, Any] | None = None, *,
+        transform_resource: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> DataFiller:
+        """A :class:`DataFiller` reading through ``store``, with a per-call registry on top.
+
+        ``transform_resource`` (the config's ``resource`` transform) is applied to each
+        resource the filler reads, once.
+        """
         registry = self._merged()
         if handler_registry:
             registry = {**registry, **_resolve_classes(handler_registry)}
-            cache: LRUCache = LRUCache(16)
+            cache: MutableMapping[Any, Any] = LRUCache(16)
         else:
             cache = self.handler_cache
-        return DataFiller(store, registry, self.root_map, cache)
+        return DataFiller(store, registry, self.root_map, cache,
+                          transform_resource=transform_resource)
 
     def copy_files(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - 1.2 shim name
         """Copy a resource's files; see ``broker-v1 copy --copy-files``."""
@@ -231,11 +239,16 @@ class DataFiller:
         ``{old_root: new_root}``.
     handler_cache
         Where handler instances are kept (bounded).
+    transform_resource
+        Applied to each resource read from the store (the config's ``resource`` transform).
     """
 
     def __init__(self, store: Any, registry: Mapping[str, Any], root_map: Mapping[str, str],
-                 handler_cache: MutableMapping[Any, Any]) -> None:
+                 handler_cache: MutableMapping[Any, Any], *,
+                 transform_resource: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 ) -> None:
         self._store = store
+        self._transform_resource = transform_resource
         self._registry = dict(registry)
         self._root_map = root_map
         self._handlers = handler_cache
@@ -250,6 +263,8 @@ class DataFiller:
             return self._resources[uid]  # type: ignore[no-any-return]
         except KeyError:
             resource = self._store.get_resource(uid)
+            if self._transform_resource is not None:
+                resource = self._transform_resource(resource)
             self._resources[uid] = resource
             return resource
 

@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import humanize
 
-from ._run import RunDocs
+from ._reading import ReadContext, RunView
 from .utils import ALL, stream_name_of
 
 if TYPE_CHECKING:
     import pandas
-
-    from .broker import Broker
 
 __all__ = ["Header"]
 
@@ -40,32 +38,32 @@ class Header:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, db: Broker, start: dict[str, Any]) -> None:
-        self._db = db
-        self._start_raw = start
-        self._stop_raw: dict[str, Any] | None | bool = False  # False: not fetched yet
-        self._descriptors_raw: list[dict[str, Any]] | None = None
+    def __init__(self, context: ReadContext, run: RunView, fetch_external: Any = None) -> None:
+        self._context = context
+        self._run = run
+        self._start_raw = run.start
+        self._fetch_external = fetch_external
         self._ext: types.SimpleNamespace | None = None
 
     # ------------------------------------------------------------------ raw access
     @property
-    def db(self) -> Broker:
+    def db(self) -> Any:
         """The Broker this header came from."""
-        return self._db
+        return self._context.owner
+
+    @property
+    def run_view(self) -> RunView:
+        """The run's documents as the read paths take them (transformed, not prepared)."""
+        return self._run
 
     def _raw_stop(self) -> dict[str, Any] | None:
-        if self._stop_raw is False:
-            self._stop_raw = self._db._transform("stop", self._db._store.get_run_stop(self.uid))
-        return self._stop_raw  # type: ignore[return-value]
+        return self._run.stop()
 
     def _raw_descriptors(self) -> list[dict[str, Any]]:
-        if self._descriptors_raw is None:
-            found = self._db._store.get_descriptors(self.uid)
-            self._descriptors_raw = [self._db._transform("descriptor", d) for d in found]
-        return self._descriptors_raw
+        return self._run.descriptors()
 
-    def _run_docs(self) -> RunDocs:
-        return RunDocs(self._start_raw, self._raw_stop(), self._raw_descriptors())
+    def _prepare(self, name: str, doc: Any) -> Any:
+        return self._context.prepare_hook(name, doc)
 
     # ------------------------------------------------------------------ the four keys
     @property
@@ -76,7 +74,7 @@ class Header:
     @property
     def start(self) -> Any:
         """The start document (through ``prepare_hook``)."""
-        return self._db.prepare_hook("start", self._start_raw)
+        return self._prepare("start", self._start_raw)
 
     @property
     def stop(self) -> Any:
@@ -84,20 +82,20 @@ class Header:
         stop = self._raw_stop()
         if stop is None:
             return {}
-        return self._db.prepare_hook("stop", stop)
+        return self._prepare("stop", stop)
 
     @property
     def descriptors(self) -> list[Any]:
         """Every descriptor of the run (all streams), in ascending ``time``."""
-        return [self._db.prepare_hook("descriptor", d) for d in self._raw_descriptors()]
+        return [self._prepare("descriptor", d) for d in self._raw_descriptors()]
 
     @property
     def ext(self) -> types.SimpleNamespace:
         """Results of the Broker's ``external_fetchers`` for this run."""
         if self._ext is None:
-            self._ext = types.SimpleNamespace(
-                **self._db.fetch_external(self._start_raw, self._raw_stop() or {})
-            )
+            fetched = (self._fetch_external(self._start_raw, self._raw_stop() or {})
+                       if self._fetch_external is not None else {})
+            self._ext = types.SimpleNamespace(**fetched)
         return self._ext
 
     def __getitem__(self, key: str) -> Any:
@@ -193,8 +191,8 @@ class Header:
         handler_registry: Any = None,
     ) -> pandas.DataFrame:
         """This run's events of one stream as a DataFrame (see :meth:`Broker.get_table`)."""
-        return self._db.get_table(
-            self,
+        return self._context.table(
+            [self._run],
             stream_name=stream_name,
             fields=fields,
             fill=fill,
@@ -212,8 +210,8 @@ class Header:
         handler_registry: Any = None,
     ) -> Iterator[Any]:
         """Event documents of one stream in time order (see :meth:`Broker.get_events`)."""
-        return self._db.get_events(
-            self, stream_name=stream_name, fields=fields, fill=fill,
+        return self._context.events(
+            [self._run], stream_name=stream_name, fields=fields, fill=fill,
             handler_registry=handler_registry,
         )
 
@@ -225,8 +223,8 @@ class Header:
         handler_registry: Any = None,
     ) -> Iterator[tuple[str, Any]]:
         """The run replayed as ``(name, doc)`` pairs (see :meth:`Broker.get_documents`)."""
-        return self._db.get_documents(
-            self, stream_name=stream_name, fields=fields, fill=fill,
+        return self._context.documents(
+            [self._run], stream_name=stream_name, fields=fields, fill=fill,
             handler_registry=handler_registry,
         )
 
@@ -241,8 +239,8 @@ class Header:
         handler_registry: Any = None,
     ) -> Iterator[Any]:
         """The values of one field, one per event, in time order (filled by default)."""
-        for event in self._db.get_events(
-            self, stream_name=stream_name, fields=[re.escape(field)], fill=fill,
+        for event in self._context.events(
+            [self._run], stream_name=stream_name, fields=[re.escape(field)], fill=fill,
             handler_registry=handler_registry,
         ):
             yield event["data"][field]
@@ -254,7 +252,7 @@ class Header:
         started = start.get("time")
         when = ago = duration = "?"
         if isinstance(started, int | float):
-            tz = self._db._zone()
+            tz = self._context.zone()
             when = _dt.datetime.fromtimestamp(started, tz).strftime("%Y-%m-%d %H:%M:%S")
             ago = humanize.naturaltime(_dt.timedelta(seconds=max(0.0, _time.time() - started)))
             if stop and isinstance(stop.get("time"), int | float):

@@ -153,10 +153,20 @@ def _flatten(key: Any) -> Iterator[Any]:
 
 
 def lookup_many(store: DocumentStore, key: Any) -> list[dict[str, Any]]:
-    """The start documents for a slice or a collection of keys (flattened), as a list."""
+    """The start documents for a slice or a collection of keys, as one flat list.
+
+    Every element of a collection may be any key ``db[...]`` accepts, slices and nested
+    collections included; a slice contributes its runs newest first, in its place.
+    """
     if isinstance(key, slice):
         return _slice_starts(store, key)
-    return [lookup_one(store, item) for item in _flatten(key)]
+    found: list[dict[str, Any]] = []
+    for item in _flatten(key):
+        if isinstance(item, slice):
+            found.extend(_slice_starts(store, item))
+        else:
+            found.append(lookup_one(store, item))
+    return found
 
 
 def _ordinal(n: int) -> str:

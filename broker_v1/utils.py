@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+import html
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import doct
+import humanize
 
 __all__ = [
     "ALL",
@@ -75,6 +79,36 @@ class _Document(doct.Document):
     def to_name_dict_pair(self) -> tuple[str, dict[str, Any]]:
         """``(name, plain dict)``, as ``doct.Document.to_name_dict_pair``."""
         return dict.__getitem__(self, "_name"), dict(self.items())
+
+    def _repr_html_(self) -> str:
+        # doct's own renders through jinja2, which is not a dependency, and does not escape
+        # the values; this draws the same nested table from the standard library.
+        return _html_table(self, top=True)
+
+
+def _html_table(doc: Mapping[str, Any], *, top: bool = False) -> str:
+    rows = []
+    for key in sorted(doc, key=str):
+        if top and isinstance(key, str) and key.startswith("_"):
+            continue  # doct hides _name and other private keys of the document itself
+        value = doc[key]
+        if isinstance(value, Mapping):
+            cell = _html_table(value)
+        elif key == "time":
+            cell = html.escape(_human_time(value))
+        else:
+            cell = html.escape(str(value))
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{cell}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _human_time(value: Any) -> str:
+    try:
+        stamp = float(value)
+        when = datetime.datetime.fromtimestamp(stamp).isoformat()
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(value)
+    return f"{humanize.naturaltime(time.time() - stamp)} ({when})"
 
 
 def _rebuild_document(cls: type[_Document], name: str, payload: dict[str, Any]) -> _Document:

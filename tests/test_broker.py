@@ -126,6 +126,35 @@ def test_collections_of_keys_flatten(filled_db):
     assert sorted(uids(filled_db[{-1, -2}])) == sorted([RUNS[4].uid, RUNS[3].uid])
 
 
+def test_slices_inside_collections(filled_db):
+    """Any element of a list, tuple or set may be a slice: its runs, newest first, in place."""
+    newest_three = [r.uid for r in RUNS[2:][::-1]]
+    got = filled_db[[-1, RUNS[0].uid[:8], slice(-3, 0)]]
+    assert uids(got) == [RUNS[4].uid, RUNS[0].uid, *newest_three]
+    assert uids(filled_db[(slice(-2, None),)]) == [RUNS[4].uid, RUNS[3].uid]
+    nested = filled_db[[RUNS[1].uid, [RUNS[0].uid, -3], slice(-4, -1)]]
+    assert uids(nested) == [RUNS[1].uid, RUNS[0].uid, RUNS[2].uid,
+                            RUNS[3].uid, RUNS[2].uid, RUNS[1].uid]
+    assert uids(filled_db[[[slice(-5, None, 2)]]]) == uids(filled_db[-5::2])
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ([-1, slice(None, -1)], "slicing infinitely into the past"),
+        ((slice(2, None),), "start must be negative"),
+        ([RUNS[0].uid, [slice(-3, 2)]], "stop must be negative"),
+        ([slice(-3, None, -1)], "step must be positive"),
+        ([[slice(-3.5, None)]], "must be an integer"),
+        ([-1, 1.5], "not a valid run key"),
+    ],
+)
+def test_bad_keys_inside_collections_raise_the_same_errors(filled_db, key, message):
+    """A bad element of a collection raises the ValueError the same key raises alone."""
+    with pytest.raises(ValueError, match=message):
+        filled_db[key]
+
+
 # ---------------------------------------------------------------------- db(...)
 def test_search_by_keywords_newest_first(filled_db):
     """Keyword equality, operators and dotted keys search start documents."""

@@ -283,6 +283,24 @@ def test_show_prints_metadata_streams_and_stop(cli: CLI, named: str) -> None:
     assert cli.json("show", named, prefix)["start"]["uid"] == doc["start"]["uid"]
 
 
+def test_show_reads_digit_keys_as_scan_id_then_uid_prefix(cli: CLI, tmp_path: Path) -> None:
+    """KEY digits are a scan_id first, else a uid prefix (uids from `ls` may be all digits)."""
+    FileStore = files_store_class()
+    path = tmp_path / "digits"
+    store = FileStore(path=path)
+    insert_all(store, [
+        make_run(t0=T0, scan_id=7, uid="60876903-0000-4000-8000-000000000001"),
+        make_run(t0=T0 + 100, scan_id=60876903, uid="abcdef00-0000-4000-8000-000000000002"),
+        make_run(t0=T0 + 200, scan_id=8, uid="12345678-0000-4000-8000-000000000003"),
+    ])
+    store.close()
+    assert cli.json("show", str(path), "60876903")["start"]["scan_id"] == 60876903
+    assert cli.json("show", str(path), "12345678")["start"]["scan_id"] == 8
+    assert cli.json("show", str(path), "7")["start"]["scan_id"] == 7
+    message = cli.error("show", str(path), "999")
+    assert "No run with scan_id 999 or uid starting '999'" in message
+
+
 def test_table_prints_and_writes_csv(cli: CLI, named: str, tmp_path: Path) -> None:
     """`table` prints a stream; --csv writes every row; --fields and --stream select."""
     out = cli("table", named, "-1").stdout

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .._reading import ReadContext
 from ..errors import AmbiguousUid, InvalidQuery, RunIndexError, RunNotFound
 from ..stores._query import check_query, prefix_regex
 from .run import BlueskyRun
-
-if TYPE_CHECKING:
-    from ..broker import Broker
 
 __all__ = ["Catalog"]
 
@@ -35,25 +33,28 @@ class Catalog(Mapping[str, BlueskyRun]):
 
     Parameters
     ----------
-    broker
-        The v1 Broker whose store, handlers and transforms the catalog shares.
+    context
+        The read context (store, handlers, transforms) of the v1 Broker behind the catalog
+        (``db.v2`` passes its own).
     query
         Mongo-dialect restriction (``{}``: every run).
     name
         Shown in the repr; search results are named ``'search results'``.
     """
 
-    def __init__(self, broker: Broker, query: Mapping[str, Any] | None = None,
+    def __init__(self, context: ReadContext, query: Mapping[str, Any] | None = None,
                  name: str | None = None) -> None:
-        self._broker = broker
+        self._context = context
+        self._store = context.store
         self._query = dict(query or {})
-        self.name = name if name is not None else (broker.name or "catalog")
+        self.name = name if name is not None else (
+            getattr(context.owner, "name", None) or "catalog")
 
     # ------------------------------------------------------------------ navigation
     @property
-    def v1(self) -> Broker:
+    def v1(self) -> Any:
         """The v1 Broker over the same store."""
-        return self._broker
+        return self._context.owner
 
     @property
     def v2(self) -> Catalog:
@@ -62,7 +63,7 @@ class Catalog(Mapping[str, BlueskyRun]):
 
     def __call__(self, **kwargs: Any) -> Catalog:
         """An equivalent catalog (intake style: ``cat()[uid]`` works)."""
-        return Catalog(self._broker, self._query, self.name)
+        return Catalog(self._context, self._query, self.name)
 
     get = __call__  # type: ignore[assignment]
 
@@ -84,25 +85,25 @@ class Catalog(Mapping[str, BlueskyRun]):
                 f"search() takes a dict of conditions or a Query object, got {query!r}."
             )
         query = dict(query)
-        check_query(query, store=self._broker.store.describe())
-        return Catalog(self._broker, _and(self._query, query), "search results")
+        check_query(query, store=self._store.describe())
+        return Catalog(self._context, _and(self._query, query), "search results")
 
     # ------------------------------------------------------------------ mapping
     def _starts(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        return self._broker.store.find_run_starts(self._query, **kwargs)
+        return self._store.find_run_starts(self._query, **kwargs)
 
     def __iter__(self) -> Iterator[str]:
         for start in self._starts():
             yield start["uid"]
 
     def __len__(self) -> int:
-        return self._broker.store.count_runs(self._query)
+        return self._store.count_runs(self._query)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
         query = _and(self._query, {"uid": key})
-        return next(iter(self._broker.store.find_run_starts(query, limit=1)), None) is not None
+        return next(iter(self._store.find_run_starts(query, limit=1)), None) is not None
 
     def items(self) -> Iterator[tuple[str, BlueskyRun]]:  # type: ignore[override]
         """``(uid, run)`` pairs, newest first, loading one run at a time."""
@@ -119,7 +120,7 @@ class Catalog(Mapping[str, BlueskyRun]):
         return iter(self)
 
     def _run(self, start: dict[str, Any]) -> BlueskyRun:
-        return BlueskyRun(self._broker, self._broker._transform("start", start))
+        return BlueskyRun(self._context, self._context.run(start))
 
     def __getitem__(self, key: Any) -> BlueskyRun:
         """``cat[uid]``, ``cat['3f2a']``, ``cat[scan_id]`` (most recent), ``cat[-1]``.
@@ -133,7 +134,7 @@ class Catalog(Mapping[str, BlueskyRun]):
             raise KeyError(
                 f"{key!r} is not a run key; use a uid, a uid prefix, a scan_id or -N."
             )
-        store = self._broker.store
+        store = self._store
         where = f"{store.describe()}" + (f" matching {self._query}" if self._query else "")
         if isinstance(key, numbers.Integral):
             key = int(key)
@@ -178,13 +179,13 @@ class Catalog(Mapping[str, BlueskyRun]):
         # the same runs of the same store.
         if not isinstance(other, Catalog):
             return NotImplemented
-        return other._broker.store is self._broker.store and other._query == self._query
+        return other._store is self._store and other._query == self._query
 
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         query = f" query={self._query!r}" if self._query else ""
-        return f"<Catalog {self.name!r} on {self._broker.store.describe()}{query}>"
+        return f"<Catalog {self.name!r} on {self._store.describe()}{query}>"
 
     def _ipython_key_completions_(self) -> list[str]:
         return [s["uid"] for s in self._starts(limit=50)]

@@ -7,11 +7,11 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._reading import ReadContext, RunView
 from ..utils import stream_name_of
 from .documents import Document, wrap
 
 if TYPE_CHECKING:
-    from ..broker import Broker
     from .stream import BlueskyEventStream
 
 __all__ = ["BlueskyRun"]
@@ -25,11 +25,10 @@ class BlueskyRun:
     ``run.documents(fill=...)``.
     """
 
-    def __init__(self, broker: Broker, start: dict[str, Any]) -> None:
-        self._broker = broker
-        self._start = start
-        self._stop: dict[str, Any] | None | bool = False
-        self._descriptors: list[dict[str, Any]] | None = None
+    def __init__(self, context: ReadContext, view: RunView) -> None:
+        self._context = context
+        self._view = view
+        self._start = view.start
         self._streams: dict[str, BlueskyEventStream] = {}
 
     # ------------------------------------------------------------------ metadata
@@ -39,21 +38,10 @@ class BlueskyRun:
         return str(self._start["uid"])
 
     def _raw_stop(self) -> dict[str, Any] | None:
-        if self._stop is False:
-            self._stop = self._broker._transform(
-                "stop", self._broker.store.get_run_stop(self.uid))
-        return self._stop  # type: ignore[return-value]
+        return self._view.stop()
 
     def _raw_descriptors(self) -> list[dict[str, Any]]:
-        if self._descriptors is None:
-            self._descriptors = [self._broker._transform("descriptor", d)
-                                 for d in self._broker.store.get_descriptors(self.uid)]
-        return self._descriptors
-
-    def _run_docs(self) -> Any:
-        from .._run import RunDocs
-
-        return RunDocs(self._start, self._raw_stop(), self._raw_descriptors())
+        return self._view.descriptors()
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -65,7 +53,7 @@ class BlueskyRun:
     @property
     def v1(self) -> Any:
         """The v1 Header of this run."""
-        return self._broker[self.uid]
+        return self._context.owner[self.uid]
 
     # ------------------------------------------------------------------ streams
     def _stream_names(self) -> list[str]:
@@ -151,9 +139,10 @@ class BlueskyRun:
                              f"got {fill!r}.")
         from ..documents import event_to_page
 
-        filler = self._broker._filler(fill == "yes", None) if fill != "no" else None
+        filler = self._context.filler(fill == "yes") if fill != "no" else None
         delayed = fill == "delayed"
-        for name, doc in self._broker._replay(self, fill=fill == "yes", filler=filler):
+        for name, doc in self._context.replay([self._view], fill=fill == "yes",
+                                              filler=filler):
             if name == "event":
                 if delayed:
                     doc = self._delay(doc)
@@ -175,7 +164,7 @@ class BlueskyRun:
             if not spec.get("external") or not isinstance(event["data"].get(key), str):
                 continue
             datum_id = event["data"][key]
-            loader = dask.delayed(self._broker._load_datum)(datum_id)
+            loader = dask.delayed(self._context.load_datum)(datum_id)
             shape = tuple(spec.get("shape") or ())
             out["data"][key] = dask.array.from_delayed(loader, shape=shape, dtype=float)
             out["filled"][key] = datum_id
@@ -200,7 +189,7 @@ class BlueskyRun:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         stop = self._raw_stop()
-        tz = self._broker._zone()
+        tz = self._context.zone()
 
         def fmt(t: Any) -> str:
             if not isinstance(t, int | float):

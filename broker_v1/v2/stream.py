@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray
 
-from .._run import RunDocs
 from ..replay import descriptors_of_stream
 from ..tables import _read_descriptor
 from .documents import wrap
@@ -56,9 +55,6 @@ class BlueskyEventStream:
     def _descriptors(self) -> list[dict[str, Any]]:
         found = descriptors_of_stream(self._run._raw_descriptors(), self.name)
         return sorted(found, key=lambda d: d.get("time", 0))
-
-    def _run_docs(self) -> RunDocs:
-        return RunDocs(self._run._start, self._run._raw_stop(), self._run._raw_descriptors())
 
     def _fields(self) -> list[str]:
         names: dict[str, None] = {}
@@ -103,19 +99,19 @@ class BlueskyEventStream:
 
     # ------------------------------------------------------------------ reading
     def _columns(self, fill: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        broker = self._run._broker
+        context = self._run._context
         fields = set(self._fields())
         times: list[np.ndarray] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self._fields()}
-        run = self._run_docs()
+        run = self._run._view.docs()
         for descriptor in self._descriptors():
             wanted = [k for k in descriptor["data_keys"] if k in fields]
             if not wanted:
                 continue
             external = [k for k in wanted if descriptor["data_keys"][k].get("external")]
-            filler = broker._filler(True, None) if fill and external else None
+            filler = context.filler(True) if fill and external else None
             block = _read_descriptor(
-                broker.store, run, descriptor, lambda k, w=set(wanted): k in w, True,
+                context.store, run, descriptor, lambda k, w=set(wanted): k in w, True,
                 external if fill else False, filler,
             )
             if block is None:
@@ -184,7 +180,7 @@ class BlueskyEventStream:
         import dask
         import dask.array as da
 
-        broker = self._run._broker
+        context = self._run._context
         time, columns = self._columns(fill=False)
         specs = self._data_keys()
         dims = self._dims()
@@ -194,7 +190,7 @@ class BlueskyEventStream:
             if spec.get("external"):
                 shape = tuple(spec.get("shape") or ())
                 dtype = _DTYPES.get(spec.get("dtype"), np.float64)
-                load = dask.delayed(broker._load_datum, pure=True)
+                load = dask.delayed(context.load_datum, pure=True)
                 chunks = [da.from_delayed(load(datum_id), shape=shape, dtype=dtype)
                           for datum_id in column]
                 values[key] = (da.stack(chunks) if chunks
@@ -207,7 +203,7 @@ class BlueskyEventStream:
     @property
     def timestamps(self) -> xarray.Dataset:
         """Per-reading timestamps, in the same structure as :meth:`read`."""
-        store = self._run._broker.store
+        store = self._run._context.store
         fields = self._fields()
         times: list[Any] = []
         cols: dict[str, list[Any]] = {k: [] for k in fields}
@@ -261,7 +257,7 @@ class _DeviceConfig:
 
     def read(self) -> xarray.Dataset:
         """A Dataset of the device's configuration values, one row per event."""
-        store = self._stream._run._broker.store
+        store = self._stream._run._context.store
         times: list[Any] = []
         cols: dict[str, list[Any]] = {}
         for descriptor in self._stream._descriptors():
