@@ -374,7 +374,7 @@ def test_code_execution_refused_before_evaluation(db: Broker, kind: str, query: 
 def test_code_execution_never_builds_a_mongo_client(operator: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A MongoStore refuses code operators without building a client (so nothing is sent)."""
-    from broker_v1.stores import mongo as mongo_module
+    from broker_v1.stores.mongo import _store as mongo_module
 
     def no_client(uri: str) -> Any:
         raise AssertionError(f"a MongoDB client was built for {uri}")

@@ -53,8 +53,8 @@ import pymongo.uri_parser
 from bson import ObjectId
 from bson.errors import InvalidDocument as BSONInvalidDocument
 
-from ..documents import unpack_events
-from ..errors import (
+from ...documents import unpack_events
+from ...errors import (
     ConfigError,
     DatumNotFound,
     DuplicateDocument,
@@ -66,8 +66,8 @@ from ..errors import (
     StoreUnavailable,
     UnsupportedQuery,
 )
-from ._query import check_query, split_text
-from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
+from .._query import check_query, split_text
+from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
 
 __all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
 
