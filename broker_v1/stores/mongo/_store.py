@@ -43,9 +43,8 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 import pymongo
 import pymongo.errors
@@ -60,7 +59,6 @@ from ...errors import (
     DuplicateDocument,
     InvalidDocument,
     InvalidQuery,
-    MissingDependency,
     ReadOnlyStore,
     ResourceNotFound,
     StoreUnavailable,
@@ -68,6 +66,7 @@ from ...errors import (
 )
 from .._query import check_query, split_text
 from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
+from ._client import _Connection, _MongoUri, make_client
 
 __all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
 
@@ -130,160 +129,6 @@ def _bson_problem(value: Any, path: tuple[str, ...] = ()) -> tuple[str | None, s
 class MissingIndexWarning(UserWarning):
     """An existing MongoDB database lacks indexes broker_v1 reads with, or they could not be
     created.  Reads still work, but scan whole collections."""
-
-
-# ---------------------------------------------------------------------- URIs and clients
-_SECRET_OPTION = re.compile(r"password|secret|token|authmechanismproperties", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class _MongoUri:
-    """The parts of a ``mongodb://``, ``mongodb+srv://`` or ``mongomock://`` URI we need."""
-
-    raw: str
-    scheme: str
-    username: str | None
-    password: str | None
-    hosts: str
-    database: str
-    options: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, uri: str, *, key: str) -> _MongoUri:
-        if not isinstance(uri, str):
-            raise ConfigError(f"store.{key} must be a string, got {type(uri).__name__}.", key=key)
-        scheme, sep, rest = uri.partition("://")
-        if not sep or scheme not in ("mongodb", "mongodb+srv", "mongomock"):
-            raise ConfigError(
-                f"store.{key} {_redact_text(uri)!r} is not a MongoDB URI; use "
-                "mongodb://host:port/database, mongodb+srv://host/database or "
-                "mongomock://host/database.",
-                key=f"store.{key}",
-            )
-        rest, _, query = rest.partition("?")
-        authority, _, path = rest.partition("/")
-        userinfo, at, hosts = authority.rpartition("@")
-        username = password = None
-        if at:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user)
-            password = unquote(secret) if colon else None
-        database = unquote(path)
-        if not hosts or not database:
-            missing = "host" if not hosts else "database"
-            raise ConfigError(
-                f"store.{key} {_redact_uri(scheme, username, password, hosts, path, query)!r} "
-                f"names no {missing}; write it as {scheme}://host:27017/database-name.",
-                key=f"store.{key}",
-            )
-        if re.search(r'[/\\. "$\x00]', database):
-            raise ConfigError(
-                f"store.{key}: {database!r} is not a valid MongoDB database name "
-                "(it may not contain / \\ . space \" $).",
-                key=f"store.{key}",
-            )
-        options = {k: v for k, v in parse_qsl(query, keep_blank_values=True)}
-        parsed = cls(uri, scheme, username, password, hosts, database, options)
-        if scheme == "mongodb":
-            # Catch a malformed host list or an unknown option now, not at the first read.
-            # (mongodb+srv would need a DNS lookup, so pymongo checks it when connecting.)
-            try:
-                pymongo.uri_parser.parse_uri(uri)
-            except (pymongo.errors.ConfigurationError, ValueError) as err:
-                raise ConfigError(
-                    f"store.{key} {parsed.redacted!r} is not a usable MongoDB URI: "
-                    f"{parsed.scrub(str(err))}",
-                    key=f"store.{key}",
-                ) from err
-        return parsed
-
-    @property
-    def redacted(self) -> str:
-        """The URI with the password (and secret options) replaced by ``***``."""
-        query = "&".join(
-            f"{k}={'***' if _SECRET_OPTION.search(k) else v}" for k, v in self.options.items()
-        )
-        return _redact_uri(self.scheme, self.username, self.password, self.hosts,
-                           self.database, query)
-
-    @property
-    def location(self) -> str:
-        """Where the server is, for messages: ``db.example:27017`` or ``mongomock://host``."""
-        if self.scheme == "mongomock":
-            return f"mongomock://{self.hosts}"
-        return self.hosts + (" (DNS SRV)" if self.scheme == "mongodb+srv" else "")
-
-    def option(self, name: str) -> str | None:
-        """A URI option, matched case-insensitively as MongoDB does."""
-        for k, v in self.options.items():
-            if k.lower() == name.lower():
-                return v
-        return None
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every form of the password removed (pymongo messages may echo it)."""
-        for secret in {self.password, _raw_password(self.raw)} - {None, ""}:
-            text = text.replace(str(secret), "***")
-        return text
-
-
-def _raw_password(uri: str) -> str | None:
-    authority = uri.partition("://")[2].partition("/")[0].partition("?")[0]
-    userinfo, at, _ = authority.rpartition("@")
-    return userinfo.partition(":")[2] or None if at else None
-
-
-def _redact_uri(scheme: str, username: str | None, password: str | None, hosts: str,
-                database: str, query: str) -> str:
-    auth = ""
-    if username is not None:
-        auth = username + (":***" if password is not None else "") + "@"
-    return f"{scheme}://{auth}{hosts}/{database}" + (f"?{query}" if query else "")
-
-
-def _redact_text(uri: str) -> str:
-    # For URIs we could not parse: hide whatever sits between '://' and the last '@'.
-    return re.sub(r"(://)[^/@]*@", r"\1***@", uri)
-
-
-# mongomock clients by host, so every store opened on mongomock://host/... sees the same data.
-_MOCK_CLIENTS: dict[str, Any] = {}
-_MOCK_LOCK = threading.Lock()
-
-
-def make_client(uri: str) -> Any:
-    """The one factory for MongoDB clients (spec §11.1 #15).
-
-    Parameters
-    ----------
-    uri
-        ``mongodb://`` or ``mongodb+srv://`` (credentials and options such as ``replicaSet``,
-        ``readPreference``, ``authSource`` come from the URI), or ``mongomock://host/db``.
-
-    Returns
-    -------
-    pymongo.MongoClient or mongomock.MongoClient
-        A ``pymongo.MongoClient`` (looked up at call time, so ``mongomock.patch`` applies)
-        or, for ``mongomock://``, the process-wide mongomock client of that host.
-    """
-    if uri.startswith("mongomock://"):
-        try:
-            import mongomock
-        except ImportError as err:
-            raise MissingDependency(
-                "The mongomock:// scheme needs mongomock, which is not installed. Install it "
-                "with: pip install mongomock"
-            ) from err
-        host = uri.partition("://")[2].partition("/")[0].rpartition("@")[2]
-        with _MOCK_LOCK:
-            client = _MOCK_CLIENTS.get(host)
-            if client is None:
-                client = _MOCK_CLIENTS[host] = mongomock.MongoClient()
-        return client
-    kwargs: dict[str, Any] = {}
-    if "appname=" not in uri.lower():
-        kwargs["appname"] = "broker_v1"  # lets a DBA see who is connected
-    return pymongo.MongoClient(uri, **kwargs)
 
 
 # ---------------------------------------------------------------------- indexes
@@ -476,12 +321,9 @@ class MongoStore(DocumentStore):
         self.page_size = page_size
         self._source: str | None = None
         self._lock = threading.RLock()
-        self._clients: list[Any] = []
-        self._meta_db: Any = None
-        self._asset_db: Any = None
+        self._connection = _Connection(self._meta_uri, self._asset_uri)
         self._connected = False
         self._write_ready = False
-        self._mock = False
         self._text_index: bool | None = None  # None: not looked at yet
         self._text_refused: str | None = None  # the server's reason, when it refused one
         self._unique = {"event": False, "datum": False}
@@ -548,24 +390,15 @@ class MongoStore(DocumentStore):
             if self._connected:
                 return
             with self._errors("connect"):
-                meta_client = make_client(self._meta_uri.raw)
-                self._clients = [meta_client]
-                if self._asset_uri is self._meta_uri:
-                    asset_client = meta_client
-                else:
-                    asset_client = make_client(self._asset_uri.raw)
-                    self._clients.append(asset_client)
-                self._mock = type(meta_client).__module__.startswith("mongomock")
-                self._meta_db = meta_client[self._meta_uri.database]
-                self._asset_db = asset_client[self._asset_uri.database]
+                self._connection.open()
                 self._check_indexes()
             self._connected = True
 
     def _check_indexes(self) -> None:
         # Listing collections is also what first reaches the server (and fails if it cannot).
         existing = {
-            "meta": set(self._meta_db.list_collection_names()),
-            "assets": set(self._asset_db.list_collection_names()),
+            "meta": set(self._connection.meta_db.list_collection_names()),
+            "assets": set(self._connection.asset_db.list_collection_names()),
         }
         infos: dict[tuple[str, str], Mapping[str, Any]] = {}
         missing = []
@@ -599,31 +432,18 @@ class MongoStore(DocumentStore):
             )
 
     def _db(self, which: str) -> Any:
-        return self._meta_db if which == "meta" else self._asset_db
+        return self._connection.db(which)
 
     def _coll(self, name: str) -> Any:
         self._connect()
-        return (self._asset_db if name in ASSET_COLLECTIONS else self._meta_db)[name]
+        return self._connection.db("assets" if name in ASSET_COLLECTIONS else "meta")[name]
 
     def close(self) -> None:
         """Close the clients this store opened (shared mongomock clients stay open)."""
         with self._lock:
-            if not self._mock:
-                for client in self._clients:
-                    client.close()
-            self._clients = []
+            self._connection.close()
             self._connected = False
             self._write_ready = False
-
-    def __del__(self) -> None:
-        # A store dropped without close() must not leave pymongo's monitor threads running
-        # (pymongo warns about unclosed clients when they are collected).
-        try:
-            if self._clients and not self._mock:
-                for client in self._clients:
-                    client.close()
-        except Exception:  # interpreter shutdown: modules may already be gone
-            pass
 
     @contextmanager
     def _errors(
@@ -717,12 +537,7 @@ class MongoStore(DocumentStore):
         return self._asset_uri.scrub(self._meta_uri.scrub(str(err)))
 
     def _unavailable(self, action: str, err: BaseException) -> StoreUnavailable:
-        timeout = None
-        for client in self._clients:
-            timeout = getattr(getattr(client, "options", None), "server_selection_timeout", None)
-        if timeout is None:
-            raw = self._meta_uri.option("serverSelectionTimeoutMS")
-            timeout = float(raw) / 1000 if raw and raw.isdigit() else 30.0
+        timeout = self._connection.server_wait()
         return StoreUnavailable(
             f"Could not reach MongoDB at {self._meta_uri.location} within {timeout:g} s to "
             f"{action} ({self._where()}). Check that the server is up, that the host, port and "
@@ -784,7 +599,8 @@ class MongoStore(DocumentStore):
                 continue
             try:
                 with self._errors(f"create the index {index.describe()}", writing=True):
-                    coll.create_index(list(index.keys), unique=index.unique and not self._mock)
+                    coll.create_index(list(index.keys),
+                                      unique=index.unique and not self._connection.mock)
                 created.append(index.describe())
             except pymongo.errors.DuplicateKeyError as err:
                 # Old data can make a unique index impossible (stops that name their run
@@ -808,13 +624,13 @@ class MongoStore(DocumentStore):
             created += self._create_text_index(required=bool(text))
         with self._errors("read the indexes", writing=True):
             self._unique = {
-                "event": _has_unique(self._meta_db["event"].index_information(), "uid"),
-                "datum": _has_unique(self._asset_db["datum"].index_information(), "datum_id"),
+                "event": _has_unique(self._db("meta")["event"].index_information(), "uid"),
+                "datum": _has_unique(self._db("assets")["datum"].index_information(), "datum_id"),
             }
         return created
 
     def _create_text_index(self, *, required: bool) -> list[str]:
-        coll = self._meta_db["run_start"]
+        coll = self._connection.meta_db["run_start"]
         with self._errors("read the indexes of run_start", writing=True):
             if _has_text(coll.index_information()):
                 self._text_index = True
@@ -855,28 +671,28 @@ class MongoStore(DocumentStore):
         # databroker 0.13's asset registry refuses an assets database without version
         # sentinels; write them when this store is the one creating the database.
         with self._errors("initialize the assets database", writing=True):
-            names = set(self._asset_db.list_collection_names())
+            names = set(self._connection.asset_db.list_collection_names())
             if names & {"resource", "datum", "sentinel"}:
                 return
-            self._asset_db["sentinel"].insert_many(
+            self._connection.asset_db["sentinel"].insert_many(
                 [{"collection": "resource", "version": 1}, {"collection": "datum", "version": 1}]
             )
 
     # ------------------------------------------------------------------ text search
     def _text_available(self, *, refresh: bool) -> bool:
         self._connect()
-        if self._mock:
+        if self._connection.mock:
             return False
         if self._text_index is None or (refresh and not self._text_index):
             with self._errors("read the indexes of run_start"):
-                names = self._meta_db.list_collection_names()
+                names = self._connection.meta_db.list_collection_names()
                 self._text_index = "run_start" in names and _has_text(
-                    self._meta_db["run_start"].index_information()
+                    self._connection.meta_db["run_start"].index_information()
                 )
         return bool(self._text_index)
 
     def _refuse_text(self) -> UnsupportedQuery:
-        if self._mock:
+        if self._connection.mock:
             why = "mongomock does not evaluate '$text' (full-text search)"
             how = "Run against a MongoDB server with a text index on run_start"
         elif self._text_refused:
