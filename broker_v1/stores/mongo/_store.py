@@ -50,15 +50,12 @@ import pymongo
 import pymongo.errors
 import pymongo.uri_parser
 from bson import ObjectId
-from bson.errors import InvalidDocument as BSONInvalidDocument
 
 from ...documents import unpack_events
 from ...errors import (
     ConfigError,
     DatumNotFound,
     DuplicateDocument,
-    InvalidDocument,
-    InvalidQuery,
     ReadOnlyStore,
     ResourceNotFound,
     StoreUnavailable,
@@ -67,6 +64,7 @@ from ...errors import (
 from .._query import check_query, split_text
 from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
 from ._client import _Connection, _MongoUri, make_client
+from ._errors import _INT64, _dup_value, _encodable, _ErrorTranslator
 
 __all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
 
@@ -83,49 +81,6 @@ _CLIENT_SKIP = 1000
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
 # Values per $in query (keeps query documents small and server plans simple).
 _IN_CHUNK = 1000
-# BSON integers are signed 64-bit.
-_INT64 = 2**63
-
-
-def _encodable(text: str) -> bool:
-    """Whether a string is valid unicode, as BSON requires (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _bson_problem(value: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str] | None:
-    """The first place in a document (or list of rows) BSON cannot encode, and why."""
-    where = ".".join(path) or None
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return None
-    if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            return where, f"the integer {value} does not fit in 8 bytes, MongoDB's limit"
-        return None
-    if isinstance(value, str):
-        if not _encodable(value):
-            return where, f"the string {value!r} is not valid unicode (a lone surrogate)"
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str) and not _encodable(k):
-                return ".".join((*path, k)), f"the key {k!r} is not valid unicode"
-            found = _bson_problem(v, (*path, str(k)))
-            if found:
-                return found
-        return None
-    if isinstance(value, list):
-        rows = not path and all(isinstance(v, dict) for v in value)
-        for i, v in enumerate(value):
-            found = _bson_problem(v, path if rows else (*path, str(i)))
-            if found:
-                return found
-    return None
-
-
 class MissingIndexWarning(UserWarning):
     """An existing MongoDB database lacks indexes broker_v1 reads with, or they could not be
     created.  Reads still work, but scan whole collections."""
@@ -218,11 +173,6 @@ def _and(query: Mapping[str, Any], time_condition: Any) -> dict[str, Any]:
         return {**query, "time": time_condition}
     clauses = list(query.get("$and", []))
     return {**query, "$and": [*clauses, {"time": time_condition}]}
-
-
-def _dup_value(err: pymongo.errors.DuplicateKeyError) -> str:
-    value = (err.details or {}).get("keyValue")
-    return repr(value) if value is not None else "(see the server log)"
 
 
 def _is_object_id(value: Any) -> bool:
@@ -319,9 +269,9 @@ class MongoStore(DocumentStore):
             raise ConfigError(f"store.page_size must be a positive integer, got {page_size!r}.",
                               key="store.page_size")
         self.page_size = page_size
-        self._source: str | None = None
         self._lock = threading.RLock()
         self._connection = _Connection(self._meta_uri, self._asset_uri)
+        self._errors = _ErrorTranslator(self._connection, label=self.describe())
         self._connected = False
         self._write_ready = False
         self._text_index: bool | None = None  # None: not looked at yet
@@ -350,7 +300,7 @@ class MongoStore(DocumentStore):
                 raise
             raise ConfigError(f"{source}: {err}", source=source, key=err.key) from err
         assert isinstance(store, MongoStore)
-        store._source = source
+        store._errors.source = source
         return store
 
     def describe(self) -> str:
@@ -444,107 +394,6 @@ class MongoStore(DocumentStore):
             self._connection.close()
             self._connected = False
             self._write_ready = False
-
-    @contextmanager
-    def _errors(
-        self, action: str, *, writing: bool = False, query: Any = None, doc: Any = None
-    ) -> Iterator[None]:
-        """Translate pymongo and mongomock errors raised by ``action`` into broker_v1 errors.
-
-        ``doc`` (the document or rows being written) lets a value BSON cannot encode be named
-        by its field.
-        """
-        try:
-            yield
-        except (pymongo.errors.DuplicateKeyError, pymongo.errors.BulkWriteError):
-            raise  # the write paths resolve these themselves
-        except pymongo.errors.ConfigurationError as err:
-            if "dns" in str(err).lower():
-                raise self._unavailable(action, err) from err
-            raise ConfigError(
-                f"{self._where()}: the MongoDB URI is not usable: {self._scrub(err)}",
-                source=self._source, key="store.uri",
-            ) from err
-        except (pymongo.errors.ConnectionFailure, pymongo.errors.NetworkTimeout) as err:
-            raise self._unavailable(action, err) from err
-        except pymongo.errors.OperationFailure as err:
-            code = err.code
-            if code in (18, 11) or "authentication failed" in str(err).lower():
-                user = self._meta_uri.username
-                raise StoreUnavailable(
-                    f"MongoDB at {self._meta_uri.location} refused the credentials"
-                    + (f" of user {user!r}" if user else "")
-                    + f" while trying to {action} ({self._where()}). Check the user name, the "
-                    "password and authSource in the uri. pymongo said: " + self._scrub(err)
-                ) from err
-            if code == 13 or "not authorized" in str(err).lower():
-                if writing:
-                    raise ReadOnlyStore(
-                        f"{self.describe()} refused to {action}: the account may not write here "
-                        f"(the server said: {self._scrub(err)}). Open the store with "
-                        "read_only: true, or use an account with the readWrite role.",
-                        store=self.describe(),
-                    ) from err
-                raise StoreUnavailable(
-                    f"{self.describe()} refused to {action}: the account may not read it "
-                    f"(the server said: {self._scrub(err)}). Ask for the read role on "
-                    f"{self._meta_uri.database}."
-                ) from err
-            if query is not None:
-                raise InvalidQuery(
-                    f"{self.describe()} rejected the query {query!r}: {self._scrub(err)}"
-                ) from err
-            raise StoreUnavailable(
-                f"{self.describe()} failed to {action}: {self._scrub(err)}"
-            ) from err
-        except (pymongo.errors.DocumentTooLarge, BSONInvalidDocument, OverflowError,
-                UnicodeEncodeError) as err:
-            # Values BSON cannot encode: integers beyond 8 bytes, strings that are not valid
-            # unicode (lone surrogates), documents over 16 MB.  Nothing reached the server.
-            if writing and doc is not None:
-                name = action.split()[-1]
-                found = _bson_problem(doc)
-                field_name, problem = found if found else (None, str(err))
-                raise InvalidDocument(
-                    f"{name} document cannot be stored in MongoDB: "
-                    + (f"{field_name}: " if field_name else "")
-                    + f"{problem}. Nothing was written.",
-                    name=name,
-                    uid=doc.get("uid") if isinstance(doc, dict) else None,
-                    field=field_name,
-                ) from err
-            if query is not None:
-                raise UnsupportedQuery(
-                    f"{self.describe()} cannot send the query {query!r} to MongoDB: {err}. "
-                    "MongoDB holds no integers beyond 8 bytes and no strings that are not valid "
-                    "unicode, so it can neither store nor search them.",
-                    store=self.describe(),
-                ) from err
-            raise
-        except NotImplementedError as err:  # mongomock's unimplemented operators
-            if isinstance(err, UnsupportedQuery):
-                raise
-            raise UnsupportedQuery(
-                f"{self.describe()} (mongomock) cannot evaluate the query {query!r}: {err}. "
-                "A real MongoDB server can.",
-                store=self.describe(),
-            ) from err
-
-    def _where(self) -> str:
-        return f"store.uri in {self._source}" if self._source else "store.uri"
-
-    def _scrub(self, err: BaseException) -> str:
-        return self._asset_uri.scrub(self._meta_uri.scrub(str(err)))
-
-    def _unavailable(self, action: str, err: BaseException) -> StoreUnavailable:
-        timeout = self._connection.server_wait()
-        return StoreUnavailable(
-            f"Could not reach MongoDB at {self._meta_uri.location} within {timeout:g} s to "
-            f"{action} ({self._where()}). Check that the server is up, that the host, port and "
-            "replicaSet in the uri are right, and that this machine may connect to it "
-            "(serverSelectionTimeoutMS in the uri sets the wait). pymongo said: "
-            + self._scrub(err)[:500]
-        )
 
     # ------------------------------------------------------------------ indexes
     def ensure_indexes(self, *, text: bool | None = None) -> list[str]:
@@ -642,7 +491,7 @@ class MongoStore(DocumentStore):
                 with self._errors("create the text index on run_start", writing=True):
                     raise
             # Servers without text search (the wire-protocol test server) refuse: code 67.
-            self._text_refused = self._scrub(err).split(", full error")[0]
+            self._text_refused = self._errors.scrub(err).split(", full error")[0]
             self._text_index = False
             if required:
                 raise UnsupportedQuery(
@@ -1214,16 +1063,7 @@ class MongoStore(DocumentStore):
             existing = self._get_existing(name, doc["uid"])
             if existing == doc:
                 return
-            raise self._duplicate(name, doc["uid"]) from err
-
-    def _duplicate(self, name: str, key: Any) -> DuplicateDocument:
-        return DuplicateDocument(
-            f"A different {name} document with uid {key} is already in {self.describe()}. "
-            "Documents are immutable; write a new one with a new uid instead.",
-            name=name,
-            uid=key,
-            store=self.describe(),
-        )
+            raise self._errors.duplicate(name, doc["uid"]) from err
 
     def _insert_rows(self, collection: str, name: str, key_field: str, rows: list[Doc]) -> None:
         """Insert single documents in one unordered bulk write, all or nothing."""
@@ -1241,7 +1081,7 @@ class MongoStore(DocumentStore):
                 self._undo(coll, rows)
                 raise StoreUnavailable(
                     f"{self.describe()} failed to insert {name} documents: "
-                    f"{self._scrub(err)[:500]}. Nothing was written."
+                    f"{self._errors.scrub(err)[:500]}. Nothing was written."
                 ) from err
             self._resolve_duplicates(coll, name, key_field, rows, [e["index"] for e in errors])
         except BaseException:
@@ -1268,7 +1108,7 @@ class MongoStore(DocumentStore):
                 if old is not None and name == "datum":
                     old = self._datum(old)
                 if old is None or not (old == new or (name == "event" and _same_event(old, new))):
-                    raise self._duplicate(name, new[key_field])
+                    raise self._errors.duplicate(name, new[key_field])
         except BaseException:
             self._undo(coll, rows)
             raise
