@@ -40,10 +40,8 @@ from __future__ import annotations
 import math
 import re
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pymongo
@@ -64,7 +62,8 @@ from ...errors import (
 from .._query import check_query, split_text
 from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
 from ._client import _Connection, _MongoUri, make_client
-from ._errors import _INT64, _dup_value, _encodable, _ErrorTranslator
+from ._errors import _INT64, _encodable, _ErrorTranslator
+from ._indexes import MissingIndexWarning, _Indexes
 
 __all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
 
@@ -81,74 +80,6 @@ _CLIENT_SKIP = 1000
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
 # Values per $in query (keeps query documents small and server plans simple).
 _IN_CHUNK = 1000
-class MissingIndexWarning(UserWarning):
-    """An existing MongoDB database lacks indexes broker_v1 reads with, or they could not be
-    created.  Reads still work, but scan whole collections."""
-
-
-# ---------------------------------------------------------------------- indexes
-@dataclass(frozen=True)
-class _Index:
-    """One index of the layout, in databroker's own spelling so old databases already match."""
-
-    database: str  # "meta" or "assets"
-    collection: str
-    keys: tuple[tuple[str, Any], ...]
-    unique: bool = False
-    for_reads: bool = True  # missing from an existing collection -> MissingIndexWarning
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(k for k, _ in self.keys)
-
-    def describe(self) -> str:
-        return f"{self.collection} ({', '.join(self.fields)})" + (" unique" if self.unique else "")
-
-
-INDEXES = (
-    _Index("meta", "run_start", (("uid", -1),), unique=True),
-    _Index("meta", "run_start", (("time", -1), ("scan_id", -1))),
-    _Index("meta", "run_start", (("scan_id", -1),), for_reads=False),
-    _Index("meta", "run_stop", (("run_start", 1),), unique=True),
-    _Index("meta", "run_stop", (("uid", 1),), unique=True, for_reads=False),
-    _Index("meta", "run_stop", (("time", -1),), for_reads=False),
-    _Index("meta", "event_descriptor", (("uid", -1),), unique=True),
-    _Index("meta", "event_descriptor", (("run_start", -1), ("time", -1))),
-    _Index("meta", "event_descriptor", (("time", -1),), for_reads=False),
-    _Index("meta", "event", (("uid", -1),), unique=True),
-    _Index("meta", "event", (("descriptor", -1), ("time", 1))),
-    _Index("assets", "resource", (("uid", 1),)),
-    _Index("assets", "datum", (("datum_id", 1),), unique=True),
-    _Index("assets", "datum", (("resource", 1),)),
-)
-_TEXT_INDEX = (("$**", "text"),)
-
-# Warn about one database once per process, however many stores open it.
-_WARNED: set[tuple[str, str, str]] = set()
-
-
-def _index_fields(info: Mapping[str, Any]) -> list[tuple[str, ...]]:
-    """Field lists of the non-text indexes in an ``index_information()`` answer."""
-    out = []
-    for spec in info.values():
-        keys = spec.get("key", [])
-        if any(direction in ("text", "2d", "2dsphere", "hashed") for _, direction in keys):
-            continue
-        out.append(tuple(name for name, _ in keys))
-    return out
-
-
-def _has_text(info: Mapping[str, Any]) -> bool:
-    return any(d == "text" for spec in info.values() for _, d in spec.get("key", []))
-
-
-def _has_unique(info: Mapping[str, Any], field_name: str) -> bool:
-    return any(
-        spec.get("unique") and [k for k, _ in spec.get("key", [])] == [field_name]
-        for spec in info.values()
-    )
-
-
 # ---------------------------------------------------------------------- small helpers
 def _number(value: Any) -> float:
     # Sort key for times: numbers as they are; anything else (legacy junk) sorts first.
@@ -272,11 +203,9 @@ class MongoStore(DocumentStore):
         self._lock = threading.RLock()
         self._connection = _Connection(self._meta_uri, self._asset_uri)
         self._errors = _ErrorTranslator(self._connection, label=self.describe())
+        self._indexes = _Indexes(self._connection, self._errors, label=self.describe())
         self._connected = False
         self._write_ready = False
-        self._text_index: bool | None = None  # None: not looked at yet
-        self._text_refused: str | None = None  # the server's reason, when it refused one
-        self._unique = {"event": False, "datum": False}
         self._legacy_links: dict[str, bool] = {}
         # Where the first page of the newest (or oldest) runs ended last time, by page size.
         self._hints: dict[tuple[int, int], Any] = {}
@@ -341,45 +270,8 @@ class MongoStore(DocumentStore):
                 return
             with self._errors("connect"):
                 self._connection.open()
-                self._check_indexes()
+                self._indexes.check()
             self._connected = True
-
-    def _check_indexes(self) -> None:
-        # Listing collections is also what first reaches the server (and fails if it cannot).
-        existing = {
-            "meta": set(self._connection.meta_db.list_collection_names()),
-            "assets": set(self._connection.asset_db.list_collection_names()),
-        }
-        infos: dict[tuple[str, str], Mapping[str, Any]] = {}
-        missing = []
-        for index in INDEXES:
-            if index.collection not in existing[index.database]:
-                continue
-            where = (index.database, index.collection)
-            if where not in infos:
-                infos[where] = self._db(index.database)[index.collection].index_information()
-            if where == ("meta", "run_start"):
-                self._text_index = _has_text(infos[where])
-            have = _index_fields(infos[where])
-            if index.for_reads and not any(f[:len(index.fields)] == index.fields for f in have):
-                missing.append(index.describe())
-        self._unique = {
-            "event": _has_unique(infos.get(("meta", "event"), {}), "uid"),
-            "datum": _has_unique(infos.get(("assets", "datum"), {}), "datum_id"),
-        }
-        if "run_start" not in existing["meta"]:
-            self._text_index = False
-        key = (self._meta_uri.location, self._meta_uri.database, self._asset_uri.database)
-        if missing and key not in _WARNED:
-            _WARNED.add(key)
-            warnings.warn(
-                f"{self.describe()} lacks indexes that reads rely on: {', '.join(missing)}. "
-                "Reads work but scan whole collections. An account allowed to write can create "
-                "them with MongoStore.ensure_indexes() (they are also created on the first "
-                "write).",
-                MissingIndexWarning,
-                stacklevel=4,
-            )
 
     def _db(self, which: str) -> Any:
         return self._connection.db(which)
@@ -433,76 +325,7 @@ class MongoStore(DocumentStore):
             )
         with self._lock:
             self._connect()
-            return self._create_indexes(text=text, strict=True)
-
-    def _create_indexes(self, *, text: bool | None, strict: bool) -> list[str]:
-        created = []
-        infos: dict[tuple[str, str], Mapping[str, Any]] = {}
-        for index in INDEXES:
-            coll = self._db(index.database)[index.collection]
-            where = (index.database, index.collection)
-            with self._errors(f"read the indexes of {index.collection}", writing=True):
-                if where not in infos:
-                    infos[where] = coll.index_information()
-            if index.fields in _index_fields(infos[where]):
-                continue
-            try:
-                with self._errors(f"create the index {index.describe()}", writing=True):
-                    coll.create_index(list(index.keys),
-                                      unique=index.unique and not self._connection.mock)
-                created.append(index.describe())
-            except pymongo.errors.DuplicateKeyError as err:
-                # Old data can make a unique index impossible (stops that name their run
-                # 'run_start_id' all have run_start null).  Writing still works without it.
-                problem = DuplicateDocument(
-                    f"Cannot create the unique index {index.describe()} in {self.describe()}: "
-                    f"existing documents share the value {_dup_value(err)}. Reads and writes "
-                    "work without it (duplicates are checked by the store); repair the data "
-                    "to create it.",
-                    name=index.collection, uid=_dup_value(err), store=self.describe(),
-                )
-                if strict:
-                    raise problem from err
-                warnings.warn(str(problem), MissingIndexWarning, stacklevel=5)
-            except StoreUnavailable as err:
-                if strict:
-                    raise
-                warnings.warn(f"{self.describe()}: could not create the index "
-                              f"{index.describe()}: {err}", MissingIndexWarning, stacklevel=5)
-        if text is not False:
-            created += self._create_text_index(required=bool(text))
-        with self._errors("read the indexes", writing=True):
-            self._unique = {
-                "event": _has_unique(self._db("meta")["event"].index_information(), "uid"),
-                "datum": _has_unique(self._db("assets")["datum"].index_information(), "datum_id"),
-            }
-        return created
-
-    def _create_text_index(self, *, required: bool) -> list[str]:
-        coll = self._connection.meta_db["run_start"]
-        with self._errors("read the indexes of run_start", writing=True):
-            if _has_text(coll.index_information()):
-                self._text_index = True
-                return []
-        try:
-            coll.create_index(list(_TEXT_INDEX))
-        except pymongo.errors.OperationFailure as err:
-            if err.code in (13, 18) or "not authorized" in str(err).lower():
-                with self._errors("create the text index on run_start", writing=True):
-                    raise
-            # Servers without text search (the wire-protocol test server) refuse: code 67.
-            self._text_refused = self._errors.scrub(err).split(", full error")[0]
-            self._text_index = False
-            if required:
-                raise UnsupportedQuery(
-                    f"{self.describe()} cannot create the text index full-text search needs: "
-                    f"{self._text_refused}.",
-                    operator="$text",
-                    store=self.describe(),
-                ) from err
-            return []
-        self._text_index = True
-        return ["run_start ($** text)"]
+            return self._indexes.create(text=text, strict=True)
 
     def _prepare_write(self) -> None:
         """Before the first write: the assets sentinel for old clients, then the indexes."""
@@ -513,7 +336,7 @@ class MongoStore(DocumentStore):
                 return
             self._connect()
             self._init_assets_database()
-            self._create_indexes(text=None, strict=False)
+            self._indexes.create(text=None, strict=False)
             self._write_ready = True
 
     def _init_assets_database(self) -> None:
@@ -530,34 +353,10 @@ class MongoStore(DocumentStore):
     # ------------------------------------------------------------------ text search
     def _text_available(self, *, refresh: bool) -> bool:
         self._connect()
-        if self._connection.mock:
-            return False
-        if self._text_index is None or (refresh and not self._text_index):
-            with self._errors("read the indexes of run_start"):
-                names = self._connection.meta_db.list_collection_names()
-                self._text_index = "run_start" in names and _has_text(
-                    self._connection.meta_db["run_start"].index_information()
-                )
-        return bool(self._text_index)
+        return self._indexes.text_available(refresh=refresh)
 
     def _refuse_text(self) -> UnsupportedQuery:
-        if self._connection.mock:
-            why = "mongomock does not evaluate '$text' (full-text search)"
-            how = "Run against a MongoDB server with a text index on run_start"
-        elif self._text_refused:
-            why = (f"this server cannot evaluate '$text' (full-text search): it refuses text "
-                   f"indexes ({self._text_refused})")
-            how = "Use a MongoDB server for text search"
-        else:
-            why = "'$text' (full-text search) needs a text index on run_start, which is missing"
-            how = ("Create it with MongoStore.ensure_indexes(text=True) (needs write access) or "
-                   "in the mongo shell: db.run_start.createIndex({'$**': 'text'})")
-        return UnsupportedQuery(
-            f"{self.describe()}: {why}. {how}, or search a field instead, e.g. "
-            "db(plan_name='scan').",
-            operator="$text",
-            store=self.describe(),
-        )
+        return self._indexes.refuse_text()
 
     # ------------------------------------------------------------------ run starts
     def _find_run_starts(
@@ -977,7 +776,7 @@ class MongoStore(DocumentStore):
             return None
         if name == self._bulk_name:
             self._prepare_write()
-            if self._unique[name]:
+            if self._indexes.unique[name]:
                 # The unique index will refuse a duplicate; _insert_rows then compares.
                 return None
             if self._bulk_found is None:
