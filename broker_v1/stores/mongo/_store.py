@@ -1,52 +1,20 @@
-"""MongoStore: databroker's normalized MongoDB layout, read and written unchanged.
+"""The :class:`MongoStore` facade: the store's reads and its insert path.
 
-Two databases, which may be one: the *metadata* database (``run_start``, ``run_stop``,
-``event_descriptor``, ``event``) and the *assets* database (``resource``, ``datum``), one
-document per start, stop, descriptor, event, resource and datum, exactly as databroker 0.13
-and 1.2 (suitcase-mongo) wrote them, so existing beamline databases open as they are and what
-broker_v1 writes is read by old clients (spec/v1-behaviour.md §6).
-
-Design points, each for a reason:
-
-* **One client factory.**  Every client is built by :func:`make_client`, which looks
-  ``pymongo.MongoClient`` up at call time (so ``mongomock.patch`` and a user's test doubles
-  reach it) and serves ``mongomock://host/db`` from an in-process registry of mongomock clients
-  keyed by host (so two stores on the same URI share data, like two clients of one server).
-* **No index is created on a read path**, because beamline accounts are often read-only.
-  Indexes are created by :meth:`MongoStore.ensure_indexes` or on the first write, with
-  databroker's own specifications, so an existing database already matches and nothing is
-  rebuilt.  On first contact the store warns once (:class:`MissingIndexWarning`) about indexes
-  that reads rely on and that existing collections lack.
-* **Order uses only the indexes old databases have.**  Runs are returned newest first by
-  (``time``, ``uid``) and events by (``time``, ``seq_num``).  The server sorts by ``time`` (which
-  the ``run_start (time, scan_id)`` and ``event (descriptor, time)`` indexes serve), and the
-  store breaks ties itself: every page holds whole groups of equal ``time``.
-* **Pages by key, never a long-held cursor.**  Each page is a separate query continuing from
-  the last ``time`` seen (``$lte``/``$gte`` on the indexed field, the held-back group fetched
-  again), drained before it is handed out, so user code between pages cannot let a server
-  cursor time out, and runs inserted meanwhile shift nothing.
-* **Duplicates by the unique index when there is one.**  Event and datum pages are inserted in
-  one unordered bulk write; identical re-inserts surface as duplicate-key errors and are
-  compared with what is stored (identical: a no-op; different: the batch is undone and
-  :class:`~broker_v1.errors.DuplicateDocument` is raised).  Without a unique index (mongomock,
-  or an old database whose index could not be built) the uids are looked up first.
-* **Errors are translated at the boundary** (:meth:`MongoStore._errors`): unreachable server,
-  authentication, permissions, bad queries, duplicate keys; credentials never appear in a
-  message, in :meth:`MongoStore.describe` or in :meth:`MongoStore.config`.
+It holds one of each component (``_client._Connection``, ``_errors._ErrorTranslator``,
+``_indexes._Indexes``) and hands them, or a collection, to the functions of ``_layout``,
+``_paging`` and ``_writes``; none of them calls back into the store.  The package docstring
+gives the design.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import pymongo
 import pymongo.errors
-import pymongo.uri_parser
 from bson import ObjectId
 
 from ...documents import unpack_events
@@ -56,20 +24,29 @@ from ...errors import (
     DuplicateDocument,
     ReadOnlyStore,
     ResourceNotFound,
-    StoreUnavailable,
     UnsupportedQuery,
 )
 from .._query import check_query, split_text
-from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, _same_event, not_found_run
-from ._client import _Connection, _MongoUri, make_client
+from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
+from ._client import _Connection, _MongoUri
 from ._errors import _INT64, _encodable, _ErrorTranslator
-from ._indexes import MissingIndexWarning, _Indexes
+from ._indexes import _Indexes
+from ._layout import (
+    ASSET_COLLECTIONS,
+    _datum,
+    _datum_page_to_rows,
+    _event_key,
+    _event_projection,
+    _is_object_id,
+    _number,
+    _rows_to_datum_page,
+    _rows_to_event_page,
+    _start_key,
+)
+from ._paging import _and, _chunks, _time_pages
+from ._writes import _insert_rows
 
-__all__ = ["MissingIndexWarning", "MongoStore", "make_client"]
-
-#: Collections of the metadata database and of the assets database.
-META_COLLECTIONS = ("run_start", "run_stop", "event_descriptor", "event")
-ASSET_COLLECTIONS = ("resource", "datum")
+__all__ = ["MongoStore"]
 
 # Rows fetched per query when reading run starts (the first page is sized to the request).
 _START_PAGE = 1000
@@ -78,74 +55,8 @@ _CLIENT_SKIP = 1000
 # Characters with a meaning in a regex ('-' has none outside brackets; escaping it would stop
 # MongoDB from reading the pattern as a plain prefix).
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
-# Values per $in query (keeps query documents small and server plans simple).
-_IN_CHUNK = 1000
-# ---------------------------------------------------------------------- small helpers
-def _number(value: Any) -> float:
-    # Sort key for times: numbers as they are; anything else (legacy junk) sorts first.
-    if type(value) in (int, float) and not (type(value) is float and math.isnan(value)):
-        return float(value)
-    return -math.inf
 
 
-def _start_key(doc: Doc) -> tuple[float, str]:
-    uid = doc.get("uid")
-    return _number(doc.get("time")), uid if isinstance(uid, str) else ""
-
-
-def _event_key(doc: Doc) -> tuple[float, Any]:
-    seq = doc.get("seq_num")
-    return _number(doc.get("time")), seq if type(seq) is int else -1
-
-
-def _and(query: Mapping[str, Any], time_condition: Any) -> dict[str, Any]:
-    """``query`` AND ``{"time": time_condition}``, keeping a ``$text`` clause at top level."""
-    if "time" not in query:
-        return {**query, "time": time_condition}
-    clauses = list(query.get("$and", []))
-    return {**query, "$and": [*clauses, {"time": time_condition}]}
-
-
-def _is_object_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 24 and ObjectId.is_valid(value)
-
-
-def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
-    for i in range(0, len(values), size):
-        yield list(values[i:i + size])
-
-
-def _rows_to_event_page(descriptor: str, rows: list[Doc]) -> Doc:
-    """One event page from event documents already in (time, seq_num) order."""
-    page: Doc = {
-        "descriptor": descriptor,
-        "time": [r["time"] for r in rows],
-        "seq_num": [r["seq_num"] for r in rows],
-        "uid": [r["uid"] for r in rows],
-    }
-    for part in ("data", "timestamps"):
-        columns: dict[str, list[Any]] = {}
-        keys = list(rows[0].get(part, {})) if rows else []
-        try:  # the usual case: every event has the keys of the first one
-            for k in keys:
-                columns[k] = [r[part][k] for r in rows]
-            if any(len(r.get(part, ())) != len(keys) for r in rows):
-                raise KeyError(part)
-        except (KeyError, TypeError):  # legacy events with varying keys: None where absent
-            seen: dict[str, None] = {}
-            for r in rows:
-                seen.update(dict.fromkeys(r.get(part) or {}))
-            columns = {k: [(r.get(part) or {}).get(k) for r in rows] for k in seen}
-        page[part] = columns
-    if any("filled" in r for r in rows):
-        seen = {}
-        for r in rows:
-            seen.update(dict.fromkeys(r.get("filled") or {}))
-        page["filled"] = {k: [(r.get("filled") or {}).get(k, False) for r in rows] for k in seen}
-    return page
-
-
-# ---------------------------------------------------------------------- the store
 class MongoStore(DocumentStore):
     """Runs in MongoDB, in databroker's normalized layout (one document per event).
 
@@ -273,9 +184,6 @@ class MongoStore(DocumentStore):
                 self._indexes.check()
             self._connected = True
 
-    def _db(self, which: str) -> Any:
-        return self._connection.db(which)
-
     def _coll(self, name: str) -> Any:
         self._connect()
         return self._connection.db("assets" if name in ASSET_COLLECTIONS else "meta")[name]
@@ -396,8 +304,9 @@ class MongoStore(DocumentStore):
         size = min(to_skip + (limit if limit is not None else 100), _START_PAGE)
         # The newest runs of the whole store (db[-1], db[-5:]) are asked for again and again.
         hint_key = (direction, size) if not query and bound is None else None
-        for rows in self._time_pages(coll, query, {"_id": 0}, direction, size, _START_PAGE,
-                                     bound, _start_key, hint_key):
+        for rows in _time_pages(coll, query, {"_id": 0}, direction, size, _START_PAGE, bound,
+                                _start_key, errors=self._errors, hints=self._hints,
+                                hint_key=hint_key):
             for doc in rows:
                 if to_skip:
                     to_skip -= 1
@@ -427,71 +336,6 @@ class MongoStore(DocumentStore):
             offset += len(rows)
             if remaining is not None:
                 remaining -= len(rows)
-
-    def _time_pages(
-        self,
-        coll: Any,
-        query: Mapping[str, Any],
-        projection: Mapping[str, Any],
-        direction: int,
-        first_size: int,
-        size: int,
-        bound: tuple[str, Any] | None,
-        key: Any,
-        hint_key: tuple[int, int] | None = None,
-    ) -> Iterator[list[Doc]]:
-        """Documents matching ``query`` in pages sorted by ``key``, each page one query.
-
-        The server sorts by ``time`` only (an index old databases have); a page never splits a
-        group of equal ``time``, so sorting each page by ``key`` gives the exact total order.
-        A full page holds back its last group, which the next query (``$lte``/``$gte`` that
-        time) fetches again; a page that is one group entirely is completed by one more query.
-
-        With ``hint_key``, the first query is first tried bounded by the time where the same
-        first page ended last time.  A full answer is then exactly the unbounded one (at least
-        that many documents lie on the near side of the bound), so the hint can only save
-        work: servers that read a whole index range before applying the limit answer ``db[-1]``
-        from a handful of keys.  A short answer (runs deleted) falls back to no bound.
-        """
-        inclusive, strict = ("$lte", "$lt") if direction < 0 else ("$gte", "$gt")
-        near = "$gte" if direction < 0 else "$lte"
-        hinted = self._hints.get(hint_key) if hint_key is not None and bound is None else None
-        page = first_size
-        first = True
-        while True:
-            if hinted is not None:
-                q = _and(query, {near: hinted})
-            else:
-                q = dict(query) if bound is None else _and(query, {bound[0]: bound[1]})
-            with self._errors(f"read {coll.name}", query=query):
-                rows = list(coll.find(q, projection).sort("time", direction)
-                            .limit(page + 1).batch_size(page + 1))
-            full = len(rows) > page
-            if hinted is not None:
-                hinted = None
-                if not full:
-                    continue  # the hint was too narrow: ask again without it
-            if first and full and hint_key is not None:
-                self._hints[hint_key] = rows[-1].get("time")
-            first = False
-            if full:
-                last = rows[-1].get("time")
-                cut = len(rows) - 1
-                while cut > 0 and rows[cut - 1].get("time") == last:
-                    cut -= 1
-                if cut:
-                    del rows[cut:]
-                    bound = (inclusive, last)
-                else:
-                    with self._errors(f"read {coll.name}", query=query):
-                        rows = list(coll.find(_and(query, last), projection))
-                    bound = (strict, last)
-            rows.sort(key=key, reverse=direction < 0)
-            if rows:
-                yield rows
-            if not full:
-                return
-            page = size
 
     def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
         """How many runs match ``query`` (``count_documents``; the collection's count for
@@ -627,20 +471,15 @@ class MongoStore(DocumentStore):
         if not isinstance(descriptor_uid, str):
             return iter(())
         wanted = None if fields is None else list(dict.fromkeys(fields))
-        projection: dict[str, Any] = {"_id": 0}
-        if wanted is not None and all("." not in f and not f.startswith("$") for f in wanted):
-            projection.update({"time": 1, "seq_num": 1, "uid": 1})
-            for f in wanted:
-                projection[f"data.{f}"] = projection[f"timestamps.{f}"] = 1
-                projection[f"filled.{f}"] = 1
-        return self._event_pages(descriptor_uid, projection, wanted)
+        return self._event_pages(descriptor_uid, _event_projection(wanted), wanted)
 
     def _event_pages(
         self, descriptor_uid: str, projection: dict[str, Any], wanted: list[str] | None
     ) -> Iterator[Doc]:
         coll = self._coll("event")
-        for rows in self._time_pages(coll, {"descriptor": descriptor_uid}, projection, 1,
-                                     self.page_size, self.page_size, None, _event_key):
+        for rows in _time_pages(coll, {"descriptor": descriptor_uid}, projection, 1,
+                                self.page_size, self.page_size, None, _event_key,
+                                errors=self._errors):
             page = _rows_to_event_page(descriptor_uid, rows)
             if wanted is not None and len(projection) == 1:  # fields the server could not project
                 keep = set(wanted)
@@ -671,13 +510,6 @@ class MongoStore(DocumentStore):
             )
         return found
 
-    @staticmethod
-    def _datum(doc: Doc) -> Doc:
-        doc.pop("_id", None)
-        if isinstance(doc.get("resource"), ObjectId):
-            doc["resource"] = str(doc["resource"])
-        return doc
-
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """Datum pages of one resource in insertion order, paged by ``_id``."""
         if not isinstance(resource_uid, str):
@@ -697,16 +529,7 @@ class MongoStore(DocumentStore):
             if not rows:
                 return
             last = rows[-1]["_id"]
-            keys: dict[str, None] = {}
-            for r in rows:
-                keys.update(dict.fromkeys(r.get("datum_kwargs") or {}))
-            yield {
-                "resource": resource_uid,
-                "datum_id": [r["datum_id"] for r in rows],
-                "datum_kwargs": {
-                    k: [(r.get("datum_kwargs") or {}).get(k) for r in rows] for k in keys
-                },
-            }
+            yield _rows_to_datum_page(resource_uid, rows)
             if len(rows) < self.page_size:
                 return
 
@@ -721,7 +544,7 @@ class MongoStore(DocumentStore):
                 datum_id=datum_id,
                 store=self.describe(),
             )
-        return self._datum(doc)
+        return _datum(doc)
 
     def get_datums(self, datum_ids: Iterable[str]) -> dict[str, Doc]:
         """Several datums with one ``$in`` query per thousand ids; an unknown id raises
@@ -732,7 +555,7 @@ class MongoStore(DocumentStore):
         for chunk in _chunks([i for i in ids if isinstance(i, str)]):
             with self._errors("read datums"):
                 for doc in coll.find({"datum_id": {"$in": chunk}}):
-                    found.setdefault(doc["datum_id"], self._datum(doc))
+                    found.setdefault(doc["datum_id"], _datum(doc))
         for datum_id in ids:
             if datum_id not in found:
                 self.get_datum(datum_id)  # raises the standard error
@@ -796,7 +619,7 @@ class MongoStore(DocumentStore):
             return self._find_one("event", {"uid": key})
         if name == "datum":
             doc = self._find_one("datum", {"datum_id": key})
-            return None if doc is None else self._datum(doc)
+            return None if doc is None else _datum(doc)
         raise ValueError(name)
 
     def _find_one(self, collection: str, query: dict[str, Any]) -> Doc | None:
@@ -816,7 +639,7 @@ class MongoStore(DocumentStore):
         for chunk in _chunks(list(dict.fromkeys(keys))):
             with self._errors(f"read {collection}"):
                 for doc in coll.find({key_field: {"$in": chunk}}, {"_id": 0}):
-                    found.setdefault(doc[key_field], self._datum(doc) if name == "datum" else doc)
+                    found.setdefault(doc[key_field], _datum(doc) if name == "datum" else doc)
         return found
 
     def _write_document(self, name: str, doc: Doc) -> None:
@@ -833,13 +656,7 @@ class MongoStore(DocumentStore):
             # One document per event: the layout every old reader expects.
             self._insert_rows("event", "event", "uid", unpack_events(doc))
         elif name == "datum_page":
-            kwargs = doc["datum_kwargs"]
-            datums = [
-                {"resource": doc["resource"], "datum_id": datum_id,
-                 "datum_kwargs": {k: col[i] for k, col in kwargs.items()}}
-                for i, datum_id in enumerate(doc["datum_id"])
-            ]
-            self._insert_rows("datum", "datum", "datum_id", datums)
+            self._insert_rows("datum", "datum", "datum_id", _datum_page_to_rows(doc))
         else:  # pragma: no cover - the insert path sends nothing else
             raise ValueError(name)
 
@@ -865,57 +682,5 @@ class MongoStore(DocumentStore):
             raise self._errors.duplicate(name, doc["uid"]) from err
 
     def _insert_rows(self, collection: str, name: str, key_field: str, rows: list[Doc]) -> None:
-        """Insert single documents in one unordered bulk write, all or nothing."""
-        if not rows:
-            return
-        coll = self._coll(collection)
-        for row in rows:
-            row["_id"] = ObjectId()  # known ids, so a failed batch can be undone
-        try:
-            with self._errors(f"insert {name}", writing=True, doc=rows):
-                coll.insert_many(rows, ordered=False)
-        except pymongo.errors.BulkWriteError as err:
-            errors = err.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                self._undo(coll, rows)
-                raise StoreUnavailable(
-                    f"{self.describe()} failed to insert {name} documents: "
-                    f"{self._errors.scrub(err)[:500]}. Nothing was written."
-                ) from err
-            self._resolve_duplicates(coll, name, key_field, rows, [e["index"] for e in errors])
-        except BaseException:
-            self._undo(coll, rows)
-            raise
-
-    def _resolve_duplicates(
-        self, coll: Any, name: str, key_field: str, rows: list[Doc], indices: list[int]
-    ) -> None:
-        # Rows the unique index refused: identical to what is stored is fine (an idempotent
-        # re-insert); anything else undoes the whole batch.
-        keys = [rows[i][key_field] for i in indices]
-        stored: dict[str, Doc] = {}
-        try:
-            for chunk in _chunks(list(dict.fromkeys(keys))):
-                with self._errors(f"read {coll.name}"):
-                    for doc in coll.find({key_field: {"$in": chunk}}):
-                        if doc["_id"] not in {rows[i]["_id"] for i in indices}:
-                            stored.setdefault(doc[key_field], doc)
-            for i in indices:
-                new = {k: v for k, v in rows[i].items() if k != "_id"}
-                old = stored.get(new[key_field])
-                old = None if old is None else {k: v for k, v in old.items() if k != "_id"}
-                if old is not None and name == "datum":
-                    old = self._datum(old)
-                if old is None or not (old == new or (name == "event" and _same_event(old, new))):
-                    raise self._errors.duplicate(name, new[key_field])
-        except BaseException:
-            self._undo(coll, rows)
-            raise
-
-    def _undo(self, coll: Any, rows: list[Doc]) -> None:
-        ids = [r["_id"] for r in rows if "_id" in r]
-        try:
-            for chunk in _chunks(ids):
-                coll.delete_many({"_id": {"$in": chunk}})
-        except pymongo.errors.PyMongoError:  # best effort; the original error matters more
-            pass
+        if rows:
+            _insert_rows(self._coll(collection), name, key_field, rows, errors=self._errors)
