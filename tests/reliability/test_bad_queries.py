@@ -375,11 +375,12 @@ def test_code_execution_never_builds_a_mongo_client(operator: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A MongoStore refuses code operators without building a client (so nothing is sent)."""
     from broker_v1.stores import mongo as mongo_module
+    from broker_v1.stores.mongo import _client
 
     def no_client(uri: str) -> Any:
         raise AssertionError(f"a MongoDB client was built for {uri}")
 
-    monkeypatch.setattr(mongo_module, "make_client", no_client)
+    monkeypatch.setattr(_client, "make_client", no_client)
     store = mongo_module.MongoStore(uri="mongodb://db.invalid:27017/csx")
     db = Broker(store, timezone="US/Eastern")
     calls = 0

@@ -29,9 +29,9 @@ from broker_v1.errors import (
     StoreUnavailable,
     UnsupportedQuery,
 )
-from broker_v1.stores import mongo as mongo_module
 from broker_v1.stores.memory import MemoryStore
 from broker_v1.stores.mongo import MissingIndexWarning, MongoStore, make_client
+from broker_v1.stores.mongo import _store as mongo_module
 
 TARGETS = ["mongomock", "mongo"]
 
