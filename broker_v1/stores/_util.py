@@ -44,8 +44,6 @@ def json_copy(value: Any) -> Any:
 
 
 _PLAIN = (str, int, float, bool, type(None))
-_PLAIN_TYPES = frozenset(_PLAIN)
-_STR = frozenset((str,))
 
 #: Deepest nesting of dicts and lists a document may have (MongoDB's documented BSON limit).
 MAX_DEPTH = 100
@@ -88,13 +86,6 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
     if cls is dict:
         if _depth >= MAX_DEPTH:
             raise _too_deep(value)
-        # A flat dict of plain values under ordinary keys (an event's data, timestamps) is
-        # checked by passes that run in C; anything else takes the loop, which says what is
-        # wrong.  ('$' anywhere sends it to the loop, which refuses only a leading one.)
-        if set(map(type, value.values())) <= _PLAIN_TYPES and set(map(type, value)) <= _STR:
-            keys = "".join(value)
-            if "." not in keys and "$" not in keys and "\x00" not in keys:
-                return dict(value)
         out = {}
         for k, v in value.items():
             if type(k) is not str:
