@@ -85,8 +85,8 @@ def compare_schema(name: str, doc: Any) -> None:
     """One document, one schema, both policies: new and reference outcomes are identical, and
     the compiled validator alone never accepts what the reference refuses."""
     for policy in POLICIES:
-        new = outcome(lambda: documents.validate_document(name, doc, policy))
-        old = outcome(lambda: reference_validate(name, doc, policy))
+        new = outcome(lambda p=policy: documents.validate_document(name, doc, p))
+        old = outcome(lambda p=policy: reference_validate(name, doc, p))
         assert new == old, (name, policy, new, old, repr(doc)[:300])
         if isinstance(doc, dict):
             try:
@@ -250,7 +250,7 @@ def test_edge_cases_in_stores(monkeypatch: pytest.MonkeyPatch) -> None:
     the same outcome of every insert with either validation."""
     base = [c for c in EDGE_CASES if c[0] in ("descriptor ok", "resource ok")]
     start = ("start", {"uid": "s-1", "time": 1.0e9, "plan_name": "scan", "scan_id": 3})
-    for label, name, doc in EDGE_CASES:
+    for _label, name, doc in EDGE_CASES:
         docs = [start, *((n, d) for _, n, d in base), (name, doc)]
         compare_case(docs, monkeypatch)
     record("validation equivalence/edge cases", "memory", len(EDGE_CASES))
