@@ -70,8 +70,8 @@ class RunCopy:
 
     documents: int
     bytes: int
-    events: dict[str, int] = dataclasses.field(default_factory=dict)  # {descriptor uid: count}
-    datums: dict[str, int] = dataclasses.field(default_factory=dict)  # {resource uid: count}
+    events: dict = dataclasses.field(default_factory=dict)  # {descriptor uid: count}
+    datums: dict = dataclasses.field(default_factory=dict)  # {resource uid: count}
 
 
 class DocumentStore(abc.ABC):
