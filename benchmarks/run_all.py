@@ -82,6 +82,7 @@ class Sizes:
     headline_events: int  # the run size the table figures are reported at
     insert_runs: int  # single-document inserts: runs x events x 5 fields
     insert_events: int
+    re_runs: int  # RunEngine-shaped runs (26 single documents each) inserted one by one
     frames: int  # the image run: frames of frame_size x frame_size uint16
     frame_size: int
     repeat: int  # repeats per figure (fewer when a figure exceeds its budget)
@@ -92,17 +93,17 @@ class Sizes:
 MODES = {
     "tiny": Sizes(run_sizes=(100, 300), rich_runs=100, rich_events=10, many_runs=100,
                   table_sizes=(100, 1_000), headline_runs=300, headline_events=1_000,
-                  insert_runs=1, insert_events=200, frames=4, frame_size=32,
+                  insert_runs=1, insert_events=200, re_runs=4, frames=4, frame_size=32,
                   repeat=3, budget=0.2, latency_budget=0.02),
     "quick": Sizes(run_sizes=(100, 1_000, 10_000), rich_runs=1_000, rich_events=100,
                    many_runs=1_000, table_sizes=(1_000, 10_000, 100_000),
                    headline_runs=10_000, headline_events=100_000, insert_runs=4,
-                   insert_events=2_500, frames=100, frame_size=512,
+                   insert_events=2_500, re_runs=400, frames=100, frame_size=512,
                    repeat=5, budget=2.0, latency_budget=0.15),
     "full": Sizes(run_sizes=(100, 1_000, 10_000, 100_000), rich_runs=10_000, rich_events=100,
                   many_runs=1_000, table_sizes=(1_000, 10_000, 100_000, 1_000_000),
                   headline_runs=10_000, headline_events=100_000, insert_runs=20,
-                  insert_events=2_500, frames=1_000, frame_size=512,
+                  insert_events=2_500, re_runs=2_000, frames=1_000, frame_size=512,
                   repeat=7, budget=60.0, latency_budget=1.0),
 }
 
@@ -121,16 +122,20 @@ def sizes_for(store: str, mode: str) -> tuple[Sizes, list[str]]:
         sz = replace(sz, rich_runs=100, many_runs=100, table_sizes=tables,
                      headline_events=10_000,
                      insert_runs=1 if mode == "quick" else 2,
-                     insert_events=min(sz.insert_events, 1_000))
+                     insert_events=min(sz.insert_events, 1_000),
+                     re_runs=20 if mode == "quick" else 50)
         notes.append(
             f"mongomock: tables up to {cap:,} events (figures at 10,000), 100 runs with "
             "events in the catalog, get_table over 100 runs, single inserts into "
             f"{sz.insert_runs} run(s) of 1,000 events: mongomock scans every document for "
-            "every query and checks uids on insert by scanning")
+            "every query and checks uids on insert by scanning; RunEngine-shaped inserts: "
+            f"{sz.re_runs} runs")
     if store == "wire" and mode != "tiny":
-        sz = replace(sz, insert_runs=min(sz.insert_runs, 2 if mode == "quick" else 4))
+        sz = replace(sz, insert_runs=min(sz.insert_runs, 2 if mode == "quick" else 4),
+                     re_runs=50 if mode == "quick" else 200)
         notes.append("wire: single-document inserts into "
-                     f"{sz.insert_runs} runs x {sz.insert_events:,} events (one round trip each)")
+                     f"{sz.insert_runs} runs x {sz.insert_events:,} events and {sz.re_runs} "
+                     "RunEngine-shaped runs (one round trip each)")
     assert sz.rich_runs in sz.run_sizes and sz.headline_runs in sz.run_sizes
     assert sz.headline_events in sz.table_sizes
     return sz, notes
@@ -149,6 +154,15 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "db[-1]@100": ("``db[-1]`` at 100 runs", "ms", "lower"),
     "insert_single": ("insert, single documents, validation on", "docs/s", "higher"),
     "insert_bulk": ("insert, one run as event pages", "docs/s", "higher"),
+    "insert_runengine": ("insert, RunEngine-shaped runs (26 single documents), validation on",
+                         "docs/s", "higher"),
+    "insert_runengine_strict": ("insert, RunEngine-shaped runs, ``validate: strict``",
+                                "docs/s", "higher"),
+    "validate_start": ("validation of one start (RunEngine-shaped run)", "µs", "lower"),
+    "validate_descriptor": ("validation of one descriptor (10 data keys, 3 devices' "
+                            "configuration)", "µs", "lower"),
+    "validate_event": ("validation of one event", "µs", "lower"),
+    "validate_stop": ("validation of one stop", "µs", "lower"),
     "get_table": ("``get_table``, one run, 10 fields", "rows/s", "higher"),
     "get_table_2_fields": ("``get_table``, ``fields=[2 fields]``", "rows/s", "higher"),
     "get_table_first_read": ("``get_table``, first read (new store object)", "rows/s", "higher"),
@@ -174,12 +188,14 @@ FIGURES: dict[str, tuple[str, str, str]] = {
 
 COMMON_FIGURES = [
     "db[-1]", "db[uid]", "db[uid[:8]]", "db[scan_id]", "search_first", "search_all",
-    "db[-1]@100", "insert_single", "insert_bulk", "get_table", "get_table_2_fields",
-    "get_events", "get_table_many_runs", "fill_get_table", "get_images_one",
-    "floor_dataframe", "floor_dataframe_2", "floor_json_events", "floor_numpy_load",
+    "db[-1]@100", "insert_single", "insert_bulk", "insert_runengine", "get_table",
+    "get_table_2_fields", "get_events", "get_table_many_runs", "fill_get_table",
+    "get_images_one", "floor_dataframe", "floor_dataframe_2", "floor_json_events",
+    "floor_numpy_load",
 ]
 STORE_FIGURES = {
-    "memory": [*COMMON_FIGURES, "get_table_peak_memory"],
+    "memory": [*COMMON_FIGURES, "get_table_peak_memory", "insert_runengine_strict",
+               "validate_start", "validate_descriptor", "validate_event", "validate_stop"],
     "files": [*COMMON_FIGURES, "cold_open", "get_table_peak_memory", "get_table_first_read",
               "get_table_json_read", "floor_json_file", "cli_ls", "cli_copy"],
     "mongomock": [*COMMON_FIGURES, "cold_open", "floor_pymongo_find", "floor_pymongo_insert"],
@@ -234,6 +250,10 @@ TARGETS = [
     Target("6", "mongomock", "db[-1]@100", "<", 4.0, {"runs": 100}, "comparison"),
     Target("9", "files", "cli_copy", ">=", 50_000, {"runs": 10_000, "events_per_run": 100}),
     Target("9", "files", "cli_ls", "<", 0.3, {"runs": 100_000}),
+    Target("18", "memory", "insert_runengine", ">=", 50_000, {"runs": 2_000}),
+    Target("18", "memory", "insert_runengine_strict", ">=", 20_000, {"runs": 2_000}),
+    Target("18", "files", "insert_runengine", ">=", 20_000, {"runs": 2_000}),
+    Target("18", "memory", "validate_descriptor", "<=", 50, {}),
 ]
 
 
@@ -686,6 +706,52 @@ def phase_inserts(kit: common.Kit, sz: Sizes, rec: Recorder) -> None:
     rec.log(f"single-document inserts: {_rate(len(docs), secs):,.0f} docs/s")
 
 
+def phase_runengine(kit: common.Kit, sz: Sizes, rec: Recorder) -> None:
+    """Issue 18: RunEngine-shaped runs inserted one document at a time, validation on (and
+    ``strict`` on the memory store); on the memory store, each document type's validation."""
+    from bench_runengine import timed_inserts, validation_costs, workload
+
+    docs = workload(sz.re_runs)
+    variants = [("insert_runengine", "compatible")]
+    if kit.name == "memory":
+        variants.append(("insert_runengine_strict", "strict"))
+    for fid, policy in variants:
+        def make(label: str, policy: str = policy) -> Any:
+            if kit.name == "memory":
+                from broker_v1.stores.memory import MemoryStore
+
+                return MemoryStore(validate=policy)
+            return kit.make(label)
+
+        warm = make("re-warm")  # compiles the validators: once per process, not measured
+        timed_inserts(_broker(warm).insert, docs[:26])
+        kit.drop(warm)
+        times: list[float] = []
+        stops: list[float] = []
+        start = time.perf_counter()
+        while True:
+            store = make(f"re{len(times)}")
+            secs, calls = timed_inserts(_broker(store).insert, docs)
+            kit.drop(store)
+            times.append(secs)
+            stops.extend(calls["stop"])
+            if common._enough(len(times), sz.repeat, time.perf_counter() - start, sz.budget,
+                              times[0]):
+                break
+        secs = statistics.median(times)
+        rec.figure(fid, _rate(len(docs), secs), seconds=secs, repeats=len(times),
+                   params={"runs": sz.re_runs, "documents": len(docs),
+                           "stop_latency_ms": round(statistics.median(stops) * 1e3, 3)})
+        rec.log(f"RunEngine-shaped inserts ({policy}): {_rate(len(docs), secs):,.0f} docs/s")
+    if kit.name == "memory":
+        costs = validation_costs(docs, "compatible")
+        for name, us in costs.items():
+            rec.figure(f"validate_{name}", us, seconds=us / 1e6, repeats=1,
+                       params={"policy": "compatible"})
+        rec.log("validation per document: " + ", ".join(
+            f"{n} {us:.1f} µs" for n, us in costs.items()))
+
+
 def counting_npy_handler() -> Any:
     """tests/handlers.py's NPY_SEQ handler (as bench_filling.py uses), counting frame reads."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -753,7 +819,7 @@ def worker(args: argparse.Namespace) -> int:
     rec.data["description"] = kit.describe()
     rec.log(f"{kit.describe()}; {args.mode} sizes")
     try:
-        for phase in (phase_catalog, phase_tables, phase_inserts):
+        for phase in (phase_catalog, phase_tables, phase_inserts, phase_runengine):
             phase(kit, sz, rec)
             gc.collect()
         phase_filling(kit, sz, rec, Path(args.frames_dir))
@@ -871,7 +937,7 @@ def target_text(t: dict[str, Any]) -> str:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if unit in ("ms", "s", "x"):
+    if unit in ("ms", "s", "x", "µs"):
         if value >= 100:
             text = f"{value:,.0f}"
         elif value >= 1:

@@ -9,7 +9,10 @@ Two validation policies (spec §11.3):
     event-model's schemas unchanged.
 
 Events and datums are checked cheaply against their descriptor or resource (by the store's
-insert path) rather than by JSON schema, so inserting keeps up with a RunEngine.
+insert path) rather than by JSON schema, so inserting keeps up with a RunEngine.  Schemas are
+checked by a compiled validator (``jsonschema_rs``, built once per process on first use); a
+document it refuses is checked again by ``jsonschema``, whose verdict and message stand, so
+what is accepted and how a refusal reads do not depend on the compiled validator.
 """
 
 from __future__ import annotations
@@ -72,16 +75,38 @@ def _relax(schema: Any, top: bool = True) -> Any:
 
 
 @functools.cache
-def _validator(name: str, policy: str) -> Any:
+def _schema(name: str, policy: str) -> dict[str, Any]:
+    """event-model's schema of ``name`` under ``policy`` (built once per process)."""
     # event-model and jsonschema cost ~0.2 s to import: only writers pay it.
     import event_model
-    import jsonschema
+
     schema = event_model.schemas[event_model.DocumentNames[name]]
     if policy == "compatible":
         schema = _relax(copy.deepcopy(schema))
         schema["required"] = [k for k in _REQUIRED[name] if k != "uid" or name != "resource"]
+    return schema
+
+
+@functools.cache
+def _validator(name: str, policy: str) -> Any:
+    """The reference validator (``jsonschema``): its verdicts and messages are the contract."""
+    import jsonschema
+
+    schema = _schema(name, policy)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
+
+
+@functools.cache
+def _compiled(name: str, policy: str) -> Any:
+    """The compiled validator (``jsonschema_rs``) of the same schema, built on first use.
+
+    event-model's schemas name no ``$schema``, which ``jsonschema`` reads as its latest
+    draft, 2020-12: the compiled validator is built for that draft too.
+    """
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator(_schema(name, policy))
 
 
 def doc_uid(name: str, doc: Mapping[str, Any]) -> Any:
@@ -134,6 +159,19 @@ def validate_document(name: str, doc: Mapping[str, Any], policy: str = "compatib
             name=name,
             field="uid",
         )
+    try:
+        if _compiled(name, policy).is_valid(doc):
+            return
+    except Exception:  # noqa: BLE001 - a value it cannot convert: the reference decides
+        pass
+    # Refused (or not decidable) by the compiled validator: the reference validator gives the
+    # verdict and the message, so both are exactly what they always were.
+    _check_with_jsonschema(name, doc, policy)
+
+
+def _check_with_jsonschema(name: str, doc: Mapping[str, Any], policy: str) -> None:
+    """:func:`validate_document`'s schema check by the reference validator alone (``doc`` is
+    a mapping; the resource uid rule is already applied)."""
     validator = _validator(name, policy)
     import jsonschema
 

@@ -7,8 +7,9 @@ single events, a whole run replayed in order, counting — is a default built on
 primitives, which a backend may override for speed but never for meaning.
 
 Writing goes through one concrete :meth:`DocumentStore.insert` shared by every backend:
-read-only check, validation, single → page normalisation and the duplicate policy happen
-here, so a backend's :meth:`DocumentStore._write_document` only persists what it is given.
+read-only check, validation (the functions of :mod:`broker_v1.stores._checks`), single →
+page normalisation and the duplicate policy happen there, so a backend's
+:meth:`DocumentStore._write_document` only persists what it is given.
 
 Stores never import pandas or xarray; they hand out plain JSON-like dicts.
 """
@@ -19,35 +20,28 @@ import abc
 import contextlib
 import dataclasses
 import heapq
-import itertools
-import math
 import numbers
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..documents import (
-    DOCUMENT_NAMES,
     VALIDATION_POLICIES,
     datum_to_page,
-    describe_doc,
-    doc_uid,
     event_to_page,
     pack_events,
     unpack_events,
-    validate_document,
 )
 from ..errors import (
     DatumNotFound,
-    DuplicateDocument,
-    InvalidDocument,
     InvalidQuery,
     ReadOnlyStore,
     RunNotFound,
     UnsupportedQuery,
 )
+from . import _checks
 from ._query import check_query, prefix_regex, split_text
-from ._util import DocumentValueError, json_copy, sanitize
+from ._util import json_copy
 
 __all__ = ["DEFAULT_SORT", "DocumentStore", "RunCopy", "Sort"]
 
@@ -78,11 +72,6 @@ class RunCopy:
     bytes: int
     events: dict = dataclasses.field(default_factory=dict)  # {descriptor uid: count}
     datums: dict = dataclasses.field(default_factory=dict)  # {resource uid: count}
-
-
-#: The exact types an event's time (``float``, ``int``; never ``bool``) and seq_num may have.
-_NUMBER_TYPES = frozenset((float, int))
-_INT_TYPE = frozenset((int,))
 
 
 class DocumentStore(abc.ABC):
@@ -509,8 +498,8 @@ class DocumentStore(abc.ABC):
             The document.  It is copied; numpy values become plain numbers and lists.
         trusted
             The document comes from another store (a copy or migration): skip the JSON-schema
-            check, which costs about 1 ms per start/descriptor/stop.  Links, event keys,
-            column lengths and the duplicate policy are still checked.
+            check.  Links, event keys, column lengths and the duplicate policy are still
+            checked.
 
         Raises
         ------
@@ -525,7 +514,8 @@ class DocumentStore(abc.ABC):
         -----
         Inserting a document identical to a stored one is a no-op.  An event whose
         ``filled[k]`` holds a datum id (it was filled) is stored with that datum id in
-        ``data[k]`` and ``filled[k] = False`` (spec §9 #17).
+        ``data[k]`` and ``filled[k] = False`` (spec §9 #17).  The checks are the functions
+        of :mod:`broker_v1.stores._checks`.
         """
         if self.read_only or not self.supports_writes:
             raise ReadOnlyStore(
@@ -537,30 +527,7 @@ class DocumentStore(abc.ABC):
                 ),
                 store=self.describe(),
             )
-        if name not in DOCUMENT_NAMES:
-            raise InvalidDocument(
-                f"Unknown document name {name!r}; insert accepts {', '.join(DOCUMENT_NAMES)}. "
-                "Nothing was written.",
-                name=str(name),
-            )
-        if not isinstance(doc, Mapping):
-            raise InvalidDocument(
-                f"{name} document must be a dict, got {type(doc).__name__}. Nothing was written.",
-                name=name,
-            )
-        try:
-            clean = sanitize(dict(doc))
-        except DocumentValueError as err:
-            where = err.field or ""
-            if len(where) > 100:  # e.g. 200 levels of nesting: the ends say enough
-                where = where[:60] + "…" + where[-30:]
-            where = f"{where}: " if where else ""
-            raise InvalidDocument(
-                f"{describe_doc(name, doc)} cannot be stored: {where}{err}. Nothing was written.",
-                name=name,
-                uid=doc_uid(name, doc),
-                field=err.field,
-            ) from err
+        clean = _checks.prepare(name, doc)
         with self._write_lock:
             self._trusted = trusted
             try:
@@ -568,262 +535,122 @@ class DocumentStore(abc.ABC):
             finally:
                 self._trusted = False
 
-    # Each _insert_<name> validates, applies the duplicate policy and writes.
-    def _schema_check(self, name: str, doc: Doc) -> None:
-        if not self._trusted:
-            validate_document(name, doc, self.validate)
-        t = doc.get("time")
-        if isinstance(t, float) and not math.isfinite(t):
-            self._invalid(name, doc, "time", "must be a finite number (epoch seconds)")
-
-    def _duplicate_or_new(self, name: str, doc: Doc) -> bool:
-        """True when the document must be written; False when an identical one is stored."""
-        key = doc_uid(name, doc)
-        existing = self._get_existing(name, key)
-        if existing is None:
-            return True
-        if _same(existing, doc) or (name == "event" and _same_event(existing, doc)):
-            return False
-        raise DuplicateDocument(
-            f"A different {name} document with uid {key} is already in {self.describe()}. "
-            "Documents are immutable; write a new one with a new uid instead.",
-            name=name,
-            uid=key,
-            store=self.describe(),
-        )
-
-    def _require(self, name: str, doc: Doc, field: str, linked: str) -> Doc:
-        key = doc[field]
-        found = self._get_existing(linked, key) if isinstance(key, str) else None
-        if found is None:
-            raise InvalidDocument(
-                f"{describe_doc(name, doc)} refers to {field}={key!r}, which is not a {linked} "
-                f"in {self.describe()}. Insert the {linked} document first. Nothing was written.",
-                name=name,
-                uid=doc_uid(name, doc),
-                field=field,
-            )
-        return found
-
+    # Each _insert_<name> checks, applies the duplicate policy and writes; stores may wrap
+    # them (the files and Mongo stores do) but call them for the checks.
     def _insert_start(self, doc: Doc) -> None:
-        self._schema_check("start", doc)
-        if self._duplicate_or_new("start", doc):
+        _checks.check_schema("start", doc, self.validate, trusted=self._trusted)
+        if self._is_new("start", doc):
             self._write_document("start", doc)
 
     def _insert_descriptor(self, doc: Doc) -> None:
-        self._schema_check("descriptor", doc)
-        bad = [k for k in doc["data_keys"] if "." in k or k.startswith("$")]
-        if bad:
-            raise InvalidDocument(
-                f"{describe_doc('descriptor', doc)} has data key {bad[0]!r}: data keys may not "
-                "contain '.' or start with '$' (MongoDB cannot store them). Rename the signal. "
-                "Nothing was written.",
-                name="descriptor",
-                uid=doc["uid"],
-                field=f"data_keys.{bad[0]}",
-            )
-        self._require("descriptor", doc, "run_start", "start")
-        if self._duplicate_or_new("descriptor", doc):
+        _checks.check_schema("descriptor", doc, self.validate, trusted=self._trusted)
+        _checks.check_data_key_names(doc)
+        _checks.require("descriptor", doc, "run_start", "start", self._get_existing,
+                        self.describe)
+        if self._is_new("descriptor", doc):
             self._write_document("descriptor", doc)
         self._descriptor_keys[doc["uid"]] = (frozenset(doc["data_keys"]), doc["run_start"])
 
     def _insert_stop(self, doc: Doc) -> None:
-        self._schema_check("stop", doc)
-        start = self._require("stop", doc, "run_start", "start")
-        if not self._duplicate_or_new("stop", doc):
+        _checks.check_schema("stop", doc, self.validate, trusted=self._trusted)
+        start = _checks.require("stop", doc, "run_start", "start", self._get_existing,
+                                self.describe)
+        if not self._is_new("stop", doc):
             return
-        existing = self.get_run_stop(doc["run_start"])
-        if existing is not None:
-            raise DuplicateDocument(
-                f"Run {doc['run_start']} already has a stop document (uid {existing['uid']}) in "
-                f"{self.describe()}; a run has exactly one stop, so stop {doc['uid']} was "
-                "refused. Nothing was written.",
-                name="stop",
-                uid=doc["uid"],
-                store=self.describe(),
-            )
-        if doc["time"] < start["time"]:
-            raise InvalidDocument(
-                f"{describe_doc('stop', doc)} has time {doc['time']} before its start's time "
-                f"{start['time']}. Nothing was written.",
-                name="stop",
-                uid=doc["uid"],
-                field="time",
-            )
+        _checks.check_one_stop(doc, self.get_run_stop(doc["run_start"]), self.describe())
+        _checks.check_stop_time(doc, start)
         self._write_document("stop", doc)
 
     def _insert_resource(self, doc: Doc) -> None:
-        if "_id" in doc:
-            # Legacy resources are identified by their Mongo _id; it never leaks out again.
-            legacy_id = doc.pop("_id")
-            doc.setdefault("uid", str(legacy_id))
-        self._schema_check("resource", doc)
-        if self._duplicate_or_new("resource", doc):
+        _checks.legacy_resource(doc)
+        _checks.check_schema("resource", doc, self.validate, trusted=self._trusted)
+        if self._is_new("resource", doc):
             self._write_document("resource", doc)
 
     def _insert_datum(self, doc: Doc) -> None:
         if self.validate == "strict":
-            self._schema_check("datum", doc)
-        self._check_datum_shape("datum", doc, page=False)
-        self._require("datum", doc, "resource", "resource")
-        if self._duplicate_or_new("datum", doc):
+            _checks.check_schema("datum", doc, self.validate, trusted=self._trusted)
+        _checks.check_datum_shape("datum", doc, page=False)
+        _checks.require("datum", doc, "resource", "resource", self._get_existing,
+                        self.describe)
+        if self._is_new("datum", doc):
             self._write_document("datum_page", datum_to_page(doc))
 
     def _insert_datum_page(self, page: Doc) -> None:
         if self.validate == "strict":
-            self._schema_check("datum_page", page)
-        self._check_datum_shape("datum_page", page, page=True)
-        self._require("datum_page", page, "resource", "resource")
+            _checks.check_schema("datum_page", page, self.validate, trusted=self._trusted)
+        _checks.check_datum_shape("datum_page", page, page=True)
+        _checks.require("datum_page", page, "resource", "resource", self._get_existing,
+                        self.describe)
         from event_model import unpack_datum_page
 
-        rows = list(unpack_datum_page(page))
-        fresh = [d for d in rows if self._duplicate_or_new("datum", d)]
+        rows = list(unpack_datum_page(page))  # type: ignore[arg-type]
+        fresh = [d for d in rows if self._is_new("datum", d)]
         if len(fresh) == len(rows):
             self._write_document("datum_page", page)
         elif fresh:
-            self._write_document("datum_page", _datums_to_page(page["resource"], fresh))
-
-    def _check_datum_shape(self, name: str, doc: Doc, *, page: bool) -> None:
-        for field in ("datum_id", "resource", "datum_kwargs"):
-            if field not in doc:
-                self._invalid(name, doc, field, f"'{field}' is required")
-        if not isinstance(doc["resource"], str):
-            self._invalid(name, doc, "resource", "must be a resource uid string")
-        if not isinstance(doc["datum_kwargs"], dict):
-            self._invalid(name, doc, "datum_kwargs", "must be a dict")
-        if page:
-            ids = doc["datum_id"]
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                self._invalid(name, doc, "datum_id", "must be a list of strings")
-            for k, col in doc["datum_kwargs"].items():
-                if not isinstance(col, list) or len(col) != len(ids):
-                    self._invalid(
-                        name, doc, f"datum_kwargs.{k}", f"must be a list of {len(ids)} values"
-                    )
-        elif not isinstance(doc["datum_id"], str):
-            self._invalid(name, doc, "datum_id", "must be a string")
-
-    def _invalid(self, name: str, doc: Doc, field: str, problem: str) -> None:
-        raise InvalidDocument(
-            f"{describe_doc(name, doc)} failed validation: {field} {problem}. Nothing was written.",
-            name=name,
-            uid=doc_uid(name, doc) if isinstance(doc, dict) else None,
-            field=field,
-        )
-
-    def _event_keys(self, name: str, doc: Doc) -> frozenset[str]:
-        descriptor = doc.get("descriptor")
-        known = self._descriptor_keys.get(descriptor) if isinstance(descriptor, str) else None
-        if known is None:
-            found = self._require(name, doc, "descriptor", "descriptor")
-            known = (frozenset(found["data_keys"]), found["run_start"])
-            self._descriptor_keys[found["uid"]] = known
-        return known[0]
+            self._write_document("datum_page", _checks.datums_to_page(page["resource"], fresh))
 
     def _insert_event(self, event: Doc) -> None:
         if self.validate == "strict":
-            self._schema_check("event", event)
-        self._check_event(event, self._event_keys)
-        _rotate_filled(event)
-        if self._duplicate_or_new("event", event):
+            _checks.check_schema("event", event, self.validate, trusted=self._trusted)
+        _checks.check_event(event, self._event_keys)
+        _checks.rotate_filled(event)
+        if self._is_new("event", event):
             self._write_event(event)
-
-    def _check_event(self, event: Doc, keys_of: Callable[[str, Doc], frozenset[str]]) -> None:
-        """The insert path's checks of one event; ``keys_of`` gives its descriptor's keys."""
-        for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
-            if field not in event:
-                self._invalid("event", event, field, "is required")
-        if not isinstance(event["uid"], str):
-            self._invalid("event", event, "uid", "must be a string")
-        if type(event["time"]) not in (float, int) or not math.isfinite(event["time"]):
-            self._invalid("event", event, "time", "must be a finite number")
-        if type(event["seq_num"]) is not int:
-            self._invalid("event", event, "seq_num", "must be an integer")
-        self._check_event_keys("event", event, keys_of("event", event))
-
-    def _write_event(self, event: Doc) -> None:
-        """Store one new, checked event; stores may write it without making it a page."""
-        self._write_document("event_page", event_to_page(event))
 
     def _insert_event_page(self, page: Doc) -> None:
         if self.validate == "strict":
-            self._schema_check("event_page", page)
-        self._check_event_page(page, self._event_keys)
+            _checks.check_schema("event_page", page, self.validate, trusted=self._trusted)
+        _checks.check_event_page(page, self._event_keys)
         if "filled" in page:
-            _rotate_filled_page(page)
+            _checks.rotate_filled_page(page)
         # Fast path: look uids up first; build single events only if some already exist.
         get = self._get_existing
         if all(get("event", uid) is None for uid in page["uid"]):
             self._write_document("event_page", page)
             return
         events = unpack_events(page)
-        fresh = [e for e in events if self._duplicate_or_new("event", e)]
+        fresh = [e for e in events if self._is_new("event", e)]
         if len(fresh) == len(events):
             self._write_document("event_page", page)
         elif fresh:
-            self._write_document("event_page", pack_events(fresh))
+            self._write_document("event_page", pack_events(fresh))  # type: ignore[arg-type]
 
-    def _check_event_page(
-        self, page: Doc, keys_of: Callable[[str, Doc], frozenset[str]]
-    ) -> None:
-        """The insert path's checks of an event page; ``keys_of`` gives its descriptor's keys."""
-        for field in ("uid", "time", "descriptor", "seq_num", "data", "timestamps"):
-            if field not in page:
-                self._invalid("event_page", page, field, "is required")
-        n = None
-        for field in ("uid", "time", "seq_num"):
-            col = page[field]
-            if not isinstance(col, list):
-                self._invalid("event_page", page, field, "must be a list (one value per event)")
-            if n is None:
-                n = len(col)
-            elif len(col) != n:
-                self._invalid(
-                    "event_page", page, field, f"has {len(col)} values but uid has {n}"
-                )
-        assert n is not None
-        # set(map(type, ...)) and map(math.isfinite, ...) run in C: a page is checked at the
-        # cost of a few passes over its columns, not a Python loop per value.
-        if not all(map(isinstance, page["uid"], itertools.repeat(str))):
-            self._invalid("event_page", page, "uid", "must hold strings")
-        times = page["time"]
-        if not set(map(type, times)) <= _NUMBER_TYPES or not all(map(math.isfinite, times)):
-            self._invalid("event_page", page, "time", "must hold finite numbers")
-        if not set(map(type, page["seq_num"])) <= _INT_TYPE:
-            self._invalid("event_page", page, "seq_num", "must hold integers")
-        self._check_event_keys("event_page", page, keys_of("event_page", page))
-        for part in ("data", "timestamps", "filled"):
-            for k, col in page.get(part, {}).items():
-                if not isinstance(col, list) or len(col) != n:
-                    self._invalid(
-                        "event_page", page, f"{part}.{k}", f"must be a list of {n} values"
-                    )
+    def _write_event(self, event: Doc) -> None:
+        """Store one new, checked event; stores may write it without making it a page."""
+        self._write_document("event_page", event_to_page(event))
 
-    def _check_event_keys(self, name: str, doc: Doc, keys: frozenset[str]) -> None:
-        data, timestamps = doc["data"], doc["timestamps"]
-        if not isinstance(data, dict):
-            self._invalid(name, doc, "data", "must be a dict")
-        if not isinstance(timestamps, dict):
-            self._invalid(name, doc, "timestamps", "must be a dict")
-        if data.keys() != keys:
-            extra = sorted(data.keys() - keys)
-            missing = sorted(keys - data.keys())
-            field = f"data.{extra[0]}" if extra else f"data.{missing[0]}"
-            self._invalid(
-                name,
-                doc,
-                field,
-                f"does not match the descriptor's data keys (not in descriptor: {extra}, "
-                f"missing: {missing})",
-            )
-        if timestamps.keys() != data.keys():
-            diff = sorted(timestamps.keys() ^ data.keys())
-            self._invalid(
-                name, doc, f"timestamps.{diff[0]}", "must have exactly the same keys as data"
-            )
-        filled = doc.get("filled")
-        if filled is not None and (not isinstance(filled, dict) or not filled.keys() <= keys):
-            self._invalid(name, doc, "filled", "must map data keys to False or a datum id")
+    def _is_new(self, name: str, doc: Doc) -> bool:
+        """True when ``doc`` must be written, False when an identical one is stored; a
+        different one raises :class:`DuplicateDocument`."""
+        return _checks.is_new(name, doc, self._get_existing, self.describe)
+
+    def _event_keys(self, name: str, doc: Doc) -> frozenset[str]:
+        """The data keys of the descriptor of an event or page (cached per descriptor);
+        refuses the document when that descriptor is not stored."""
+        descriptor = doc.get("descriptor")
+        known = self._descriptor_keys.get(descriptor) if isinstance(descriptor, str) else None
+        if known is None:
+            found = _checks.require(name, doc, "descriptor", "descriptor", self._get_existing,
+                                    self.describe)
+            known = (frozenset(found["data_keys"]), found["run_start"])
+            self._descriptor_keys[found["uid"]] = known
+        return known[0]
+
+    # Delegations kept for the files store's copy checker, which calls them on a store it
+    # builds for the purpose; new code calls broker_v1.stores._checks directly.
+    def _check_event(self, event: Doc, keys_of: _checks.KeysOf) -> None:
+        """:func:`broker_v1.stores._checks.check_event`."""
+        _checks.check_event(event, keys_of)
+
+    def _check_event_page(self, page: Doc, keys_of: _checks.KeysOf) -> None:
+        """:func:`broker_v1.stores._checks.check_event_page`."""
+        _checks.check_event_page(page, keys_of)
+
+    def _check_datum_shape(self, name: str, doc: Doc, *, page: bool) -> None:
+        """:func:`broker_v1.stores._checks.check_datum_shape`."""
+        _checks.check_datum_shape(name, doc, page=page)
 
 
 def _whole(value: Any) -> bool:
@@ -855,53 +682,18 @@ def _check_paging(skip: Any, limit: Any, sort: Any) -> tuple[int, int | None, So
         (f, int(d)) for f, d in pairs)
 
 
-def _same_event(a: Doc, b: Doc) -> bool:
-    # An all-False ``filled`` says nothing a reader does not recompute from the descriptor.
-    def strip(e: Doc) -> Doc:
-        if any(e.get("filled", {}).values()):
-            return e
-        return {k: v for k, v in e.items() if k != "filled"}
-
-    return _same(strip(a), strip(b))
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equality of JSON-like values where NaN equals NaN (a stored NaN is a new float)."""
-    if a is b:
-        return True
-    if type(a) is float and type(b) is float:
-        return a == b or (math.isnan(a) and math.isnan(b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return bool(a == b)
 
 
-def _rotate_filled(event: Doc) -> None:
-    # A filled event carries the datum id in filled[k]; store the id, not the array.
-    filled = event.get("filled")
-    if filled:
-        for k, v in filled.items():
-            if isinstance(v, str):
-                event["data"][k] = v
-                filled[k] = False
 
 
-def _rotate_filled_page(page: Doc) -> None:
-    for k, col in page["filled"].items():
-        for i, v in enumerate(col):
-            if isinstance(v, str):
-                page["data"][k][i] = v
-                col[i] = False
 
 
-def _datums_to_page(resource: str, datums: list[Doc]) -> Doc:
-    from event_model import pack_datum_page
 
-    page = dict(pack_datum_page(*datums))
-    page["resource"] = resource
-    return page
+
+#: The Mongo store compares duplicate events with it (it imports it from here).
+_same_event = _checks.same_event
 
 
 def not_found_run(store: DocumentStore, uid: str) -> RunNotFound:

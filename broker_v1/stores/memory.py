@@ -71,6 +71,38 @@ class _Columns:
                 if len(col) < n_after:
                     col.extend([False] * (n_after - len(col)))
 
+    def append_event(self, event: Doc) -> None:
+        """:meth:`append` of ``event_to_page(event)``, without building the page (RunEngines
+        insert events one at a time: this is the hot path)."""
+        # Built before anything changes, as event_to_page would: a bad filled fails here.
+        filled = {k: [v] for k, v in event["filled"].items()} if "filled" in event else None
+        self._order = None
+        n_before = len(self.uid)
+        time, seq_num = event["time"], event["seq_num"]
+        if self.ordered and n_before and (time, seq_num) < (self.time[-1], self.seq_num[-1]):
+            self.ordered = False
+        self.time.append(time)
+        self.seq_num.append(seq_num)
+        self.uid.append(event["uid"])
+        for columns, values in ((self.data, event["data"]),
+                                (self.timestamps, event["timestamps"])):
+            for key, value in values.items():
+                col = columns.get(key)
+                if col is None:
+                    columns[key] = [None] * n_before + [value]
+                else:
+                    col.append(value)
+        for key, value in event["data"].items():
+            if type(value) in _MUTABLE:
+                self.nested.add(key)
+        if filled is not None and self.filled is None:
+            self.filled = {}
+        if self.filled is not None:
+            _extend_columns(self.filled, filled or {}, n_before, False)
+            for col in self.filled.values():
+                if len(col) <= n_before:
+                    col.append(False)
+
     def row(self, i: int, descriptor: str) -> Doc:
         event: Doc = {
             "descriptor": descriptor,
@@ -318,6 +350,15 @@ class MemoryStore(DocumentStore):
                 return None
             return self._events[where[0]].row(where[1], where[0])
         raise ValueError(name)
+
+    def _write_event(self, event: Doc) -> None:
+        descriptor = event["descriptor"]
+        columns = self._events.get(descriptor)
+        if columns is None:
+            columns = self._events[descriptor] = _Columns()
+        row = len(columns)
+        columns.append_event(event)
+        self._event_index[event["uid"]] = (descriptor, row)
 
     def _write_document(self, name: str, doc: Doc) -> None:
         if name == "start":
