@@ -80,7 +80,7 @@ class BlueskyRun:
                 f"{', '.join(self._stream_names()) or 'none'}."
             )
         if name not in self._streams:
-            self._streams[name] = BlueskyEventStream(self, name)
+            self._streams[name] = BlueskyEventStream(self._context, self._view, name)
         return self._streams[name]
 
     def __getattr__(self, name: str) -> BlueskyEventStream:

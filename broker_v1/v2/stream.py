@@ -9,17 +9,15 @@ datum.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import xarray
 
+from .._reading import ReadContext, RunView
 from ..replay import descriptors_of_stream
 from ..tables import _read_descriptor
 from .documents import wrap
-
-if TYPE_CHECKING:
-    from .run import BlueskyRun
 
 __all__ = ["BlueskyEventStream"]
 
@@ -30,13 +28,27 @@ class BlueskyEventStream:
     """One stream of a run: ``read()``, ``to_dask()``, ``metadata``, ``config``.
 
     Calling it with ``include=[...]`` or ``exclude=[...]`` returns the stream restricted to
-    those variables (the ``time`` coordinate is always kept).
+    those variables (the ``time`` coordinate is always kept).  Streams come from
+    ``run[name]`` / ``run.<name>``.
+
+    Parameters
+    ----------
+    context
+        The read context of the catalog the run came from.
+    run
+        The run's documents (transformed once).
+    name
+        The stream name.
+    include, exclude
+        Variables to keep or to drop (not both).
     """
 
-    def __init__(self, run: BlueskyRun, name: str, *, include: Iterable[str] | None = None,
+    def __init__(self, context: ReadContext, run: RunView, name: str, *,
+                 include: Iterable[str] | None = None,
                  exclude: Iterable[str] | None = None) -> None:
         if include is not None and exclude is not None:
             raise ValueError("Give include or exclude, not both.")
+        self._context = context
         self._run = run
         self.name = name
         self._include = None if include is None else list(include)
@@ -46,14 +58,15 @@ class BlueskyEventStream:
     def __call__(self, *, include: Iterable[str] | None = None,
                  exclude: Iterable[str] | None = None) -> BlueskyEventStream:
         """This stream restricted to some variables."""
-        return BlueskyEventStream(self._run, self.name, include=include, exclude=exclude)
+        return BlueskyEventStream(self._context, self._run, self.name, include=include,
+                                  exclude=exclude)
 
     def __repr__(self) -> str:
         return f"<BlueskyEventStream {self.name!r} from Run {self._run.uid[:8]}...>"
 
     # ------------------------------------------------------------------ pieces
     def _descriptors(self) -> list[dict[str, Any]]:
-        found = descriptors_of_stream(self._run._raw_descriptors(), self.name)
+        found = descriptors_of_stream(self._run.descriptors(), self.name)
         return sorted(found, key=lambda d: d.get("time", 0))
 
     def _fields(self) -> list[str]:
@@ -99,11 +112,11 @@ class BlueskyEventStream:
 
     # ------------------------------------------------------------------ reading
     def _columns(self, fill: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        context = self._run._context
+        context = self._context
         fields = set(self._fields())
         times: list[np.ndarray] = []
         parts: dict[str, list[np.ndarray]] = {k: [] for k in self._fields()}
-        run = self._run._view.docs()
+        run = self._run.docs()
         for descriptor in self._descriptors():
             wanted = [k for k in descriptor["data_keys"] if k in fields]
             if not wanted:
@@ -180,7 +193,7 @@ class BlueskyEventStream:
         import dask
         import dask.array as da
 
-        context = self._run._context
+        context = self._context
         time, columns = self._columns(fill=False)
         specs = self._data_keys()
         dims = self._dims()
@@ -203,7 +216,7 @@ class BlueskyEventStream:
     @property
     def timestamps(self) -> xarray.Dataset:
         """Per-reading timestamps, in the same structure as :meth:`read`."""
-        store = self._run._context.store
+        store = self._context.store
         fields = self._fields()
         times: list[Any] = []
         cols: dict[str, list[Any]] = {k: [] for k in fields}
@@ -223,9 +236,9 @@ class BlueskyEventStream:
     def metadata(self) -> dict[str, Any]:
         """``start``, ``stop`` (None without one), this stream's ``descriptors``, and, once
         read, ``dims``, ``data_vars`` and ``coords``."""
-        stop = self._run._raw_stop()
+        stop = self._run.stop()
         out: dict[str, Any] = {
-            "start": dict(self._run._start),
+            "start": dict(self._run.start),
             "stop": None if stop is None else dict(stop),
             "descriptors": [wrap("descriptor", d) for d in self._descriptors()],
         }
@@ -257,7 +270,7 @@ class _DeviceConfig:
 
     def read(self) -> xarray.Dataset:
         """A Dataset of the device's configuration values, one row per event."""
-        store = self._stream._run._context.store
+        store = self._stream._context.store
         times: list[Any] = []
         cols: dict[str, list[Any]] = {}
         for descriptor in self._stream._descriptors():

@@ -158,8 +158,8 @@ def _unavailable(err: StoreUnavailable, srv: Server) -> None:
 def server_goes_away(srv: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                      cycles: int) -> None:
     """Kill the server in the middle of paged reads ``cycles`` times; check each outcome."""
-    from broker_v1.stores.mongo import _store as mongo_module
     from broker_v1.stores.mongo import MongoStore
+    from broker_v1.stores.mongo import _store as mongo_module
 
     monkeypatch.setattr(mongo_module, "_START_PAGE", 4)  # a search is many queries
     uri = f"{srv.uri}/faults?serverSelectionTimeoutMS=400&connectTimeoutMS=400"
