@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from .errors import DatumNotFound, ResourceNotFound
 from .stores._util import json_copy
 from .utils import ALL, stream_name_of
 
@@ -582,65 +581,32 @@ def iter_documents(
             yield "descriptor", sel.pruned  # already a private copy
         with_events = {uid: sel for uid, sel in selections.items() if not sel.empty}
         if with_events:
-            yield from _run_body(store, run, with_events, filler)
+            yield from _run_body(store, with_events, filler)
         if run.stop is not None:
             yield "stop", json_copy(run.stop)
 
 
 def _run_body(
-    store: Any, run: Any, selections: dict[str, _Selection], filler: Filler | None
+    store: Any, selections: dict[str, _Selection], filler: Filler | None
 ) -> Iterator[tuple[str, Doc]]:
-    # The store emits each resource/datum just before the first event referencing it through
-    # *any* key.  With pruned fields an event may no longer reference it, so hold the store's
-    # resource/datum documents until an event we keep does, and look up the rare one that a
-    # later event references after it was dropped.
-    pending_resources: dict[str, Doc] = {}
-    pending_datums: dict[str, Doc] = {}
-    sent_resources: set[str] = set()
-    sent_datums: set[str] = set()
-    docs = store.iter_documents(run.start["uid"], descriptor_uids=list(selections))
+    # The store streams only what the kept fields reference: start, descriptors and stop
+    # come from the RunDocs (what the Header shows), and datums of pruned fields never come.
+    docs = store.iter_run_body(
+        [sel.descriptor for sel in selections.values()],
+        external_keys={uid: sel.external for uid, sel in selections.items()},
+    )
     for name, doc in docs:
-        if name == "event":
-            sel = selections.get(doc["descriptor"])
-            if sel is None:
-                continue
-            event = sel.reshape(doc)
-            if not event["data"]:
-                pending_datums.clear()
-                continue
-            for k in sel.external:
-                datum_id = event["data"].get(k)
-                if not isinstance(datum_id, str) or datum_id in sent_datums:
-                    continue
-                datum = pending_datums.pop(datum_id, None)
-                if datum is None:
-                    try:
-                        datum = store.get_datum(datum_id)
-                    except DatumNotFound:
-                        continue  # an event pointing nowhere still replays
-                sent_datums.add(datum_id)
-                resource_uid = datum["resource"]
-                if resource_uid not in sent_resources:
-                    resource = pending_resources.pop(resource_uid, None)
-                    if resource is None:
-                        try:
-                            resource = store.get_resource(resource_uid)
-                        except ResourceNotFound:
-                            resource = None
-                    sent_resources.add(resource_uid)
-                    if resource is not None:
-                        yield "resource", resource
-                yield "datum", datum
-            pending_datums.clear()
-            for k in sel.fill:
-                assert filler is not None  # checked in _selections
-                datum_id = event["data"][k]
-                (value,) = filler.fill_column(sel.descriptor, k, [datum_id])
-                event["data"][k] = value
-                event["filled"][k] = datum_id
-            yield "event", event
-        elif name == "datum":
-            pending_datums[doc["datum_id"]] = doc
-        elif name == "resource":
-            pending_resources[doc.get("uid", "")] = doc
-        # start, descriptors and stop come from the RunDocs (what the Header shows).
+        if name != "event":
+            yield name, doc
+            continue
+        sel = selections[doc["descriptor"]]
+        event = sel.reshape(doc)
+        if not event["data"]:
+            continue
+        for k in sel.fill:
+            assert filler is not None  # checked in _selections
+            datum_id = event["data"][k]
+            (value,) = filler.fill_column(sel.descriptor, k, [datum_id])
+            event["data"][k] = value
+            event["filled"][k] = datum_id
+        yield "event", event

@@ -471,6 +471,34 @@ def test_documents_datum_reused_by_a_later_kept_field(store):
     assert sent == [("resource", None), ("datum", b), ("event", b), ("datum", a), ("event", a)]
 
 
+def test_documents_read_each_document_once(store, monkeypatch):
+    """The replay streams the run body once: start, descriptors and stop come from the
+    RunDocs the caller holds, each datum and resource is fetched once, and no datum of a
+    pruned field is fetched at all."""
+    run, ids = image_run(store)
+    docs = run.docs()
+    calls: dict[str, list[Any]] = {}
+
+    def count(name: str) -> None:
+        real = getattr(store, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.setdefault(name, []).append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, counted)
+
+    for name in ("get_run_start", "get_run_stop", "get_descriptors", "get_datum",
+                 "get_resource", "iter_documents"):
+        count(name)
+    sent = list(iter_documents(store, [docs], fields=["img2", "det"]))
+    assert [n for n, _ in sent] == ["start", "descriptor", "resource", "datum", "event",
+                                    "datum", "event", "stop"]
+    assert not {"get_run_start", "get_run_stop", "get_descriptors", "iter_documents"} & set(calls)
+    assert sorted(args[0] for args in calls["get_datum"]) == sorted(ids["img2"])
+    assert len(calls["get_resource"]) == 1
+
+
 def test_documents_of_several_runs(store):
     """Runs are replayed one after the other, each from start to stop."""
     a, b = two_stream_run(store), two_stream_run(store)

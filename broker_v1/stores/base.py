@@ -36,6 +36,7 @@ from ..errors import (
     DatumNotFound,
     InvalidQuery,
     ReadOnlyStore,
+    ResourceNotFound,
     RunNotFound,
     UnsupportedQuery,
 )
@@ -437,20 +438,56 @@ class DocumentStore(abc.ABC):
     ) -> Iterator[tuple[str, Doc]]:
         """Replay a run as ``(name, doc)`` in event-model order.
 
-        ``start``; the descriptors (all, or those in ``descriptor_uids``); events of those
-        descriptors merged by time across streams, each resource and datum emitted once,
-        just before the first event that references it; ``stop`` last when there is one.
-        Events and datums are single documents.
+        ``start``; the descriptors (all, or those in ``descriptor_uids``); the run's body as
+        :meth:`iter_run_body` gives it; ``stop`` last when there is one.
         """
         yield "start", self.get_run_start(run_start_uid)
         descriptors = self.get_descriptors(run_start_uid)
         if descriptor_uids is not None:
             wanted = set(descriptor_uids)
             descriptors = [d for d in descriptors if d["uid"] in wanted]
-        external = {}
         for d in descriptors:
             yield "descriptor", d
-            external[d["uid"]] = [k for k, v in d["data_keys"].items() if v.get("external")]
+        yield from self.iter_run_body(descriptors)
+        stop = self.get_run_stop(run_start_uid)
+        if stop is not None:
+            yield "stop", stop
+
+    def iter_run_body(
+        self,
+        descriptors: Sequence[Mapping[str, Any]],
+        *,
+        external_keys: Mapping[str, Iterable[str]] | None = None,
+    ) -> Iterator[tuple[str, Doc]]:
+        """The events of some descriptors with the resources and datums they reference.
+
+        Events of all ``descriptors`` merged by time (ties: ``seq_num``, then the order
+        given), each resource and datum emitted once, just before the first event that
+        references it.  Events and datums are single documents.  The read path calls this
+        with the descriptors it already holds, so a run's start, descriptors and stop are
+        never fetched twice.
+
+        Parameters
+        ----------
+        descriptors
+            Descriptor documents of one run (only ``uid`` and ``data_keys`` are read).
+        external_keys
+            ``{descriptor uid: data keys}`` whose datum ids are followed; by default every
+            data key marked ``external``.  A reader that keeps only some fields passes those,
+            so no datum of a dropped field is emitted.
+
+        Notes
+        -----
+        An event whose datum id or a datum whose resource is missing still replays: the
+        missing document is left out, and filling reports it.
+        """
+        followed: dict[str, list[str]] = {}
+        for d in descriptors:
+            if external_keys is not None and d["uid"] in external_keys:
+                followed[d["uid"]] = list(external_keys[d["uid"]])
+            else:
+                followed[d["uid"]] = [k for k, v in d["data_keys"].items()
+                                      if v.get("external")]
         streams = [
             ((ev["time"], ev["seq_num"], i, ev) for ev in self.iter_events(d["uid"]))
             for i, d in enumerate(descriptors)
@@ -458,23 +495,24 @@ class DocumentStore(abc.ABC):
         seen_resources: set[str] = set()
         seen_datums: set[str] = set()
         for _, _, _, event in heapq.merge(*streams, key=lambda row: row[:3]):
-            for key in external[event["descriptor"]]:
+            for key in followed[event["descriptor"]]:
                 datum_id = event["data"].get(key)
                 if not isinstance(datum_id, str) or datum_id in seen_datums:
                     continue
                 try:
                     datum = self.get_datum(datum_id)
                 except DatumNotFound:
-                    continue  # an event pointing nowhere still replays; filling reports it
+                    continue
                 seen_datums.add(datum_id)
-                if datum["resource"] not in seen_resources:
-                    seen_resources.add(datum["resource"])
-                    yield "resource", self.get_resource(datum["resource"])
+                resource_uid = datum["resource"]
+                if resource_uid not in seen_resources:
+                    seen_resources.add(resource_uid)
+                    try:
+                        yield "resource", self.get_resource(resource_uid)
+                    except ResourceNotFound:
+                        pass
                 yield "datum", datum
             yield "event", event
-        stop = self.get_run_stop(run_start_uid)
-        if stop is not None:
-            yield "stop", stop
 
     def close(self) -> None:  # noqa: B027 (optional to override)
         """Release connections or file handles (a no-op by default)."""
