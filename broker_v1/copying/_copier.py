@@ -17,8 +17,9 @@ from ..errors import (
     RunNotFound,
     StoreUnavailable,
 )
+from ..replay import external_keys
 from ..stores.base import Doc, DocumentStore
-from ._files import _copy_file, _handler_registry, _resource_base, resource_files
+from ._files import _copy_file, _datum_kwargs, _handler_registry, _resource_base, resource_files
 from ._report import CopyReport, FileCopy, FileProblem, RunResult
 
 
@@ -190,7 +191,7 @@ class _Copier:
         for d in descriptors:
             self._insert("descriptor", d)
             n += 1
-            external[d["uid"]] = [k for k, v in d["data_keys"].items() if v.get("external")]
+            external[d["uid"]] = external_keys(d)
         datums_seen: set[str] = set()
         counts = {}
         for d in descriptors:
@@ -266,11 +267,7 @@ class _Copier:
     def _copy_resource_files(self, resource: Doc, pages: list[Doc]) -> Doc:
         """Copy a resource's files under ``new_root``; the resource to write (root rewritten)."""
         assert self.new_root is not None
-        kwargs: list[Doc] = []
-        for page in pages:
-            cols = page["datum_kwargs"]
-            for i in range(len(page["datum_id"])):
-                kwargs.append({k: col[i] for k, col in cols.items()})
+        kwargs = _datum_kwargs(pages)
         files, how = resource_files(resource, kwargs, handler_registry=self.registry(),
                                     root_map=self.root_map)
         base, full = _resource_base(resource, self.root_map)

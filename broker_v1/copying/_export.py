@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import BrokerError, DatumNotFound, DuplicateDocument
+from ..replay import external_keys
 from ._copy import copy_runs
-from ._files import _handler_registry, resource_files
+from ._files import _datum_kwargs, _handler_registry, resource_files
 
 
 def _header_uids(headers: Any) -> list[str]:
@@ -117,7 +118,7 @@ def export_size(db: Any, headers: Any) -> float:
     for uid in _header_uids(headers):
         resources: set[str] = set()
         for d in store.get_descriptors(uid):
-            keys = [k for k, v in d["data_keys"].items() if v.get("external")]
+            keys = external_keys(d)
             if not keys:
                 continue
             for page in store.iter_event_pages(d["uid"], fields=keys):
@@ -129,8 +130,7 @@ def export_size(db: Any, headers: Any) -> float:
                         continue
         for res_uid in sorted(resources):
             resource = store.get_resource(res_uid)
-            kwargs = [{k: col[i] for k, col in p["datum_kwargs"].items()}
-                      for p in store.iter_datum_pages(res_uid) for i in range(len(p["datum_id"]))]
+            kwargs = _datum_kwargs(store.iter_datum_pages(res_uid))
             files, how = resource_files(resource, kwargs, handler_registry=registry,
                                         root_map=root_map)
             if files is None:

@@ -26,6 +26,12 @@ def _handler_registry(handler_registry: Mapping[str, Any] | None) -> dict[str, A
     return found
 
 
+def _datum_kwargs(pages: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``datum_kwargs`` of every datum in these datum pages, in order."""
+    return [{k: col[i] for k, col in page["datum_kwargs"].items()}
+            for page in pages for i in range(len(page["datum_id"]))]
+
+
 def _resource_base(resource: Mapping[str, Any], root_map: Mapping[str, str]) -> tuple[str, str]:
     """``(base directory, full path)`` of a resource after ``root_map``.
 
