@@ -124,7 +124,18 @@ def parse_value(text: str) -> Any:
 
 
 def parse_query_terms(terms: Iterable[str]) -> dict[str, Any]:
-    """``["plan_name=scan", "scan_id=5"]`` → ``{"plan_name": "scan", "scan_id": 5}``."""
+    """``["plan_name=scan", "scan_id=5"]`` → ``{"plan_name": "scan", "scan_id": 5}``.
+
+    Parameters
+    ----------
+    terms
+        ``key=value`` strings; each value is typed by :func:`parse_value`.
+
+    Raises
+    ------
+    CLIError
+        A term is not ``key=value``, or its value looks like JSON but does not parse.
+    """
     out: dict[str, Any] = {}
     for term in terms:
         key, sep, value = term.partition("=")

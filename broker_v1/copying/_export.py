@@ -31,7 +31,13 @@ def _header_uids(headers: Any) -> list[str]:
 
 
 def handler_registry_of(db: Any) -> dict[str, Any] | None:
-    """``{spec: handler class}`` of a Broker's ``db.reg`` (``None`` if it has none)."""
+    """``{spec: handler class}`` of a Broker's ``db.reg`` (``None`` if it has none).
+
+    Parameters
+    ----------
+    db
+        A Broker, or any object with a ``reg.handler_reg`` mapping.
+    """
     reg = getattr(db, "reg", None)
     view = getattr(reg, "handler_reg", None)
     return dict(view) if view is not None else None
@@ -109,6 +115,18 @@ def export_size(db: Any, headers: Any) -> float:
     Files are listed through each resource's handler (``get_file_list``), as in databroker;
     without a handler the file ``root/resource_path`` is counted if it exists, and otherwise
     the resource is skipped with a ``UserWarning`` naming it.  Each file counts once.
+
+    Parameters
+    ----------
+    db
+        The Broker holding the runs.
+    headers
+        A Header or an iterable of Headers.
+
+    Returns
+    -------
+    float
+        The size in gigabytes.
     """
     store = db.store
     root_map = getattr(db, "root_map", None) or {}

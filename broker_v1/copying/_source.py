@@ -23,6 +23,20 @@ def iter_run_starts(
     after the last ``(time, uid)`` seen, so no cursor stays open between pages, runs sharing a
     start time are neither skipped nor repeated, and a run inserted meanwhile cannot shift the
     pages (as ``skip`` would).
+
+    Parameters
+    ----------
+    store
+        The store to read.
+    query
+        Mongo-dialect filter on start documents (``None``: every run).
+    page_size
+        Runs fetched per query.
+
+    Yields
+    ------
+    dict
+        Start documents, newest first by ``(time, uid)``.
     """
     base = dict(query or {})
     last: tuple[Any, str] | None = None
