@@ -783,12 +783,12 @@ def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
 @pytest.fixture
 def checks_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """The planning process for copies of any length, in small batches."""
-    import broker_v1.copying as copying_module
+    import broker_v1.copying._source as copying_source
     import broker_v1.stores.files as files_module
 
     monkeypatch.setattr(files_module, "_PLANNER_MIN_RUNS", 1)
     monkeypatch.setattr(files_module, "_PLANNER_BATCH", 3)
-    monkeypatch.setattr(copying_module, "ANNOUNCE_CHUNK", 3)
+    monkeypatch.setattr(copying_source, "ANNOUNCE_CHUNK", 3)
 
 
 def several_hand_written_runs(directory: Path) -> tuple[list[str], list[str]]:

@@ -1,0 +1,5 @@
+"""``python -m broker_v1.cli``: the ``broker-v1`` command."""
+
+from . import main
+
+main()
