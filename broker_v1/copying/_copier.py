@@ -146,15 +146,9 @@ class _Copier:
             return False
 
     def _event_counts(self, store: DocumentStore, descriptors: list[Doc]) -> dict[str, int]:
-        counter = getattr(store, "count_events", None)
-        out = {}
-        for d in descriptors:
-            if callable(counter):
-                out[d["uid"]] = int(counter(d["uid"]))
-            else:
-                # fields=[] is a projection hint: stores that honour it send uids only.
-                out[d["uid"]] = _count_rows(store.iter_event_pages(d["uid"], fields=[]), "uid")
-        return out
+        # fields=[] is a projection hint: stores that honour it send uids only.
+        return {d["uid"]: _count_rows(store.iter_event_pages(d["uid"], fields=[]), "uid")
+                for d in descriptors}
 
     def _compare_existing(
         self, uid: str, src_descriptors: list[Doc], src_stop: Doc | None
