@@ -59,10 +59,11 @@ from ..errors import (
     StoreUnavailable,
     UnsafeUid,
 )
+from ._columns import _Columns, _sort_key
 from ._query import QueryMatcher, searchable_text, split_text
 from ._util import DocumentValueError, json_copy, loads_json, sanitize
+from ._util import valid_unicode as _sqlable
 from .base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
-from .memory import _Columns, _sort_key
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
 
@@ -121,15 +122,6 @@ def _is_number(value: Any) -> bool:
 def _is_time(value: Any) -> bool:
     # A start time the index can order by: a number, not NaN.
     return _is_number(value) and value == value
-
-
-def _sqlable(text: str) -> bool:
-    """Whether a string can be bound in SQLite (lone surrogates cannot)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _sql_text(text: str) -> str:
