@@ -784,7 +784,7 @@ def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
 def checks_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """The planning process for copies of any length, in small batches."""
     import broker_v1.copying as copying_module
-    import broker_v1.stores.files as files_module
+    import broker_v1.stores.files._store as files_module
 
     monkeypatch.setattr(files_module, "_PLANNER_MIN_RUNS", 1)
     monkeypatch.setattr(files_module, "_PLANNER_BATCH", 3)
@@ -860,7 +860,7 @@ def test_checking_process_never_reruns_the_callers_script(tmp_path: Path) -> Non
     FileStore(path=tmp_path / "a").count_runs()
     script = tmp_path / "copy_script.py"
     script.write_text(textwrap.dedent(f"""
-        import broker_v1.copying, broker_v1.stores.files as files
+        import broker_v1.copying, broker_v1.stores.files._store as files
         from broker_v1.stores.files import FileStore
         files._PLANNER_MIN_RUNS = 1
         with open({str(tmp_path / "ran.txt")!r}, "a") as f:

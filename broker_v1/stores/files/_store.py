@@ -1,26 +1,4 @@
-"""FileStore: a crash-safe, indexed directory of run files.
-
-Layout of a store directory::
-
-    <path>/<start uid>.jsonl          one run, one [name, doc] JSON array per line
-    <path>/<start uid>.msgpack        a run from suitcase-msgpack / databroker-pack (read only)
-    <path>/_assets.jsonl              resources (and their datums) that belong to no run
-    <path>/.broker_v1/index.sqlite    the search index (derived; rebuilt when missing or corrupt)
-    <path>/.broker_v1/cache/          columnar copies of completed runs' events (derived)
-
-The ``.jsonl`` files are exactly what suitcase-jsonl writes and databroker's JSONL catalog reads:
-the first line is the start document, then descriptors, events, resources and datums in the
-order they were inserted, the stop last.  Floats that JSON cannot express are written as the
-``NaN`` / ``Infinity`` tokens Python's ``json`` module (and suitcase-jsonl) use.
-
-The index (SQLite, WAL mode, so several processes can write different runs at once) holds
-what search needs: every start document, its time, scan_id, uid, stop, the file's size and
-mtime and the text for ``$text``.  It also maps descriptor, resource and datum ids to their file.
-It is a cache of the files: it is refreshed incrementally (a directory listing when the
-directory changed, otherwise a ``stat`` of the few runs that are still open) so runs written by
-another process or copied in by hand appear in an open store, and it is rebuilt from the files
-whenever it is missing, corrupt or of another schema version.
-"""
+"""The :class:`FileStore` facade (see the package docstring for the store's layout)."""
 
 from __future__ import annotations
 
@@ -48,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import (
+from ...errors import (
     CorruptRunFile,
     DatumNotFound,
     DuplicateDocument,
@@ -59,11 +37,11 @@ from ..errors import (
     StoreUnavailable,
     UnsafeUid,
 )
-from ._columns import _Columns, _sort_key
-from ._query import QueryMatcher, searchable_text, split_text
-from ._util import DocumentValueError, json_copy, loads_json, sanitize
-from ._util import valid_unicode as _sqlable
-from .base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
+from .._columns import _Columns, _sort_key
+from .._query import QueryMatcher, searchable_text, split_text
+from .._util import DocumentValueError, json_copy, loads_json, sanitize
+from .._util import valid_unicode as _sqlable
+from ..base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
 
@@ -201,7 +179,7 @@ def _fts_words(search: str) -> list[str] | None:
 
 
 def _udf_text(search: str, text: str) -> int:
-    from ._query import text_matches
+    from .._query import text_matches
 
     return int(text_matches(search, text))
 
@@ -3240,7 +3218,7 @@ class _Planner:
         # threads, and never a re-run of the caller's script (as multiprocessing's spawn
         # does with scripts that lack an ``if __name__ == "__main__"`` guard).
         ours, theirs = socket.socketpair()
-        package_root = str(Path(__file__).resolve().parents[2])
+        package_root = str(Path(__file__).resolve().parents[3])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root, *filter(None, [env.get("PYTHONPATH")])])
@@ -3308,7 +3286,7 @@ class _Planner:
 
 def _planner_main(conn: Any) -> None:
     """The planning process: check each batch of run files and send back the results."""
-    from .memory import MemoryStore
+    from ..memory import MemoryStore
 
     checker = MemoryStore()  # lends the insert path's checks; nothing is stored in it
     while True:
