@@ -14,7 +14,7 @@ import time
 import warnings
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +59,12 @@ from ._import import (
     _Planner,
 )
 from ._index import (
-    _BATCH_RUNS,
-    _BATCH_SECONDS,
     _CHUNK,
     _NAME_INDEXED,
-    _SCAN_ID_ODD_INDEX,
-    _SCHEMA,
-    _T,
-    INDEX_NAME,
-    SCHEMA_VERSION,
-    _is_corrupt,
+    _Index,
     _is_number,
     _is_time,
-    _run_row_values,
     _sql_text,
-    _udf_text,
 )
 from ._rundata import _RunData, _skeleton
 from ._search import (
@@ -171,7 +162,7 @@ class FileStore(DocumentStore):
         self.cache_max_bytes = int(cache_max_bytes)
         self._index_option = None if index_path is None else os.fspath(index_path)
         self._lock = threading.RLock()
-        self._pid = os.getpid()
+        self._index = _Index(self.path, self._index_option, self.describe(), self._lock)
         self._lru: OrderedDict[str, _RunData] = OrderedDict()
         self._warned: set[tuple[str, int]] = set()
         self._states: OrderedDict[str, _RunState] = OrderedDict()
@@ -192,16 +183,26 @@ class FileStore(DocumentStore):
         self._checked_ahead = 0  # whole-run copies whose checks came from the planner
         self._pending_syncs: deque[tuple[str, Any]] = deque()
         self._dir_unsynced = False
-        # the index transaction whole-run copies keep open inside deferred_sync()
-        self._batch_runs = 0
-        self._batch_began = 0.0
-        self._db: sqlite3.Connection | None = None
-        self._db_ident: tuple[int, int] | None = None
-        self._dir_mtime: int | None = None
-        self._fts = False
-        self._json1 = False
         self._open_directory()
-        self._connect()
+        self._index.on_open = self._refresh
+        self._index.on_fork = self._forget_writes
+        self._index.connect()
+
+    @property
+    def _db_location(self) -> str:
+        return self._index._db_location
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._index.conn()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._index.read(sql, params)
+
+    def _forget_writes(self) -> None:
+        # A forked child must not use its parent's writer state.
+        self._states.clear()
+        self._event_owner.clear()
+        self._datum_owner.clear()
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -259,296 +260,12 @@ class FileStore(DocumentStore):
                 f"{self.describe()}: cannot create the directory {self.path} ({err.strerror})."
             ) from err
 
-    def _index_location(self) -> str:
-        if self._index_option is not None:
-            return self._index_option
-        state = self.path / STATE_DIR
-        default = state / INDEX_NAME
-        if state.is_dir() and os.access(state, os.W_OK | os.X_OK):
-            return str(default)
-        if not state.exists() and os.access(self.path, os.W_OK | os.X_OK):
-            try:
-                state.mkdir()
-            except FileExistsError:
-                pass
-            except OSError:
-                return ":memory:"
-            return str(default)
-        return ":memory:"  # a directory we cannot write to: keep the index in memory
-
-    def _connect(self) -> None:
-        """Open (creating or rebuilding as needed) the index and bring it up to date."""
-        with self._lock:
-            location = self._index_location()
-            try:
-                self._open_db(location)
-            except sqlite3.DatabaseError as err:
-                if location == ":memory:":
-                    raise
-                if not _is_corrupt(err):
-                    # Not a file SQLite can open (a directory in its place, no permission):
-                    # the run files are the truth, so search with an index kept in memory.
-                    if self._index_option is not None:
-                        raise StoreUnavailable(
-                            f"{self.describe()}: cannot open the index {location} ({err})."
-                        ) from err
-                    warnings.warn(
-                        f"{self.describe()}: the index {location} cannot be opened ({err}); "
-                        "searching with an index kept in memory instead (rebuilt at every "
-                        f"open). Remove or fix {location}.",
-                        UserWarning,
-                        stacklevel=4,
-                    )
-                    location = ":memory:"
-                else:
-                    self._close_db()
-                    self._remove_index(location)
-                self._open_db(location)
-            self._pid = os.getpid()
-            self._refresh()
-
-    def _open_db(self, location: str) -> None:
-        conn = sqlite3.connect(
-            location, timeout=60.0, isolation_level=None, check_same_thread=False
-        )
-        self._db = conn
-        try:
-            conn.execute("PRAGMA busy_timeout = 60000")
-            if location != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":  # e.g. a file system without shared memory
-                    conn.execute("PRAGMA journal_mode = DELETE")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            conn.create_function("bv1_text", 2, _udf_text, deterministic=True)
-            try:
-                conn.execute("SELECT json_extract('{\"a\": 1}', '$.a')").fetchone()
-                self._json1 = True
-            except sqlite3.OperationalError:
-                self._json1 = False
-            self._ensure_schema(conn, location)
-        except BaseException:
-            self._close_db()
-            raise
-        if location != ":memory:":
-            st = os.stat(location)
-            self._db_ident = (st.st_dev, st.st_ino)
-        else:
-            self._db_ident = None
-        self._db_location = location
-
-    def _ensure_schema(self, conn: sqlite3.Connection, location: str) -> None:
-        version = None
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            version = row[0] if row else None
-        except sqlite3.OperationalError:
-            version = None
-        if version != SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for table in ("runs_fts", "members", "runs", "files", "meta"):
-                    conn.execute(f"DROP TABLE IF EXISTS {table}")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                fts = True
-                try:
-                    conn.execute(
-                        "CREATE VIRTUAL TABLE runs_fts USING fts5(words, "
-                        "tokenize = 'unicode61 remove_diacritics 2')"
-                    )
-                except sqlite3.OperationalError:
-                    fts = False
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema', ?), ('fts', ?)",
-                    (SCHEMA_VERSION, "1" if fts else "0"),
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # keep the original error
-                    conn.execute("ROLLBACK")
-                raise
-        else:
-            # Added after schema 1 shipped: lets db[scan_id] use the scan_id index (SQLite
-            # answers "scan_id IN (...) OR scan_id_odd = 1" from two indexes, not a scan).
-            with contextlib.suppress(sqlite3.OperationalError):  # a read-only index file
-                conn.execute(_SCAN_ID_ODD_INDEX)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
-        self._fts = bool(row and row[0] == "1")
-        row = conn.execute("SELECT value FROM meta WHERE key = 'dir_mtime'").fetchone()
-        self._dir_mtime = int(row[0]) if row and row[0] is not None else None
-
-    def _close_db(self) -> None:
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.close()
-        self._db = None
-
-    def _remove_index(self, location: str) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(location + suffix)
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None or os.getpid() != self._pid:
-            if os.getpid() != self._pid:
-                # A forked child must not use its parent's connection; leave it unclosed.
-                self._db = None
-                self._states.clear()
-                self._event_owner.clear()
-                self._datum_owner.clear()
-            self._connect()
-        assert self._db is not None
-        return self._db
-
-    def _recover(self) -> None:
-        """Replace a corrupt index with one rebuilt from the run files."""
-        with self._lock:
-            location = getattr(self, "_db_location", self._index_location())
-            self._close_db()
-            if location == ":memory:":
-                self._open_db(location)
-                self._dir_mtime = None
-                self._refresh(deep=True)
-                return
-            with self._directory_lock():
-                try:
-                    st = os.stat(location)
-                    replaced = (st.st_dev, st.st_ino) != self._db_ident
-                except FileNotFoundError:
-                    replaced = True
-                if replaced:
-                    # Another process rebuilt it (or deleted it) meanwhile: use the current one.
-                    try:
-                        self._open_db(location)
-                        self._conn().execute("SELECT count(*) FROM runs").fetchone()
-                    except sqlite3.DatabaseError as err:
-                        if not _is_corrupt(err):
-                            raise
-                        replaced = False
-                        self._close_db()
-                if not replaced:
-                    self._remove_index(location)
-                    self._open_db(location)
-                self._dir_mtime = None
-                self._refresh(deep=True)
-
-    @contextlib.contextmanager
-    def _directory_lock(self) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            yield
-            return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read query, rebuilding a corrupt index once."""
-        with self._lock:
-            try:
-                return self._conn().execute(sql, params).fetchall()
-            except sqlite3.DatabaseError as err:
-                if not _is_corrupt(err):
-                    if isinstance(err, sqlite3.OperationalError):
-                        raise self._index_unusable("read", err) from err
-                    raise
-                self._recover()
-                return self._conn().execute(sql, params).fetchall()
-
-    def _index_unusable(self, action: str, err: sqlite3.OperationalError) -> StoreUnavailable:
-        """The error for an index that cannot be read or written (disk full, I/O error,
-        locked past the timeout)."""
-        location = getattr(self, "_db_location", "the index")
-        return StoreUnavailable(
-            f"{self.describe()}: could not {action} the search index {location} ({err}). "
-            "Documents already appended to run files stay there and are indexed once the index "
-            "can be written again; inserting the same document again is a no-op."
-        )
-
-    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T | None:
-        """Run ``fn`` in one index transaction; a corrupt index is rebuilt from the files
-        instead (which then already holds whatever ``fn`` would have recorded)."""
-        with self._lock:
-            self._commit_batch()
-            conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-                return result
-            except sqlite3.DatabaseError as err:
-                self._index_write_failed(err)
-                return None
-
-    def _index_write_failed(self, err: sqlite3.DatabaseError) -> None:
-        """Rebuild a corrupt index from the files; raise for anything else."""
-        if not _is_corrupt(err):
-            if isinstance(err, sqlite3.OperationalError):
-                raise self._index_unusable("update", err) from err
-            raise err
-        self._recover()
-
-    def _write_batched(self, fn: Callable[[sqlite3.Connection], None]) -> None:
-        """``_write`` for whole-run copies: inside ``deferred_sync()`` the transaction stays
-        open for the next runs and is committed when it is full or old, before any other
-        write, and when the block ends.  Its rows are seen at once by this store (same
-        connection); other stores see them at the commit.  A run file whose rows are rolled
-        back or never committed (a crash) is still in the directory, and the next refresh
-        indexes it, as it would a file another program wrote."""
-        with self._lock:
-            if not self._deferred:
-                self._write(fn)
-                return
-            conn = self._conn()
-            try:
-                if not conn.in_transaction:
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._batch_runs, self._batch_began = 0, time.monotonic()
-                fn(conn)
-            except BaseException as err:
-                self._abandon_batch(conn)
-                if isinstance(err, sqlite3.DatabaseError):
-                    self._index_write_failed(err)
-                    return
-                raise
-            self._batch_runs += 1
-            if (self._batch_runs >= _BATCH_RUNS
-                    or time.monotonic() - self._batch_began > _BATCH_SECONDS):
-                self._commit_batch()
-
-    def _commit_batch(self) -> None:
-        """Commit the transaction ``_write_batched`` left open, if any."""
-        with self._lock:
-            conn = self._db
-            if conn is None or not conn.in_transaction:
-                return
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.DatabaseError as err:
-                self._abandon_batch(conn)
-                self._index_write_failed(err)
-
-    def _abandon_batch(self, conn: sqlite3.Connection) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        self._dir_mtime = None  # the next refresh scans the directory and indexes those files
-
     # ------------------------------------------------------------------ refreshing the index
     def _refresh(self, *, deep: bool = False) -> None:
         """Bring the index up to date with the directory (cheap when nothing changed)."""
         with self._lock:
-            if self._db is None or os.getpid() != self._pid:
-                self._conn()  # reconnecting refreshes
+            if self._index.disconnected():
+                self._index.conn()  # reconnecting refreshes
                 if not deep:
                     return
             try:
@@ -557,34 +274,14 @@ class FileStore(DocumentStore):
                 raise StoreUnavailable(
                     f"{self.describe()}: the directory {self.path} no longer exists."
                 ) from None
-            self._check_index_identity()
-            if deep or st.st_mtime_ns != self._dir_mtime:
+            self._index.follow_replacement()
+            if deep or st.st_mtime_ns != self._index.dir_mtime:
                 self._full_scan(st)
             else:
                 self._check_volatile()
 
-    def _check_index_identity(self) -> None:
-        # If another process replaced the index (after finding it corrupt), follow it.
-        if self._db_ident is None:
-            return
-        try:
-            st = os.stat(self._db_location)
-            same = (st.st_dev, st.st_ino) == self._db_ident
-        except FileNotFoundError:
-            same = False
-        if not same:
-            self._close_db()
-            self._connect()
-
-    def _file_rows(self, where: str = "", params: Sequence[Any] = ()) -> dict[str, tuple[Any, ...]]:
-        rows = self._read(
-            "SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files " + where,
-            params,
-        )
-        return {r[0]: r for r in rows}
-
     def _full_scan(self, dir_stat: os.stat_result) -> None:
-        known = self._file_rows()
+        known = self._index.file_rows()
         seen: set[str] = set()
         changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
         with os.scandir(self.path) as entries:
@@ -607,9 +304,9 @@ class FileStore(DocumentStore):
 
             def forget(conn: sqlite3.Connection) -> None:
                 for name in vanished:
-                    self._forget_file(conn, name)
+                    self._index.forget_file(conn, name)
 
-            self._write(forget)
+            self._index.write(forget)
             for name in vanished:
                 self._lru.pop(name, None)
         changed.sort(key=lambda item: item[0])
@@ -620,9 +317,9 @@ class FileStore(DocumentStore):
         trusted = (
             dir_stat.st_mtime_ns if time.time() - dir_stat.st_mtime > _DIR_TRUST_SECONDS else None
         )
-        if trusted != self._dir_mtime:
-            self._dir_mtime = trusted
-            self._write(
+        if trusted != self._index.dir_mtime:
+            self._index.dir_mtime = trusted
+            self._index.write(
                 lambda conn: conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime', ?)",
                     (None if trusted is None else str(trusted),),
@@ -630,13 +327,13 @@ class FileStore(DocumentStore):
             )
 
     def _check_volatile(self) -> None:
-        rows = self._file_rows("WHERE volatile = 1")
+        rows = self._index.file_rows("WHERE volatile = 1")
         changed = []
         for name, row in rows.items():
             try:
                 st = os.stat(self.path / name)
             except FileNotFoundError:
-                self._dir_mtime = None  # the directory changed after all: scan next time
+                self._index.dir_mtime = None  # the directory changed after all: scan next time
                 continue
             if row[1] != st.st_size or row[2] != st.st_mtime_ns:
                 changed.append((name, st, row))
@@ -650,43 +347,18 @@ class FileStore(DocumentStore):
             for item in items:
                 self._index_file(conn, *item)
 
-        self._write(index)
+        self._index.write(index)
 
     def _refresh_file(self, name: str) -> None:
         """Re-index one file if it changed since it was indexed."""
-        rows = self._file_rows("WHERE name = ?", (name,))
+        rows = self._index.file_rows("WHERE name = ?", (name,))
         try:
             st = os.stat(self.path / name)
         except FileNotFoundError:
             return
         row = rows.get(name)
         if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
-            self._write(lambda conn: self._index_file(conn, name, st, row))
-
-    def _forget_file(self, conn: sqlite3.Connection, name: str) -> None:
-        for (rowid,) in conn.execute("SELECT id FROM runs WHERE file = ?", (name,)).fetchall():
-            if self._fts:
-                conn.execute("DELETE FROM runs_fts WHERE rowid = ?", (rowid,))
-            conn.execute("DELETE FROM runs WHERE id = ?", (rowid,))
-        conn.execute("DELETE FROM members WHERE file = ?", (name,))
-        conn.execute("DELETE FROM files WHERE name = ?", (name,))
-
-    def _set_file_row(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        st: os.stat_result,
-        scanned: int,
-        crc: int | None,
-        kind: str,
-        run_uid: str | None,
-        volatile: bool,
-    ) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO files (name, size, mtime_ns, scanned, head_crc, kind, "
-            "run_uid, volatile) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, st.st_size, st.st_mtime_ns, scanned, crc, kind, run_uid, int(volatile)),
-        )
+            self._index.write(lambda conn: self._index_file(conn, name, st, row))
 
     def _index_file(
         self,
@@ -715,14 +387,14 @@ class FileStore(DocumentStore):
         try:
             f = open(path, "rb")
         except FileNotFoundError:
-            self._forget_file(conn, name)
+            self._index.forget_file(conn, name)
             return
         with f:
             head = _read_first_line(f)
             if head is None:  # empty, or the first line is still being written
                 if row is not None and row[5] != "pending":
-                    self._forget_file(conn, name)
-                self._set_file_row(conn, name, st, 0, None, "pending", None, True)
+                    self._index.forget_file(conn, name)
+                self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
                 return
             crc = zlib.crc32(head)
             size = max(st.st_size, len(head))
@@ -739,13 +411,15 @@ class FileStore(DocumentStore):
                 offset = row[3]
                 kind = row[5]
             else:
-                self._forget_file(conn, name)
+                self._index.forget_file(conn, name)
                 if name == ASSETS_NAME:
                     kind, offset = "assets", 0
                 else:
                     run_uid = self._index_start(conn, name, path, head)
                     if run_uid is None:
-                        self._set_file_row(conn, name, st, len(head), crc, "ignored", None, False)
+                        self._index.set_file_row(
+                            conn, name, st, len(head), crc, "ignored", None, False
+                        )
                         return
                     kind, offset = "run", len(head)
             f.seek(offset)
@@ -758,7 +432,7 @@ class FileStore(DocumentStore):
                 ).fetchone()[0]
             )
         volatile = kind == "assets" or not has_stop
-        self._set_file_row(conn, name, st, scanned, crc, kind, run_uid, volatile)
+        self._index.set_file_row(conn, name, st, scanned, crc, kind, run_uid, volatile)
 
     def _index_start(
         self, conn: sqlite3.Connection, name: str, path: Path, head: bytes
@@ -795,28 +469,8 @@ class FileStore(DocumentStore):
                 RunFileWarning,
             )
             return None
-        self._insert_run_row(conn, name, start)
+        self._index.insert_run_row(conn, name, start)
         return uid
-
-    def _insert_run_row(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        start: Doc,
-        stop: Doc | None = None,
-        row: tuple[Any, ...] | None = None,
-    ) -> None:
-        """Index a run; ``row`` is ``_run_row_values(start, stop)`` when already computed."""
-        values = _run_row_values(start, stop) if row is None else row
-        cur = conn.execute(
-            "INSERT INTO runs (uid, file, time, scan_id, scan_id_odd, start, json_ok, text, "
-            "stop, stop_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (values[0], name, *values[1:-1]),
-        )
-        if self._fts:
-            conn.execute(
-                "INSERT INTO runs_fts (rowid, words) VALUES (?, ?)", (cur.lastrowid, values[-1])
-            )
 
     def _scan_members(
         self,
@@ -859,39 +513,23 @@ class FileStore(DocumentStore):
                 elif doc_name == "stop" and run_uid is not None:
                     if doc.get("run_start", run_uid) == run_uid:
                         stop = doc
-        self._record_members(conn, members)
+        self._index.record_members(conn, members)
         if stop is not None:
-            self._record_stop(conn, run_uid, stop)
+            self._index.record_stop(conn, run_uid, stop)
         return offset + end, stop is not None
-
-    def _record_members(
-        self, conn: sqlite3.Connection, members: list[tuple[str, str, str]]
-    ) -> None:
-        members = [m for m in members if _sqlable(m[1])]
-        if members:
-            conn.executemany(
-                "INSERT OR IGNORE INTO members (kind, uid, file) VALUES (?, ?, ?)", members
-            )
-
-    def _record_stop(self, conn: sqlite3.Connection, run_uid: str | None, stop: Doc) -> None:
-        uid = stop.get("uid")
-        conn.execute(
-            "UPDATE runs SET stop = ?, stop_uid = ? WHERE uid = ?",
-            (json.dumps(stop), uid if isinstance(uid, str) and _sqlable(uid) else None, run_uid),
-        )
 
     def _index_msgpack(self, conn: sqlite3.Connection, name: str, st: os.stat_result) -> None:
         path = self.path / name
-        self._forget_file(conn, name)
+        self._index.forget_file(conn, name)
         try:
             docs, consumed, _ = _read_msgpack(path)
         except CorruptRunFile as err:
             self._warn_once(name, err.line or 0, f"{err} It is not shown as a run.",
                             RunFileWarning)
-            self._set_file_row(conn, name, st, 0, None, "ignored", None, False)
+            self._index.set_file_row(conn, name, st, 0, None, "ignored", None, False)
             return
         if not docs:
-            self._set_file_row(conn, name, st, 0, None, "pending", None, True)
+            self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
             return
         first = json.dumps(docs[0]).encode()
         crc = zlib.crc32(first)
@@ -905,7 +543,7 @@ class FileStore(DocumentStore):
         ):
             self._warn_once(name, 1, f"{path} does not begin with a start document, so it is "
                             "not shown as a run.", RunFileWarning)
-            self._set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
+            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
             return
         other = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()
         if other is not None:
@@ -913,9 +551,9 @@ class FileStore(DocumentStore):
                 name, 1, f"{path} holds run {uid}, which {other[0]} in the same store already "
                 f"holds; {other[0]} is used. Remove one of the two files.", RunFileWarning
             )
-            self._set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
+            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
             return
-        self._insert_run_row(conn, name, start)
+        self._index.insert_run_row(conn, name, start)
         members: list[tuple[str, str, str]] = []
         stop = None
         rd = _RunData(name, "msgpack")
@@ -926,10 +564,10 @@ class FileStore(DocumentStore):
         members.extend(("descriptor", u, name) for u in rd.descriptors)
         members.extend(("resource", u, name) for u in rd.resources)
         members.extend(("datum", u, name) for u in rd.datums)
-        self._record_members(conn, members)
+        self._index.record_members(conn, members)
         if stop is not None:
-            self._record_stop(conn, uid, stop)
-        self._set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)
+            self._index.record_stop(conn, uid, stop)
+        self._index.set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)
 
     # ------------------------------------------------------------------ warnings
     def _warn_once(self, name: str, line: int, message: str, category: type[Warning]) -> None:
@@ -1065,11 +703,6 @@ class FileStore(DocumentStore):
             total -= weights[name]
 
     # ------------------------------------------------------------------ locating documents
-    def _member_file(self, kind: str, uid: str) -> str | None:
-        if not _sqlable(uid):
-            return None
-        rows = self._read("SELECT file FROM members WHERE kind = ? AND uid = ?", (kind, uid))
-        return rows[0][0] if rows else None
 
     def _locate(self, kind: str, uid: str, known: dict[str, str]) -> str | None:
         """File holding a descriptor/resource/datum: this process's writes, the index, and
@@ -1077,17 +710,29 @@ class FileStore(DocumentStore):
         name = known.get(uid)
         if name is not None:
             return name
-        name = self._member_file(kind, uid)
+        name = self._index.member_file(kind, uid)
         if name is None:
             self._refresh(deep=True)
-            name = self._member_file(kind, uid)
+            name = self._index.member_file(kind, uid)
         return name
 
-    def _run_row(self, uid: str) -> tuple[Any, ...] | None:
-        if not _sqlable(uid):
-            return None
-        rows = self._read("SELECT file, start, stop FROM runs WHERE uid = ?", (uid,))
-        return rows[0] if rows else None
+    def indexed_run(self, run_start_uid: str) -> tuple[str, str, str | None] | None:
+        """A run's file name, start and stop (JSON text) as the index holds them.
+
+        What a whole-run copy from this store (:meth:`copy_run_from` of another files
+        store) needs to know of a run; the file itself is ``self.path / name``.
+
+        Parameters
+        ----------
+        run_start_uid
+            The run.
+
+        Returns
+        -------
+        tuple or None
+            ``(file name, start JSON, stop JSON or None)``; None for a run not indexed here.
+        """
+        return self._index.run_row(run_start_uid)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ read primitives
     def _check_evaluable(self, query: Mapping[str, Any]) -> None:
@@ -1112,7 +757,7 @@ class FileStore(DocumentStore):
 
     def _all_candidates(self, where: list[str], params: list[Any]) -> Iterator[Doc]:
         sql = "SELECT start FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        for (text,) in self._read(sql, params):
+        for (text,) in self._index.read(sql, params):
             yield json.loads(text)
 
     def _paged(
@@ -1143,7 +788,7 @@ class FileStore(DocumentStore):
                 + (" WHERE " + " AND ".join(conds) if conds else "")
                 + f" ORDER BY time {order}, uid {order} LIMIT ?"
             )
-            rows = self._read(sql, [*args, batch])
+            rows = self._index.read(sql, [*args, batch])
             for _, _, text in rows:
                 doc = json.loads(text)
                 if not matcher(doc):
@@ -1168,7 +813,7 @@ class FileStore(DocumentStore):
         params: list[Any] = []
         self._push_fields(rest, conds, params)
         if text is not None:
-            words = _fts_words(text) if self._fts else None
+            words = _fts_words(text) if self._index.fts else None
             if words:
                 conds.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
                 params.append(" OR ".join('"' + w.replace('"', '""') + '"' for w in words))
@@ -1197,7 +842,7 @@ class FileStore(DocumentStore):
                     marks = ", ".join("?" * len(values))
                     conds.append(f"(scan_id IN ({marks}) OR scan_id_odd = 1)")
                     params.extend(values)
-            elif self._json1 and "." not in key and '"' not in key and "\\" not in key:
+            elif self._index.json1 and "." not in key and '"' not in key and "\\" not in key:
                 values = _exact_values(ops, allow_str=True)
                 if values is not None:
                     path = f'$."{key}"'
@@ -1241,7 +886,7 @@ class FileStore(DocumentStore):
         """How many runs match ``query`` (``{}`` is answered by the index alone)."""
         if not query:
             self._refresh()
-            return int(self._read("SELECT count(*) FROM runs")[0][0])
+            return int(self._index.read("SELECT count(*) FROM runs")[0][0])
         return super().count_runs(query)
 
     def find_runs_by_uid_prefix(self, prefix: str, *, limit: int | None = 11) -> list[Doc]:
@@ -1256,7 +901,7 @@ class FileStore(DocumentStore):
         if limit is not None and (hi is not None or not prefix):
             sql += " LIMIT ?"
             params.append(limit)
-        found = [json.loads(text) for (text,) in self._read(sql, params)]
+        found = [json.loads(text) for (text,) in self._index.read(sql, params)]
         if hi is None and prefix:  # no exact upper bound (a prefix ending in U+10FFFF)
             found = [s for s in found if s["uid"].startswith(prefix)]
         return found[:limit]
@@ -1269,10 +914,10 @@ class FileStore(DocumentStore):
         """The start document with exactly this uid; missing → :class:`RunNotFound`."""
         if not isinstance(uid, str):
             raise not_found_run(self, uid)
-        row = self._run_row(uid)
+        row = self._index.run_row(uid)
         if row is None:
             self._refresh()
-            row = self._run_row(uid)
+            row = self._index.run_row(uid)
         if row is None:
             raise not_found_run(self, uid)
         return json.loads(row[1])  # type: ignore[no-any-return]
@@ -1281,7 +926,7 @@ class FileStore(DocumentStore):
         """The run's stop document, or ``None`` while it is open or after a crash."""
         if not isinstance(run_start_uid, str):
             return None
-        row = self._run_row(run_start_uid)
+        row = self._index.run_row(run_start_uid)
         if row is None:
             return None
         if row[2] is None:
@@ -1289,7 +934,7 @@ class FileStore(DocumentStore):
             if state is not None and state.fd is not None:
                 return None  # we are writing it and have not written its stop
             self._refresh_file(row[0])
-            row = self._run_row(run_start_uid)
+            row = self._index.run_row(run_start_uid)
             if row is None or row[2] is None:
                 return None
         return json.loads(row[2])  # type: ignore[no-any-return]
@@ -1302,7 +947,7 @@ class FileStore(DocumentStore):
         for i in range(0, len(uids), _CHUNK):
             chunk = uids[i : i + _CHUNK]
             marks = ", ".join("?" * len(chunk))
-            for uid, text in self._read(
+            for uid, text in self._index.read(
                 f"SELECT uid, stop FROM runs WHERE stop IS NOT NULL AND uid IN ({marks})", chunk
             ):
                 out[uid] = json.loads(text)
@@ -1312,7 +957,7 @@ class FileStore(DocumentStore):
         """The run's descriptors in ascending ``time``; ``[]`` when none or unknown run."""
         if not isinstance(run_start_uid, str):
             return []
-        row = self._run_row(run_start_uid)
+        row = self._index.run_row(run_start_uid)
         if row is None:
             return []
         rd = self._load_run(row[0])
@@ -1375,7 +1020,7 @@ class FileStore(DocumentStore):
         if thorough:
             name = self._locate("resource", uid, self._res_file)
         else:
-            name = self._res_file.get(uid) or self._member_file("resource", uid)
+            name = self._res_file.get(uid) or self._index.member_file("resource", uid)
         if name is None:
             return None
         rd = self._load_run(name)
@@ -1418,10 +1063,10 @@ class FileStore(DocumentStore):
         return out
 
     def _find_datum(self, datum_id: str, *, thorough: bool) -> Doc | None:
-        name = self._datum_owner.get(datum_id) or self._member_file("datum", datum_id)
+        name = self._datum_owner.get(datum_id) or self._index.member_file("datum", datum_id)
         if name is None and "/" in datum_id:
             # datum ids are commonly "<resource uid>/<n>": look in that resource's file.
-            name = self._res_file.get(datum_id.rsplit("/", 1)[0]) or self._member_file(
+            name = self._res_file.get(datum_id.rsplit("/", 1)[0]) or self._index.member_file(
                 "resource", datum_id.rsplit("/", 1)[0]
             )
         if name is not None:
@@ -1432,7 +1077,7 @@ class FileStore(DocumentStore):
         if not thorough:
             return None
         self._refresh(deep=True)
-        name = self._member_file("datum", datum_id)
+        name = self._index.member_file("datum", datum_id)
         if name is None:
             return None
         rd = self._load_run(name)
@@ -1453,16 +1098,16 @@ class FileStore(DocumentStore):
             def wipe(conn: sqlite3.Connection) -> None:
                 for table in ("members", "runs", "files"):
                     conn.execute(f"DELETE FROM {table}")
-                if self._fts:
+                if self._index.fts:
                     conn.execute("DELETE FROM runs_fts")
                 conn.execute("DELETE FROM meta WHERE key = 'dir_mtime'")
 
-            self._write(wipe)
-            self._dir_mtime = None
+            self._index.write(wipe)
+            self._index.dir_mtime = None
             self._lru.clear()
             self._refresh(deep=True)
-            runs = int(self._read("SELECT count(*) FROM runs")[0][0])
-            files = int(self._read("SELECT count(*) FROM files")[0][0])
+            runs = int(self._index.read("SELECT count(*) FROM runs")[0][0])
+            files = int(self._index.read("SELECT count(*) FROM files")[0][0])
             return {"runs": runs, "files": files}
 
     def repair(self, run_start_uid: str | None = None) -> dict[str, int]:
@@ -1495,10 +1140,10 @@ class FileStore(DocumentStore):
             )
         with self._write_lock, self._lock:
             if run_start_uid is not None:
-                row = self._run_row(run_start_uid)
+                row = self._index.run_row(run_start_uid)
                 if row is None:
                     self._refresh(deep=True)
-                    row = self._run_row(run_start_uid)
+                    row = self._index.run_row(run_start_uid)
                 if row is None:
                     candidate = f"{run_start_uid}.jsonl"
                     if _uid_problem(run_start_uid) is None and (self.path / candidate).is_file():
@@ -1580,10 +1225,10 @@ class FileStore(DocumentStore):
             if self._sync_timer is not None:
                 self._sync_timer.cancel()
                 self._sync_timer = None
-            if os.getpid() == self._pid:
+            if os.getpid() == self._index.pid:
                 self._flush_all_states(close=True)
-                self._commit_batch()
-                self._close_db()
+                self._index.commit_batch()
+                self._index.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
@@ -1599,13 +1244,13 @@ class FileStore(DocumentStore):
         if not isinstance(key, str):
             return None
         if name == "start":
-            row = self._run_row(key)
+            row = self._index.run_row(key)
             if row is None and _uid_problem(key) is None:
                 # Written by another process and not indexed yet?
                 for suffix in _SUFFIXES:
                     if (self.path / (key + suffix)).is_file():
                         self._refresh_file(key + suffix)
-                        row = self._run_row(key)
+                        row = self._index.run_row(key)
                         break
             return None if row is None else json.loads(row[1])
         if name == "descriptor":
@@ -1613,7 +1258,7 @@ class FileStore(DocumentStore):
                 doc = state.docs.get(("descriptor", key))
                 if doc is not None:
                     return doc
-            file = self._desc_file.get(key) or self._member_file("descriptor", key)
+            file = self._desc_file.get(key) or self._index.member_file("descriptor", key)
             if file is None:
                 return None
             rd = self._load_run(file)
@@ -1623,10 +1268,10 @@ class FileStore(DocumentStore):
         if name == "stop":
             if not _sqlable(key):
                 return None
-            rows = self._read("SELECT stop FROM runs WHERE stop_uid = ?", (key,))
+            rows = self._index.read("SELECT stop FROM runs WHERE stop_uid = ?", (key,))
             return json.loads(rows[0][0]) if rows else None
         if name == "datum":
-            file = self._datum_owner.get(key) or self._member_file("datum", key)
+            file = self._datum_owner.get(key) or self._index.member_file("datum", key)
             if file is None:
                 return None
             rd = self._load_run(file)
@@ -1661,7 +1306,7 @@ class FileStore(DocumentStore):
         if not isinstance(uid, str):
             return
         known = self._desc_file if kind == "descriptor" else self._res_file
-        name = known.get(uid) or self._member_file(kind, uid)
+        name = known.get(uid) or self._index.member_file(kind, uid)
         if name is None:
             return
         state = self._states.get(name)
@@ -1675,7 +1320,7 @@ class FileStore(DocumentStore):
         if state is None:
             run_uid = None
             if name != ASSETS_NAME:
-                rows = self._read("SELECT uid FROM runs WHERE file = ?", (name,))
+                rows = self._index.read("SELECT uid FROM runs WHERE file = ?", (name,))
                 run_uid = rows[0][0] if rows else None
             state = _RunState(name, run_uid)
             self._states[name] = state
@@ -1718,7 +1363,7 @@ class FileStore(DocumentStore):
         if name is None:
             if not _sqlable(run_uid):
                 return None  # no run has a uid SQLite cannot even hold
-            rows = self._read("SELECT file FROM runs WHERE uid = ?", (run_uid,))
+            rows = self._index.read("SELECT file FROM runs WHERE uid = ?", (run_uid,))
             name = rows[0][0] if rows else None
         return name
 
@@ -1822,7 +1467,7 @@ class FileStore(DocumentStore):
             elif name == "event_page":
                 if not doc["uid"]:
                     return  # an empty page holds nothing to keep
-                file = self._desc_file.get(doc["descriptor"]) or self._member_file(
+                file = self._desc_file.get(doc["descriptor"]) or self._index.member_file(
                     "descriptor", doc["descriptor"]
                 )
                 assert file is not None
@@ -1845,7 +1490,7 @@ class FileStore(DocumentStore):
                 state.docs[("resource", doc["uid"])] = doc
                 self._flush_state(state, [("resource", doc["uid"], file)])
             elif name == "datum_page":
-                file = self._res_file.get(doc["resource"]) or self._member_file(
+                file = self._res_file.get(doc["resource"]) or self._index.member_file(
                     "resource", doc["resource"]
                 )
                 assert file is not None
@@ -1872,7 +1517,7 @@ class FileStore(DocumentStore):
         if not event.keys() <= _EVENT_KEYS_KEPT:
             event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
         with self._lock:
-            file = self._desc_file.get(event["descriptor"]) or self._member_file(
+            file = self._desc_file.get(event["descriptor"]) or self._index.member_file(
                 "descriptor", event["descriptor"]
             )
             assert file is not None
@@ -1919,7 +1564,7 @@ class FileStore(DocumentStore):
             if path.stat().st_size:
                 # Another process may have created this run a moment ago.
                 self._refresh_file(name)
-                row = self._run_row(uid)
+                row = self._index.run_row(uid)
                 if row is not None and row[0] == name:
                     if json.loads(row[1]) == doc:
                         return  # the same start: inserting it again is a no-op
@@ -1958,11 +1603,11 @@ class FileStore(DocumentStore):
         head_crc = zlib.crc32(_dump_line("start", doc))
 
         def record(conn: sqlite3.Connection) -> None:
-            self._forget_file(conn, name)
-            self._insert_run_row(conn, name, doc)
-            self._set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
+            self._index.forget_file(conn, name)
+            self._index.insert_run_row(conn, name, doc)
+            self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
 
-        self._write(record)
+        self._index.write(record)
 
     def _resource_target(self, doc: Doc) -> str:
         run = doc.get("run_start")
@@ -1996,15 +1641,15 @@ class FileStore(DocumentStore):
         st = os.fstat(state.fd)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._record_members(conn, [("datum", d, file) for d in state.pending_datums])
-            self._record_stop(conn, doc["run_start"], doc)
+            self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
+            self._index.record_stop(conn, doc["run_start"], doc)
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
                 "volatile = 0 WHERE name = ?",
                 (st.st_size, st.st_mtime_ns, state.size, file),
             )
 
-        self._write(record)
+        self._index.write(record)
         state.pending_datums.clear()
         if state.acc is not None:
             self._cache_at_stop(state, st)
@@ -2063,7 +1708,7 @@ class FileStore(DocumentStore):
         if planner is not None:
             planner.close()
         try:
-            self._commit_batch()
+            self._index.commit_batch()
         finally:
             self._wait_for_syncs()
 
@@ -2111,11 +1756,11 @@ class FileStore(DocumentStore):
                 return
         batch: list[tuple[str, str, str]] = []
         for uid in run_start_uids:
-            row = source._run_row(uid) if isinstance(uid, str) else None
+            row = source.indexed_run(uid) if isinstance(uid, str) else None
             name = f"{uid}.jsonl"
-            if row is None or row[2] is None or row[0] != name or self._run_row(uid):
+            if row is None or row[2] is None or row[0] != name or self._index.run_row(uid):
                 continue  # open, missing, not a run file of its own, or here already
-            batch.append((uid, os.path.join(source._dirname, name), row[1]))
+            batch.append((uid, os.path.join(str(source.path), name), row[1]))
         for i in range(0, len(batch), _PLANNER_BATCH):
             if not self._planner.room():
                 break  # the rest is checked here when its turn comes
@@ -2134,9 +1779,10 @@ class FileStore(DocumentStore):
         """
         if not isinstance(source, FileStore) or self.read_only:
             return None
-        if _uid_problem(run_start_uid) is not None or self._run_row(run_start_uid) is not None:
+        if (_uid_problem(run_start_uid) is not None
+                or self._index.run_row(run_start_uid) is not None):
             return None
-        row = source._run_row(run_start_uid)
+        row = source.indexed_run(run_start_uid)
         if row is None or row[2] is None or not str(row[0]).endswith(".jsonl"):
             return None
         name = run_start_uid + ".jsonl"
@@ -2148,7 +1794,7 @@ class FileStore(DocumentStore):
             return None  # checked ahead, and refused: the document path says why
         if ahead is _NOT_PLANNED:
             try:
-                with open(os.path.join(source._dirname, name), "rb") as f:
+                with open(os.path.join(str(source.path), name), "rb") as f:
                     data = f.read()
             except OSError:
                 return None
@@ -2176,7 +1822,7 @@ class FileStore(DocumentStore):
         Same name, same bytes: the source's cache is valid here as it is.  Caches are
         replaced, never changed in place, so a hard link is a safe copy.
         """
-        cached = os.path.join(source._dirname, STATE_DIR, CACHE_DIR, name + ".cols")
+        cached = os.path.join(str(source.path), STATE_DIR, CACHE_DIR, name + ".cols")
         target = os.path.join(self._dirname, STATE_DIR, CACHE_DIR, name + ".cols")
         with contextlib.suppress(OSError):
             for _attempt in (1, 2):
@@ -2207,7 +1853,7 @@ class FileStore(DocumentStore):
         """True when none of the run's uids is in this store already."""
         if self._any_member(plan.members):
             return False
-        return not self._read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],))
+        return not self._index.read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],))
 
     def _any_member(self, members: list[tuple[str, str, str]]) -> bool:
         by_kind: dict[str, list[str]] = {}
@@ -2219,7 +1865,7 @@ class FileStore(DocumentStore):
                 marks = ",".join("?" * len(chunk))
                 # kind first: the primary key's order, so this is a lookup, not a scan
                 sql = f"SELECT 1 FROM members WHERE kind = ? AND uid IN ({marks}) LIMIT 1"
-                if self._read(sql, [kind, *chunk]):
+                if self._index.read(sql, [kind, *chunk]):
                     return True
         return False
 
@@ -2279,12 +1925,12 @@ class FileStore(DocumentStore):
         def record(conn: sqlite3.Connection) -> None:
             # Rows of a file this name once held, if it vanished since the last refresh.
             if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
-                self._forget_file(conn, name)
-            self._insert_run_row(conn, name, plan.start, plan.stop, plan.row)
-            self._record_members(conn, plan.members)
-            self._set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
+                self._index.forget_file(conn, name)
+            self._index.insert_run_row(conn, name, plan.start, plan.stop, plan.row)
+            self._index.record_members(conn, plan.members)
+            self._index.set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
 
-        self._write_batched(record)
+        self._index.write_batched(record, batch=bool(self._deferred))
         self._run_file[plan.uid] = name
 
     def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
@@ -2334,7 +1980,7 @@ class FileStore(DocumentStore):
         st = os.fstat(state.fd) if state.fd is not None else os.stat(self.path / name)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._record_members(conn, rows)
+            self._index.record_members(conn, rows)
             if name == ASSETS_NAME:
                 # Other processes append to it too, so how far it is scanned is left to the
                 # scans (which pick up everyone's lines); our members are recorded above.
@@ -2345,7 +1991,7 @@ class FileStore(DocumentStore):
                 (st.st_size, st.st_mtime_ns, size, name),
             )
 
-        self._write(record)
+        self._index.write(record)
         state.pending_datums.clear()
 
     def _schedule_sync(self) -> None:
@@ -2358,7 +2004,7 @@ class FileStore(DocumentStore):
     def _sync_dirty(self) -> None:
         with self._write_lock, self._lock:
             self._sync_timer = None
-            if os.getpid() != self._pid:
+            if os.getpid() != self._index.pid:
                 return
             for state in list(self._states.values()):
                 if state.fd is None:
@@ -2384,7 +2030,7 @@ class FileStore(DocumentStore):
                 self._fsync_directory()
                 state.new_entry = False
             state.dirty = False
-            if self._db is not None:
+            if self._index.is_open():
                 with contextlib.suppress(sqlite3.Error):
                     self._flush_state(state, [])
             if close:
