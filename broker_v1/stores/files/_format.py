@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,21 @@ def _last_byte(path: Path, size: int) -> bytes:
         return os.pread(fd, 1, size - 1)
     finally:
         os.close(fd)
+
+
+class _Warnings:
+    """Warnings about run files, each given once per (file, line) for the store's lifetime."""
+
+    def __init__(self) -> None:
+        self._warned: set[tuple[str, int]] = set()
+
+    def forget(self, name: str) -> None:
+        """Warn again about ``name`` (it was repaired)."""
+        self._warned = {w for w in self._warned if w[0] != name}
+
+    def warn_once(self, name: str, line: int, message: str, category: type[Warning]) -> None:
+        key = (name, line)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warnings.warn(message, category, stacklevel=4)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sqlite3
-import stat as stat_module
 import threading
 import time
 import warnings
@@ -32,23 +31,21 @@ from .._query import QueryMatcher, split_text
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
-from ._cache import CACHE_DIR, _read_cache, _write_cache
+from ._cache import CACHE_DIR, _write_cache
 from ._format import (
     _EVENT_KEYS_KEPT,
-    _NAME_RE,
     _SUFFIXES,
     ASSETS_NAME,
     STATE_DIR,
     RunFileWarning,
     TornRunFileWarning,
-    _check_pair,
     _dump_line,
     _last_byte,
     _read_first_line,
-    _read_msgpack,
     _single_datum,
     _single_event,
     _uid_problem,
+    _Warnings,
 )
 from ._import import (
     _NOT_PLANNED,
@@ -63,10 +60,10 @@ from ._index import (
     _NAME_INDEXED,
     _Index,
     _is_number,
-    _is_time,
     _sql_text,
 )
-from ._rundata import _RunData, _skeleton
+from ._runs import _RunCache
+from ._scan import _Scanner
 from ._search import (
     _EXACT_INT,
     _exact_values,
@@ -79,10 +76,6 @@ from ._search import (
 from ._writer import _MAX_PENDING_SYNCS, _accumulate, _fsync_and_close, _RunState
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
-
-# A directory mtime younger than this may not yet reflect a file created in the same clock
-# tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
-_DIR_TRUST_SECONDS = 1.0
 
 
 class FileStore(DocumentStore):
@@ -163,8 +156,16 @@ class FileStore(DocumentStore):
         self._index_option = None if index_path is None else os.fspath(index_path)
         self._lock = threading.RLock()
         self._index = _Index(self.path, self._index_option, self.describe(), self._lock)
-        self._lru: OrderedDict[str, _RunData] = OrderedDict()
-        self._warned: set[tuple[str, int]] = set()
+        self._warnings = _Warnings()
+        self._runs = _RunCache(
+            self.path,
+            self._lock,
+            columnar_cache=self.columnar_cache,
+            cache_runs=self.cache_runs,
+            torn_grace=self.torn_grace,
+            warnings=self._warnings,
+            writing=self._writing,
+        )
         self._states: OrderedDict[str, _RunState] = OrderedDict()
         self._event_owner: dict[str, str] = {}
         self._datum_owner: dict[str, str] = {}
@@ -184,7 +185,11 @@ class FileStore(DocumentStore):
         self._pending_syncs: deque[tuple[str, Any]] = deque()
         self._dir_unsynced = False
         self._open_directory()
-        self._index.on_open = self._refresh
+        self._scan = _Scanner(
+            self.path, self.describe(), self._lock, self._index, self._warnings,
+            self._runs.forget,
+        )
+        self._index.on_open = self._scan.refresh
         self._index.on_fork = self._forget_writes
         self._index.connect()
 
@@ -197,6 +202,10 @@ class FileStore(DocumentStore):
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._index.read(sql, params)
+
+    def _writing(self, name: str) -> bool:
+        state = self._states.get(name)
+        return state is not None and state.fd is not None
 
     def _forget_writes(self) -> None:
         # A forked child must not use its parent's writer state.
@@ -261,446 +270,10 @@ class FileStore(DocumentStore):
             ) from err
 
     # ------------------------------------------------------------------ refreshing the index
-    def _refresh(self, *, deep: bool = False) -> None:
-        """Bring the index up to date with the directory (cheap when nothing changed)."""
-        with self._lock:
-            if self._index.disconnected():
-                self._index.conn()  # reconnecting refreshes
-                if not deep:
-                    return
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                raise StoreUnavailable(
-                    f"{self.describe()}: the directory {self.path} no longer exists."
-                ) from None
-            self._index.follow_replacement()
-            if deep or st.st_mtime_ns != self._index.dir_mtime:
-                self._full_scan(st)
-            else:
-                self._check_volatile()
-
-    def _full_scan(self, dir_stat: os.stat_result) -> None:
-        known = self._index.file_rows()
-        seen: set[str] = set()
-        changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith(".") or not name.endswith(_SUFFIXES) or not _sqlable(name):
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:
-                    continue
-                if not stat_module.S_ISREG(st.st_mode):
-                    continue
-                seen.add(name)
-                row = known.get(name)
-                if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
-                    changed.append((name, st, row))
-        vanished = [name for name in known if name not in seen]
-        if vanished:
-
-            def forget(conn: sqlite3.Connection) -> None:
-                for name in vanished:
-                    self._index.forget_file(conn, name)
-
-            self._index.write(forget)
-            for name in vanished:
-                self._lru.pop(name, None)
-        changed.sort(key=lambda item: item[0])
-        for i in range(0, len(changed), 200):
-            # Transactions of 200 files: a rebuild never holds the write lock for long.
-            self._index_files(changed[i : i + 200])
-        # Trust the directory mtime only once it is old enough that a later change must move it.
-        trusted = (
-            dir_stat.st_mtime_ns if time.time() - dir_stat.st_mtime > _DIR_TRUST_SECONDS else None
-        )
-        if trusted != self._index.dir_mtime:
-            self._index.dir_mtime = trusted
-            self._index.write(
-                lambda conn: conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime', ?)",
-                    (None if trusted is None else str(trusted),),
-                )
-            )
-
-    def _check_volatile(self) -> None:
-        rows = self._index.file_rows("WHERE volatile = 1")
-        changed = []
-        for name, row in rows.items():
-            try:
-                st = os.stat(self.path / name)
-            except FileNotFoundError:
-                self._index.dir_mtime = None  # the directory changed after all: scan next time
-                continue
-            if row[1] != st.st_size or row[2] != st.st_mtime_ns:
-                changed.append((name, st, row))
-        if changed:
-            self._index_files(changed)
-
-    def _index_files(
-        self, items: Sequence[tuple[str, os.stat_result, tuple[Any, ...] | None]]
-    ) -> None:
-        def index(conn: sqlite3.Connection) -> None:
-            for item in items:
-                self._index_file(conn, *item)
-
-        self._index.write(index)
-
-    def _refresh_file(self, name: str) -> None:
-        """Re-index one file if it changed since it was indexed."""
-        rows = self._index.file_rows("WHERE name = ?", (name,))
-        try:
-            st = os.stat(self.path / name)
-        except FileNotFoundError:
-            return
-        row = rows.get(name)
-        if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
-            self._index.write(lambda conn: self._index_file(conn, name, st, row))
-
-    def _index_file(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        st: os.stat_result,
-        seen_row: tuple[Any, ...] | None,
-    ) -> None:
-        """(Re)index one file inside the caller's transaction, incrementally when it grew.
-
-        ``seen_row`` was read before the transaction; another process may have indexed the
-        file since, so the row is read again here and that one counts.
-        """
-        del seen_row
-        row = conn.execute(
-            "SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files "
-            "WHERE name = ?",
-            (name,),
-        ).fetchone()
-        if row is not None and (row[1], row[2]) == (st.st_size, st.st_mtime_ns):
-            return  # already indexed as it is now
-        path = self.path / name
-        if name.endswith(".msgpack"):
-            self._index_msgpack(conn, name, st)
-            return
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            self._index.forget_file(conn, name)
-            return
-        with f:
-            head = _read_first_line(f)
-            if head is None:  # empty, or the first line is still being written
-                if row is not None and row[5] != "pending":
-                    self._index.forget_file(conn, name)
-                self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
-                return
-            crc = zlib.crc32(head)
-            size = max(st.st_size, len(head))
-            incremental = (
-                row is not None
-                and row[4] == crc
-                and row[3] <= size
-                and row[5] in ("run", "assets")
-                and row[3] >= len(head)
-            )
-            run_uid: str | None = row[6] if incremental and row is not None else None
-            if incremental:
-                assert row is not None
-                offset = row[3]
-                kind = row[5]
-            else:
-                self._index.forget_file(conn, name)
-                if name == ASSETS_NAME:
-                    kind, offset = "assets", 0
-                else:
-                    run_uid = self._index_start(conn, name, path, head)
-                    if run_uid is None:
-                        self._index.set_file_row(
-                            conn, name, st, len(head), crc, "ignored", None, False
-                        )
-                        return
-                    kind, offset = "run", len(head)
-            f.seek(offset)
-            data = f.read()
-        scanned, has_stop = self._scan_members(conn, name, path, data, offset, run_uid)
-        if kind == "run" and not has_stop:
-            has_stop = bool(
-                conn.execute(
-                    "SELECT stop IS NOT NULL FROM runs WHERE uid = ?", (run_uid,)
-                ).fetchone()[0]
-            )
-        volatile = kind == "assets" or not has_stop
-        self._index.set_file_row(conn, name, st, scanned, crc, kind, run_uid, volatile)
-
-    def _index_start(
-        self, conn: sqlite3.Connection, name: str, path: Path, head: bytes
-    ) -> str | None:
-        try:
-            item = json.loads(head)
-            doc_name, start = _check_pair(item, path, 1)
-        except (ValueError, RecursionError, CorruptRunFile):
-            self._warn_once(name, 1, f"{path} line 1 is not a [name, document] pair; the file "
-                            "is not shown as a run. Remove or fix it.", RunFileWarning)
-            return None
-        uid = start.get("uid")
-        if (
-            doc_name != "start"
-            or not isinstance(uid, str)
-            or not _sqlable(uid)
-            or not _is_time(start.get("time"))
-        ):
-            self._warn_once(
-                name,
-                1,
-                f"{path} does not begin with a start document that has a string uid and a "
-                "numeric time, so it is not shown as a run. Remove or fix it.",
-                RunFileWarning,
-            )
-            return None
-        other = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()
-        if other is not None and other[0] != name:
-            self._warn_once(
-                name,
-                1,
-                f"{path} holds run {uid}, which {other[0]} in the same store already holds; "
-                f"{other[0]} is used. Remove one of the two files.",
-                RunFileWarning,
-            )
-            return None
-        self._index.insert_run_row(conn, name, start)
-        return uid
-
-    def _scan_members(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        path: Path,
-        data: bytes,
-        offset: int,
-        run_uid: str | None,
-    ) -> tuple[int, bool]:
-        """Index descriptors, resources, datums and the stop in complete lines of ``data``."""
-        end = data.rfind(b"\n") + 1
-        members: list[tuple[str, str, str]] = []
-        stop: Doc | None = None
-        if end:
-            for line in data[:end].split(b"\n"):
-                m = _NAME_RE.match(line)
-                if m is None:
-                    continue
-                kind = m.group(1)
-                if kind in (b"event", b"event_page", b"start"):
-                    continue
-                try:
-                    doc_name, doc = _check_pair(json.loads(line), path, None)
-                except (ValueError, RecursionError, CorruptRunFile):
-                    continue  # reported when the run is read
-                if doc_name in ("descriptor", "resource"):
-                    uid = doc.get("uid")
-                    if uid is None and doc_name == "resource" and "_id" in doc:
-                        uid = str(doc["_id"])
-                    if isinstance(uid, str):
-                        members.append((doc_name, uid, name))
-                elif doc_name == "datum":
-                    if isinstance(doc.get("datum_id"), str):
-                        members.append(("datum", doc["datum_id"], name))
-                elif doc_name == "datum_page":
-                    ids = doc.get("datum_id")
-                    if isinstance(ids, list):
-                        members.extend(("datum", d, name) for d in ids if isinstance(d, str))
-                elif doc_name == "stop" and run_uid is not None:
-                    if doc.get("run_start", run_uid) == run_uid:
-                        stop = doc
-        self._index.record_members(conn, members)
-        if stop is not None:
-            self._index.record_stop(conn, run_uid, stop)
-        return offset + end, stop is not None
-
-    def _index_msgpack(self, conn: sqlite3.Connection, name: str, st: os.stat_result) -> None:
-        path = self.path / name
-        self._index.forget_file(conn, name)
-        try:
-            docs, consumed, _ = _read_msgpack(path)
-        except CorruptRunFile as err:
-            self._warn_once(name, err.line or 0, f"{err} It is not shown as a run.",
-                            RunFileWarning)
-            self._index.set_file_row(conn, name, st, 0, None, "ignored", None, False)
-            return
-        if not docs:
-            self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
-            return
-        first = json.dumps(docs[0]).encode()
-        crc = zlib.crc32(first)
-        doc_name, start = docs[0]
-        uid = start.get("uid")
-        if (
-            doc_name != "start"
-            or not isinstance(uid, str)
-            or not _sqlable(uid)
-            or not _is_time(start.get("time"))
-        ):
-            self._warn_once(name, 1, f"{path} does not begin with a start document, so it is "
-                            "not shown as a run.", RunFileWarning)
-            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
-            return
-        other = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()
-        if other is not None:
-            self._warn_once(
-                name, 1, f"{path} holds run {uid}, which {other[0]} in the same store already "
-                f"holds; {other[0]} is used. Remove one of the two files.", RunFileWarning
-            )
-            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
-            return
-        self._index.insert_run_row(conn, name, start)
-        members: list[tuple[str, str, str]] = []
-        stop = None
-        rd = _RunData(name, "msgpack")
-        for doc_name, doc in docs[1:]:
-            rd.add_doc(doc_name, doc)
-            if doc_name == "stop":
-                stop = doc
-        members.extend(("descriptor", u, name) for u in rd.descriptors)
-        members.extend(("resource", u, name) for u in rd.resources)
-        members.extend(("datum", u, name) for u in rd.datums)
-        self._index.record_members(conn, members)
-        if stop is not None:
-            self._index.record_stop(conn, uid, stop)
-        self._index.set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)
 
     # ------------------------------------------------------------------ warnings
-    def _warn_once(self, name: str, line: int, message: str, category: type[Warning]) -> None:
-        key = (name, line)
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        warnings.warn(message, category, stacklevel=4)
 
     # ------------------------------------------------------------------ reading run files
-    def _load_run(self, name: str) -> _RunData | None:
-        """The parsed contents of a run file, from the in-memory LRU when still current."""
-        with self._lock:
-            path = self.path / name
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                self._lru.pop(name, None)
-                return None
-            rd = self._lru.get(name)
-            if rd is not None and (rd.size, rd.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                self._lru.move_to_end(name)
-                self._check_tail(rd, path, st)
-                return rd
-            if name.endswith(".msgpack"):
-                rd = self._parse_msgpack(name, path)
-            elif rd is not None and st.st_size > rd.size and self._same_head(path, rd):
-                with open(path, "rb") as f:
-                    f.seek(rd.offset)
-                    data = f.read()
-                rd.ingest_jsonl(data, path)
-            else:
-                rd = self._fresh_jsonl(name, path, st)
-            if rd is None:
-                return None
-            rd.size, rd.mtime_ns = st.st_size, st.st_mtime_ns
-            self._lru[name] = rd
-            self._lru.move_to_end(name)
-            self._evict()
-            self._check_tail(rd, path, st)
-            return rd
-
-    def _same_head(self, path: Path, rd: _RunData) -> bool:
-        with open(path, "rb") as f:
-            head = _read_first_line(f)
-        return head is not None and zlib.crc32(head) == rd.head_crc
-
-    def _fresh_jsonl(self, name: str, path: Path, st: os.stat_result) -> _RunData | None:
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            return None
-        with f:
-            head = _read_first_line(f)
-            head_crc = None if head is None else zlib.crc32(head)
-            if self.columnar_cache and head is not None and name != ASSETS_NAME:
-                # A valid columnar copy spares reading (and parsing) the JSON at all.
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(0, size - 4096))
-                tail = zlib.crc32(f.read())
-                source = {"name": name, "size": size, "head": head_crc, "tail": tail}
-                cached = _read_cache(self._cache_path(name), source, name)
-                if cached is not None:
-                    cached.offset = size
-                    cached.head_crc = head_crc
-                    return cached
-            f.seek(0)
-            data = f.read()
-        rd = _RunData(name, "jsonl")
-        rd.head_crc = head_crc
-        rd.ingest_jsonl(data, path)
-        if self.columnar_cache and rd.stop is not None and rd.tail == 0 and name != ASSETS_NAME:
-            self._build_cache(name, rd, data, path)
-        return rd
-
-    def _cache_path(self, name: str) -> Path:
-        return self.path / STATE_DIR / CACHE_DIR / (name + ".cols")
-
-    def _build_cache(self, name: str, rd: _RunData, data: bytes, path: Path) -> None:
-        """Write the columnar cache of a completed run read from JSON (best effort)."""
-        if not os.access(self.path / STATE_DIR, os.W_OK):
-            return
-        source = {
-            "name": name,
-            "size": len(data),
-            "head": rd.head_crc,
-            "tail": zlib.crc32(data[-4096:]),
-        }
-        try:
-            columns = rd.all_columns(path)
-            doc_lines = [_dump_line(n, d) for n, d in _skeleton(rd)]
-            _write_cache(self._cache_path(name), source, doc_lines, columns, rd.lines)
-        except (OSError, ValueError, TypeError):
-            pass  # the cache is an optimisation; reading works without it
-
-    def _parse_msgpack(self, name: str, path: Path) -> _RunData | None:
-        try:
-            docs, consumed, size = _read_msgpack(path)
-        except FileNotFoundError:
-            return None
-        rd = _RunData(name, "msgpack")
-        for doc_name, doc in docs:
-            rd.add_doc(doc_name, doc)
-        rd.offset = consumed
-        rd.lines = len(docs)
-        rd.tail = size - consumed
-        return rd
-
-    def _check_tail(self, rd: _RunData, path: Path, st: os.stat_result) -> None:
-        if not rd.tail:
-            return
-        state = self._states.get(rd.name)
-        if state is not None and state.fd is not None:
-            return  # our own write, caught in progress by another thread
-        age = time.time() - st.st_mtime
-        if rd.stop is None and age < self.torn_grace:
-            return  # most likely a line being written right now by another process
-        unit = "item" if rd.fmt == "msgpack" else "line"
-        self._warn_once(
-            rd.name,
-            rd.lines + 1,
-            f"{path} {unit} {rd.lines + 1} is incomplete ({rd.tail} bytes; a writer was "
-            f"interrupted). The {rd.lines} complete documents before it are read. Call "
-            "repair() on a writable store to remove the incomplete tail.",
-            TornRunFileWarning,
-        )
-
-    def _evict(self) -> None:
-        weights = {name: rd.weight() for name, rd in self._lru.items()}
-        total = sum(weights.values())
-        while len(self._lru) > 1 and (len(self._lru) > self.cache_runs or total > 4_000_000):
-            name, _ = self._lru.popitem(last=False)
-            total -= weights[name]
 
     # ------------------------------------------------------------------ locating documents
 
@@ -712,7 +285,7 @@ class FileStore(DocumentStore):
             return name
         name = self._index.member_file(kind, uid)
         if name is None:
-            self._refresh(deep=True)
+            self._scan.refresh(deep=True)
             name = self._index.member_file(kind, uid)
         return name
 
@@ -744,7 +317,7 @@ class FileStore(DocumentStore):
     ) -> Iterator[Doc]:
         matcher = QueryMatcher(query, store=self.describe())
         where, params = self._pushdown(query)
-        self._refresh()
+        self._scan.refresh()
         sort = tuple(tuple(s) for s in sort)  # type: ignore[misc]
         if sort in (tuple(DEFAULT_SORT), (("time", 1), ("uid", 1))):
             descending = sort[0][1] < 0
@@ -885,13 +458,13 @@ class FileStore(DocumentStore):
     def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
         """How many runs match ``query`` (``{}`` is answered by the index alone)."""
         if not query:
-            self._refresh()
+            self._scan.refresh()
             return int(self._index.read("SELECT count(*) FROM runs")[0][0])
         return super().count_runs(query)
 
     def find_runs_by_uid_prefix(self, prefix: str, *, limit: int | None = 11) -> list[Doc]:
         """Starts whose uid begins with ``prefix`` (case-sensitive), newest first."""
-        self._refresh()
+        self._scan.refresh()
         if not isinstance(prefix, str) or not _sqlable(prefix):
             return [s for s in self.find_run_starts({}) if s["uid"].startswith(prefix)][:limit]
         lo, hi = _prefix_bounds(prefix)
@@ -916,7 +489,7 @@ class FileStore(DocumentStore):
             raise not_found_run(self, uid)
         row = self._index.run_row(uid)
         if row is None:
-            self._refresh()
+            self._scan.refresh()
             row = self._index.run_row(uid)
         if row is None:
             raise not_found_run(self, uid)
@@ -933,7 +506,7 @@ class FileStore(DocumentStore):
             state = self._states.get(row[0])
             if state is not None and state.fd is not None:
                 return None  # we are writing it and have not written its stop
-            self._refresh_file(row[0])
+            self._scan.refresh_file(row[0])
             row = self._index.run_row(run_start_uid)
             if row is None or row[2] is None:
                 return None
@@ -942,7 +515,7 @@ class FileStore(DocumentStore):
     def get_run_stops(self, run_start_uids: Sequence[str]) -> dict[str, Doc]:
         """Stops of several runs at once (runs without a stop are absent from the result)."""
         uids = [u for u in run_start_uids if isinstance(u, str) and _sqlable(u)]
-        self._refresh()
+        self._scan.refresh()
         out: dict[str, Doc] = {}
         for i in range(0, len(uids), _CHUNK):
             chunk = uids[i : i + _CHUNK]
@@ -960,7 +533,7 @@ class FileStore(DocumentStore):
         row = self._index.run_row(run_start_uid)
         if row is None:
             return []
-        rd = self._load_run(row[0])
+        rd = self._runs.load(row[0])
         if rd is None:
             return []
         docs = [d for d in rd.descriptors.values() if d.get("run_start") == run_start_uid]
@@ -985,7 +558,7 @@ class FileStore(DocumentStore):
         if name is None:
             return
         with self._lock:
-            rd = self._load_run(name)
+            rd = self._runs.load(name)
             if rd is None:
                 return
             columns = rd.columns_for(descriptor_uid, self.path / name)
@@ -1023,7 +596,7 @@ class FileStore(DocumentStore):
             name = self._res_file.get(uid) or self._index.member_file("resource", uid)
         if name is None:
             return None
-        rd = self._load_run(name)
+        rd = self._runs.load(name)
         return None if rd is None else rd.resources.get(uid)
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
@@ -1034,7 +607,7 @@ class FileStore(DocumentStore):
         if name is None:
             return
         with self._lock:
-            rd = self._load_run(name)
+            rd = self._runs.load(name)
             if rd is None:
                 return
             ids = list(rd.datums_by_resource.get(resource_uid, ()))
@@ -1070,17 +643,17 @@ class FileStore(DocumentStore):
                 "resource", datum_id.rsplit("/", 1)[0]
             )
         if name is not None:
-            rd = self._load_run(name)
+            rd = self._runs.load(name)
             doc = None if rd is None else rd.datums.get(datum_id)
             if doc is not None or not thorough:
                 return doc
         if not thorough:
             return None
-        self._refresh(deep=True)
+        self._scan.refresh(deep=True)
         name = self._index.member_file("datum", datum_id)
         if name is None:
             return None
-        rd = self._load_run(name)
+        rd = self._runs.load(name)
         return None if rd is None else rd.datums.get(datum_id)
 
     # ------------------------------------------------------------------ maintenance
@@ -1104,8 +677,8 @@ class FileStore(DocumentStore):
 
             self._index.write(wipe)
             self._index.dir_mtime = None
-            self._lru.clear()
-            self._refresh(deep=True)
+            self._runs.clear()
+            self._scan.refresh(deep=True)
             runs = int(self._index.read("SELECT count(*) FROM runs")[0][0])
             files = int(self._index.read("SELECT count(*) FROM files")[0][0])
             return {"runs": runs, "files": files}
@@ -1142,7 +715,7 @@ class FileStore(DocumentStore):
             if run_start_uid is not None:
                 row = self._index.run_row(run_start_uid)
                 if row is None:
-                    self._refresh(deep=True)
+                    self._scan.refresh(deep=True)
                     row = self._index.run_row(run_start_uid)
                 if row is None:
                     candidate = f"{run_start_uid}.jsonl"
@@ -1169,10 +742,10 @@ class FileStore(DocumentStore):
                 removed = self._truncate_tail(self.path / name, careful)
                 if removed:
                     repaired[name] = removed
-                    self._lru.pop(name, None)
-                    self._warned = {w for w in self._warned if w[0] != name}
+                    self._runs.forget(name)
+                    self._warnings.forget(name)
             if repaired:
-                self._refresh(deep=True)
+                self._scan.refresh(deep=True)
             return repaired
 
     def _truncate_tail(self, path: Path, careful: bool) -> int:
@@ -1249,7 +822,7 @@ class FileStore(DocumentStore):
                 # Written by another process and not indexed yet?
                 for suffix in _SUFFIXES:
                     if (self.path / (key + suffix)).is_file():
-                        self._refresh_file(key + suffix)
+                        self._scan.refresh_file(key + suffix)
                         row = self._index.run_row(key)
                         break
             return None if row is None else json.loads(row[1])
@@ -1261,7 +834,7 @@ class FileStore(DocumentStore):
             file = self._desc_file.get(key) or self._index.member_file("descriptor", key)
             if file is None:
                 return None
-            rd = self._load_run(file)
+            rd = self._runs.load(file)
             return None if rd is None else rd.descriptors.get(key)
         if name == "resource":
             return self._find_resource(key, thorough=False)
@@ -1274,13 +847,13 @@ class FileStore(DocumentStore):
             file = self._datum_owner.get(key) or self._index.member_file("datum", key)
             if file is None:
                 return None
-            rd = self._load_run(file)
+            rd = self._runs.load(file)
             return None if rd is None else rd.datums.get(key)
         if name == "event":
             file = self._event_owner.get(key)
             if file is None:
                 return None
-            rd = self._load_run(file)
+            rd = self._runs.load(file)
             return None if rd is None else rd.find_event(key, self.path / file)
         raise ValueError(name)
 
@@ -1325,7 +898,7 @@ class FileStore(DocumentStore):
             state = _RunState(name, run_uid)
             self._states[name] = state
         if not state.uids_loaded:
-            rd = self._load_run(name)
+            rd = self._runs.load(name)
             if rd is not None:
                 path = self.path / name
                 for uid, _ in rd.event_uids(path):
@@ -1563,7 +1136,7 @@ class FileStore(DocumentStore):
                 ) from None
             if path.stat().st_size:
                 # Another process may have created this run a moment ago.
-                self._refresh_file(name)
+                self._scan.refresh_file(name)
                 row = self._index.run_row(uid)
                 if row is not None and row[0] == name:
                     if json.loads(row[1]) == doc:
@@ -1955,7 +1528,7 @@ class FileStore(DocumentStore):
                 "tail": zlib.crc32(tail),
             }
             _write_cache(
-                self._cache_path(state.name), source, state.doc_lines, columns, state.lines
+                self._runs.cache_path(state.name), source, state.doc_lines, columns, state.lines
             )
         except (OSError, ValueError, TypeError):
             pass
