@@ -6,13 +6,16 @@ filter); the :class:`~broker_v1.stores._query.QueryMatcher` decides on every can
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._columns import _sort_key
-from ..base import Doc
-from ._index import _WORD
+from .._query import QueryMatcher, split_text
+from .._util import valid_unicode as _sqlable
+from ..base import DEFAULT_SORT, Doc, Sort
+from ._index import _WORD, _Index, _is_number, _sql_text
 
 _PHRASE = re.compile(r'"([^"]*)"')
 _ASCII_WORD = re.compile(r"[a-z0-9_]+")
@@ -105,3 +108,169 @@ def _exact_values(
         else:
             return None  # floats, bools, None, lists: compared by the matcher only
     return values
+
+
+class _Search:
+    """Run searches of one store, answered from its index.
+
+    Parameters
+    ----------
+    index
+        The index searched (its ``fts`` and ``json1`` say which SQL may be used).
+    label
+        The store's description, for messages.
+    refresh
+        Brings the index up to date with the files before a search reads it.
+    """
+
+    def __init__(self, index: _Index, label: str, refresh: Callable[[], None]) -> None:
+        self._index = index
+        self._label = label
+        self._refresh = refresh
+
+    def describe(self) -> str:
+        """The store's description, for messages."""
+        return self._label
+
+    def find(
+        self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        matcher = QueryMatcher(query, store=self.describe())
+        where, params = self.pushdown(query)
+        self._refresh()
+        sort = tuple(tuple(s) for s in sort)  # type: ignore[misc]
+        if sort in (tuple(DEFAULT_SORT), (("time", 1), ("uid", 1))):
+            descending = sort[0][1] < 0
+            return self._paged(where, params, matcher, skip, limit, descending)
+        docs = [d for d in self._all_candidates(where, params) if matcher(d)]
+        for field, direction in reversed(sort):
+            docs.sort(key=_field_key(field), reverse=direction < 0)
+        end = None if limit is None else skip + limit
+        return iter(docs[skip:end])
+
+    def _all_candidates(self, where: list[str], params: list[Any]) -> Iterator[Doc]:
+        sql = "SELECT start FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        for (text,) in self._index.read(sql, params):
+            yield json.loads(text)
+
+    def _paged(
+        self,
+        where: list[str],
+        params: list[Any],
+        matcher: QueryMatcher,
+        skip: int,
+        limit: int | None,
+        descending: bool,
+    ) -> Iterator[Doc]:
+        # Keyset pagination: short statements, no cursor held open between yields, and the
+        # first page small so the first result arrives quickly.
+        order = "DESC" if descending else "ASC"
+        cmp = "<" if descending else ">"
+        base = "SELECT time, uid, start FROM runs"
+        batch = 20
+        last: tuple[float, str] | None = None
+        produced = 0
+        while True:
+            conds = list(where)
+            args = list(params)
+            if last is not None:
+                conds.append(f"(time, uid) {cmp} (?, ?)")
+                args.extend(last)
+            sql = (
+                base
+                + (" WHERE " + " AND ".join(conds) if conds else "")
+                + f" ORDER BY time {order}, uid {order} LIMIT ?"
+            )
+            rows = self._index.read(sql, [*args, batch])
+            for _, _, text in rows:
+                doc = json.loads(text)
+                if not matcher(doc):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                yield doc
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+            if len(rows) < batch:
+                return
+            last = (rows[-1][0], rows[-1][1])
+            batch = min(batch * 5, 2000)
+
+    def pushdown(self, query: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+        """SQL conditions that every run matching ``query`` satisfies (a superset filter;
+        the matcher decides).  Only what is certainly equivalent is pushed."""
+        rest, text = split_text(query)
+        conds: list[str] = []
+        params: list[Any] = []
+        self._push_fields(rest, conds, params)
+        if text is not None:
+            words = _fts_words(text) if self._index.fts else None
+            if words:
+                conds.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
+                params.append(" OR ".join('"' + w.replace('"', '""') + '"' for w in words))
+            else:
+                conds.append("bv1_text(?, text)")
+                params.append(_sql_text(text))
+        return conds, params
+
+    def _push_fields(self, query: Mapping[str, Any], conds: list[str], params: list[Any]) -> None:
+        for key, cond in query.items():
+            if key == "$and" and isinstance(cond, list | tuple):
+                for sub in cond:
+                    if isinstance(sub, Mapping):
+                        self._push_fields(sub, conds, params)
+                continue
+            if key.startswith("$") or not isinstance(key, str):
+                continue
+            ops = _operators(cond)
+            if key == "uid":
+                self._push_uid(ops, conds, params)
+            elif key == "time":
+                self._push_time(ops, conds, params)
+            elif key == "scan_id":
+                values = _exact_values(ops, allow_str=False)
+                if values is not None:
+                    marks = ", ".join("?" * len(values))
+                    conds.append(f"(scan_id IN ({marks}) OR scan_id_odd = 1)")
+                    params.extend(values)
+            elif self._index.json1 and "." not in key and '"' not in key and "\\" not in key:
+                values = _exact_values(ops, allow_str=True)
+                if values is not None:
+                    path = f'$."{key}"'
+                    marks = ", ".join("?" * len(values))
+                    conds.append(
+                        f"(CASE WHEN json_ok THEN (json_extract(start, ?) IN ({marks}) OR "
+                        "json_type(start, ?) IN ('array', 'object')) ELSE 1 END)"
+                    )
+                    params.extend([path, *values, path])
+
+    def _push_uid(self, ops: dict[str, Any] | None, conds: list[str], params: list[Any]) -> None:
+        if ops is None:
+            return
+        values = _exact_values(ops, allow_str=True, only_str=True)
+        if values is not None:
+            conds.append(f"uid IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+            return
+        if set(ops) == {"$regex"}:
+            prefix = _regex_prefix(ops["$regex"])
+            if prefix and _sqlable(prefix):
+                lo, hi = _prefix_bounds(prefix)
+                conds.append("uid >= ?")
+                params.append(lo)
+                if hi is not None:
+                    conds.append("uid < ?")
+                    params.append(hi)
+
+    def _push_time(self, ops: dict[str, Any] | None, conds: list[str], params: list[Any]) -> None:
+        if ops is None:
+            return
+        sql_ops = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+        for op, value in ops.items():
+            if op in sql_ops and _is_number(value) and value == value:
+                if type(value) is int and abs(value) >= _EXACT_INT:
+                    continue
+                conds.append(f"time {sql_ops[op]} ?")
+                params.append(value)

@@ -27,10 +27,10 @@ from ...errors import (
     StoreUnavailable,
     UnsafeUid,
 )
-from .._query import QueryMatcher, split_text
+from .._query import QueryMatcher
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
-from ..base import DEFAULT_SORT, Doc, DocumentStore, RunCopy, Sort, not_found_run
+from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
 from ._cache import CACHE_DIR, _write_cache
 from ._format import (
     _EVENT_KEYS_KEPT,
@@ -59,19 +59,12 @@ from ._index import (
     _CHUNK,
     _NAME_INDEXED,
     _Index,
-    _is_number,
-    _sql_text,
 )
 from ._runs import _RunCache
 from ._scan import _Scanner
 from ._search import (
-    _EXACT_INT,
-    _exact_values,
-    _field_key,
-    _fts_words,
-    _operators,
     _prefix_bounds,
-    _regex_prefix,
+    _Search,
 )
 from ._writer import _MAX_PENDING_SYNCS, _accumulate, _fsync_and_close, _RunState
 
@@ -190,6 +183,7 @@ class FileStore(DocumentStore):
             self._runs.forget,
         )
         self._index.on_open = self._scan.refresh
+        self._search = _Search(self._index, self.describe(), self._scan.refresh)
         self._index.on_fork = self._forget_writes
         self._index.connect()
 
@@ -315,145 +309,7 @@ class FileStore(DocumentStore):
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
-        matcher = QueryMatcher(query, store=self.describe())
-        where, params = self._pushdown(query)
-        self._scan.refresh()
-        sort = tuple(tuple(s) for s in sort)  # type: ignore[misc]
-        if sort in (tuple(DEFAULT_SORT), (("time", 1), ("uid", 1))):
-            descending = sort[0][1] < 0
-            return self._paged(where, params, matcher, skip, limit, descending)
-        docs = [d for d in self._all_candidates(where, params) if matcher(d)]
-        for field, direction in reversed(sort):
-            docs.sort(key=_field_key(field), reverse=direction < 0)
-        end = None if limit is None else skip + limit
-        return iter(docs[skip:end])
-
-    def _all_candidates(self, where: list[str], params: list[Any]) -> Iterator[Doc]:
-        sql = "SELECT start FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        for (text,) in self._index.read(sql, params):
-            yield json.loads(text)
-
-    def _paged(
-        self,
-        where: list[str],
-        params: list[Any],
-        matcher: QueryMatcher,
-        skip: int,
-        limit: int | None,
-        descending: bool,
-    ) -> Iterator[Doc]:
-        # Keyset pagination: short statements, no cursor held open between yields, and the
-        # first page small so the first result arrives quickly.
-        order = "DESC" if descending else "ASC"
-        cmp = "<" if descending else ">"
-        base = "SELECT time, uid, start FROM runs"
-        batch = 20
-        last: tuple[float, str] | None = None
-        produced = 0
-        while True:
-            conds = list(where)
-            args = list(params)
-            if last is not None:
-                conds.append(f"(time, uid) {cmp} (?, ?)")
-                args.extend(last)
-            sql = (
-                base
-                + (" WHERE " + " AND ".join(conds) if conds else "")
-                + f" ORDER BY time {order}, uid {order} LIMIT ?"
-            )
-            rows = self._index.read(sql, [*args, batch])
-            for _, _, text in rows:
-                doc = json.loads(text)
-                if not matcher(doc):
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                yield doc
-                produced += 1
-                if limit is not None and produced >= limit:
-                    return
-            if len(rows) < batch:
-                return
-            last = (rows[-1][0], rows[-1][1])
-            batch = min(batch * 5, 2000)
-
-    def _pushdown(self, query: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
-        """SQL conditions that every run matching ``query`` satisfies (a superset filter;
-        the matcher decides).  Only what is certainly equivalent is pushed."""
-        rest, text = split_text(query)
-        conds: list[str] = []
-        params: list[Any] = []
-        self._push_fields(rest, conds, params)
-        if text is not None:
-            words = _fts_words(text) if self._index.fts else None
-            if words:
-                conds.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
-                params.append(" OR ".join('"' + w.replace('"', '""') + '"' for w in words))
-            else:
-                conds.append("bv1_text(?, text)")
-                params.append(_sql_text(text))
-        return conds, params
-
-    def _push_fields(self, query: Mapping[str, Any], conds: list[str], params: list[Any]) -> None:
-        for key, cond in query.items():
-            if key == "$and" and isinstance(cond, list | tuple):
-                for sub in cond:
-                    if isinstance(sub, Mapping):
-                        self._push_fields(sub, conds, params)
-                continue
-            if key.startswith("$") or not isinstance(key, str):
-                continue
-            ops = _operators(cond)
-            if key == "uid":
-                self._push_uid(ops, conds, params)
-            elif key == "time":
-                self._push_time(ops, conds, params)
-            elif key == "scan_id":
-                values = _exact_values(ops, allow_str=False)
-                if values is not None:
-                    marks = ", ".join("?" * len(values))
-                    conds.append(f"(scan_id IN ({marks}) OR scan_id_odd = 1)")
-                    params.extend(values)
-            elif self._index.json1 and "." not in key and '"' not in key and "\\" not in key:
-                values = _exact_values(ops, allow_str=True)
-                if values is not None:
-                    path = f'$."{key}"'
-                    marks = ", ".join("?" * len(values))
-                    conds.append(
-                        f"(CASE WHEN json_ok THEN (json_extract(start, ?) IN ({marks}) OR "
-                        "json_type(start, ?) IN ('array', 'object')) ELSE 1 END)"
-                    )
-                    params.extend([path, *values, path])
-
-    def _push_uid(self, ops: dict[str, Any] | None, conds: list[str], params: list[Any]) -> None:
-        if ops is None:
-            return
-        values = _exact_values(ops, allow_str=True, only_str=True)
-        if values is not None:
-            conds.append(f"uid IN ({', '.join('?' * len(values))})")
-            params.extend(values)
-            return
-        if set(ops) == {"$regex"}:
-            prefix = _regex_prefix(ops["$regex"])
-            if prefix and _sqlable(prefix):
-                lo, hi = _prefix_bounds(prefix)
-                conds.append("uid >= ?")
-                params.append(lo)
-                if hi is not None:
-                    conds.append("uid < ?")
-                    params.append(hi)
-
-    def _push_time(self, ops: dict[str, Any] | None, conds: list[str], params: list[Any]) -> None:
-        if ops is None:
-            return
-        sql_ops = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-        for op, value in ops.items():
-            if op in sql_ops and _is_number(value) and value == value:
-                if type(value) is int and abs(value) >= _EXACT_INT:
-                    continue
-                conds.append(f"time {sql_ops[op]} ?")
-                params.append(value)
+        return self._search.find(query, sort=sort, skip=skip, limit=limit)
 
     def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
         """How many runs match ``query`` (``{}`` is answered by the index alone)."""
