@@ -12,7 +12,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ from ._search import (
     _prefix_bounds,
     _Search,
 )
-from ._writer import _MAX_PENDING_SYNCS, _accumulate, _fsync_and_close, _RunState
+from ._syncs import _Syncs
+from ._writer import _accumulate, _RunState
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
 
@@ -167,16 +168,11 @@ class FileStore(DocumentStore):
         self._run_file: dict[str, str] = {}
         self._last_started: str | None = None
         self._sync_timer: threading.Timer | None = None
-        # deferred_sync(): nesting depth, the syncs in flight (file name, future), and whether
-        # the directory holds new entries not yet synced.
-        self._deferred = 0
-        self._sync_pool: Any = None
+        self._syncs = _Syncs(self.path, self.describe(), self._lock)
         self._planner: _Planner | None = None  # whole-run copies checked in a 2nd process
         self._planner_failed = False
         self._hinted = 0  # runs announced by prepare_copies() in this deferred_sync() block
         self._checked_ahead = 0  # whole-run copies whose checks came from the planner
-        self._pending_syncs: deque[tuple[str, Any]] = deque()
-        self._dir_unsynced = False
         self._open_directory()
         self._scan = _Scanner(
             self.path, self.describe(), self._lock, self._index, self._warnings,
@@ -1058,13 +1054,13 @@ class FileStore(DocumentStore):
         state = self._writable(file)
         self._append(state, "stop", doc)
         assert state.fd is not None
-        if self._deferred:
+        if self._syncs.deferred:
             self._sync_later(state)
-            self._dir_unsynced = self._dir_unsynced or state.new_entry
+            self._syncs.dir_unsynced = self._syncs.dir_unsynced or state.new_entry
         else:
             self._fsync(state, "stop")
             if state.new_entry:
-                self._fsync_directory()
+                self._syncs.fsync_directory()
         state.new_entry = False
         state.dirty = False
         st = os.fstat(state.fd)
@@ -1104,32 +1100,16 @@ class FileStore(DocumentStore):
         StoreUnavailable
             When leaving the block, naming the run files whose fsync failed.
         """
-        with self._lock:
-            if self._deferred == 0 and self._sync_pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._sync_pool = ThreadPoolExecutor(4, thread_name_prefix="broker_v1-fsync")
-            self._deferred += 1
+        self._syncs.begin()
         try:
             yield
         finally:
-            with self._lock:
-                self._deferred -= 1
-                outermost = self._deferred == 0
-            if outermost:
+            if self._syncs.end():
                 self._finish_deferred_syncs()
 
     def _sync_later(self, state: _RunState) -> None:
         assert state.fd is not None
-        self._queue_sync(state.name, os.dup(state.fd))  # the run's own fd closes at stop
-
-    def _queue_sync(self, name: str, fd: int) -> None:
-        """fsync and close ``fd`` in the background; at most a few dozen wait at once."""
-        assert self._sync_pool is not None
-        while len(self._pending_syncs) >= _MAX_PENDING_SYNCS:  # bound the open descriptors
-            self._pending_syncs[0][1].result()
-            self._pending_syncs.popleft()
-        self._pending_syncs.append((name, self._sync_pool.submit(_fsync_and_close, fd)))
+        self._syncs.queue(state.name, os.dup(state.fd))  # the run's own fd closes at stop
 
     def _finish_deferred_syncs(self) -> None:
         planner, self._planner = self._planner, None
@@ -1139,29 +1119,7 @@ class FileStore(DocumentStore):
         try:
             self._index.commit_batch()
         finally:
-            self._wait_for_syncs()
-
-    def _wait_for_syncs(self) -> None:
-        failed = []
-        while self._pending_syncs:
-            name, future = self._pending_syncs.popleft()
-            try:
-                future.result()
-            except OSError as err:
-                failed.append(f"{name} ({err.strerror})")
-        pool, self._sync_pool = self._sync_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if self._dir_unsynced:
-            self._fsync_directory()
-            self._dir_unsynced = False
-        if failed:
-            raise StoreUnavailable(
-                f"{self.describe()}: {len(failed)} run file(s) were written but could not be "
-                f"flushed to disk: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. "
-                "They may be lost if the machine stops; check the disk, then write them again "
-                "(an identical re-insert or copy is a no-op)."
-            )
+            self._syncs.wait()
 
     # ------------------------------------------------------------------ whole-run copies
     def prepare_copies(self, source: DocumentStore, run_start_uids: Sequence[str]) -> None:
@@ -1170,7 +1128,7 @@ class FileStore(DocumentStore):
         Inside ``deferred_sync()`` only, from a files store, and for a copy of at least
         a couple of hundred runs: the checks run in a second process (see ``_Planner``).
         """
-        if not isinstance(source, FileStore) or self.read_only or not self._deferred:
+        if not isinstance(source, FileStore) or self.read_only or not self._syncs.deferred:
             return
         self._hinted += len(run_start_uids)
         if self._planner is None:
@@ -1330,9 +1288,9 @@ class FileStore(DocumentStore):
 
     def _keep_run_file(self, name: str, fd: int) -> None:
         """Sync a created run file now, or (in ``deferred_sync()``) in the background."""
-        if self._deferred:
-            self._queue_sync(name, fd)
-            self._dir_unsynced = True
+        if self._syncs.deferred:
+            self._syncs.queue(name, fd)
+            self._syncs.dir_unsynced = True
             return
         try:
             os.fsync(fd)
@@ -1345,7 +1303,7 @@ class FileStore(DocumentStore):
             ) from err
         finally:
             os.close(fd)
-        self._fsync_directory()
+        self._syncs.fsync_directory()
 
     def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
         st = os.stat(os.path.join(self._dirname, name))
@@ -1359,7 +1317,7 @@ class FileStore(DocumentStore):
             self._index.record_members(conn, plan.members)
             self._index.set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
 
-        self._index.write_batched(record, batch=bool(self._deferred))
+        self._index.write_batched(record, batch=bool(self._syncs.deferred))
         self._run_file[plan.uid] = name
 
     def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
@@ -1388,18 +1346,6 @@ class FileStore(DocumentStore):
             )
         except (OSError, ValueError, TypeError):
             pass
-
-    def _fsync_directory(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:  # pragma: no cover - e.g. Windows
-            return
-        try:
-            os.fsync(fd)
-        except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-            pass
-        finally:
-            os.close(fd)
 
     def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
         """Record a file's new members (and buffered datums) and how far it is indexed."""
@@ -1442,7 +1388,7 @@ class FileStore(DocumentStore):
                     with contextlib.suppress(OSError):
                         os.fsync(state.fd)
                     if state.new_entry:
-                        self._fsync_directory()
+                        self._syncs.fsync_directory()
                         state.new_entry = False
                     state.dirty = False
                 if state.pending_datums:
@@ -1456,7 +1402,7 @@ class FileStore(DocumentStore):
             with contextlib.suppress(OSError):
                 os.fsync(state.fd)
             if state.new_entry:
-                self._fsync_directory()
+                self._syncs.fsync_directory()
                 state.new_entry = False
             state.dirty = False
             if self._index.is_open():

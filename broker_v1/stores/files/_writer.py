@@ -7,8 +7,6 @@ inside ``deferred_sync()``) guards against power loss.
 
 from __future__ import annotations
 
-import os
-
 from ..base import Doc
 from ._cache import _ColumnAcc
 
@@ -66,12 +64,3 @@ def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
         state.acc, state.doc_lines = None, []
 
 
-#: Most stop fsyncs in flight at once inside ``deferred_sync()`` (each holds a descriptor).
-_MAX_PENDING_SYNCS = 64
-
-
-def _fsync_and_close(fd: int) -> None:
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
