@@ -41,9 +41,9 @@ class _RunCache:
         The store's options of the same names.
     warnings
         Where warnings about run files are given once.
-    writing
-        ``writing(name)``: whether this process has the file open for writing (an
-        incomplete last line is then its own write in progress).
+
+    ``writing(name)`` says whether this process has a file open for writing (an incomplete
+    last line is then its own write in progress); the store sets it.
     """
 
     def __init__(
@@ -55,7 +55,6 @@ class _RunCache:
         cache_runs: int,
         torn_grace: float,
         warnings: _Warnings,
-        writing: Callable[[str], bool],
     ) -> None:
         self.path = path
         self._lock = lock
@@ -63,7 +62,9 @@ class _RunCache:
         self.cache_runs = cache_runs
         self.torn_grace = torn_grace
         self._warnings = warnings
-        self._writing = writing
+        #: ``writing(name)``: whether this process has the file open for writing (set by the
+        #: store once its writer exists).
+        self.writing: Callable[[str], bool] = lambda name: False
         self._lru: OrderedDict[str, _RunData] = OrderedDict()
 
     def forget(self, name: str) -> None:
@@ -175,7 +176,7 @@ class _RunCache:
     def _check_tail(self, rd: _RunData, path: Path, st: os.stat_result) -> None:
         if not rd.tail:
             return
-        if self._writing(rd.name):
+        if self.writing(rd.name):
             return  # our own write, caught in progress by another thread
         age = time.time() - st.st_mtime
         if rd.stop is None and age < self.torn_grace:

@@ -11,39 +11,27 @@ import sqlite3
 import threading
 import time
 import warnings
-import zlib
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import (
-    CorruptRunFile,
     DatumNotFound,
-    DuplicateDocument,
-    InvalidDocument,
     ReadOnlyStore,
     ResourceNotFound,
     StoreUnavailable,
-    UnsafeUid,
 )
 from .._query import QueryMatcher
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
-from ._cache import CACHE_DIR, _write_cache
+from ._cache import CACHE_DIR
 from ._format import (
-    _EVENT_KEYS_KEPT,
     _SUFFIXES,
     ASSETS_NAME,
     STATE_DIR,
     RunFileWarning,
     TornRunFileWarning,
-    _dump_line,
-    _last_byte,
-    _read_first_line,
-    _single_datum,
-    _single_event,
     _uid_problem,
     _Warnings,
 )
@@ -67,7 +55,7 @@ from ._search import (
     _Search,
 )
 from ._syncs import _Syncs
-from ._writer import _accumulate, _RunState
+from ._writer import _Writer
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]
 
@@ -149,7 +137,9 @@ class FileStore(DocumentStore):
         self.cache_max_bytes = int(cache_max_bytes)
         self._index_option = None if index_path is None else os.fspath(index_path)
         self._lock = threading.RLock()
-        self._index = _Index(self.path, self._index_option, self.describe(), self._lock)
+        label = self.describe()
+        # The components, each given what it needs; the callbacks are bound once all exist.
+        self._index = _Index(self.path, self._index_option, label, self._lock)
         self._warnings = _Warnings()
         self._runs = _RunCache(
             self.path,
@@ -158,29 +148,33 @@ class FileStore(DocumentStore):
             cache_runs=self.cache_runs,
             torn_grace=self.torn_grace,
             warnings=self._warnings,
-            writing=self._writing,
         )
-        self._states: OrderedDict[str, _RunState] = OrderedDict()
-        self._event_owner: dict[str, str] = {}
-        self._datum_owner: dict[str, str] = {}
-        self._desc_file: dict[str, str] = {}
-        self._res_file: dict[str, str] = {}
-        self._run_file: dict[str, str] = {}
-        self._last_started: str | None = None
-        self._sync_timer: threading.Timer | None = None
-        self._syncs = _Syncs(self.path, self.describe(), self._lock)
+        self._scan = _Scanner(
+            self.path, label, self._lock, self._index, self._warnings, self._runs.forget
+        )
+        self._search = _Search(self._index, label, self._scan.refresh)
+        self._syncs = _Syncs(self.path, label, self._lock)
+        self._writer = _Writer(
+            self.path,
+            label,
+            self._lock,
+            self._write_lock,
+            self._index,
+            self._runs,
+            self._syncs,
+            self._scan.refresh_file,
+            fsync_interval=self.fsync_interval,
+            columnar_cache=self.columnar_cache,
+            cache_max_bytes=self.cache_max_bytes,
+        )
+        self._runs.writing = self._writer.writing
+        self._index.on_open = self._scan.refresh
+        self._index.on_fork = self._writer.forget_after_fork
         self._planner: _Planner | None = None  # whole-run copies checked in a 2nd process
         self._planner_failed = False
         self._hinted = 0  # runs announced by prepare_copies() in this deferred_sync() block
         self._checked_ahead = 0  # whole-run copies whose checks came from the planner
         self._open_directory()
-        self._scan = _Scanner(
-            self.path, self.describe(), self._lock, self._index, self._warnings,
-            self._runs.forget,
-        )
-        self._index.on_open = self._scan.refresh
-        self._search = _Search(self._index, self.describe(), self._scan.refresh)
-        self._index.on_fork = self._forget_writes
         self._index.connect()
 
     @property
@@ -192,16 +186,6 @@ class FileStore(DocumentStore):
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._index.read(sql, params)
-
-    def _writing(self, name: str) -> bool:
-        state = self._states.get(name)
-        return state is not None and state.fd is not None
-
-    def _forget_writes(self) -> None:
-        # A forked child must not use its parent's writer state.
-        self._states.clear()
-        self._event_owner.clear()
-        self._datum_owner.clear()
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -355,7 +339,7 @@ class FileStore(DocumentStore):
         if row is None:
             return None
         if row[2] is None:
-            state = self._states.get(row[0])
+            state = self._writer.states.get(row[0])
             if state is not None and state.fd is not None:
                 return None  # we are writing it and have not written its stop
             self._scan.refresh_file(row[0])
@@ -406,7 +390,7 @@ class FileStore(DocumentStore):
         """
         if not isinstance(descriptor_uid, str):
             return
-        name = self._locate("descriptor", descriptor_uid, self._desc_file)
+        name = self._locate("descriptor", descriptor_uid, self._writer.desc_file)
         if name is None:
             return
         with self._lock:
@@ -438,14 +422,14 @@ class FileStore(DocumentStore):
         return out
 
     def _find_resource(self, uid: str, *, thorough: bool) -> Doc | None:
-        for state in self._states.values():
+        for state in self._writer.states.values():
             doc = state.docs.get(("resource", uid))
             if doc is not None:
                 return doc
         if thorough:
-            name = self._locate("resource", uid, self._res_file)
+            name = self._locate("resource", uid, self._writer.res_file)
         else:
-            name = self._res_file.get(uid) or self._index.member_file("resource", uid)
+            name = self._writer.res_file.get(uid) or self._index.member_file("resource", uid)
         if name is None:
             return None
         rd = self._runs.load(name)
@@ -455,7 +439,7 @@ class FileStore(DocumentStore):
         """Datum pages of one resource (nothing for an unknown resource)."""
         if not isinstance(resource_uid, str):
             return
-        name = self._locate("resource", resource_uid, self._res_file)
+        name = self._locate("resource", resource_uid, self._writer.res_file)
         if name is None:
             return
         with self._lock:
@@ -488,10 +472,10 @@ class FileStore(DocumentStore):
         return out
 
     def _find_datum(self, datum_id: str, *, thorough: bool) -> Doc | None:
-        name = self._datum_owner.get(datum_id) or self._index.member_file("datum", datum_id)
+        name = self._writer.datum_owner.get(datum_id) or self._index.member_file("datum", datum_id)
         if name is None and "/" in datum_id:
             # datum ids are commonly "<resource uid>/<n>": look in that resource's file.
-            name = self._res_file.get(datum_id.rsplit("/", 1)[0]) or self._index.member_file(
+            name = self._writer.res_file.get(datum_id.rsplit("/", 1)[0]) or self._index.member_file(
                 "resource", datum_id.rsplit("/", 1)[0]
             )
         if name is not None:
@@ -518,7 +502,7 @@ class FileStore(DocumentStore):
             ``{"runs": number of runs indexed, "files": run files seen}``.
         """
         with self._write_lock, self._lock:
-            self._flush_all_states()
+            self._writer.flush_all()
 
             def wipe(conn: sqlite3.Connection) -> None:
                 for table in ("members", "runs", "files"):
@@ -588,7 +572,7 @@ class FileStore(DocumentStore):
             for name in names:
                 if not name.endswith(".jsonl"):
                     continue
-                state = self._states.get(name)
+                state = self._writer.states.get(name)
                 if state is not None and state.fd is not None:
                     continue  # this process is writing it: never torn
                 removed = self._truncate_tail(self.path / name, careful)
@@ -647,17 +631,15 @@ class FileStore(DocumentStore):
     def close(self) -> None:
         """Flush and fsync everything written, close run files and the index."""
         with self._write_lock, self._lock:
-            if self._sync_timer is not None:
-                self._sync_timer.cancel()
-                self._sync_timer = None
+            self._writer.cancel_timer()
             if os.getpid() == self._index.pid:
-                self._flush_all_states(close=True)
+                self._writer.flush_all(close=True)
                 self._index.commit_batch()
                 self._index.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
-            for state in self._states.values():
+            for state in self._writer.states.values():
                 if state.fd is not None:
                     os.close(state.fd)
                     state.fd = None
@@ -679,11 +661,11 @@ class FileStore(DocumentStore):
                         break
             return None if row is None else json.loads(row[1])
         if name == "descriptor":
-            for state in self._states.values():
+            for state in self._writer.states.values():
                 doc = state.docs.get(("descriptor", key))
                 if doc is not None:
                     return doc
-            file = self._desc_file.get(key) or self._index.member_file("descriptor", key)
+            file = self._writer.desc_file.get(key) or self._index.member_file("descriptor", key)
             if file is None:
                 return None
             rd = self._runs.load(file)
@@ -696,13 +678,13 @@ class FileStore(DocumentStore):
             rows = self._index.read("SELECT stop FROM runs WHERE stop_uid = ?", (key,))
             return json.loads(rows[0][0]) if rows else None
         if name == "datum":
-            file = self._datum_owner.get(key) or self._index.member_file("datum", key)
+            file = self._writer.datum_owner.get(key) or self._index.member_file("datum", key)
             if file is None:
                 return None
             rd = self._runs.load(file)
             return None if rd is None else rd.datums.get(key)
         if name == "event":
-            file = self._event_owner.get(key)
+            file = self._writer.event_owner.get(key)
             if file is None:
                 return None
             rd = self._runs.load(file)
@@ -712,378 +694,26 @@ class FileStore(DocumentStore):
     # The insert path checks event and datum duplicates with _get_existing by uid alone; make
     # sure this process knows every event and datum already in the file they will go to.
     def _insert_event(self, event: Doc) -> None:
-        self._prepare("descriptor", event.get("descriptor"))
+        self._writer.prepare("descriptor", event.get("descriptor"))
         super()._insert_event(event)
 
     def _insert_event_page(self, page: Doc) -> None:
-        self._prepare("descriptor", page.get("descriptor"))
+        self._writer.prepare("descriptor", page.get("descriptor"))
         super()._insert_event_page(page)
 
     def _insert_datum(self, doc: Doc) -> None:
-        self._prepare("resource", doc.get("resource"))
+        self._writer.prepare("resource", doc.get("resource"))
         super()._insert_datum(doc)
 
     def _insert_datum_page(self, page: Doc) -> None:
-        self._prepare("resource", page.get("resource"))
+        self._writer.prepare("resource", page.get("resource"))
         super()._insert_datum_page(page)
 
-    def _prepare(self, kind: str, uid: Any) -> None:
-        if not isinstance(uid, str):
-            return
-        known = self._desc_file if kind == "descriptor" else self._res_file
-        name = known.get(uid) or self._index.member_file(kind, uid)
-        if name is None:
-            return
-        state = self._states.get(name)
-        if state is not None and state.uids_loaded:
-            return
-        self._adopt(name)
-
-    def _adopt(self, name: str) -> _RunState:
-        """Register an existing file's uids so duplicates of its documents are detected."""
-        state = self._states.get(name)
-        if state is None:
-            run_uid = None
-            if name != ASSETS_NAME:
-                rows = self._index.read("SELECT uid FROM runs WHERE file = ?", (name,))
-                run_uid = rows[0][0] if rows else None
-            state = _RunState(name, run_uid)
-            self._states[name] = state
-        if not state.uids_loaded:
-            rd = self._runs.load(name)
-            if rd is not None:
-                path = self.path / name
-                for uid, _ in rd.event_uids(path):
-                    state.event_uids.add(uid)
-                    self._event_owner[uid] = name
-                for datum_id in rd.datums:
-                    state.datum_ids.add(datum_id)
-                    self._datum_owner[datum_id] = name
-                for uid, doc in rd.descriptors.items():
-                    self._desc_file.setdefault(uid, name)
-                    state.docs[("descriptor", uid)] = doc
-                for uid, doc in rd.resources.items():
-                    self._res_file.setdefault(uid, name)
-                    state.docs[("resource", uid)] = doc
-                if rd.start is not None and isinstance(rd.start.get("uid"), str):
-                    self._run_file.setdefault(rd.start["uid"], name)
-            state.uids_loaded = True
-        self._trim_states()
-        return state
-
-    def _trim_states(self) -> None:
-        # Forget the uids of runs this process finished long ago (they are re-read on demand).
-        closed = [n for n, s in self._states.items() if s.fd is None]
-        for name in closed[: max(0, len(closed) - 4)]:
-            state = self._states.pop(name)
-            for uid in state.event_uids:
-                if self._event_owner.get(uid) == name:
-                    del self._event_owner[uid]
-            for datum_id in state.datum_ids:
-                if self._datum_owner.get(datum_id) == name:
-                    del self._datum_owner[datum_id]
-
-    def _run_file_name(self, run_uid: str) -> str | None:
-        name = self._run_file.get(run_uid)
-        if name is None:
-            if not _sqlable(run_uid):
-                return None  # no run has a uid SQLite cannot even hold
-            rows = self._index.read("SELECT file FROM runs WHERE uid = ?", (run_uid,))
-            name = rows[0][0] if rows else None
-        return name
-
-    def _writable(self, name: str) -> _RunState:
-        """The state of a file, opened for appending."""
-        state = self._states.get(name)
-        if state is None or not state.uids_loaded:
-            state = self._adopt(name)
-        if state.fd is not None:
-            return state
-        path = self.path / name
-        if name.endswith(".msgpack"):
-            raise ReadOnlyStore(
-                f"Run file {path} is in msgpack format, which {self.describe()} reads but never "
-                "writes, so nothing was written. Insert the run into a store of .jsonl files.",
-                store=self.describe(),
-            )
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o644)
-        except OSError as err:
-            raise self._cannot_open(path, err) from err
-        size = os.fstat(fd).st_size
-        if size:
-            if _last_byte(path, size) != b"\n":
-                os.close(fd)
-                raise CorruptRunFile(
-                    f"{path} ends with an incomplete line (a writer was interrupted), so "
-                    f"nothing more can be appended to it and nothing was written. Call "
-                    "repair() on the store to remove the incomplete tail, then insert again.",
-                    path=str(path),
-                )
-        state.fd = fd
-        state.size = size
-        state.new_entry = state.new_entry or size == 0
-        return state
-
-    def _append(self, state: _RunState, name: str, doc: Doc) -> None:
-        line = _dump_line(name, doc)
-        assert state.fd is not None
-        before = state.size
-        view = memoryview(line)
-        try:
-            while view:
-                written = os.write(state.fd, view)
-                view = view[written:]
-        except OSError as err:
-            if view.nbytes != len(line) and state.name != ASSETS_NAME:
-                # All of the document or none of it: cut a partial line off again.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(state.fd, before)
-            raise StoreUnavailable(
-                f"{self.describe()}: could not write a {name} document to "
-                f"{self.path / state.name} ({err.strerror}). Nothing was written."
-            ) from err
-        state.size = before + len(line)
-        state.lines += 1
-        if self.fsync_interval <= 0:
-            self._fsync(state, name)
-        else:
-            state.dirty = True
-            self._schedule_sync()
-        if state.acc is not None:
-            state.acc_bytes += len(line)
-            if state.acc_bytes > self.cache_max_bytes:
-                state.acc, state.doc_lines = None, []
-            elif name not in ("event", "event_page"):
-                state.doc_lines.append(line)
-
-    def _cannot_open(self, path: Path, err: OSError) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"{self.describe()}: could not open {path} for writing ({err.strerror}). Nothing "
-            "was written."
-        )
-
-    def _fsync(self, state: _RunState, name: str) -> None:
-        assert state.fd is not None
-        try:
-            os.fsync(state.fd)
-        except OSError as err:
-            raise StoreUnavailable(
-                f"{self.describe()}: a {name} document was written to {self.path / state.name} "
-                f"but could not be flushed to disk ({err.strerror}), so it may be lost if the "
-                "machine stops. Check the disk, then insert the document again (an identical "
-                "re-insert is a no-op)."
-            ) from err
-
     def _write_document(self, name: str, doc: Doc) -> None:
-        with self._lock:
-            if name == "start":
-                self._write_start(doc)
-            elif name == "descriptor":
-                file = self._run_file_name(doc["run_start"])
-                if file is None:  # pragma: no cover - the insert path checked the link
-                    raise not_found_run(self, doc["run_start"])
-                state = self._writable(file)
-                self._append(state, "descriptor", doc)
-                self._desc_file[doc["uid"]] = file
-                state.docs[("descriptor", doc["uid"])] = doc
-                self._flush_state(state, [("descriptor", doc["uid"], file)])
-            elif name == "event_page":
-                if not doc["uid"]:
-                    return  # an empty page holds nothing to keep
-                file = self._desc_file.get(doc["descriptor"]) or self._index.member_file(
-                    "descriptor", doc["descriptor"]
-                )
-                assert file is not None
-                state = self._writable(file)
-                if len(doc["uid"]) == 1:
-                    # One row: written as a plain event, as suitcase-jsonl writes RunEngine
-                    # output, so older readers that know only "event" read it too.
-                    self._append(state, "event", _single_event(doc))
-                else:
-                    self._append(state, "event_page", doc)
-                for uid in doc["uid"]:
-                    state.event_uids.add(uid)
-                    self._event_owner[uid] = file
-                _accumulate(state, doc, single=False)
-            elif name == "resource":
-                file = self._resource_target(doc)
-                state = self._writable(file)
-                self._append(state, "resource", doc)
-                self._res_file[doc["uid"]] = file
-                state.docs[("resource", doc["uid"])] = doc
-                self._flush_state(state, [("resource", doc["uid"], file)])
-            elif name == "datum_page":
-                file = self._res_file.get(doc["resource"]) or self._index.member_file(
-                    "resource", doc["resource"]
-                )
-                assert file is not None
-                state = self._writable(file)
-                if len(doc["datum_id"]) == 1:
-                    self._append(state, "datum", _single_datum(doc))
-                else:
-                    self._append(state, "datum_page", doc)
-                for datum_id in doc["datum_id"]:
-                    state.datum_ids.add(datum_id)
-                    self._datum_owner[datum_id] = file
-                state.pending_datums.extend(doc["datum_id"])
-                if len(state.pending_datums) > 10_000:
-                    self._flush_state(state, [])
-            elif name == "stop":
-                self._write_stop(doc)
-            else:  # pragma: no cover - the insert path sends nothing else
-                raise ValueError(name)
+        self._writer.write_document(name, doc)
 
     def _write_event(self, event: Doc) -> None:
-        # A single event is written as the line it already is (no page round trip), as
-        # suitcase-jsonl writes RunEngine output; keys beyond the event's own are dropped,
-        # as the page path drops them.
-        if not event.keys() <= _EVENT_KEYS_KEPT:
-            event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
-        with self._lock:
-            file = self._desc_file.get(event["descriptor"]) or self._index.member_file(
-                "descriptor", event["descriptor"]
-            )
-            assert file is not None
-            state = self._writable(file)
-            self._append(state, "event", event)
-            state.event_uids.add(event["uid"])
-            self._event_owner[event["uid"]] = file
-            _accumulate(state, event, single=True)
-
-    def _write_start(self, doc: Doc) -> None:
-        uid = doc["uid"]
-        if doc["time"] != doc["time"]:
-            # The index orders runs by time; SQLite cannot hold a NaN (it becomes NULL).
-            raise InvalidDocument(
-                f"start {uid} has time NaN, so it cannot be placed among the runs of "
-                f"{self.describe()}. Give it the time the run started. Nothing was written.",
-                name="start",
-                uid=uid,
-                field="time",
-            )
-        problem = _uid_problem(uid)
-        if problem is not None:
-            raise UnsafeUid(
-                f"Run uid {uid!r} cannot name a run file in {self.describe()}: {problem}. "
-                "Nothing was written. Use uids made of letters, digits and '-', such as "
-                "str(uuid.uuid4())."
-            )
-        name = uid + ".jsonl"
-        path = self.path / name
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileExistsError:
-            fd = -1
-        except OSError as err:
-            raise self._cannot_open(path, err) from err
-        if fd < 0:
-            if not path.is_file():  # a dangling symbolic link, a directory, ...
-                raise CorruptRunFile(
-                    f"{path} already exists but is not a regular run file (a dangling symbolic "
-                    "link or a directory?), so nothing was written. Move it aside.",
-                    path=str(path),
-                ) from None
-            if path.stat().st_size:
-                # Another process may have created this run a moment ago.
-                self._scan.refresh_file(name)
-                row = self._index.run_row(uid)
-                if row is not None and row[0] == name:
-                    if json.loads(row[1]) == doc:
-                        return  # the same start: inserting it again is a no-op
-                    raise DuplicateDocument(
-                        f"A different start document with uid {uid} is already in "
-                        f"{self.describe()}. Documents are immutable; write a new one with a "
-                        "new uid instead.",
-                        name="start",
-                        uid=uid,
-                        store=self.describe(),
-                    ) from None
-                raise CorruptRunFile(
-                    f"{path} already exists but does not begin with a readable start document "
-                    f"for run {uid}, so nothing was written. Call repair({uid!r}) if a writer "
-                    "was interrupted while writing it, or move the file aside.",
-                    path=str(path),
-                ) from None
-            try:
-                fd = os.open(path, flags & ~os.O_EXCL & ~os.O_CREAT)
-            except OSError as err:
-                raise self._cannot_open(path, err) from err
-        state = self._states.get(name)
-        if state is None:
-            state = self._states[name] = _RunState(name, uid)
-        if state.fd is not None and state.fd != fd:
-            with contextlib.suppress(OSError):
-                os.close(state.fd)  # left by an earlier attempt that could not write
-        state.fd, state.size, state.lines = fd, 0, 0
-        state.new_entry = state.uids_loaded = True
-        state.acc = {} if self.columnar_cache else None
-        state.doc_lines, state.acc_bytes = [], 0
-        self._append(state, "start", doc)
-        self._run_file[uid] = name
-        self._last_started = name
-        st = os.fstat(fd)
-        head_crc = zlib.crc32(_dump_line("start", doc))
-
-        def record(conn: sqlite3.Connection) -> None:
-            self._index.forget_file(conn, name)
-            self._index.insert_run_row(conn, name, doc)
-            self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
-
-        self._index.write(record)
-
-    def _resource_target(self, doc: Doc) -> str:
-        run = doc.get("run_start")
-        if isinstance(run, str):
-            name = self._run_file_name(run)
-            if name is not None and name.endswith(".jsonl"):
-                return name
-            return ASSETS_NAME
-        last = self._last_started
-        if last is not None:
-            state = self._states.get(last)
-            if state is not None and state.fd is not None:
-                return last
-        return ASSETS_NAME
-
-    def _write_stop(self, doc: Doc) -> None:
-        file = self._run_file_name(doc["run_start"])
-        assert file is not None
-        state = self._writable(file)
-        self._append(state, "stop", doc)
-        assert state.fd is not None
-        if self._syncs.deferred:
-            self._sync_later(state)
-            self._syncs.dir_unsynced = self._syncs.dir_unsynced or state.new_entry
-        else:
-            self._fsync(state, "stop")
-            if state.new_entry:
-                self._syncs.fsync_directory()
-        state.new_entry = False
-        state.dirty = False
-        st = os.fstat(state.fd)
-
-        def record(conn: sqlite3.Connection) -> None:
-            self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
-            self._index.record_stop(conn, doc["run_start"], doc)
-            conn.execute(
-                "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
-                "volatile = 0 WHERE name = ?",
-                (st.st_size, st.st_mtime_ns, state.size, file),
-            )
-
-        self._index.write(record)
-        state.pending_datums.clear()
-        if state.acc is not None:
-            self._cache_at_stop(state, st)
-        state.acc, state.doc_lines = None, []
-        os.close(state.fd)
-        state.fd = None
-        if self._last_started == file:
-            self._last_started = None
-        self._trim_states()
+        self._writer.write_event(event)
 
     @contextlib.contextmanager
     def deferred_sync(self) -> Iterator[None]:
@@ -1106,10 +736,6 @@ class FileStore(DocumentStore):
         finally:
             if self._syncs.end():
                 self._finish_deferred_syncs()
-
-    def _sync_later(self, state: _RunState) -> None:
-        assert state.fd is not None
-        self._syncs.queue(state.name, os.dup(state.fd))  # the run's own fd closes at stop
 
     def _finish_deferred_syncs(self) -> None:
         planner, self._planner = self._planner, None
@@ -1269,7 +895,7 @@ class FileStore(DocumentStore):
         except FileExistsError:
             return None
         except OSError as err:
-            raise self._cannot_open(Path(path), err) from err
+            raise self._writer.cannot_open(Path(path), err) from err
         try:
             view = memoryview(data)
             while view:
@@ -1318,99 +944,9 @@ class FileStore(DocumentStore):
             self._index.set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
 
         self._index.write_batched(record, batch=bool(self._syncs.deferred))
-        self._run_file[plan.uid] = name
+        self._writer.run_file[plan.uid] = name
 
-    def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
-        """Write the columnar cache from the documents this process wrote (best effort)."""
-        assert state.acc is not None
-        try:
-            columns = {}
-            for descriptor, acc in state.acc.items():
-                cols = acc.columns()
-                if cols is None:
-                    return
-                columns[descriptor] = cols
-            path = self.path / state.name
-            with open(path, "rb") as f:
-                head = _read_first_line(f)
-                f.seek(max(0, st.st_size - 4096))
-                tail = f.read(4096)
-            source = {
-                "name": state.name,
-                "size": st.st_size,
-                "head": None if head is None else zlib.crc32(head),
-                "tail": zlib.crc32(tail),
-            }
-            _write_cache(
-                self._runs.cache_path(state.name), source, state.doc_lines, columns, state.lines
-            )
-        except (OSError, ValueError, TypeError):
-            pass
 
-    def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
-        """Record a file's new members (and buffered datums) and how far it is indexed."""
-        rows = members + [("datum", d, state.name) for d in state.pending_datums]
-        name = state.name
-        size = state.size
-        st = os.fstat(state.fd) if state.fd is not None else os.stat(self.path / name)
 
-        def record(conn: sqlite3.Connection) -> None:
-            self._index.record_members(conn, rows)
-            if name == ASSETS_NAME:
-                # Other processes append to it too, so how far it is scanned is left to the
-                # scans (which pick up everyone's lines); our members are recorded above.
-                return
-            conn.execute(
-                "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?) "
-                "WHERE name = ?",
-                (st.st_size, st.st_mtime_ns, size, name),
-            )
 
-        self._index.write(record)
-        state.pending_datums.clear()
 
-    def _schedule_sync(self) -> None:
-        if self._sync_timer is None:
-            timer = threading.Timer(self.fsync_interval, self._sync_dirty)
-            timer.daemon = True
-            self._sync_timer = timer
-            timer.start()
-
-    def _sync_dirty(self) -> None:
-        with self._write_lock, self._lock:
-            self._sync_timer = None
-            if os.getpid() != self._index.pid:
-                return
-            for state in list(self._states.values()):
-                if state.fd is None:
-                    continue
-                if state.dirty:
-                    with contextlib.suppress(OSError):
-                        os.fsync(state.fd)
-                    if state.new_entry:
-                        self._syncs.fsync_directory()
-                        state.new_entry = False
-                    state.dirty = False
-                if state.pending_datums:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._flush_state(state, [])
-
-    def _flush_all_states(self, close: bool = False) -> None:
-        for state in list(self._states.values()):
-            if state.fd is None:
-                continue
-            with contextlib.suppress(OSError):
-                os.fsync(state.fd)
-            if state.new_entry:
-                self._syncs.fsync_directory()
-                state.new_entry = False
-            state.dirty = False
-            if self._index.is_open():
-                with contextlib.suppress(sqlite3.Error):
-                    self._flush_state(state, [])
-            if close:
-                os.close(state.fd)
-                state.fd = None
-                state.acc, state.doc_lines = None, []
-        if close:
-            self._last_started = None
