@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -25,27 +23,20 @@ from .._query import QueryMatcher
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
-from ._cache import CACHE_DIR
 from ._format import (
     _SUFFIXES,
     ASSETS_NAME,
-    STATE_DIR,
     RunFileWarning,
     TornRunFileWarning,
     _uid_problem,
     _Warnings,
 )
 from ._import import (
-    _NOT_PLANNED,
-    _PLANNER_BATCH,
-    _PLANNER_MIN_RUNS,
-    _check_run_file,
-    _ImportPlan,
+    _Importer,
     _Planner,
 )
 from ._index import (
     _CHUNK,
-    _NAME_INDEXED,
     _Index,
 )
 from ._runs import _RunCache
@@ -170,10 +161,16 @@ class FileStore(DocumentStore):
         self._runs.writing = self._writer.writing
         self._index.on_open = self._scan.refresh
         self._index.on_fork = self._writer.forget_after_fork
-        self._planner: _Planner | None = None  # whole-run copies checked in a 2nd process
-        self._planner_failed = False
-        self._hinted = 0  # runs announced by prepare_copies() in this deferred_sync() block
-        self._checked_ahead = 0  # whole-run copies whose checks came from the planner
+        self._importer = _Importer(
+            self.path,
+            label,
+            self._lock,
+            self._write_lock,
+            self._index,
+            self._writer,
+            self._syncs,
+            columnar_cache=self.columnar_cache,
+        )
         self._open_directory()
         self._index.connect()
 
@@ -186,6 +183,14 @@ class FileStore(DocumentStore):
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._index.read(sql, params)
+
+    @property
+    def _planner(self) -> _Planner | None:
+        return self._importer.planner
+
+    @property
+    def _checked_ahead(self) -> int:
+        return self._importer.checked_ahead
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -738,10 +743,7 @@ class FileStore(DocumentStore):
                 self._finish_deferred_syncs()
 
     def _finish_deferred_syncs(self) -> None:
-        planner, self._planner = self._planner, None
-        self._hinted = 0
-        if planner is not None:
-            planner.close()
+        self._importer.finish()
         try:
             self._index.commit_batch()
         finally:
@@ -756,28 +758,7 @@ class FileStore(DocumentStore):
         """
         if not isinstance(source, FileStore) or self.read_only or not self._syncs.deferred:
             return
-        self._hinted += len(run_start_uids)
-        if self._planner is None:
-            if self._planner_failed or self._hinted < _PLANNER_MIN_RUNS:
-                return  # a short copy: not worth starting a process
-            if os.name != "posix":
-                return  # the planning process needs socket pairs passed as descriptors
-            try:
-                self._planner = _Planner()
-            except (OSError, RuntimeError, ValueError):
-                self._planner_failed = True  # e.g. no process may be started here
-                return
-        batch: list[tuple[str, str, str]] = []
-        for uid in run_start_uids:
-            row = source.indexed_run(uid) if isinstance(uid, str) else None
-            name = f"{uid}.jsonl"
-            if row is None or row[2] is None or row[0] != name or self._index.run_row(uid):
-                continue  # open, missing, not a run file of its own, or here already
-            batch.append((uid, os.path.join(str(source.path), name), row[1]))
-        for i in range(0, len(batch), _PLANNER_BATCH):
-            if not self._planner.room():
-                break  # the rest is checked here when its turn comes
-            self._planner.submit(batch[i : i + _PLANNER_BATCH])
+        self._importer.prepare(source, run_start_uids)
 
     def copy_run_from(self, source: DocumentStore, run_start_uid: str) -> RunCopy | None:
         """Copy a stopped run of another files store by its run file, checked and verified.
@@ -792,159 +773,15 @@ class FileStore(DocumentStore):
         """
         if not isinstance(source, FileStore) or self.read_only:
             return None
-        if (_uid_problem(run_start_uid) is not None
-                or self._index.run_row(run_start_uid) is not None):
-            return None
-        row = source.indexed_run(run_start_uid)
-        if row is None or row[2] is None or not str(row[0]).endswith(".jsonl"):
-            return None
-        name = run_start_uid + ".jsonl"
-        if row[0] != name or os.path.lexists(os.path.join(self._dirname, name)):
-            return None
-        ahead = _NOT_PLANNED if self._planner is None else self._planner.take(run_start_uid)
-        if ahead is None:
-            self._checked_ahead += 1
-            return None  # checked ahead, and refused: the document path says why
-        if ahead is _NOT_PLANNED:
-            try:
-                with open(os.path.join(str(source.path), name), "rb") as f:
-                    data = f.read()
-            except OSError:
-                return None
-            plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
-        else:
-            data, plan = ahead
-            self._checked_ahead += 1
-            if not self._clear_here(plan):
-                plan = None
-        if plan is None:
-            return None
-        fd = self._create_run_file(name, data)
-        if fd is None:
-            return None
-        with self._write_lock, self._lock:
-            self._keep_run_file(name, fd)
-            self._index_imported(name, data, plan)
-        if self.columnar_cache:
-            self._link_cache(source, name)
-        return RunCopy(plan.documents, len(data), plan.events, plan.datums)
+        return self._importer.copy(source, run_start_uid)
 
-    def _link_cache(self, source: FileStore, name: str) -> None:
-        """Give a whole-run copy the source's columnar cache, if it has one (best effort).
 
-        Same name, same bytes: the source's cache is valid here as it is.  Caches are
-        replaced, never changed in place, so a hard link is a safe copy.
-        """
-        cached = os.path.join(str(source.path), STATE_DIR, CACHE_DIR, name + ".cols")
-        target = os.path.join(self._dirname, STATE_DIR, CACHE_DIR, name + ".cols")
-        with contextlib.suppress(OSError):
-            for _attempt in (1, 2):
-                try:
-                    os.link(cached, target)
-                    return
-                except FileNotFoundError:
-                    if not os.path.exists(cached):
-                        return  # the source has none
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                except FileExistsError:
-                    os.unlink(target)  # left by an earlier store at this path
-                except OSError:  # another file system, or links not allowed
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    tmp = os.path.join(os.path.dirname(target), f".{name}.{os.getpid()}.tmp")
-                    with open(cached, "rb") as src, open(tmp, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    os.replace(tmp, target)
-                    return
 
-    def _plan_import(self, data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
-        """Check a run file's documents as ``insert`` would; ``None`` if any would not pass
-        unchanged, or would need documents outside the file or already here."""
-        plan = _check_run_file(data, start, uid)
-        return plan if plan is not None and self._clear_here(plan) else None
 
-    def _clear_here(self, plan: _ImportPlan) -> bool:
-        """True when none of the run's uids is in this store already."""
-        if self._any_member(plan.members):
-            return False
-        return not self._index.read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],))
 
-    def _any_member(self, members: list[tuple[str, str, str]]) -> bool:
-        by_kind: dict[str, list[str]] = {}
-        for kind, uid, _file in members:
-            by_kind.setdefault(kind, []).append(uid)
-        for kind, uids in by_kind.items():
-            for i in range(0, len(uids), 500):
-                chunk = uids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                # kind first: the primary key's order, so this is a lookup, not a scan
-                sql = f"SELECT 1 FROM members WHERE kind = ? AND uid IN ({marks}) LIMIT 1"
-                if self._index.read(sql, [kind, *chunk]):
-                    return True
-        return False
 
-    def _create_run_file(self, name: str, data: bytes) -> int | None:
-        """Create the run file holding exactly ``data`` (read back and compared); its fd.
 
-        ``None`` when the file appeared meanwhile (nothing written).  On any failure the new
-        file is removed again, so the run is either all there or not at all.
-        """
-        path = os.path.join(self._dirname, name)
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o644)
-        except FileExistsError:
-            return None
-        except OSError as err:
-            raise self._writer.cannot_open(Path(path), err) from err
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if os.pread(fd, len(data) + 1, 0) != data:
-                raise OSError(errno.EIO, "the run file read back differs from what was written")
-        except OSError as err:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise StoreUnavailable(
-                f"{self.describe()}: could not write run file {path} ({err.strerror}). "
-                "Nothing of the run was kept; check the disk and copy again."
-            ) from err
-        return fd
 
-    def _keep_run_file(self, name: str, fd: int) -> None:
-        """Sync a created run file now, or (in ``deferred_sync()``) in the background."""
-        if self._syncs.deferred:
-            self._syncs.queue(name, fd)
-            self._syncs.dir_unsynced = True
-            return
-        try:
-            os.fsync(fd)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path / name)
-            raise StoreUnavailable(
-                f"{self.describe()}: could not flush run file {self.path / name} to disk "
-                f"({err.strerror}). Nothing of the run was kept; check the disk and copy again."
-            ) from err
-        finally:
-            os.close(fd)
-        self._syncs.fsync_directory()
-
-    def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
-        st = os.stat(os.path.join(self._dirname, name))
-        head_crc = plan.head_crc
-
-        def record(conn: sqlite3.Connection) -> None:
-            # Rows of a file this name once held, if it vanished since the last refresh.
-            if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
-                self._index.forget_file(conn, name)
-            self._index.insert_run_row(conn, name, plan.start, plan.stop, plan.row)
-            self._index.record_members(conn, plan.members)
-            self._index.set_file_row(conn, name, st, len(data), head_crc, "run", plan.uid, False)
-
-        self._index.write_batched(record, batch=bool(self._syncs.deferred))
-        self._writer.run_file[plan.uid] = name
 
 
 
