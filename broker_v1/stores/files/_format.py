@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from ...errors import (
     CorruptRunFile,
     MissingDependency,
+    StoreUnavailable,
 )
 from .._util import loads_json
 from ..base import Doc
@@ -278,3 +280,79 @@ class _Warnings:
             return
         self._warned.add(key)
         warnings.warn(message, category, stacklevel=4)
+
+
+def _open_directory(path: Path, read_only: bool, label: str) -> None:
+    """Check the store directory, creating it when missing (unless ``read_only``)."""
+    if path.is_dir():
+        if not read_only and not os.access(path, os.W_OK | os.X_OK):
+            raise StoreUnavailable(
+                f"{label}: the directory is not writable by this user. Open it "
+                "with read_only: true to read it, or fix its permissions."
+            )
+        return
+    if path.exists():
+        raise StoreUnavailable(
+            f"{label}: {path} exists but is not a directory. Point the "
+            "files store at a directory."
+        )
+    if read_only:
+        raise StoreUnavailable(
+            f"{label}: the directory {path} does not exist, and a read-only "
+            "store does not create it. Check the path, or open it with read_only: false to "
+            "create an empty store there."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreUnavailable(
+            f"{label}: cannot create the directory {path} ({err.strerror})."
+        ) from err
+
+def _truncate_tail(path: Path, careful: bool, torn_grace: float, label: str) -> int:
+    """Cut an incomplete last line off a run file; the number of bytes removed.
+
+    ``careful``: leave alone a file changed within the last ``torn_grace`` seconds.
+    """
+    try:
+        # Never through a symbolic link: it may lead outside the store directory.
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return 0
+    except OSError as err:
+        if path.is_symlink():
+            warnings.warn(
+                f"{path} is a symbolic link, so repair() leaves it alone (it never writes "
+                "outside the store directory). Repair the file it points to where it lives.",
+                RunFileWarning,
+                stacklevel=3,
+            )
+            return 0
+        raise StoreUnavailable(
+            f"{label}: cannot open {path} to repair it ({err.strerror})."
+        ) from err
+    try:
+        st = os.fstat(fd)
+        if careful and time.time() - st.st_mtime < torn_grace:
+            return 0
+        size = st.st_size
+        if size == 0:
+            return 0
+        # Find the last newline, reading backwards in blocks.
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            block = os.pread(fd, step, pos)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                keep = pos + i + 1
+                break
+        if keep == size:
+            return 0
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        return size - keep
+    finally:
+        os.close(fd)

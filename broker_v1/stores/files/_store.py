@@ -7,8 +7,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,17 +15,17 @@ from ...errors import (
     DatumNotFound,
     ReadOnlyStore,
     ResourceNotFound,
-    StoreUnavailable,
 )
 from .._query import QueryMatcher
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
 from ._format import (
-    _SUFFIXES,
     ASSETS_NAME,
     RunFileWarning,
     TornRunFileWarning,
+    _open_directory,
+    _truncate_tail,
     _uid_problem,
     _Warnings,
 )
@@ -39,6 +37,7 @@ from ._index import (
     _CHUNK,
     _Index,
 )
+from ._lookup import _Lookup
 from ._runs import _RunCache
 from ._scan import _Scanner
 from ._search import (
@@ -158,6 +157,10 @@ class FileStore(DocumentStore):
             columnar_cache=self.columnar_cache,
             cache_max_bytes=self.cache_max_bytes,
         )
+        self._lookup = _Lookup(
+            self.path, self._index, self._runs, self._writer, self._scan.refresh,
+            self._scan.refresh_file,
+        )
         self._runs.writing = self._writer.writing
         self._index.on_open = self._scan.refresh
         self._index.on_fork = self._writer.forget_after_fork
@@ -171,7 +174,7 @@ class FileStore(DocumentStore):
             self._syncs,
             columnar_cache=self.columnar_cache,
         )
-        self._open_directory()
+        _open_directory(self.path, self.read_only, self.describe())
         self._index.connect()
 
     @property
@@ -221,53 +224,7 @@ class FileStore(DocumentStore):
             out["index_path"] = self._index_option
         return out
 
-    # ------------------------------------------------------------------ opening
-    def _open_directory(self) -> None:
-        if self.path.is_dir():
-            if not self.read_only and not os.access(self.path, os.W_OK | os.X_OK):
-                raise StoreUnavailable(
-                    f"{self.describe()}: the directory is not writable by this user. Open it "
-                    "with read_only: true to read it, or fix its permissions."
-                )
-            return
-        if self.path.exists():
-            raise StoreUnavailable(
-                f"{self.describe()}: {self.path} exists but is not a directory. Point the "
-                "files store at a directory."
-            )
-        if self.read_only:
-            raise StoreUnavailable(
-                f"{self.describe()}: the directory {self.path} does not exist, and a read-only "
-                "store does not create it. Check the path, or open it with read_only: false to "
-                "create an empty store there."
-            )
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise StoreUnavailable(
-                f"{self.describe()}: cannot create the directory {self.path} ({err.strerror})."
-            ) from err
-
-    # ------------------------------------------------------------------ refreshing the index
-
-    # ------------------------------------------------------------------ warnings
-
-    # ------------------------------------------------------------------ reading run files
-
-    # ------------------------------------------------------------------ locating documents
-
-    def _locate(self, kind: str, uid: str, known: dict[str, str]) -> str | None:
-        """File holding a descriptor/resource/datum: this process's writes, the index, and
-        (on a miss) the index after a full refresh."""
-        name = known.get(uid)
-        if name is not None:
-            return name
-        name = self._index.member_file(kind, uid)
-        if name is None:
-            self._scan.refresh(deep=True)
-            name = self._index.member_file(kind, uid)
-        return name
-
+    # ------------------------------------------------------------------ for whole-run copies
     def indexed_run(self, run_start_uid: str) -> tuple[str, str, str | None] | None:
         """A run's file name, start and stop (JSON text) as the index holds them.
 
@@ -395,7 +352,7 @@ class FileStore(DocumentStore):
         """
         if not isinstance(descriptor_uid, str):
             return
-        name = self._locate("descriptor", descriptor_uid, self._writer.desc_file)
+        name = self._lookup.locate("descriptor", descriptor_uid, self._writer.desc_file)
         if name is None:
             return
         with self._lock:
@@ -415,7 +372,7 @@ class FileStore(DocumentStore):
     def get_resource(self, uid: str) -> Doc:
         """The resource with this uid (legacy resources: their ``_id``); missing →
         :class:`~broker_v1.errors.ResourceNotFound`."""
-        doc = self._find_resource(uid, thorough=True) if isinstance(uid, str) else None
+        doc = self._lookup.find_resource(uid, thorough=True) if isinstance(uid, str) else None
         if doc is None:
             raise ResourceNotFound(
                 f"No resource with uid {uid!r} in {self.describe()} (looked in every run file "
@@ -426,25 +383,11 @@ class FileStore(DocumentStore):
         out: Doc = json_copy(doc)
         return out
 
-    def _find_resource(self, uid: str, *, thorough: bool) -> Doc | None:
-        for state in self._writer.states.values():
-            doc = state.docs.get(("resource", uid))
-            if doc is not None:
-                return doc
-        if thorough:
-            name = self._locate("resource", uid, self._writer.res_file)
-        else:
-            name = self._writer.res_file.get(uid) or self._index.member_file("resource", uid)
-        if name is None:
-            return None
-        rd = self._runs.load(name)
-        return None if rd is None else rd.resources.get(uid)
-
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """Datum pages of one resource (nothing for an unknown resource)."""
         if not isinstance(resource_uid, str):
             return
-        name = self._locate("resource", resource_uid, self._writer.res_file)
+        name = self._lookup.locate("resource", resource_uid, self._writer.res_file)
         if name is None:
             return
         with self._lock:
@@ -466,7 +409,8 @@ class FileStore(DocumentStore):
 
     def get_datum(self, datum_id: str) -> Doc:
         """The datum with this id; missing → :class:`~broker_v1.errors.DatumNotFound`."""
-        doc = self._find_datum(datum_id, thorough=True) if isinstance(datum_id, str) else None
+        found = isinstance(datum_id, str)
+        doc = self._lookup.find_datum(datum_id, thorough=True) if found else None
         if doc is None:
             raise DatumNotFound(
                 f"No datum with datum_id {datum_id!r} in {self.describe()}.",
@@ -475,27 +419,6 @@ class FileStore(DocumentStore):
             )
         out: Doc = json_copy(doc)
         return out
-
-    def _find_datum(self, datum_id: str, *, thorough: bool) -> Doc | None:
-        name = self._writer.datum_owner.get(datum_id) or self._index.member_file("datum", datum_id)
-        if name is None and "/" in datum_id:
-            # datum ids are commonly "<resource uid>/<n>": look in that resource's file.
-            name = self._writer.res_file.get(datum_id.rsplit("/", 1)[0]) or self._index.member_file(
-                "resource", datum_id.rsplit("/", 1)[0]
-            )
-        if name is not None:
-            rd = self._runs.load(name)
-            doc = None if rd is None else rd.datums.get(datum_id)
-            if doc is not None or not thorough:
-                return doc
-        if not thorough:
-            return None
-        self._scan.refresh(deep=True)
-        name = self._index.member_file("datum", datum_id)
-        if name is None:
-            return None
-        rd = self._runs.load(name)
-        return None if rd is None else rd.datums.get(datum_id)
 
     # ------------------------------------------------------------------ maintenance
     def reindex(self) -> dict[str, int]:
@@ -580,7 +503,9 @@ class FileStore(DocumentStore):
                 state = self._writer.states.get(name)
                 if state is not None and state.fd is not None:
                     continue  # this process is writing it: never torn
-                removed = self._truncate_tail(self.path / name, careful)
+                removed = _truncate_tail(
+                    self.path / name, careful, self.torn_grace, self.describe()
+                )
                 if removed:
                     repaired[name] = removed
                     self._runs.forget(name)
@@ -588,50 +513,6 @@ class FileStore(DocumentStore):
             if repaired:
                 self._scan.refresh(deep=True)
             return repaired
-
-    def _truncate_tail(self, path: Path, careful: bool) -> int:
-        try:
-            # Never through a symbolic link: it may lead outside the store directory.
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            return 0
-        except OSError as err:
-            if path.is_symlink():
-                warnings.warn(
-                    f"{path} is a symbolic link, so repair() leaves it alone (it never writes "
-                    "outside the store directory). Repair the file it points to where it lives.",
-                    RunFileWarning,
-                    stacklevel=3,
-                )
-                return 0
-            raise StoreUnavailable(
-                f"{self.describe()}: cannot open {path} to repair it ({err.strerror})."
-            ) from err
-        try:
-            st = os.fstat(fd)
-            if careful and time.time() - st.st_mtime < self.torn_grace:
-                return 0
-            size = st.st_size
-            if size == 0:
-                return 0
-            # Find the last newline, reading backwards in blocks.
-            pos = size
-            keep = 0
-            while pos > 0:
-                step = min(65536, pos)
-                pos -= step
-                block = os.pread(fd, step, pos)
-                i = block.rfind(b"\n")
-                if i >= 0:
-                    keep = pos + i + 1
-                    break
-            if keep == size:
-                return 0
-            os.ftruncate(fd, keep)
-            os.fsync(fd)
-            return size - keep
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         """Flush and fsync everything written, close run files and the index."""
@@ -652,52 +533,11 @@ class FileStore(DocumentStore):
             pass
 
     # ------------------------------------------------------------------ write primitives
-    def _get_existing(self, name: str, key: str) -> Doc | None:
-        if not isinstance(key, str):
-            return None
-        if name == "start":
-            row = self._index.run_row(key)
-            if row is None and _uid_problem(key) is None:
-                # Written by another process and not indexed yet?
-                for suffix in _SUFFIXES:
-                    if (self.path / (key + suffix)).is_file():
-                        self._scan.refresh_file(key + suffix)
-                        row = self._index.run_row(key)
-                        break
-            return None if row is None else json.loads(row[1])
-        if name == "descriptor":
-            for state in self._writer.states.values():
-                doc = state.docs.get(("descriptor", key))
-                if doc is not None:
-                    return doc
-            file = self._writer.desc_file.get(key) or self._index.member_file("descriptor", key)
-            if file is None:
-                return None
-            rd = self._runs.load(file)
-            return None if rd is None else rd.descriptors.get(key)
-        if name == "resource":
-            return self._find_resource(key, thorough=False)
-        if name == "stop":
-            if not _sqlable(key):
-                return None
-            rows = self._index.read("SELECT stop FROM runs WHERE stop_uid = ?", (key,))
-            return json.loads(rows[0][0]) if rows else None
-        if name == "datum":
-            file = self._writer.datum_owner.get(key) or self._index.member_file("datum", key)
-            if file is None:
-                return None
-            rd = self._runs.load(file)
-            return None if rd is None else rd.datums.get(key)
-        if name == "event":
-            file = self._writer.event_owner.get(key)
-            if file is None:
-                return None
-            rd = self._runs.load(file)
-            return None if rd is None else rd.find_event(key, self.path / file)
-        raise ValueError(name)
-
     # The insert path checks event and datum duplicates with _get_existing by uid alone; make
     # sure this process knows every event and datum already in the file they will go to.
+    def _get_existing(self, name: str, key: str) -> Doc | None:
+        return self._lookup.existing(name, key)
+
     def _insert_event(self, event: Doc) -> None:
         self._writer.prepare("descriptor", event.get("descriptor"))
         super()._insert_event(event)
