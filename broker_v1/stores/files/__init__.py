@@ -20,6 +20,21 @@ It is a cache of the files: it is refreshed incrementally (a directory listing w
 directory changed, otherwise a ``stat`` of the few runs that are still open) so runs written by
 another process or copied in by hand appear in an open store, and it is rebuilt from the files
 whenever it is missing, corrupt or of another schema version.
+
+One concern per module, each given what it needs (the directory, the store's label and lock,
+the index, callbacks) rather than calling back into the store:
+
+* ``_format``: the layout's names, run-file lines, msgpack runs, torn tails, uid rules, the
+  warnings.
+* ``_index``: the SQLite index (schema, opening and rebuilding, transactions, rows).
+* ``_scan``: bringing the index up to date with the directory.
+* ``_search``: queries turned into SQL, keyset paging.
+* ``_rundata`` and ``_runs``: one parsed run file, and the cache of parsed runs.
+* ``_cache``: the columnar cache of completed runs.
+* ``_lookup``: where a descriptor, resource or datum is; the insert path's lookups.
+* ``_writer`` and ``_syncs``: appending documents, fsync, deferred syncs.
+* ``_import``: whole-run copies and their checking process.
+* ``_store``: :class:`FileStore`, the facade over the above.
 """
 
 from __future__ import annotations

@@ -18,11 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ...errors import (
-    CorruptRunFile,
-    MissingDependency,
-    StoreUnavailable,
-)
+from ...errors import CorruptRunFile, MissingDependency, StoreUnavailable
 from .._util import loads_json
 from ..base import Doc
 

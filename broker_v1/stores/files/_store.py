@@ -11,11 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import (
-    DatumNotFound,
-    ReadOnlyStore,
-    ResourceNotFound,
-)
+from ...errors import DatumNotFound, ReadOnlyStore, ResourceNotFound
 from .._query import QueryMatcher
 from .._util import json_copy
 from .._util import valid_unicode as _sqlable
@@ -29,21 +25,12 @@ from ._format import (
     _uid_problem,
     _Warnings,
 )
-from ._import import (
-    _Importer,
-    _Planner,
-)
-from ._index import (
-    _CHUNK,
-    _Index,
-)
+from ._import import _Importer, _Planner
+from ._index import _CHUNK, _Index
 from ._lookup import _Lookup
 from ._runs import _RunCache
 from ._scan import _Scanner
-from ._search import (
-    _prefix_bounds,
-    _Search,
-)
+from ._search import _prefix_bounds, _Search
 from ._syncs import _Syncs
 from ._writer import _Writer
 
@@ -118,7 +105,6 @@ class FileStore(DocumentStore):
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}.")
         self.path = Path(os.fspath(path)).expanduser().absolute()
-        self._dirname = str(self.path)  # for the hot paths, where pathlib's cost shows
         self.page_size = int(page_size)
         self.fsync_interval = float(fsync_interval)
         self.torn_grace = float(torn_grace)
