@@ -201,6 +201,11 @@ class _Index:
         """The process that opened the connection (a forked child reconnects)."""
         return self._pid
 
+    @property
+    def location(self) -> str:
+        """Where the open index is: a file name, or ``":memory:"``."""
+        return self._db_location
+
     def is_open(self) -> bool:
         """Whether a connection is open."""
         return self._db is not None
@@ -475,7 +480,7 @@ class _Index:
                 self.commit_batch()
 
     def commit_batch(self) -> None:
-        """Commit the transaction ``_write_batched`` left open, if any."""
+        """Commit the transaction ``write_batched`` left open, if any."""
         with self._lock:
             conn = self._db
             if conn is None or not conn.in_transaction:

@@ -163,9 +163,10 @@ class FileStore(DocumentStore):
         _open_directory(self.path, self.read_only, self.describe())
         self._index.connect()
 
+    # Views of the components, for tests and diagnostics.
     @property
     def _db_location(self) -> str:
-        return self._index._db_location
+        return self._index.location
 
     def _conn(self) -> sqlite3.Connection:
         return self._index.conn()

@@ -173,11 +173,12 @@ class _Writer:
             self._sync_timer = None
 
     def writing(self, name: str) -> bool:
+        """Whether this process has the file open for writing."""
         state = self.states.get(name)
         return state is not None and state.fd is not None
 
     def forget_after_fork(self) -> None:
-        # A forked child must not use its parent's writer state.
+        """Drop what a forked child inherited: it must not use its parent's writer state."""
         self.states.clear()
         self.event_owner.clear()
         self.datum_owner.clear()
