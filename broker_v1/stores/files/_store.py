@@ -288,8 +288,7 @@ class FileStore(DocumentStore):
         if row is None:
             return None
         if row[2] is None:
-            state = self._writer.states.get(row[0])
-            if state is not None and state.fd is not None:
+            if self._writer.writing(row[0]):
                 return None  # we are writing it and have not written its stop
             self._scan.refresh_file(row[0])
             row = self._index.run_row(run_start_uid)
@@ -487,8 +486,7 @@ class FileStore(DocumentStore):
             for name in names:
                 if not name.endswith(".jsonl"):
                     continue
-                state = self._writer.states.get(name)
-                if state is not None and state.fd is not None:
+                if self._writer.writing(name):
                     continue  # this process is writing it: never torn
                 removed = _truncate_tail(
                     self.path / name, careful, self.torn_grace, self.describe()
@@ -601,16 +599,3 @@ class FileStore(DocumentStore):
         if not isinstance(source, FileStore) or self.read_only:
             return None
         return self._importer.copy(source, run_start_uid)
-
-
-
-
-
-
-
-
-
-
-
-
-

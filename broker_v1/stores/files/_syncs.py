@@ -110,4 +110,3 @@ class _Syncs:
             pass
         finally:
             os.close(fd)
-
