@@ -66,7 +66,7 @@ def _is_corrupt(err: BaseException) -> bool:
 
 
 def _udf_text(search: str, text: str) -> int:
-
+    """SQLite function ``bv1_text(search, text)``: the exact ``$text`` match, as 0 or 1."""
     return int(text_matches(search, text))
 
 
