@@ -540,17 +540,26 @@ KILL_SCRIPT = textwrap.dedent("""
                 die()
             super()._write_document(name, doc)
 
-        def _create_run_file(self, name, data):
-            if MODE == "mid-write" and self.count():
-                with open(self.path / name, "xb") as f:
-                    f.write(data[: len(data) // 2])
-                die()
-            return super()._create_run_file(name, data)
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            # Whole-run copies are written by the store's importer: the kills go there.
+            store, importer = self, self._importer
+            create_run_file, index_imported = importer._create_run_file, importer._index_imported
 
-        def _index_imported(self, name, data, plan):
-            if MODE == "before-index" and self.count():
-                die()
-            super()._index_imported(name, data, plan)
+            def _create_run_file(name, data):
+                if MODE == "mid-write" and store.count():
+                    with open(store.path / name, "xb") as f:
+                        f.write(data[: len(data) // 2])
+                    die()
+                return create_run_file(name, data)
+
+            def _index_imported(name, data, plan):
+                if MODE == "before-index" and store.count():
+                    die()
+                index_imported(name, data, plan)
+
+            importer._create_run_file = _create_run_file
+            importer._index_imported = _index_imported
 
     copy_runs(FileStore(path=sys.argv[1], read_only=True), DiesMidCopy(path=sys.argv[2]),
               progress=False)
@@ -784,7 +793,7 @@ def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
 def checks_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     """The planning process for copies of any length, in small batches."""
     import broker_v1.copying._source as copying_source
-    import broker_v1.stores.files as files_module
+    import broker_v1.stores.files._import as files_module
 
     monkeypatch.setattr(files_module, "_PLANNER_MIN_RUNS", 1)
     monkeypatch.setattr(files_module, "_PLANNER_BATCH", 3)
@@ -860,7 +869,7 @@ def test_checking_process_never_reruns_the_callers_script(tmp_path: Path) -> Non
     FileStore(path=tmp_path / "a").count_runs()
     script = tmp_path / "copy_script.py"
     script.write_text(textwrap.dedent(f"""
-        import broker_v1.copying, broker_v1.stores.files as files
+        import broker_v1.copying, broker_v1.stores.files._import as files
         from broker_v1.stores.files import FileStore
         files._PLANNER_MIN_RUNS = 1
         with open({str(tmp_path / "ran.txt")!r}, "a") as f:

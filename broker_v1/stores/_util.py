@@ -9,12 +9,41 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "MAX_DEPTH", "DocumentValueError", "json_copy", "key_problem", "loads_json", "sanitize"
+    "MAX_DEPTH",
+    "DocumentValueError",
+    "json_copy",
+    "key_problem",
+    "loads_json",
+    "sanitize",
+    "valid_unicode",
 ]
 
 # Bytes to b"0" for digits, b" " for the rest: a run of 19 digits then shows as b"0" * 19.
 _DIGITS_ONLY = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _LONG_NUMBER = b"0" * 19
+
+
+def valid_unicode(text: str) -> bool:
+    """Whether a string is valid unicode: no lone surrogates.
+
+    SQLite cannot bind such a string and BSON cannot encode it, so the files and Mongo stores
+    both ask before handing one over.
+
+    Parameters
+    ----------
+    text
+        The string to check.
+
+    Returns
+    -------
+    bool
+        True when ``text`` encodes as UTF-8.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def loads_json(text: bytes) -> Any:

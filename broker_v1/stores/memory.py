@@ -14,153 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..errors import DatumNotFound, ResourceNotFound
+from ._columns import _Columns, _sort_key
 from ._query import QueryMatcher
 from ._util import json_copy
 from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
 
 __all__ = ["MemoryStore"]
-
-_MUTABLE = (dict, list)
-
-
-class _Columns:
-    """The events of one descriptor, column-wise, with an order kept by (time, seq_num)."""
-
-    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered",
-                 "_order")
-
-    def __init__(self) -> None:
-        self.time: list[Any] = []
-        self.seq_num: list[int] = []
-        self.uid: list[str] = []
-        self.data: dict[str, list[Any]] = {}
-        self.timestamps: dict[str, list[Any]] = {}
-        self.filled: dict[str, list[Any]] | None = None
-        self.nested: set[str] = set()  # data keys holding lists/dicts: deep-copied on read
-        self.ordered = True
-        self._order: list[int] | None = None  # row order by (time, seq_num) when not ordered
-
-    def __len__(self) -> int:
-        return len(self.uid)
-
-    def append(self, page: Doc) -> None:
-        self._order = None
-        n_before = len(self.uid)
-        times, seqs = page["time"], page["seq_num"]
-        if self.ordered:
-            if n_before and (times[0], seqs[0]) < (self.time[-1], self.seq_num[-1]):
-                self.ordered = False
-            elif len(times) > 1 and any(
-                (times[i + 1], seqs[i + 1]) < (times[i], seqs[i]) for i in range(len(times) - 1)
-            ):
-                self.ordered = False
-        self.time.extend(times)
-        self.seq_num.extend(seqs)
-        self.uid.extend(page["uid"])
-        n_after = len(self.uid)
-        _extend_columns(self.data, page["data"], n_before, None)
-        _extend_columns(self.timestamps, page["timestamps"], n_before, None)
-        for key, col in page["data"].items():
-            if key not in self.nested and any(type(v) in _MUTABLE for v in col):
-                self.nested.add(key)
-        if "filled" in page and self.filled is None:
-            self.filled = {}
-        if self.filled is not None:
-            _extend_columns(self.filled, page.get("filled", {}), n_before, False)
-            for col in self.filled.values():
-                if len(col) < n_after:
-                    col.extend([False] * (n_after - len(col)))
-
-    def append_event(self, event: Doc) -> None:
-        """:meth:`append` of ``event_to_page(event)``, without building the page (RunEngines
-        insert events one at a time: this is the hot path)."""
-        # Built before anything changes, as event_to_page would: a bad filled fails here.
-        filled = {k: [v] for k, v in event["filled"].items()} if "filled" in event else None
-        self._order = None
-        n_before = len(self.uid)
-        time, seq_num = event["time"], event["seq_num"]
-        if self.ordered and n_before and (time, seq_num) < (self.time[-1], self.seq_num[-1]):
-            self.ordered = False
-        self.time.append(time)
-        self.seq_num.append(seq_num)
-        self.uid.append(event["uid"])
-        for columns, values in ((self.data, event["data"]),
-                                (self.timestamps, event["timestamps"])):
-            for key, value in values.items():
-                col = columns.get(key)
-                if col is None:
-                    columns[key] = [None] * n_before + [value]
-                else:
-                    col.append(value)
-        for key, value in event["data"].items():
-            if type(value) in _MUTABLE:
-                self.nested.add(key)
-        if filled is not None and self.filled is None:
-            self.filled = {}
-        if self.filled is not None:
-            _extend_columns(self.filled, filled or {}, n_before, False)
-            for col in self.filled.values():
-                if len(col) <= n_before:
-                    col.append(False)
-
-    def row(self, i: int, descriptor: str) -> Doc:
-        event: Doc = {
-            "descriptor": descriptor,
-            "uid": self.uid[i],
-            "time": self.time[i],
-            "seq_num": self.seq_num[i],
-            "data": {k: json_copy(c[i]) for k, c in self.data.items()},
-            "timestamps": {k: c[i] for k, c in self.timestamps.items()},
-        }
-        if self.filled is not None:
-            event["filled"] = {k: c[i] for k, c in self.filled.items()}
-        return event
-
-    def page(self, descriptor: str, start: int, stop: int, fields: set[str] | None) -> Doc:
-        if self.ordered:
-            order = None
-            rows = slice(start, stop)
-
-            def take(col: list[Any]) -> list[Any]:
-                return col[rows]
-        else:
-            if self._order is None:
-                self._order = sorted(
-                    range(len(self.uid)), key=lambda i: (self.time[i], self.seq_num[i])
-                )
-            order = self._order[start:stop]
-
-            def take(col: list[Any]) -> list[Any]:
-                return [col[i] for i in order]
-
-        keys = [k for k in self.data if fields is None or k in fields]
-        data = {}
-        for k in keys:
-            col = take(self.data[k])
-            data[k] = [json_copy(v) for v in col] if k in self.nested else col
-        page: Doc = {
-            "descriptor": descriptor,
-            "time": take(self.time),
-            "seq_num": take(self.seq_num),
-            "uid": take(self.uid),
-            "data": data,
-            "timestamps": {k: take(self.timestamps[k]) for k in keys},
-        }
-        if self.filled is not None:
-            page["filled"] = {k: take(c) for k, c in self.filled.items() if k in keys}
-        return page
-
-
-def _extend_columns(
-    columns: dict[str, list[Any]], new: dict[str, list[Any]], n_before: int, missing: Any
-) -> None:
-    # Keys absent from earlier pages are back-filled so every column stays row-aligned.
-    for key, col in new.items():
-        existing = columns.get(key)
-        if existing is None:
-            columns[key] = [missing] * n_before + list(col)
-        else:
-            existing.extend(col)
 
 
 class MemoryStore(DocumentStore):
@@ -398,14 +257,3 @@ class MemoryStore(DocumentStore):
                 ids.append(datum_id)
         else:  # pragma: no cover - the insert path sends nothing else
             raise ValueError(name)
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    # Missing values sort first, like MongoDB's null; mixed types group by kind.
-    if value is None:
-        return (0, 0)
-    if isinstance(value, int | float):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    return (3, repr(value))

@@ -43,8 +43,8 @@ from rel_corpus import (  # noqa: F401
 
 from broker_v1 import Broker
 from broker_v1.errors import StoreUnavailable
-from broker_v1.stores import files as files_module
 from broker_v1.stores.files import FileStore
+from broker_v1.stores.files import _writer as files_module
 
 T0 = 1_700_000_000.0
 SERVER_CANDIDATES = [Path("/tmp/secantus-venv"), REPO / ".ci" / "secantus-venv"]

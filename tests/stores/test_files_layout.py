@@ -539,7 +539,7 @@ def test_whole_run_copies_in_deferred_sync_share_an_index_transaction(tmp_path, 
     """Inside deferred_sync() whole-run copies are indexed in one transaction kept open across
     runs: this store reads each run at once; the index file (other processes) has them once
     it is committed: before any other write, and when the block ends."""
-    import broker_v1.stores.files as files_module
+    import broker_v1.stores.files._index as files_module
 
     monkeypatch.setattr(files_module, "_BATCH_RUNS", 10**6)
     monkeypatch.setattr(files_module, "_BATCH_SECONDS", 1e9)
@@ -576,7 +576,7 @@ def test_whole_run_copies_in_deferred_sync_share_an_index_transaction(tmp_path, 
 
 def test_whole_run_copies_committed_when_deferred_sync_ends(tmp_path, monkeypatch):
     """The index transaction of whole-run copies is committed when the block ends."""
-    import broker_v1.stores.files as files_module
+    import broker_v1.stores.files._index as files_module
 
     monkeypatch.setattr(files_module, "_BATCH_SECONDS", 1e9)
     source = FileStore(path=tmp_path / "a")

@@ -22,19 +22,11 @@ from ...errors import (
     StoreUnavailable,
     UnsupportedQuery,
 )
+from .._util import valid_unicode as _encodable
 from ._client import _Connection
 
 # BSON integers are signed 64-bit.
 _INT64 = 2**63
-
-
-def _encodable(text: str) -> bool:
-    """Whether a string is valid unicode, as BSON requires (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _bson_problem(value: Any, path: tuple[str, ...] = ()) -> tuple[str | None, str] | None:

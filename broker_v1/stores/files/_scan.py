@@ -1,0 +1,389 @@
+"""Directory -> index: bringing the SQLite index up to date with the run files.
+
+Cheap when nothing changed: a ``stat`` of the directory and of the runs still open.  A
+changed directory (or a rebuild) is listed and every new or changed file is indexed,
+incrementally when a file only grew.  Runs written by other processes, or copied in by
+hand, appear this way in an open store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat as stat_module
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...errors import CorruptRunFile, StoreUnavailable
+from .._util import valid_unicode as _sqlable
+from ..base import Doc
+from ._format import (
+    _NAME_RE,
+    _SUFFIXES,
+    ASSETS_NAME,
+    RunFileWarning,
+    _check_pair,
+    _read_first_line,
+    _read_msgpack,
+    _Warnings,
+)
+from ._index import _Index, _is_time
+from ._rundata import _RunData
+
+# A directory mtime younger than this may not yet reflect a file created in the same clock
+# tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
+_DIR_TRUST_SECONDS = 1.0
+
+
+class _Scanner:
+    """Keeps one directory's index up to date with its files.
+
+    Parameters
+    ----------
+    path
+        The store directory.
+    label
+        The store's description, for messages.
+    lock
+        The store's lock.
+    index
+        The index to bring up to date.
+    warnings
+        Where warnings about unreadable files are given once.
+    forget
+        ``forget(name)``: drop a vanished file's parsed contents.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        label: str,
+        lock: threading.RLock,
+        index: _Index,
+        warnings: _Warnings,
+        forget: Callable[[str], None],
+    ) -> None:
+        self.path = path
+        self._label = label
+        self._lock = lock
+        self._index = index
+        self._warnings = warnings
+        self._forget = forget
+
+    def describe(self) -> str:
+        """The store's description, for messages."""
+        return self._label
+
+    def refresh(self, *, deep: bool = False) -> None:
+        """Bring the index up to date with the directory (cheap when nothing changed)."""
+        with self._lock:
+            if self._index.disconnected():
+                self._index.conn()  # reconnecting refreshes
+                if not deep:
+                    return
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                raise StoreUnavailable(
+                    f"{self.describe()}: the directory {self.path} no longer exists."
+                ) from None
+            self._index.follow_replacement()
+            if deep or st.st_mtime_ns != self._index.dir_mtime:
+                self._full_scan(st)
+            else:
+                self._check_volatile()
+
+    def _full_scan(self, dir_stat: os.stat_result) -> None:
+        known = self._index.file_rows()
+        seen: set[str] = set()
+        changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith(".") or not name.endswith(_SUFFIXES) or not _sqlable(name):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if not stat_module.S_ISREG(st.st_mode):
+                    continue
+                seen.add(name)
+                row = known.get(name)
+                if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
+                    changed.append((name, st, row))
+        vanished = [name for name in known if name not in seen]
+        if vanished:
+
+            def forget(conn: sqlite3.Connection) -> None:
+                for name in vanished:
+                    self._index.forget_file(conn, name)
+
+            self._index.write(forget)
+            for name in vanished:
+                self._forget(name)
+        changed.sort(key=lambda item: item[0])
+        for i in range(0, len(changed), 200):
+            # Transactions of 200 files: a rebuild never holds the write lock for long.
+            self._index_files(changed[i : i + 200])
+        # Trust the directory mtime only once it is old enough that a later change must move it.
+        trusted = (
+            dir_stat.st_mtime_ns if time.time() - dir_stat.st_mtime > _DIR_TRUST_SECONDS else None
+        )
+        if trusted != self._index.dir_mtime:
+            self._index.dir_mtime = trusted
+            self._index.write(
+                lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime', ?)",
+                    (None if trusted is None else str(trusted),),
+                )
+            )
+
+    def _check_volatile(self) -> None:
+        rows = self._index.file_rows("WHERE volatile = 1")
+        changed = []
+        for name, row in rows.items():
+            try:
+                st = os.stat(self.path / name)
+            except FileNotFoundError:
+                self._index.dir_mtime = None  # the directory changed after all: scan next time
+                continue
+            if row[1] != st.st_size or row[2] != st.st_mtime_ns:
+                changed.append((name, st, row))
+        if changed:
+            self._index_files(changed)
+
+    def _index_files(
+        self, items: Sequence[tuple[str, os.stat_result, tuple[Any, ...] | None]]
+    ) -> None:
+        def index(conn: sqlite3.Connection) -> None:
+            for item in items:
+                self._index_file(conn, *item)
+
+        self._index.write(index)
+
+    def refresh_file(self, name: str) -> None:
+        """Re-index one file if it changed since it was indexed."""
+        rows = self._index.file_rows("WHERE name = ?", (name,))
+        try:
+            st = os.stat(self.path / name)
+        except FileNotFoundError:
+            return
+        row = rows.get(name)
+        if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
+            self._index.write(lambda conn: self._index_file(conn, name, st, row))
+
+    def _index_file(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        st: os.stat_result,
+        seen_row: tuple[Any, ...] | None,
+    ) -> None:
+        """(Re)index one file inside the caller's transaction, incrementally when it grew.
+
+        ``seen_row`` was read before the transaction; another process may have indexed the
+        file since, so the row is read again here and that one counts.
+        """
+        del seen_row
+        row = conn.execute(
+            "SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files "
+            "WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is not None and (row[1], row[2]) == (st.st_size, st.st_mtime_ns):
+            return  # already indexed as it is now
+        path = self.path / name
+        if name.endswith(".msgpack"):
+            self._index_msgpack(conn, name, st)
+            return
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            self._index.forget_file(conn, name)
+            return
+        with f:
+            head = _read_first_line(f)
+            if head is None:  # empty, or the first line is still being written
+                if row is not None and row[5] != "pending":
+                    self._index.forget_file(conn, name)
+                self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
+                return
+            crc = zlib.crc32(head)
+            size = max(st.st_size, len(head))
+            incremental = (
+                row is not None
+                and row[4] == crc
+                and row[3] <= size
+                and row[5] in ("run", "assets")
+                and row[3] >= len(head)
+            )
+            run_uid: str | None = row[6] if incremental and row is not None else None
+            if incremental:
+                assert row is not None
+                offset = row[3]
+                kind = row[5]
+            else:
+                self._index.forget_file(conn, name)
+                if name == ASSETS_NAME:
+                    kind, offset = "assets", 0
+                else:
+                    run_uid = self._index_start(conn, name, path, head)
+                    if run_uid is None:
+                        self._index.set_file_row(
+                            conn, name, st, len(head), crc, "ignored", None, False
+                        )
+                        return
+                    kind, offset = "run", len(head)
+            f.seek(offset)
+            data = f.read()
+        scanned, has_stop = self._scan_members(conn, name, path, data, offset, run_uid)
+        if kind == "run" and not has_stop:
+            has_stop = bool(
+                conn.execute(
+                    "SELECT stop IS NOT NULL FROM runs WHERE uid = ?", (run_uid,)
+                ).fetchone()[0]
+            )
+        volatile = kind == "assets" or not has_stop
+        self._index.set_file_row(conn, name, st, scanned, crc, kind, run_uid, volatile)
+
+    def _index_start(
+        self, conn: sqlite3.Connection, name: str, path: Path, head: bytes
+    ) -> str | None:
+        try:
+            item = json.loads(head)
+            doc_name, start = _check_pair(item, path, 1)
+        except (ValueError, RecursionError, CorruptRunFile):
+            self._warnings.warn_once(
+                name, 1, f"{path} line 1 is not a [name, document] pair; the file is not shown "
+                "as a run. Remove or fix it.", RunFileWarning)
+            return None
+        uid = start.get("uid")
+        if (
+            doc_name != "start"
+            or not isinstance(uid, str)
+            or not _sqlable(uid)
+            or not _is_time(start.get("time"))
+        ):
+            self._warnings.warn_once(
+                name,
+                1,
+                f"{path} does not begin with a start document that has a string uid and a "
+                "numeric time, so it is not shown as a run. Remove or fix it.",
+                RunFileWarning,
+            )
+            return None
+        other = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()
+        if other is not None and other[0] != name:
+            self._warnings.warn_once(
+                name,
+                1,
+                f"{path} holds run {uid}, which {other[0]} in the same store already holds; "
+                f"{other[0]} is used. Remove one of the two files.",
+                RunFileWarning,
+            )
+            return None
+        self._index.insert_run_row(conn, name, start)
+        return uid
+
+    def _scan_members(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        path: Path,
+        data: bytes,
+        offset: int,
+        run_uid: str | None,
+    ) -> tuple[int, bool]:
+        """Index descriptors, resources, datums and the stop in complete lines of ``data``."""
+        end = data.rfind(b"\n") + 1
+        members: list[tuple[str, str, str]] = []
+        stop: Doc | None = None
+        if end:
+            for line in data[:end].split(b"\n"):
+                m = _NAME_RE.match(line)
+                if m is None:
+                    continue
+                kind = m.group(1)
+                if kind in (b"event", b"event_page", b"start"):
+                    continue
+                try:
+                    doc_name, doc = _check_pair(json.loads(line), path, None)
+                except (ValueError, RecursionError, CorruptRunFile):
+                    continue  # reported when the run is read
+                if doc_name in ("descriptor", "resource"):
+                    uid = doc.get("uid")
+                    if uid is None and doc_name == "resource" and "_id" in doc:
+                        uid = str(doc["_id"])
+                    if isinstance(uid, str):
+                        members.append((doc_name, uid, name))
+                elif doc_name == "datum":
+                    if isinstance(doc.get("datum_id"), str):
+                        members.append(("datum", doc["datum_id"], name))
+                elif doc_name == "datum_page":
+                    ids = doc.get("datum_id")
+                    if isinstance(ids, list):
+                        members.extend(("datum", d, name) for d in ids if isinstance(d, str))
+                elif doc_name == "stop" and run_uid is not None:
+                    if doc.get("run_start", run_uid) == run_uid:
+                        stop = doc
+        self._index.record_members(conn, members)
+        if stop is not None:
+            self._index.record_stop(conn, run_uid, stop)
+        return offset + end, stop is not None
+
+    def _index_msgpack(self, conn: sqlite3.Connection, name: str, st: os.stat_result) -> None:
+        path = self.path / name
+        self._index.forget_file(conn, name)
+        try:
+            docs, consumed, _ = _read_msgpack(path)
+        except CorruptRunFile as err:
+            self._warnings.warn_once(name, err.line or 0, f"{err} It is not shown as a run.",
+                                     RunFileWarning)
+            self._index.set_file_row(conn, name, st, 0, None, "ignored", None, False)
+            return
+        if not docs:
+            self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
+            return
+        first = json.dumps(docs[0]).encode()
+        crc = zlib.crc32(first)
+        doc_name, start = docs[0]
+        uid = start.get("uid")
+        if (
+            doc_name != "start"
+            or not isinstance(uid, str)
+            or not _sqlable(uid)
+            or not _is_time(start.get("time"))
+        ):
+            self._warnings.warn_once(name, 1, f"{path} does not begin with a start document, so "
+                                     "it is not shown as a run.", RunFileWarning)
+            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
+            return
+        other = conn.execute("SELECT file FROM runs WHERE uid = ?", (uid,)).fetchone()
+        if other is not None:
+            self._warnings.warn_once(
+                name, 1, f"{path} holds run {uid}, which {other[0]} in the same store already "
+                f"holds; {other[0]} is used. Remove one of the two files.", RunFileWarning
+            )
+            self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
+            return
+        self._index.insert_run_row(conn, name, start)
+        members: list[tuple[str, str, str]] = []
+        stop = None
+        rd = _RunData(name, "msgpack")
+        for doc_name, doc in docs[1:]:
+            rd.add_doc(doc_name, doc)
+            if doc_name == "stop":
+                stop = doc
+        members.extend(("descriptor", u, name) for u in rd.descriptors)
+        members.extend(("resource", u, name) for u in rd.resources)
+        members.extend(("datum", u, name) for u in rd.datums)
+        self._index.record_members(conn, members)
+        if stop is not None:
+            self._index.record_stop(conn, uid, stop)
+        self._index.set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)

@@ -1,0 +1,112 @@
+"""Deferred fsyncs: inside ``deferred_sync()`` a run's stop does not wait for its fsync.
+
+Each fsync is handed to a few background threads (they wait on the disk, not on Python)
+and the directory is synced once at the end of the block; leaving the block waits for all
+of them and names the files whose fsync failed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ...errors import StoreUnavailable
+
+#: Most stop fsyncs in flight at once inside ``deferred_sync()`` (each holds a descriptor).
+_MAX_PENDING_SYNCS = 64
+
+
+def _fsync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Syncs:
+    """The fsyncs a store has in flight inside ``deferred_sync()``, and directory syncs.
+
+    Parameters
+    ----------
+    path
+        The store directory.
+    label
+        The store's description, for messages.
+    lock
+        The store's lock.
+    """
+
+    def __init__(self, path: Path, label: str, lock: threading.RLock) -> None:
+        self.path = path
+        self._label = label
+        self._lock = lock
+        # deferred_sync(): nesting depth, the syncs in flight (file name, future), and whether
+        # the directory holds new entries not yet synced.
+        self.deferred = 0
+        self._sync_pool: Any = None
+        self._pending_syncs: deque[tuple[str, Any]] = deque()
+        self.dir_unsynced = False
+
+    def describe(self) -> str:
+        """The store's description, for messages."""
+        return self._label
+
+    def begin(self) -> None:
+        """Enter a ``deferred_sync()`` block (the outermost one starts the threads)."""
+        with self._lock:
+            if self.deferred == 0 and self._sync_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._sync_pool = ThreadPoolExecutor(4, thread_name_prefix="broker_v1-fsync")
+            self.deferred += 1
+
+    def end(self) -> bool:
+        """Leave a ``deferred_sync()`` block; True when it was the outermost one."""
+        with self._lock:
+            self.deferred -= 1
+            return self.deferred == 0
+
+    def queue(self, name: str, fd: int) -> None:
+        """fsync and close ``fd`` in the background; at most a few dozen wait at once."""
+        assert self._sync_pool is not None
+        while len(self._pending_syncs) >= _MAX_PENDING_SYNCS:  # bound the open descriptors
+            self._pending_syncs[0][1].result()
+            self._pending_syncs.popleft()
+        self._pending_syncs.append((name, self._sync_pool.submit(_fsync_and_close, fd)))
+
+    def wait(self) -> None:
+        failed = []
+        while self._pending_syncs:
+            name, future = self._pending_syncs.popleft()
+            try:
+                future.result()
+            except OSError as err:
+                failed.append(f"{name} ({err.strerror})")
+        pool, self._sync_pool = self._sync_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        if self.dir_unsynced:
+            self.fsync_directory()
+            self.dir_unsynced = False
+        if failed:
+            raise StoreUnavailable(
+                f"{self.describe()}: {len(failed)} run file(s) were written but could not be "
+                f"flushed to disk: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}. "
+                "They may be lost if the machine stops; check the disk, then write them again "
+                "(an identical re-insert or copy is a no-op)."
+            )
+
+    def fsync_directory(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # pragma: no cover - e.g. Windows
+            return
+        try:
+            os.fsync(fd)
+        except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+            pass
+        finally:
+            os.close(fd)

@@ -1,0 +1,641 @@
+"""Appending documents to run files: per-file writer state, fsync, deferred syncs.
+
+Every document is one ``os.write`` of a whole line (a partial one is cut off again), so a
+killed process loses nothing; fsync (at ``stop``, on a timer, or handed to a few threads
+inside ``deferred_sync()``) guards against power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...errors import (
+    CorruptRunFile,
+    DuplicateDocument,
+    InvalidDocument,
+    ReadOnlyStore,
+    StoreUnavailable,
+    UnsafeUid,
+)
+from .._util import valid_unicode as _sqlable
+from ..base import Doc, not_found_run
+from ._cache import _ColumnAcc, _write_cache
+from ._format import (
+    _EVENT_KEYS_KEPT,
+    ASSETS_NAME,
+    _dump_line,
+    _last_byte,
+    _read_first_line,
+    _single_datum,
+    _single_event,
+    _uid_problem,
+)
+from ._index import _Index
+from ._runs import _RunCache
+from ._syncs import _Syncs
+
+
+class _RunState:
+    """What this process knows about a run file it writes (or checked duplicates against)."""
+
+    __slots__ = (
+        "name",
+        "run_uid",
+        "fd",
+        "size",
+        "lines",
+        "dirty",
+        "new_entry",
+        "uids_loaded",
+        "event_uids",
+        "datum_ids",
+        "docs",
+        "pending_datums",
+        "acc",
+        "doc_lines",
+        "acc_bytes",
+    )
+
+    def __init__(self, name: str, run_uid: str | None) -> None:
+        self.name = name
+        self.run_uid = run_uid
+        self.fd: int | None = None
+        self.size = 0
+        self.lines = 0
+        self.dirty = False
+        self.new_entry = False
+        self.uids_loaded = False
+        self.event_uids: set[str] = set()
+        self.datum_ids: set[str] = set()
+        self.docs: dict[tuple[str, str], Doc] = {}  # (kind, uid) -> descriptor / resource
+        self.pending_datums: list[str] = []
+        # What a run this process created holds, kept for the columnar cache at stop: events
+        # column-wise per descriptor, every other document as its JSON line.
+        self.acc: dict[str, _ColumnAcc] | None = None
+        self.doc_lines: list[bytes] = []
+        self.acc_bytes = 0
+
+
+def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
+    """Keep a written event (or page) column-wise for the run's columnar cache; a document
+    whose keys do not match gives the cache up (the run gets one on first read instead)."""
+    if state.acc is None:
+        return
+    acc = state.acc.get(doc["descriptor"])
+    if acc is None:
+        acc = state.acc[doc["descriptor"]] = _ColumnAcc(doc)
+    if not (acc.add_event(doc) if single else acc.add(doc)):
+        state.acc, state.doc_lines = None, []
+
+
+
+
+class _Writer:
+    """Appends documents to the run files of one store directory, and what that takes.
+
+    It knows, for this process, which file each run, descriptor, resource, event and datum
+    went to (``run_file``, ``desc_file``, ``res_file``, ``event_owner``, ``datum_owner``)
+    and the state of every file it has open (``states``), and records new members and
+    stops in the index as it writes.
+
+    Parameters
+    ----------
+    path
+        The store directory.
+    label
+        The store's description, for messages.
+    lock, write_lock
+        The store's lock, and the insert path's lock (held by the fsync timer).
+    index
+        The index, which records what is written.
+    runs
+        The parsed-run cache (to learn the uids already in a file this process appends to).
+    syncs
+        The deferred fsyncs (a stop inside ``deferred_sync()`` is synced in the background).
+    refresh_file
+        ``refresh_file(name)``: re-index a file another process may have written.
+    fsync_interval, columnar_cache, cache_max_bytes
+        The store's options of the same names.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        label: str,
+        lock: threading.RLock,
+        write_lock: threading.RLock,
+        index: _Index,
+        runs: _RunCache,
+        syncs: _Syncs,
+        refresh_file: Callable[[str], None],
+        *,
+        fsync_interval: float,
+        columnar_cache: bool,
+        cache_max_bytes: int,
+    ) -> None:
+        self.path = path
+        self._label = label
+        self._lock = lock
+        self._write_lock = write_lock
+        self._index = index
+        self._runs = runs
+        self._syncs = syncs
+        self._refresh_file = refresh_file
+        self.fsync_interval = fsync_interval
+        self.columnar_cache = columnar_cache
+        self.cache_max_bytes = cache_max_bytes
+        self.states: OrderedDict[str, _RunState] = OrderedDict()
+        self.event_owner: dict[str, str] = {}
+        self.datum_owner: dict[str, str] = {}
+        self.desc_file: dict[str, str] = {}
+        self.res_file: dict[str, str] = {}
+        self.run_file: dict[str, str] = {}
+        self.last_started: str | None = None
+        self._sync_timer: threading.Timer | None = None
+
+    def describe(self) -> str:
+        """The store's description, for messages."""
+        return self._label
+
+    def cancel_timer(self) -> None:
+        """Stop the fsync timer (the store is closing)."""
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+
+    def writing(self, name: str) -> bool:
+        """Whether this process has the file open for writing."""
+        state = self.states.get(name)
+        return state is not None and state.fd is not None
+
+    def forget_after_fork(self) -> None:
+        """Drop what a forked child inherited: it must not use its parent's writer state."""
+        self.states.clear()
+        self.event_owner.clear()
+        self.datum_owner.clear()
+
+    def prepare(self, kind: str, uid: Any) -> None:
+        if not isinstance(uid, str):
+            return
+        known = self.desc_file if kind == "descriptor" else self.res_file
+        name = known.get(uid) or self._index.member_file(kind, uid)
+        if name is None:
+            return
+        state = self.states.get(name)
+        if state is not None and state.uids_loaded:
+            return
+        self.adopt(name)
+
+    def adopt(self, name: str) -> _RunState:
+        """Register an existing file's uids so duplicates of its documents are detected."""
+        state = self.states.get(name)
+        if state is None:
+            run_uid = None
+            if name != ASSETS_NAME:
+                rows = self._index.read("SELECT uid FROM runs WHERE file = ?", (name,))
+                run_uid = rows[0][0] if rows else None
+            state = _RunState(name, run_uid)
+            self.states[name] = state
+        if not state.uids_loaded:
+            rd = self._runs.load(name)
+            if rd is not None:
+                path = self.path / name
+                for uid, _ in rd.event_uids(path):
+                    state.event_uids.add(uid)
+                    self.event_owner[uid] = name
+                for datum_id in rd.datums:
+                    state.datum_ids.add(datum_id)
+                    self.datum_owner[datum_id] = name
+                for uid, doc in rd.descriptors.items():
+                    self.desc_file.setdefault(uid, name)
+                    state.docs[("descriptor", uid)] = doc
+                for uid, doc in rd.resources.items():
+                    self.res_file.setdefault(uid, name)
+                    state.docs[("resource", uid)] = doc
+                if rd.start is not None and isinstance(rd.start.get("uid"), str):
+                    self.run_file.setdefault(rd.start["uid"], name)
+            state.uids_loaded = True
+        self._trim_states()
+        return state
+
+    def _trim_states(self) -> None:
+        # Forget the uids of runs this process finished long ago (they are re-read on demand).
+        closed = [n for n, s in self.states.items() if s.fd is None]
+        for name in closed[: max(0, len(closed) - 4)]:
+            state = self.states.pop(name)
+            for uid in state.event_uids:
+                if self.event_owner.get(uid) == name:
+                    del self.event_owner[uid]
+            for datum_id in state.datum_ids:
+                if self.datum_owner.get(datum_id) == name:
+                    del self.datum_owner[datum_id]
+
+    def run_file_name(self, run_uid: str) -> str | None:
+        name = self.run_file.get(run_uid)
+        if name is None:
+            if not _sqlable(run_uid):
+                return None  # no run has a uid SQLite cannot even hold
+            rows = self._index.read("SELECT file FROM runs WHERE uid = ?", (run_uid,))
+            name = rows[0][0] if rows else None
+        return name
+
+    def _writable(self, name: str) -> _RunState:
+        """The state of a file, opened for appending."""
+        state = self.states.get(name)
+        if state is None or not state.uids_loaded:
+            state = self.adopt(name)
+        if state.fd is not None:
+            return state
+        path = self.path / name
+        if name.endswith(".msgpack"):
+            raise ReadOnlyStore(
+                f"Run file {path} is in msgpack format, which {self.describe()} reads but never "
+                "writes, so nothing was written. Insert the run into a store of .jsonl files.",
+                store=self.describe(),
+            )
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as err:
+            raise self.cannot_open(path, err) from err
+        size = os.fstat(fd).st_size
+        if size:
+            if _last_byte(path, size) != b"\n":
+                os.close(fd)
+                raise CorruptRunFile(
+                    f"{path} ends with an incomplete line (a writer was interrupted), so "
+                    f"nothing more can be appended to it and nothing was written. Call "
+                    "repair() on the store to remove the incomplete tail, then insert again.",
+                    path=str(path),
+                )
+        state.fd = fd
+        state.size = size
+        state.new_entry = state.new_entry or size == 0
+        return state
+
+    def _append(self, state: _RunState, name: str, doc: Doc) -> None:
+        line = _dump_line(name, doc)
+        assert state.fd is not None
+        before = state.size
+        view = memoryview(line)
+        try:
+            while view:
+                written = os.write(state.fd, view)
+                view = view[written:]
+        except OSError as err:
+            if view.nbytes != len(line) and state.name != ASSETS_NAME:
+                # All of the document or none of it: cut a partial line off again.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(state.fd, before)
+            raise StoreUnavailable(
+                f"{self.describe()}: could not write a {name} document to "
+                f"{self.path / state.name} ({err.strerror}). Nothing was written."
+            ) from err
+        state.size = before + len(line)
+        state.lines += 1
+        if self.fsync_interval <= 0:
+            self._fsync(state, name)
+        else:
+            state.dirty = True
+            self._schedule_sync()
+        if state.acc is not None:
+            state.acc_bytes += len(line)
+            if state.acc_bytes > self.cache_max_bytes:
+                state.acc, state.doc_lines = None, []
+            elif name not in ("event", "event_page"):
+                state.doc_lines.append(line)
+
+    def cannot_open(self, path: Path, err: OSError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"{self.describe()}: could not open {path} for writing ({err.strerror}). Nothing "
+            "was written."
+        )
+
+    def _fsync(self, state: _RunState, name: str) -> None:
+        assert state.fd is not None
+        try:
+            os.fsync(state.fd)
+        except OSError as err:
+            raise StoreUnavailable(
+                f"{self.describe()}: a {name} document was written to {self.path / state.name} "
+                f"but could not be flushed to disk ({err.strerror}), so it may be lost if the "
+                "machine stops. Check the disk, then insert the document again (an identical "
+                "re-insert is a no-op)."
+            ) from err
+
+    def write_document(self, name: str, doc: Doc) -> None:
+        with self._lock:
+            if name == "start":
+                self._write_start(doc)
+            elif name == "descriptor":
+                file = self.run_file_name(doc["run_start"])
+                if file is None:  # pragma: no cover - the insert path checked the link
+                    raise not_found_run(self, doc["run_start"])  # type: ignore[arg-type]
+                state = self._writable(file)
+                self._append(state, "descriptor", doc)
+                self.desc_file[doc["uid"]] = file
+                state.docs[("descriptor", doc["uid"])] = doc
+                self._flush_state(state, [("descriptor", doc["uid"], file)])
+            elif name == "event_page":
+                if not doc["uid"]:
+                    return  # an empty page holds nothing to keep
+                file = self.desc_file.get(doc["descriptor"]) or self._index.member_file(
+                    "descriptor", doc["descriptor"]
+                )
+                assert file is not None
+                state = self._writable(file)
+                if len(doc["uid"]) == 1:
+                    # One row: written as a plain event, as suitcase-jsonl writes RunEngine
+                    # output, so older readers that know only "event" read it too.
+                    self._append(state, "event", _single_event(doc))
+                else:
+                    self._append(state, "event_page", doc)
+                for uid in doc["uid"]:
+                    state.event_uids.add(uid)
+                    self.event_owner[uid] = file
+                _accumulate(state, doc, single=False)
+            elif name == "resource":
+                file = self._resource_target(doc)
+                state = self._writable(file)
+                self._append(state, "resource", doc)
+                self.res_file[doc["uid"]] = file
+                state.docs[("resource", doc["uid"])] = doc
+                self._flush_state(state, [("resource", doc["uid"], file)])
+            elif name == "datum_page":
+                file = self.res_file.get(doc["resource"]) or self._index.member_file(
+                    "resource", doc["resource"]
+                )
+                assert file is not None
+                state = self._writable(file)
+                if len(doc["datum_id"]) == 1:
+                    self._append(state, "datum", _single_datum(doc))
+                else:
+                    self._append(state, "datum_page", doc)
+                for datum_id in doc["datum_id"]:
+                    state.datum_ids.add(datum_id)
+                    self.datum_owner[datum_id] = file
+                state.pending_datums.extend(doc["datum_id"])
+                if len(state.pending_datums) > 10_000:
+                    self._flush_state(state, [])
+            elif name == "stop":
+                self._write_stop(doc)
+            else:  # pragma: no cover - the insert path sends nothing else
+                raise ValueError(name)
+
+    def write_event(self, event: Doc) -> None:
+        # A single event is written as the line it already is (no page round trip), as
+        # suitcase-jsonl writes RunEngine output; keys beyond the event's own are dropped,
+        # as the page path drops them.
+        if not event.keys() <= _EVENT_KEYS_KEPT:
+            event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
+        with self._lock:
+            file = self.desc_file.get(event["descriptor"]) or self._index.member_file(
+                "descriptor", event["descriptor"]
+            )
+            assert file is not None
+            state = self._writable(file)
+            self._append(state, "event", event)
+            state.event_uids.add(event["uid"])
+            self.event_owner[event["uid"]] = file
+            _accumulate(state, event, single=True)
+
+    def _write_start(self, doc: Doc) -> None:
+        uid = doc["uid"]
+        if doc["time"] != doc["time"]:
+            # The index orders runs by time; SQLite cannot hold a NaN (it becomes NULL).
+            raise InvalidDocument(
+                f"start {uid} has time NaN, so it cannot be placed among the runs of "
+                f"{self.describe()}. Give it the time the run started. Nothing was written.",
+                name="start",
+                uid=uid,
+                field="time",
+            )
+        problem = _uid_problem(uid)
+        if problem is not None:
+            raise UnsafeUid(
+                f"Run uid {uid!r} cannot name a run file in {self.describe()}: {problem}. "
+                "Nothing was written. Use uids made of letters, digits and '-', such as "
+                "str(uuid.uuid4())."
+            )
+        name = uid + ".jsonl"
+        path = self.path / name
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            fd = -1
+        except OSError as err:
+            raise self.cannot_open(path, err) from err
+        if fd < 0:
+            if not path.is_file():  # a dangling symbolic link, a directory, ...
+                raise CorruptRunFile(
+                    f"{path} already exists but is not a regular run file (a dangling symbolic "
+                    "link or a directory?), so nothing was written. Move it aside.",
+                    path=str(path),
+                ) from None
+            if path.stat().st_size:
+                # Another process may have created this run a moment ago.
+                self._refresh_file(name)
+                row = self._index.run_row(uid)
+                if row is not None and row[0] == name:
+                    if json.loads(row[1]) == doc:
+                        return  # the same start: inserting it again is a no-op
+                    raise DuplicateDocument(
+                        f"A different start document with uid {uid} is already in "
+                        f"{self.describe()}. Documents are immutable; write a new one with a "
+                        "new uid instead.",
+                        name="start",
+                        uid=uid,
+                        store=self.describe(),
+                    ) from None
+                raise CorruptRunFile(
+                    f"{path} already exists but does not begin with a readable start document "
+                    f"for run {uid}, so nothing was written. Call repair({uid!r}) if a writer "
+                    "was interrupted while writing it, or move the file aside.",
+                    path=str(path),
+                ) from None
+            try:
+                fd = os.open(path, flags & ~os.O_EXCL & ~os.O_CREAT)
+            except OSError as err:
+                raise self.cannot_open(path, err) from err
+        state = self.states.get(name)
+        if state is None:
+            state = self.states[name] = _RunState(name, uid)
+        if state.fd is not None and state.fd != fd:
+            with contextlib.suppress(OSError):
+                os.close(state.fd)  # left by an earlier attempt that could not write
+        state.fd, state.size, state.lines = fd, 0, 0
+        state.new_entry = state.uids_loaded = True
+        state.acc = {} if self.columnar_cache else None
+        state.doc_lines, state.acc_bytes = [], 0
+        self._append(state, "start", doc)
+        self.run_file[uid] = name
+        self.last_started = name
+        st = os.fstat(fd)
+        head_crc = zlib.crc32(_dump_line("start", doc))
+
+        def record(conn: sqlite3.Connection) -> None:
+            self._index.forget_file(conn, name)
+            self._index.insert_run_row(conn, name, doc)
+            self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
+
+        self._index.write(record)
+
+    def _resource_target(self, doc: Doc) -> str:
+        run = doc.get("run_start")
+        if isinstance(run, str):
+            name = self.run_file_name(run)
+            if name is not None and name.endswith(".jsonl"):
+                return name
+            return ASSETS_NAME
+        last = self.last_started
+        if last is not None:
+            state = self.states.get(last)
+            if state is not None and state.fd is not None:
+                return last
+        return ASSETS_NAME
+
+    def _write_stop(self, doc: Doc) -> None:
+        file = self.run_file_name(doc["run_start"])
+        assert file is not None
+        state = self._writable(file)
+        self._append(state, "stop", doc)
+        assert state.fd is not None
+        if self._syncs.deferred:
+            self._sync_later(state)
+            self._syncs.dir_unsynced = self._syncs.dir_unsynced or state.new_entry
+        else:
+            self._fsync(state, "stop")
+            if state.new_entry:
+                self._syncs.fsync_directory()
+        state.new_entry = False
+        state.dirty = False
+        st = os.fstat(state.fd)
+
+        def record(conn: sqlite3.Connection) -> None:
+            self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
+            self._index.record_stop(conn, doc["run_start"], doc)
+            conn.execute(
+                "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
+                "volatile = 0 WHERE name = ?",
+                (st.st_size, st.st_mtime_ns, state.size, file),
+            )
+
+        self._index.write(record)
+        state.pending_datums.clear()
+        if state.acc is not None:
+            self._cache_at_stop(state, st)
+        state.acc, state.doc_lines = None, []
+        os.close(state.fd)
+        state.fd = None
+        if self.last_started == file:
+            self.last_started = None
+        self._trim_states()
+
+    def _sync_later(self, state: _RunState) -> None:
+        assert state.fd is not None
+        self._syncs.queue(state.name, os.dup(state.fd))  # the run's own fd closes at stop
+
+    def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
+        """Write the columnar cache from the documents this process wrote (best effort)."""
+        assert state.acc is not None
+        try:
+            columns = {}
+            for descriptor, acc in state.acc.items():
+                cols = acc.columns()
+                if cols is None:
+                    return
+                columns[descriptor] = cols
+            path = self.path / state.name
+            with open(path, "rb") as f:
+                head = _read_first_line(f)
+                f.seek(max(0, st.st_size - 4096))
+                tail = f.read(4096)
+            source = {
+                "name": state.name,
+                "size": st.st_size,
+                "head": None if head is None else zlib.crc32(head),
+                "tail": zlib.crc32(tail),
+            }
+            _write_cache(
+                self._runs.cache_path(state.name), source, state.doc_lines, columns, state.lines
+            )
+        except (OSError, ValueError, TypeError):
+            pass
+
+    def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
+        """Record a file's new members (and buffered datums) and how far it is indexed."""
+        rows = members + [("datum", d, state.name) for d in state.pending_datums]
+        name = state.name
+        size = state.size
+        st = os.fstat(state.fd) if state.fd is not None else os.stat(self.path / name)
+
+        def record(conn: sqlite3.Connection) -> None:
+            self._index.record_members(conn, rows)
+            if name == ASSETS_NAME:
+                # Other processes append to it too, so how far it is scanned is left to the
+                # scans (which pick up everyone's lines); our members are recorded above.
+                return
+            conn.execute(
+                "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?) "
+                "WHERE name = ?",
+                (st.st_size, st.st_mtime_ns, size, name),
+            )
+
+        self._index.write(record)
+        state.pending_datums.clear()
+
+    def _schedule_sync(self) -> None:
+        if self._sync_timer is None:
+            timer = threading.Timer(self.fsync_interval, self._sync_dirty)
+            timer.daemon = True
+            self._sync_timer = timer
+            timer.start()
+
+    def _sync_dirty(self) -> None:
+        with self._write_lock, self._lock:
+            self._sync_timer = None
+            if os.getpid() != self._index.pid:
+                return
+            for state in list(self.states.values()):
+                if state.fd is None:
+                    continue
+                if state.dirty:
+                    with contextlib.suppress(OSError):
+                        os.fsync(state.fd)
+                    if state.new_entry:
+                        self._syncs.fsync_directory()
+                        state.new_entry = False
+                    state.dirty = False
+                if state.pending_datums:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._flush_state(state, [])
+
+    def flush_all(self, close: bool = False) -> None:
+        for state in list(self.states.values()):
+            if state.fd is None:
+                continue
+            with contextlib.suppress(OSError):
+                os.fsync(state.fd)
+            if state.new_entry:
+                self._syncs.fsync_directory()
+                state.new_entry = False
+            state.dirty = False
+            if self._index.is_open():
+                with contextlib.suppress(sqlite3.Error):
+                    self._flush_state(state, [])
+            if close:
+                os.close(state.fd)
+                state.fd = None
+                state.acc, state.doc_lines = None, []
+        if close:
+            self.last_started = None
