@@ -63,16 +63,10 @@ class RunCopy:
         Documents written, event and datum pages counted by rows.
     bytes : int
         Bytes written.
-    events : dict
-        Events written per descriptor uid (``{uid: count}``).
-    datums : dict
-        Datums written per resource uid (``{uid: count}``).
     """
 
     documents: int
     bytes: int
-    events: dict = dataclasses.field(default_factory=dict)  # {descriptor uid: count}
-    datums: dict = dataclasses.field(default_factory=dict)  # {resource uid: count}
 
 
 class DocumentStore(abc.ABC):

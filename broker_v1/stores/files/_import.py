@@ -210,10 +210,8 @@ class _ImportPlan:
         self.documents = 0
         self.keys: dict[str, frozenset[str]] = {}
         self.external: dict[str, list[str]] = {}
-        self.events: dict[str, int] = {}
         self.event_uids: set[str] = set()
         self.resources: set[str] = set()
-        self.datums: dict[str, int] = {}
         self.datum_ids: set[str] = set()
         self.external_refs: set[str] = set()
         self.members: list[tuple[str, str, str]] = []
@@ -247,18 +245,17 @@ class _ImportPlan:
                     or not isinstance(uid, str) or uid in self.resources):
                 return False
             self.resources.add(uid)
-            self.datums[uid] = 0
             self.members.append(("resource", uid, self.name))
         elif name in ("datum", "datum_page"):
             page = name == "datum_page"
             _checks.check_datum_shape(name, doc, page=page)
             ids = doc["datum_id"] if page else [doc["datum_id"]]
-            if doc["resource"] not in self.resources or not ids or self.datum_ids.intersection(ids):
+            if doc["resource"] not in self.resources or not ids:
                 return False
+            before = len(self.datum_ids)
             self.datum_ids.update(ids)
-            if len(self.datum_ids) != sum(self.datums.values()) + len(ids):
-                return False  # a datum id repeated within the page
-            self.datums[doc["resource"]] += len(ids)
+            if len(self.datum_ids) != before + len(ids):
+                return False  # a datum id seen before, or twice within the page
             self.members.extend(("datum", d, self.name) for d in ids)
             self.documents += len(ids)
             return True
@@ -341,7 +338,6 @@ class _ImportPlan:
         if len(self.event_uids) != before + len(uids):
             return False  # an event uid seen twice
         self.external_refs.update(r for r in refs if isinstance(r, str))
-        self.events[doc["descriptor"]] = self.events.get(doc["descriptor"], 0) + len(uids)
         self.documents += len(uids)
         return True
 
@@ -497,7 +493,7 @@ class _Importer:
             self._index_imported(name, data, plan)
         if self.columnar_cache:
             self._link_cache(source, name)
-        return RunCopy(plan.documents, len(data), plan.events, plan.datums)
+        return RunCopy(plan.documents, len(data))
 
     def _link_cache(self, source: _RunFiles, name: str) -> None:
         """Give a whole-run copy the source's columnar cache, if it has one (best effort).
