@@ -791,12 +791,12 @@ def test_whole_run_copy_leaves_runs_with_datums_elsewhere_to_the_document_path(
 # --------------------------------------------------------------------------- checked ahead
 @pytest.fixture
 def checks_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The planning process for copies of any length, in small batches."""
+    """The checking process for copies of any length, in small batches."""
     import broker_v1.copying._source as copying_source
     import broker_v1.stores.files._import as files_module
 
-    monkeypatch.setattr(files_module, "_PLANNER_MIN_RUNS", 1)
-    monkeypatch.setattr(files_module, "_PLANNER_BATCH", 3)
+    monkeypatch.setattr(files_module, "_CHECK_AHEAD_MIN_RUNS", 1)
+    monkeypatch.setattr(files_module, "_CHECK_AHEAD_BATCH", 3)
     monkeypatch.setattr(copying_source, "ANNOUNCE_CHUNK", 3)
 
 
@@ -811,7 +811,7 @@ def several_hand_written_runs(directory: Path) -> tuple[list[str], list[str]]:
 
 def test_whole_run_copies_are_checked_ahead_in_a_second_process(
         tmp_path: Path, checks_ahead: None) -> None:
-    """With the planning process, sound runs go across byte for byte and every other run
+    """With the checking process, sound runs go across byte for byte and every other run
     takes the document path exactly as without it."""
     FileStore = files_store_class()
     sound, odd = several_hand_written_runs(tmp_path / "a")
@@ -838,23 +838,23 @@ def test_whole_run_copies_are_checked_ahead_in_a_second_process(
 
 
 def test_copy_goes_on_when_the_checking_process_dies(tmp_path: Path, checks_ahead: None) -> None:
-    """The planning process killed mid-copy (SIGKILL): the copy checks the rest itself."""
+    """The checking process killed mid-copy (SIGKILL): the copy checks the rest itself."""
     FileStore = files_store_class()
     sound, _ = several_hand_written_runs(tmp_path / "a")
 
-    class KillsThePlanner(FileStore):  # type: ignore[misc, valid-type]
+    class KillsTheCheckingProcess(FileStore):  # type: ignore[misc, valid-type]
         calls = 0
 
         def copy_run_from(self, source: Any, uid: str) -> Any:
             type(self).calls += 1
-            if type(self).calls == 4 and self._planner is not None:
-                os.kill(self._planner.pid, signal.SIGKILL)
+            if type(self).calls == 4 and self._checking_process is not None:
+                os.kill(self._checking_process.pid, signal.SIGKILL)
             return super().copy_run_from(source, uid)
 
     a = FileStore(path=tmp_path / "a", read_only=True)
-    b = KillsThePlanner(path=tmp_path / "b")
+    b = KillsTheCheckingProcess(path=tmp_path / "b")
     report = copy_runs(a, b, progress=False)
-    assert KillsThePlanner.calls > 4
+    assert KillsTheCheckingProcess.calls > 4
     assert set(sound) <= set(report.copied), report.summary()
     for uid in sound:
         assert (tmp_path / "b" / f"{uid}.jsonl").read_bytes() == (
@@ -862,7 +862,7 @@ def test_copy_goes_on_when_the_checking_process_dies(tmp_path: Path, checks_ahea
 
 
 def test_checking_process_never_reruns_the_callers_script(tmp_path: Path) -> None:
-    """A script without an ``if __name__ == "__main__"`` guard copies once: the planning
+    """A script without an ``if __name__ == "__main__"`` guard copies once: the checking
     process is a fresh interpreter, not a re-import of the script (multiprocessing's spawn)."""
     FileStore = files_store_class()
     several_hand_written_runs(tmp_path / "a")
@@ -871,7 +871,7 @@ def test_checking_process_never_reruns_the_callers_script(tmp_path: Path) -> Non
     script.write_text(textwrap.dedent(f"""
         import broker_v1.copying, broker_v1.stores.files._import as files
         from broker_v1.stores.files import FileStore
-        files._PLANNER_MIN_RUNS = 1
+        files._CHECK_AHEAD_MIN_RUNS = 1
         with open({str(tmp_path / "ran.txt")!r}, "a") as f:
             f.write("ran\\n")
         dst = FileStore(path={str(tmp_path / "b")!r})

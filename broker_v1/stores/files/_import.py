@@ -1,10 +1,10 @@
 """Whole-run copies between files stores, and the checking process behind them.
 
 A stopped run is copied by its file: the bytes are checked as ``insert`` would check every
-document (:func:`_check_run_file`, :class:`_ImportPlan`), written in one go, indexed in one
+document (:func:`_check_run_file`, :class:`_CheckedRun`), written in one go, indexed in one
 transaction and read back.  For long copies the checks run ahead in a second process
-(:class:`_Planner`, :func:`_planner_main`, started as ``python -m
-broker_v1.stores._copy_checks``); they use the insert path's checks from
+(:class:`_CheckingProcess`, :func:`_checking_process_main`, started as ``python -m
+broker_v1.stores.files._check_ahead``); they use the insert path's checks from
 :mod:`broker_v1.stores._checks` directly, so that process builds no store.
 """
 
@@ -39,15 +39,15 @@ from ._writer import _Writer
 
 #: Whole-run copies checked ahead in a second process: only for copies at least this long
 #: (starting the process costs about half a second), in batches of this many runs.
-_PLANNER_MIN_RUNS = 200
-_PLANNER_BATCH = 64
+_CHECK_AHEAD_MIN_RUNS = 200
+_CHECK_AHEAD_BATCH = 64
 
 
-#: What ``_Planner.take`` returns for a run it was not asked to check.
-_NOT_PLANNED: Any = object()
+#: What ``_CheckingProcess.take`` returns for a run it was not asked to check.
+_NOT_CHECKED: Any = object()
 
 
-class _Planner:
+class _CheckingProcess:
     """A second process that checks run files for whole-run copies ahead of the copy.
 
     A copy uses one core; the checks (parsing and checking every document, about half of a
@@ -74,7 +74,7 @@ class _Planner:
             [package_root, *filter(None, [env.get("PYTHONPATH")])])
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "broker_v1.stores._copy_checks", str(theirs.fileno())],
+                [sys.executable, "-m", "broker_v1.stores.files._check_ahead", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, close_fds=True,
             )
@@ -84,7 +84,6 @@ class _Planner:
         self._in_flight: deque[list[str]] = deque()
         self._results: dict[str, Any] = {}
         self.alive = True
-        self.planned = 0  # runs whose checks came from the planning process
 
     @property
     def pid(self) -> int:
@@ -103,7 +102,7 @@ class _Planner:
         self._in_flight.append([uid for uid, _, _ in batch])
 
     def take(self, uid: str) -> Any:
-        """``(data, plan)``, ``None`` (the checks refused the run) or ``_NOT_PLANNED``."""
+        """``(data, plan)``, ``None`` (the checks refused the run) or ``_NOT_CHECKED``."""
         while uid not in self._results and self._in_flight and self.alive:
             try:
                 answers = self._conn.recv()
@@ -111,12 +110,9 @@ class _Planner:
                 self._die()
                 break
             self._results.update(zip(self._in_flight.popleft(), answers))
-            while len(self._results) > 4 * _PLANNER_BATCH:  # runs the copy did not ask for
+            while len(self._results) > 4 * _CHECK_AHEAD_BATCH:  # runs the copy did not ask for
                 del self._results[next(iter(self._results))]
-        answer = self._results.pop(uid, _NOT_PLANNED)
-        if answer is not _NOT_PLANNED:
-            self.planned += 1
-        return answer
+        return self._results.pop(uid, _NOT_CHECKED)
 
     def _die(self) -> None:
         self.alive = False
@@ -134,8 +130,8 @@ class _Planner:
             self._process.kill()
 
 
-def _planner_main(conn: Any) -> None:
-    """The planning process: check each batch of run files and send back the results."""
+def _checking_process_main(conn: Any) -> None:
+    """The checking process: check each batch of run files and send back the results."""
     while True:
         try:
             batch = conn.recv()
@@ -155,11 +151,11 @@ def _planner_main(conn: Any) -> None:
         conn.send(answers)
 
 
-def _check_run_file(data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
+def _check_run_file(data: bytes, start: Doc, uid: str) -> _CheckedRun | None:
     """Check a run file's documents as ``insert(trusted=True)`` would; ``None`` if any would
     not pass unchanged or would need documents outside the file.  Pure: the insert path's
     checks come from :mod:`broker_v1.stores._checks` and nothing of any store is read, so
-    this may run in the planning process of :class:`_Planner`."""
+    this may run in the checking process of :class:`_CheckingProcess`."""
     if not data.endswith(b"\n") or b"\n\n" in data or b"\r" in data:
         return None
     try:
@@ -176,7 +172,7 @@ def _check_run_file(data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
     if set(map(type, docs)) != {dict}:
         return None
     is_event = list(map(_EVENT.__eq__, names))
-    plan = _ImportPlan(uid)
+    plan = _CheckedRun(uid)
     try:
         for position in itertools.compress(range(len(docs)), map(operator.not_, is_event)):
             doc_name, doc = names[position], docs[position]
@@ -199,7 +195,7 @@ def _check_run_file(data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
     return plan.slim()
 
 
-class _ImportPlan:
+class _CheckedRun:
     """What a run file holds, gathered while its documents are checked for an import."""
 
     def __init__(self, uid: str) -> None:
@@ -277,7 +273,7 @@ class _ImportPlan:
         _checks.check_event_page(doc, lambda _name, _doc: keys)
         return self._add_rows(doc)
 
-    def slim(self) -> _ImportPlan:
+    def slim(self) -> _CheckedRun:
         """Drop what only the checks needed (a smaller result to send between processes)."""
         self.single_events, self.event_at, self.descriptor_at = [], [], {}
         self.event_uids, self.datum_ids, self.external_refs = set(), set(), set()
@@ -415,10 +411,11 @@ class _Importer:
         self._writer = writer
         self._syncs = syncs
         self.columnar_cache = columnar_cache
-        self.planner: _Planner | None = None  # whole-run copies checked in a 2nd process
-        self._planner_failed = False
+        # Whole-run copies checked ahead in a second process, for long copies.
+        self.checking_process: _CheckingProcess | None = None
+        self._checking_failed = False
         self._hinted = 0  # runs announced by prepare_copies() in this deferred_sync() block
-        self.checked_ahead = 0  # whole-run copies whose checks came from the planner
+        self.checked_ahead = 0  # whole-run copies whose checks came from the checking process
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -426,23 +423,23 @@ class _Importer:
 
     def finish(self) -> None:
         """End of a ``deferred_sync()`` block: stop the checking process, if any."""
-        planner, self.planner = self.planner, None
+        process, self.checking_process = self.checking_process, None
         self._hinted = 0
-        if planner is not None:
-            planner.close()
+        if process is not None:
+            process.close()
 
     def prepare(self, source: _RunFiles, run_start_uids: Sequence[str]) -> None:
         """Have the checking process check these runs of ``source`` (see ``prepare_copies``)."""
         self._hinted += len(run_start_uids)
-        if self.planner is None:
-            if self._planner_failed or self._hinted < _PLANNER_MIN_RUNS:
+        if self.checking_process is None:
+            if self._checking_failed or self._hinted < _CHECK_AHEAD_MIN_RUNS:
                 return  # a short copy: not worth starting a process
             if os.name != "posix":
-                return  # the planning process needs socket pairs passed as descriptors
+                return  # the checking process needs socket pairs passed as descriptors
             try:
-                self.planner = _Planner()
+                self.checking_process = _CheckingProcess()
             except (OSError, RuntimeError, ValueError):
-                self._planner_failed = True  # e.g. no process may be started here
+                self._checking_failed = True  # e.g. no process may be started here
                 return
         batch: list[tuple[str, str, str]] = []
         for uid in run_start_uids:
@@ -451,10 +448,10 @@ class _Importer:
             if row is None or row[2] is None or row[0] != name or self._index.run_row(uid):
                 continue  # open, missing, not a run file of its own, or here already
             batch.append((uid, os.path.join(str(source.path), name), row[1]))
-        for i in range(0, len(batch), _PLANNER_BATCH):
-            if not self.planner.room():
+        for i in range(0, len(batch), _CHECK_AHEAD_BATCH):
+            if not self.checking_process.room():
                 break  # the rest is checked here when its turn comes
-            self.planner.submit(batch[i : i + _PLANNER_BATCH])
+            self.checking_process.submit(batch[i : i + _CHECK_AHEAD_BATCH])
 
     def copy(self, source: _RunFiles, run_start_uid: str) -> RunCopy | None:
         """Copy one stopped run of ``source`` by its file (see ``copy_run_from``)."""
@@ -467,17 +464,18 @@ class _Importer:
         name = run_start_uid + ".jsonl"
         if row[0] != name or os.path.lexists(os.path.join(self._dirname, name)):
             return None
-        ahead = _NOT_PLANNED if self.planner is None else self.planner.take(run_start_uid)
+        process = self.checking_process
+        ahead = _NOT_CHECKED if process is None else process.take(run_start_uid)
         if ahead is None:
             self.checked_ahead += 1
             return None  # checked ahead, and refused: the document path says why
-        if ahead is _NOT_PLANNED:
+        if ahead is _NOT_CHECKED:
             try:
                 with open(os.path.join(str(source.path), name), "rb") as f:
                     data = f.read()
             except OSError:
                 return None
-            plan = self._plan_import(data, json.loads(row[1]), run_start_uid)
+            plan = self._check_run(data, json.loads(row[1]), run_start_uid)
         else:
             data, plan = ahead
             self.checked_ahead += 1
@@ -522,13 +520,13 @@ class _Importer:
                     os.replace(tmp, target)
                     return
 
-    def _plan_import(self, data: bytes, start: Doc, uid: str) -> _ImportPlan | None:
+    def _check_run(self, data: bytes, start: Doc, uid: str) -> _CheckedRun | None:
         """Check a run file's documents as ``insert`` would; ``None`` if any would not pass
         unchanged, or would need documents outside the file or already here."""
         plan = _check_run_file(data, start, uid)
         return plan if plan is not None and self._clear_here(plan) else None
 
-    def _clear_here(self, plan: _ImportPlan) -> bool:
+    def _clear_here(self, plan: _CheckedRun) -> bool:
         """True when none of the run's uids is in this store already."""
         if self._any_member(plan.members):
             return False
@@ -597,7 +595,7 @@ class _Importer:
             os.close(fd)
         self._syncs.fsync_directory()
 
-    def _index_imported(self, name: str, data: bytes, plan: _ImportPlan) -> None:
+    def _index_imported(self, name: str, data: bytes, plan: _CheckedRun) -> None:
         st = os.stat(os.path.join(self._dirname, name))
         head_crc = plan.head_crc
 

@@ -122,7 +122,7 @@ CREATE INDEX members_file ON members (file)
 
 def _run_row_values(start: Doc, stop: Doc | None) -> tuple[Any, ...]:
     """What the index's runs table (and its full-text table, last) holds of a run, all but
-    the file name; pure, so the planning process can compute it ahead."""
+    the file name; pure, so the checking process can compute it ahead."""
     text = json.dumps(start)
     scan_id = start.get("scan_id")
     odd = 0

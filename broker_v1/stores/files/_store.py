@@ -25,7 +25,7 @@ from ._format import (
     _uid_problem,
     _Warnings,
 )
-from ._import import _Importer, _Planner
+from ._import import _CheckingProcess, _Importer
 from ._index import _CHUNK, _Index
 from ._lookup import _Lookup
 from ._runs import _RunCache
@@ -175,8 +175,8 @@ class FileStore(DocumentStore):
         return self._index.read(sql, params)
 
     @property
-    def _planner(self) -> _Planner | None:
-        return self._importer.planner
+    def _checking_process(self) -> _CheckingProcess | None:
+        return self._importer.checking_process
 
     @property
     def _checked_ahead(self) -> int:
@@ -579,7 +579,7 @@ class FileStore(DocumentStore):
         """Start checking these runs of ``source`` for whole-run copies, ahead of the copy.
 
         Inside ``deferred_sync()`` only, from a files store, and for a copy of at least
-        a couple of hundred runs: the checks run in a second process (see ``_Planner``).
+        a couple of hundred runs: the checks run in a second process (see ``_CheckingProcess``).
         """
         if not isinstance(source, FileStore) or self.read_only or not self._syncs.deferred:
             return
