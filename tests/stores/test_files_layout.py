@@ -737,7 +737,7 @@ def test_scan_id_lookup_searches_the_index_not_every_run(tmp_path):
         conn.execute("DROP INDEX runs_scan_id_odd")
     store = harness.reopen()
     assert store.find_runs_by_scan_id(1)[0]["uid"] == "run-2"
-    plan = " | ".join(row[-1] for row in store._conn().execute(
+    plan = " | ".join(row[-1] for row in store._index_conn().execute(
         "EXPLAIN QUERY PLAN SELECT start FROM runs WHERE (scan_id IN (?) OR scan_id_odd = 1) "
         "ORDER BY time DESC, uid DESC LIMIT 1", (1,)))
     assert "runs_scan_id " in plan + " " and "runs_scan_id_odd" in plan, plan

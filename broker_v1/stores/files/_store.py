@@ -168,10 +168,10 @@ class FileStore(DocumentStore):
     def _db_location(self) -> str:
         return self._index.location
 
-    def _conn(self) -> sqlite3.Connection:
+    def _index_conn(self) -> sqlite3.Connection:
         return self._index.conn()
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _index_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._index.read(sql, params)
 
     @property
