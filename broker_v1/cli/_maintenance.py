@@ -100,6 +100,8 @@ def torn_tails(directory: Path, run_uid: str | None = None) -> list[dict[str, An
     Returns ``[{"file", "size", "keep", "drop", "preview", "age"}]``: ``drop`` bytes after the
     last newline, the first of them as text, and seconds since the file last changed.
     """
+    from ..stores.files._format import complete_length  # loaded for this command only
+
     names = ([f"{run_uid}.jsonl"] if run_uid else
              sorted(e.name for e in os.scandir(directory)
                     if e.name.endswith(".jsonl") and not e.name.startswith(".")))
@@ -108,25 +110,20 @@ def torn_tails(directory: Path, run_uid: str | None = None) -> list[dict[str, An
     for name in names:
         path = directory / name
         try:
-            st = path.stat()
-            with open(path, "rb") as f:
-                size = st.st_size
-                pos, keep = size, 0
-                while pos > 0:
-                    step = min(65536, pos)
-                    pos -= step
-                    f.seek(pos)
-                    block = f.read(step)
-                    i = block.rfind(b"\n")
-                    if i >= 0:
-                        keep = pos + i + 1
-                        break
-                if keep == size:
-                    continue
-                f.seek(keep)
-                tail = f.read(min(size - keep, 200))
+            fd = os.open(path, os.O_RDONLY)
         except OSError:
             continue
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            keep = complete_length(fd, size)
+            if keep == size:
+                continue
+            tail = os.pread(fd, min(size - keep, 200), keep)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         out.append({"file": name, "size": size, "keep": keep, "drop": size - keep,
                     "preview": tail.decode("utf-8", "replace"), "age": now - st.st_mtime})
     return out

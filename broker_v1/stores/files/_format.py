@@ -305,6 +305,19 @@ def _open_directory(path: Path, read_only: bool, label: str) -> None:
             f"{label}: cannot create the directory {path} ({err.strerror})."
         ) from err
 
+def complete_length(fd: int, size: int) -> int:
+    """Bytes of the first ``size`` bytes of open file ``fd`` up to and including its last
+    newline: what is left of a run file once an incomplete (torn) last line is cut off."""
+    pos = size
+    while pos > 0:  # backwards in blocks: the newline is almost always in the last one
+        step = min(65536, pos)
+        pos -= step
+        i = os.pread(fd, step, pos).rfind(b"\n")
+        if i >= 0:
+            return pos + i + 1
+    return 0
+
+
 def _truncate_tail(path: Path, careful: bool, torn_grace: float, label: str) -> int:
     """Cut an incomplete last line off a run file; the number of bytes removed.
 
@@ -334,17 +347,7 @@ def _truncate_tail(path: Path, careful: bool, torn_grace: float, label: str) -> 
         size = st.st_size
         if size == 0:
             return 0
-        # Find the last newline, reading backwards in blocks.
-        pos = size
-        keep = 0
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            block = os.pread(fd, step, pos)
-            i = block.rfind(b"\n")
-            if i >= 0:
-                keep = pos + i + 1
-                break
+        keep = complete_length(fd, size)
         if keep == size:
             return 0
         os.ftruncate(fd, keep)
