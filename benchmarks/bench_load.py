@@ -38,17 +38,30 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # ---------------------------------------------------------------------- worker processes
-WRITER = r"""
-import json, sys, time, uuid
-from broker_v1.stores.files import FileStore
+# Workers start their clocks together once every one of them has finished importing: a fixed
+# head start is not enough on a loaded machine (readers then never got to read).
+_GATE = r"""
+def wait_at_gate(gate, tag):
+    # Say this process is ready (imports done), then wait for the common start.
+    open(os.path.join(gate, "ready-" + tag), "w").close()
+    go = os.path.join(gate, "go")
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    with open(go) as f:
+        return float(f.read().split()[1])  # the deadline
+"""
 
-path, tag, begin, deadline = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-n_events = int(sys.argv[5])
+WRITER = r"""
+import json, os, sys, time, uuid
+from broker_v1.stores.files import FileStore
+""" + _GATE + r"""
+path, tag, gate = sys.argv[1], sys.argv[2], sys.argv[3]
+n_events = int(sys.argv[4])
 store = FileStore(path=path)
 from broker_v1.documents import validate_document
 for name in ("start", "descriptor", "stop"):  # load the schemas before the clock starts
     validate_document(name, {"uid": "x", "time": 1.0, "run_start": "x", "data_keys": {}})
-time.sleep(max(0.0, begin - time.time()))  # everyone starts together, imports done
+deadline = wait_at_gate(gate, tag)  # everyone starts together, imports done
 r = docs = 0
 while time.time() < deadline:
     uid = f"{tag}-{r:05d}-{uuid.uuid4().hex[:8]}"
@@ -86,11 +99,12 @@ print(json.dumps({"done": tag, "runs": r, "docs": docs}), flush=True)
 """
 
 READER = r"""
-import json, random, sys, time, traceback, warnings
+import json, os, random, sys, time, traceback, warnings
+""" + _GATE + r"""
 from broker_v1 import Broker
 from broker_v1.stores.files import FileStore
 
-path, begin, deadline, seed = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+path, gate, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = random.Random(seed)
 problems = []
 searches = tables = lookups = 0
@@ -101,7 +115,7 @@ with warnings.catch_warnings(record=True) as caught:
     store = FileStore(path=path)
     db = Broker(store, timezone="UTC")
     import pandas  # noqa: F401  (tables need it: imported before the clock starts)
-    time.sleep(max(0.0, begin - time.time()))
+    deadline = wait_at_gate(gate, "r" + str(seed))
     while time.time() < deadline:
         try:
             starts = list(store.find_run_starts({"plan_name": "load"}))
@@ -156,6 +170,19 @@ def _python(code: str, *args: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+def _open_gate(gate: Path, procs: list[subprocess.Popen[str]], duration: float,
+               patience: float = 300.0) -> float:
+    """Wait until every worker is ready (or has exited), then start them all; the start time."""
+    give_up = time.time() + patience
+    while (len(list(gate.glob("ready-*"))) < len(procs) and time.time() < give_up
+           and all(proc.poll() is None for proc in procs)):
+        time.sleep(0.02)
+    start = time.time()
+    (gate / "go.tmp").write_text(f"{start} {start + duration}")
+    os.replace(gate / "go.tmp", gate / "go")  # whole, so no worker reads half of it
+    return start
+
+
 def run_load(directory: Path, *, duration: float, writers: int = 4, readers: int = 4,
              events: int = 20) -> dict[str, Any]:
     """Writers and readers as processes on one store for ``duration`` seconds.
@@ -166,17 +193,18 @@ def run_load(directory: Path, *, duration: float, writers: int = 4, readers: int
     from broker_v1.stores.files import FileStore
 
     FileStore(path=directory).close()  # the directory and its index exist before anyone reads
-    start = time.time() + 3.0  # processes start reading/writing together, after their imports
-    deadline = start + duration
-    procs = [_python(WRITER, str(directory), f"w{i}", str(start), str(deadline), str(events))
+    gate = Path(tempfile.mkdtemp(prefix="bv1-load-gate-"))
+    procs = [_python(WRITER, str(directory), f"w{i}", str(gate), str(events))
              for i in range(writers)]
-    procs += [_python(READER, str(directory), str(start), str(deadline), str(1000 + i))
+    procs += [_python(READER, str(directory), str(gate), str(1000 + i))
               for i in range(readers)]
+    start = _open_gate(gate, procs, duration)
     outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=duration + 300)
         outputs.append((proc.returncode, out, err))
     elapsed = time.time() - start
+    shutil.rmtree(gate, ignore_errors=True)
     problems: list[str] = []
     started: set[str] = set()
     finished: dict[str, int] = {}
