@@ -18,8 +18,8 @@ of this package that holds each:
   they are at most ``client_filter_limit``, else refused with
   :class:`~broker_v1.errors.UnsupportedQuery` naming the operator and the server.
 * **Runs in pages, tables in one request** (``_store``, ``_layout``): searches fetch start
-  and stop of 300 runs per request (the server's cap) and remember the run clients; a stream's ``internal``
-  table is read in one Arrow request and turned into one event page.
+  and stop of 300 runs per request (the server's cap) and remember the run clients; a
+  stream's ``internal`` table is read in one Arrow request and turned into one event page.
 * **What the layout lost is rebuilt the same way every time** (``_layout``): event uids
   ``event-<descriptor uid>-<seq_num>`` (as tiled's own document export makes them); no
   resources, datums or ``filled``.

@@ -79,18 +79,34 @@ class TiledConnection:
         """The root client (bluesky-tiled-plugins' ``CatalogOfBlueskyRuns``), connected once."""
         if self._catalog is None:
             try:
-                from tiled.client import from_uri
+                from tiled.client import from_context
+                from tiled.client.context import Context
             except ImportError as err:
                 raise MissingDependency(
                     f"The tiled store needs tiled's client, which is not installed ({err}). "
                     f"Install it with: {_INSTALL_HINT}"
                 ) from err
             api_key = self._api_key or os.environ.get(API_KEY_ENV) or None
+            # from_uri's two steps, so the connection is closed when the second fails (a
+            # failure inside the first, e.g. a refused connection, leaves tiled's own client
+            # to the garbage collector).
             with self.errors("connect"):
-                catalog = from_uri(self.uri, api_key=api_key)
-            self._check_layout(catalog)
+                context, path = Context.from_any_uri(self.uri, api_key=api_key)
+            try:
+                with self.errors("connect"):
+                    catalog = from_context(context, node_path_parts=path)
+                self._check_layout(catalog)
+            except BaseException:
+                context.close()
+                raise
             self._catalog = catalog
         return self._catalog
+
+    def close(self) -> None:
+        """Close the HTTP connections (a later read connects again)."""
+        catalog, self._catalog = self._catalog, None
+        if catalog is not None:
+            catalog.context.close()
 
     def _check_layout(self, catalog: Any) -> None:
         specs = {spec.name: spec.version for spec in getattr(catalog, "specs", [])}
@@ -151,9 +167,13 @@ class TiledConnection:
             # tiled's from_uri says so when the server wants a key and none was given.
             if "api key" not in str(err).lower() and "api_key" not in str(err).lower():
                 raise
+            given = self._api_key or os.environ.get(API_KEY_ENV)
             raise StoreUnavailable(
-                f"The tiled server at {self.redacted} requires an API key and none was given. "
-                f"Set store.api_key in the config or the {API_KEY_ENV} environment variable."
+                f"The tiled server at {self.redacted} "
+                + ("did not accept the API key given" if given else
+                   "requires an API key and none was given")
+                + f". Set store.api_key in the config or the {API_KEY_ENV} environment "
+                "variable."
             ) from err
 
     def _status_message(self, action: str, status: int, err: Exception) -> str:

@@ -312,10 +312,11 @@ class TiledStore(DocumentStore):
             datum_id=datum_id, store=self.describe())
 
     def close(self) -> None:
-        """Forget cached runs and streams (the HTTP client is closed by tiled at exit)."""
+        """Close the connections and forget cached runs (a later read connects again)."""
         with self._lock:
             self._runs.clear()
             self._streams.clear()
+            self._conn.close()
 
 
 def _plain(value: Any) -> Any:
