@@ -1,9 +1,10 @@
 """The tiled store against a real tiled server (SQL catalog) filled by a real RunEngine.
 
-The session's server (``tiled_server`` in ``tests/conftest.py``) holds five runs recorded by
+The session's server (``tiled_server`` in ``tests/conftest.py``) holds six runs recorded by
 bluesky's RunEngine with ophyd's simulated devices through bluesky-tiled-plugins'
-``TiledWriter`` (``tests/stores/tiled_fill.py``): scan_ids 1-5, a ``count``, a 20-point
-``scan`` with a ``baseline`` stream, a ``list_scan`` and two more ``count``.  Everything is
+``TiledWriter`` (``tests/stores/tiled_fill.py``): scan_ids 1-6, a ``count``, a 20-point
+``scan`` with a ``baseline`` stream, a ``list_scan``, two more ``count`` and a ``list_scan``
+of in-event arrays (a 20-value spectrum, a 4x8 frame).  Everything is
 read through ``Broker.from_config`` and compared with what tiled's own client gives.
 
 Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
@@ -85,8 +86,8 @@ def runs(tiled_server: Any) -> dict[int, dict[str, Any]]:
 
 
 def test_server_holds_the_runengine_runs(tiled_server: Any, runs: dict[int, Any]) -> None:
-    """The RunEngine recorded five runs, and the scan has a baseline stream."""
-    assert sorted(runs) == [1, 2, 3, 4, 5]
+    """The RunEngine recorded six runs, and the scan has a baseline stream."""
+    assert sorted(runs) == [1, 2, 3, 4, 5, 6]
     assert runs[2]["plan_name"] == "scan" and runs[2]["streams"] == ["baseline", "primary"]
     print(f"tiled server start {tiled_server.timings['start']:.1f} s, "
           f"fill {tiled_server.timings['fill']:.1f} s")
@@ -94,15 +95,15 @@ def test_server_holds_the_runengine_runs(tiled_server: Any, runs: dict[int, Any]
 
 def test_lookups(db: Broker, runs: dict[int, Any]) -> None:
     """db[-1], db[uid], db[uid[:8]], db[scan_id] and db[-3:] find the runs tiled holds."""
-    assert db[-1].start["uid"] == runs[5]["uid"]
-    assert db[-5].start["uid"] == runs[1]["uid"]
+    assert db[-1].start["uid"] == runs[6]["uid"]
+    assert db[-6].start["uid"] == runs[1]["uid"]
     uid = runs[2]["uid"]
     assert db[uid].start["scan_id"] == 2
     assert db[uid[:8]].start["uid"] == uid
     assert db[3].start["uid"] == runs[3]["uid"]
-    assert [h.start["scan_id"] for h in db[-3:]] == [5, 4, 3]
-    assert [h.start["scan_id"] for h in db[-4:-2]] == [3, 2]
-    assert [h.start["scan_id"] for h in db[[1, -1]]] == [1, 5]
+    assert [h.start["scan_id"] for h in db[-3:]] == [6, 5, 4]
+    assert [h.start["scan_id"] for h in db[-4:-2]] == [4, 3]
+    assert [h.start["scan_id"] for h in db[[1, -1]]] == [1, 6]
 
 
 def test_unknown_uid_is_the_not_found_error(db: Broker) -> None:
@@ -115,7 +116,7 @@ def test_unknown_uid_is_the_not_found_error(db: Broker) -> None:
     with pytest.raises(RunNotFound):
         db[99]
     with pytest.raises(IndexError):
-        db[-6]
+        db[-7]
 
 
 def test_search(db: Broker, runs: dict[int, Any]) -> None:
@@ -124,14 +125,14 @@ def test_search(db: Broker, runs: dict[int, Any]) -> None:
         return [h.start["scan_id"] for h in results]
 
     assert ids(db(plan_name="count")) == [5, 4, 1]
-    assert ids(db(plan_name={"$in": ["scan", "list_scan"]})) == [3, 2]
+    assert ids(db(plan_name={"$in": ["scan", "list_scan"]})) == [6, 3, 2]
     assert ids(db(scan_id={"$gte": 2, "$lt": 4})) == [3, 2]
     assert ids(db(**{"sample.name": "gold"})) == [2]
     assert ids(db(operator="Dmitri", plan_name="count")) == [4]
-    assert ids(db(sample={"$exists": False})) == [5, 3, 1]
+    assert ids(db(sample={"$exists": False})) == [6, 5, 3, 1]
     t2, t4 = (db[i].start["time"] for i in (2, 4))
     assert ids(db(since=t2, until=t4)) == [4, 3, 2]
-    assert ids(db(since=t4)) == [5, 4]
+    assert ids(db(since=t4)) == [6, 5, 4]
     assert db.store.count_runs({"plan_name": "count"}) == 3
     assert ids(db(plan_name="nothing-like-this")) == []
 
@@ -142,10 +143,10 @@ def test_untranslatable_operators_are_checked_here_when_few_runs(db: Broker) -> 
         return [h.start["scan_id"] for h in results]
 
     # $ne matches runs without the field, as in MongoDB (the server's NotEq does not).
-    assert ids(db(operator={"$ne": "Dmitri"})) == [5, 3, 1]
-    assert ids(db(plan_name={"$regex": "^list"})) == [3]
+    assert ids(db(operator={"$ne": "Dmitri"})) == [6, 5, 3, 1]
+    assert ids(db(plan_name={"$regex": "^list"})) == [6, 3]
     assert ids(db(**{"$or": [{"scan_id": 1}, {"scan_id": 5}]})) == [5, 1]
-    assert db.store.count_runs({"operator": {"$ne": "Dmitri"}}) == 3
+    assert db.store.count_runs({"operator": {"$ne": "Dmitri"}}) == 4
 
 
 def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
@@ -153,7 +154,7 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
     """Beyond client_filter_limit, an untranslatable operator is UnsupportedQuery naming it
     and the server, at the db(...) call."""
     db = open_broker(_config(tiled_server, client_filter_limit=3))
-    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 5 runs") as info:
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 6 runs") as info:
         db(operator={"$ne": "Dmitri"})
     assert info.value.operator == "$ne"
     assert tiled_server.uri in info.value.store
@@ -188,7 +189,7 @@ def test_header(db: Broker, catalog: Any, runs: dict[int, Any]) -> None:
 
 def test_get_table_matches_tiled_read(db: Broker, catalog: Any, runs: dict[int, Any]) -> None:
     """get_table gives, column by column, what tiled's run['primary'].read() gives."""
-    for scan_id in (1, 2, 3):
+    for scan_id in (1, 2, 3, 6):
         uid = runs[scan_id]["uid"]
         h = db[uid]
         table = db.get_table(h, convert_times=False, localize_times=False)
@@ -198,8 +199,12 @@ def test_get_table_matches_tiled_read(db: Broker, catalog: Any, runs: dict[int, 
         data_vars = set(expected.data_vars)
         assert set(table.columns) - {"time"} == data_vars
         for name in data_vars:
-            np.testing.assert_array_equal(table[name].to_numpy(), expected[name].values,
+            column = table[name].to_numpy()
+            if expected[name].ndim > 1:  # in-event arrays: one array per row
+                column = np.stack(column)
+            np.testing.assert_array_equal(column, expected[name].values,
                                           err_msg=f"scan {scan_id}, column {name}")
+    assert np.stack(db.get_table(db[6])["frame"].to_numpy()).shape == (3, 4, 8)
     assert len(db.get_table(db[2])) == 20
     baseline = db.get_table(db[2], stream_name="baseline")
     assert len(baseline) == 2 and "motor1" in baseline.columns
@@ -270,7 +275,7 @@ def test_api_key_from_the_environment(tiled_server: Any, open_broker: Any,
     with pytest.raises(StoreUnavailable, match="requires an API key.*TILED_API_KEY"):
         open_broker(config)[-1]
     monkeypatch.setenv("TILED_API_KEY", API_KEY)
-    assert open_broker(config)[-1].start["scan_id"] == 5
+    assert open_broker(config)[-1].start["scan_id"] == 6
 
 
 def test_wrong_path_is_a_404_naming_the_uri(tiled_server: Any, open_broker: Any) -> None:

@@ -9,11 +9,12 @@ bluesky, ophyd and bluesky-tiled-plugins: nothing of broker_v1.
 import json
 import sys
 
+import numpy as np
 from bluesky import RunEngine
 from bluesky.plans import count, list_scan, scan
 from bluesky.preprocessors import SupplementalData
 from bluesky_tiled_plugins import TiledWriter
-from ophyd.sim import det, det1, det2, motor, motor1, motor2
+from ophyd.sim import SynSignal, det, det1, det2, motor, motor1, motor2
 from tiled.client import from_uri
 
 
@@ -30,6 +31,11 @@ def main(uri: str, api_key: str) -> None:
     uids += RE(list_scan([det1, det2], motor, [0.0, 0.5, 1.0]), operator="Michael")
     uids += RE(count([det1], num=2), sample={"name": "silicon"}, operator="Dmitri")
     uids += RE(count([det2], num=4, delay=0.01), purpose="last count")
+    # In-event arrays of more than 16 values get their own array node (smaller ones would go
+    # into the table, which tiled 0.2.20's SQL storage refuses: "Unsupported PyArrow type").
+    spectrum = SynSignal(func=lambda: np.arange(20.0) * motor.position, name="spectrum")
+    frame = SynSignal(func=lambda: np.arange(32.0).reshape(4, 8) + motor.position, name="frame")
+    uids += RE(list_scan([spectrum, frame], motor, [1.0, 2.0, 3.0]), purpose="arrays")
     for uid in uids:
         run = client[uid]
         start = run.metadata["start"]
