@@ -319,3 +319,45 @@ def test_config_and_describe_hide_the_key(tiled_server: Any, db: Broker) -> None
     assert db.store.describe() == f"tiled store {tiled_server.uri}"
     assert db.store.config() == {"backend": "tiled", "uri": tiled_server.uri,
                                  "read_only": False}
+
+
+# ---------------------------------------------------------------------- query translation
+def test_every_operator_is_translated_or_checked_here() -> None:
+    """No part of a filter is dropped: each operator becomes a tiled query or a residual
+    that is checked here (a tiled server ignores what it does not know)."""
+    pytest.importorskip("tiled.queries", reason='the tiled extra is not installed')
+    from broker_v1.stores._query import MONGO_OPERATORS
+    from broker_v1.stores.tiled._queries import plan_query
+
+    samples = {"$eq": 1, "$ne": 1, "$gt": 1, "$gte": 1, "$lt": 1, "$lte": 1, "$in": [1],
+               "$nin": [1], "$exists": True, "$regex": "^a", "$size": 1, "$all": [1],
+               "$elemMatch": {"$gt": 1}, "$mod": [2, 0], "$type": "int"}
+    for op, value in samples.items():
+        plan = plan_query({"scan_id": {op: value}})
+        assert len(plan.queries) + len(plan.residual) >= 1, op
+    for op in ("$or", "$nor"):
+        assert plan_query({op: [{"scan_id": 1}]}).residual == [op]
+    assert plan_query({"scan_id": {"$not": {"$gt": 1}}}).residual == ["$not"]
+    assert set(samples) | {"$or", "$nor", "$not", "$and"} <= MONGO_OPERATORS
+
+
+def test_translated_conditions_keep_mongodb_meaning() -> None:
+    """What goes to the server is exactly the conditions whose meaning is MongoDB's."""
+    pytest.importorskip("tiled.queries", reason='the tiled extra is not installed')
+    from tiled.queries import Comparison, Eq, In, KeyPresent, Like
+
+    from broker_v1.stores.tiled._queries import plan_query
+
+    plan = plan_query({"$and": [{"plan_name": "scan", "sample.name": {"$in": ["a", "b"]}},
+                                {"time": {"$gte": 10.0, "$lte": 20.0}},
+                                {"uid": {"$regex": "^abc\\.1"}, "x": {"$exists": False}}]})
+    assert plan.residual == []
+    assert [type(q) for q in plan.queries] == [Eq, In, Comparison, Comparison, Like,
+                                               KeyPresent]
+    assert plan.queries[4].pattern == "abc.1%"
+    # Each of these has a different meaning on the SQL catalog, so it is checked here.
+    for query in ({"operator": {"$ne": "x"}}, {"operator": {"$nin": ["x"]}},
+                  {"operator": {"$lt": "E"}}, {"detectors": ["det"]},
+                  {"sample": {"name": "gold"}}, {"plan_name": {"$regex": "^sc"}},
+                  {"uid": {"$regex": "^ab_c"}}, {"plan_name": None}):
+        assert plan_query(query).residual, query

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -154,7 +154,7 @@ class TiledStore(DocumentStore):
 
     def get_run_start(self, uid: str) -> Doc:
         """The start document with exactly this uid; missing -> :class:`RunNotFound`."""
-        return _plain(self._run(uid).metadata["start"])
+        return _doc(self._run(uid).metadata["start"])
 
     def get_run_stop(self, run_start_uid: str) -> Doc | None:
         """The stop document, or ``None`` while the run is open (or after a crash)."""
@@ -271,7 +271,7 @@ class TiledStore(DocumentStore):
         found = self._streams.get(uid)
         if found is None:
             raise KeyError(f"No descriptor with uid {uid!r} read yet from {self.describe()}.")
-        return _plain(found.descriptor)
+        return _doc(found.descriptor)
 
     def iter_event_pages(
         self, descriptor_uid: str, *, fields: Iterable[str] | None = None
@@ -319,10 +319,15 @@ class TiledStore(DocumentStore):
             self._conn.close()
 
 
+def _doc(value: Mapping[str, Any]) -> Doc:
+    """A fresh plain copy of a document."""
+    return {k: _plain(v) for k, v in value.items()}
+
+
 def _plain(value: Any) -> Any:
     """A fresh copy as plain dicts and lists (tiled hands out read-only DictView/ListView)."""
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple) or type(value).__name__ == "ListView":
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         return [_plain(v) for v in value]
     return value
