@@ -4,7 +4,10 @@ The session's server (``tiled_server`` in ``tests/conftest.py``) holds six runs 
 bluesky's RunEngine with ophyd's simulated devices through bluesky-tiled-plugins'
 ``TiledWriter`` (``tests/stores/tiled_fill.py``): scan_ids 1-6, a ``count``, a 20-point
 ``scan`` with a ``baseline`` stream, a ``list_scan``, two more ``count`` and a ``list_scan``
-of in-event arrays (a 20-value spectrum, a 4x8 frame).  Everything is
+of in-event arrays (a 20-value spectrum, a 4x8 frame); and two older runs built with
+event-model and given to TiledWriter directly (scan_ids 7 and 8, uids sharing the prefix
+``abcdef0``): one with a configuration update (a second ``primary`` descriptor), one left
+open.  Everything is
 read through ``Broker.from_config`` and compared with what tiled's own client gives.
 
 Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
@@ -21,6 +24,7 @@ import pytest
 
 from broker_v1 import Broker
 from broker_v1.errors import (
+    AmbiguousUid,
     DatumNotFound,
     ReadOnlyStore,
     ResourceNotFound,
@@ -86,8 +90,8 @@ def runs(tiled_server: Any) -> dict[int, dict[str, Any]]:
 
 
 def test_server_holds_the_runengine_runs(tiled_server: Any, runs: dict[int, Any]) -> None:
-    """The RunEngine recorded six runs, and the scan has a baseline stream."""
-    assert sorted(runs) == [1, 2, 3, 4, 5, 6]
+    """The RunEngine recorded six runs (the scan with a baseline stream), plus two composed."""
+    assert sorted(runs) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert runs[2]["plan_name"] == "scan" and runs[2]["streams"] == ["baseline", "primary"]
     print(f"tiled server start {tiled_server.timings['start']:.1f} s, "
           f"fill {tiled_server.timings['fill']:.1f} s")
@@ -116,7 +120,7 @@ def test_unknown_uid_is_the_not_found_error(db: Broker) -> None:
     with pytest.raises(RunNotFound):
         db[99]
     with pytest.raises(IndexError):
-        db[-7]
+        db[-9]
 
 
 def test_search(db: Broker, runs: dict[int, Any]) -> None:
@@ -154,7 +158,7 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
     """Beyond client_filter_limit, an untranslatable operator is UnsupportedQuery naming it
     and the server, at the db(...) call."""
     db = open_broker(_config(tiled_server, client_filter_limit=3))
-    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 6 runs") as info:
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 8 runs") as info:
         db(operator={"$ne": "Dmitri"})
     assert info.value.operator == "$ne"
     assert tiled_server.uri in info.value.store
@@ -237,6 +241,54 @@ def test_documents(db: Broker, runs: dict[int, Any]) -> None:
     times = [doc["time"] for name, doc in docs if name == "event"]
     assert times == sorted(times)
     assert docs[-1][1] == h.stop
+
+
+def test_ambiguous_uid_prefix(db: Broker, runs: dict[int, Any]) -> None:
+    """A prefix two uids share is AmbiguousUid listing both; one more character decides."""
+    with pytest.raises(AmbiguousUid, match="'abcdef' matches 2 runs") as info:
+        db["abcdef"]
+    assert sorted(info.value.matches) == [runs[7]["uid"], runs[8]["uid"]]
+    assert db["abcdef02"].start["scan_id"] == 8
+
+
+def test_open_run(db: Broker, runs: dict[int, Any]) -> None:
+    """A run without a stop has stop {} (None from the store) and its descriptor; TiledWriter
+    has not flushed its events yet (it does every 10,000 events and at stop)."""
+    h = db[runs[8]["uid"]]
+    assert h.stop == {}
+    assert db.store.get_run_stop(runs[8]["uid"]) is None
+    assert [d["name"] for d in h.descriptors] == ["primary"]
+    assert len(db.get_table(h)) == 0
+
+
+def test_configuration_update(db: Broker, runs: dict[int, Any]) -> None:
+    """A stream with a second descriptor gives both, each with its configuration, and each
+    event belongs to the descriptor in force at its time."""
+    h = db[runs[7]["uid"]]
+    before, after = h.descriptors
+    assert (before["name"], after["name"]) == ("primary", "primary")
+    assert before["configuration"]["x"]["data"] == {"x_gain": 1}
+    assert after["configuration"]["x"]["data"] == {"x_gain": 2}
+    events = list(db.get_events(h))
+    assert [(e["descriptor"], e["seq_num"], e["data"]["gain"]) for e in events] == [
+        (before["uid"], 1, 1), (before["uid"], 2, 1), (after["uid"], 3, 2), (after["uid"], 4, 2)]
+    assert list(db.get_table(h)["x"]) == [0.5, 1.0, 1.5, 2.0]
+
+
+@pytest.mark.parametrize("scan_id", [2, 7])
+def test_events_agree_with_tiled_document_export(db: Broker, catalog: Any,
+                                                 runs: dict[int, Any], scan_id: int) -> None:
+    """Event uids, descriptors, seq_nums, times and data are those of tiled's own export of
+    the run (run.documents())."""
+    uid = runs[scan_id]["uid"]
+
+    def key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (doc["uid"], doc["descriptor"], doc["seq_num"], doc["time"],
+                _plain(doc["data"]), _plain(doc["timestamps"]))
+
+    expected = sorted(key(doc) for name, doc in catalog[uid].documents() if name == "event")
+    got = sorted(key(doc) for name, doc in db[uid].documents() if name == "event")
+    assert got == expected and len(got) == {2: 22, 7: 4}[scan_id]
 
 
 def test_no_resources_or_datums(db: Broker) -> None:
