@@ -25,6 +25,7 @@ import pytest
 from broker_v1 import Broker
 from broker_v1.errors import (
     AmbiguousUid,
+    ConfigError,
     DatumNotFound,
     ReadOnlyStore,
     ResourceNotFound,
@@ -364,6 +365,27 @@ def test_unreachable_server(tiled_server: Any, open_broker: Any) -> None:
     assert "pw" not in str(info.value)
     del info
     gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
+def test_timeout(tiled_server: Any, open_broker: Any) -> None:
+    """A server slower than store.timeout is StoreUnavailable saying so (tiled's retries
+    off); the option is checked when the store is built."""
+    import gc
+
+    import stamina
+
+    db = open_broker(_config(tiled_server, timeout=1e-6))
+    stamina.set_testing(True, attempts=1)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"did not answer in time.*store.timeout"):
+            db[-1]
+    finally:
+        stamina.set_testing(False)
+    gc.collect()
+    with pytest.raises(ConfigError, match="timeout must be a number of seconds > 0"):
+        open_broker(_config(tiled_server, timeout=0))
+    assert open_broker(_config(tiled_server, timeout=60))[-1].start["scan_id"] == 6
 
 
 def test_config_and_describe_hide_the_key(tiled_server: Any, db: Broker) -> None:

@@ -66,10 +66,14 @@ class TiledConnection:
         The key, or ``None`` to use :data:`API_KEY_ENV` (or no key when that is unset).
     label
         The store's description, for messages.
+    timeout
+        Seconds to wait for the server on each request; ``None``: tiled's defaults.
     """
 
-    def __init__(self, uri: str, api_key: str | None, *, label: str) -> None:
+    def __init__(self, uri: str, api_key: str | None, *, label: str,
+                 timeout: float | None = None) -> None:
         self.uri = uri
+        self.timeout = timeout
         self.redacted = redact_uri(uri)
         self._api_key = api_key
         self.label = label
@@ -90,8 +94,12 @@ class TiledConnection:
             # from_uri's two steps, so the connection is closed when the second fails (a
             # failure inside the first, e.g. a refused connection, leaves tiled's own client
             # to the garbage collector).
+            import httpx
+
+            timeout = None if self.timeout is None else httpx.Timeout(self.timeout)
             with self.errors("connect"):
-                context, path = Context.from_any_uri(self.uri, api_key=api_key)
+                context, path = Context.from_any_uri(self.uri, api_key=api_key,
+                                                     timeout=timeout)
             try:
                 with self.errors("connect"):
                     catalog = from_context(context, node_path_parts=path)
@@ -155,7 +163,7 @@ class TiledConnection:
             raise StoreUnavailable(
                 f"The tiled server at {self.redacted} did not answer in time while trying to "
                 f"{action} ({type(err).__name__}). Check the server's load and the network, "
-                "then retry."
+                "then retry; store.timeout sets the wait (seconds)."
             ) from err
         except httpx.TransportError as err:
             raise StoreUnavailable(

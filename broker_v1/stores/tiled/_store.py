@@ -56,6 +56,9 @@ class TiledStore(DocumentStore):
         Parts of a query the server cannot answer are checked here on the runs the server
         returns, when it returns at most this many; otherwise the query is refused with
         :class:`~broker_v1.errors.UnsupportedQuery`.
+    timeout
+        Seconds to wait for the server on each request (``None``: tiled's defaults, 30 s for
+        a read).
     read_only, validate
         As for every store (this store is always read-only).
 
@@ -75,6 +78,7 @@ class TiledStore(DocumentStore):
         uri: str,
         api_key: str | None = None,
         client_filter_limit: int = 1000,
+        timeout: float | None = None,
         read_only: bool = False,
         validate: str = "compatible",
     ) -> None:
@@ -87,7 +91,11 @@ class TiledStore(DocumentStore):
             raise ValueError(
                 f"client_filter_limit must be a whole number >= 0, got {client_filter_limit!r}")
         self.client_filter_limit = client_filter_limit
-        self._conn = TiledConnection(uri, api_key, label=self.describe())
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = None if timeout is None else float(timeout)
+        self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, Any] = OrderedDict()
         self._streams: dict[str, _Stream] = {}
@@ -105,6 +113,8 @@ class TiledStore(DocumentStore):
                                "read_only": self.read_only}
         if self.client_filter_limit != 1000:
             out["client_filter_limit"] = self.client_filter_limit
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
         return out
 
     def insert(self, name: str, doc: Mapping[str, Any], *, trusted: bool = False) -> None:
