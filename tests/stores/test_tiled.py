@@ -168,6 +168,12 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
                                            operator={"$ne": "Dmitri"})] == [5, 1]
     with pytest.raises(UnsupportedQuery, match=r"\$text"):
         db("gold")
+    # A $in longer than a URL can carry is checked here, so it needs a bound too.
+    many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(2000)]
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$in'.*leaves 8 runs"):
+        db(uid={"$in": many})
+    assert [h.start["scan_id"] for h in db(uid={"$in": many + [db[-1].start["uid"]]},
+                                           plan_name="list_scan")] == [6]
 
 
 def test_header(db: Broker, catalog: Any, runs: dict[int, Any]) -> None:

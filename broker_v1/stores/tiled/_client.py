@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import ConfigError, MissingDependency, RunNotFound, StoreUnavailable
+from ...errors import (
+    ConfigError,
+    MissingDependency,
+    RunNotFound,
+    StoreUnavailable,
+    UnsupportedQuery,
+)
 
 __all__ = ["API_KEY_ENV", "TiledConnection", "check_uri", "redact_uri"]
 
@@ -159,6 +165,13 @@ class TiledConnection:
                     f"No run with uid {uid!r} in {self.label}.", key=uid, store=self.label
                 ) from err
             raise StoreUnavailable(self._status_message(action, status, err)) from err
+        except httpx.InvalidURL as err:
+            # tiled's client puts queries in the URL; httpx refuses one that is too long.
+            raise UnsupportedQuery(
+                f"{self.label} cannot send this request to {self.redacted} while trying to "
+                f"{action}: {err}. Use shorter query values or fewer of them.",
+                store=self.label,
+            ) from err
         except httpx.TimeoutException as err:
             raise StoreUnavailable(
                 f"The tiled server at {self.redacted} did not answer in time while trying to "

@@ -10,7 +10,8 @@ Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$n
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
 compares within a type only), equality with lists or documents (the server fails or compares
 differently), ``$regex`` other than an anchored uid prefix (the SQL catalog has no regex),
-and ``$or``, ``$nor``, ``$not``, ``$elemMatch``, ``$size``, ``$all``, ``$type``, ``$mod``.
+and ``$or``, ``$nor``, ``$not``, ``$elemMatch``, ``$size``, ``$all``, ``$type``, ``$mod``; and
+``$in`` lists longer than :data:`MAX_IN` (they would not fit in a URL).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any
 __all__ = ["Plan", "plan_query", "tiled_sort"]
 
 _COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
+#: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
+#: httpx refuses beyond 64 KiB (about 1,500 uids).
+MAX_IN = 200
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
 _PREFIX = re.compile(r"^\^((?:[^.^$*+?{}\[\]\\|()]|\\[.^$*+?{}\[\]\\|()])*)$")
 
@@ -95,7 +99,7 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
         for op, value in condition.items():
             if op == "$eq" and _scalar(value) and value is not None:
                 plan.queries.append(Eq(target, value))
-            elif op == "$in" and isinstance(value, list) and value and all(
+            elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
                     _scalar(v) and v is not None for v in value):
                 plan.queries.append(In(target, list(value)))
             elif op in _COMPARISONS and _number(value):
