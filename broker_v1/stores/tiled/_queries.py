@@ -43,10 +43,21 @@ class Plan:
     residual
         Operators (or ``field=value`` descriptions) the server cannot answer; non-empty
         means every candidate must be checked here against the whole filter.
+    recheck
+        Operators the server answers with a few more runs than MongoDB would (a uid prefix
+        sent as SQL ``LIKE``, which SQLite compares case-insensitively): the candidates are
+        checked here too, but they are no more numerous than the answer, so no bound is
+        needed.
     """
 
     queries: list[Any] = field(default_factory=list)
     residual: list[str] = field(default_factory=list)
+    recheck: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """The server's answer is the answer: nothing to check here."""
+        return not self.residual and not self.recheck
 
 
 def _number(value: Any) -> bool:
@@ -110,9 +121,8 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
                   and isinstance(value, str) and _PREFIX.match(value)):
                 prefix = re.sub(r"\\(.)", r"\1", value[1:])
                 plan.queries.append(Like(target, prefix + "%"))
-                if "%" in prefix or "_" in prefix:
-                    # LIKE has no escape here: these stay wildcards, so check exactly here.
-                    plan.residual.append("$regex")
+                # LIKE may ignore case (SQLite) and '%'/'_' in the prefix stay wildcards.
+                plan.recheck.append("$regex")
             else:
                 plan.residual.append(op)
     return plan

@@ -212,7 +212,7 @@ class TiledStore(DocumentStore):
         node = self._candidates(plan, sort)
         self._bounded(query, plan, node)
         matcher = None
-        if plan.residual:
+        if not plan.exact:
             from .._query import QueryMatcher
 
             matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
@@ -249,7 +249,7 @@ class TiledStore(DocumentStore):
         """How many runs match (one counting request when the server answers the whole query)."""
         query = {} if query is None else query
         plan = plan_query(query) if query else Plan()
-        if plan.residual:
+        if not plan.exact:
             return super().count_runs(query)
         node = self._candidates(plan, (("time", -1),))
         with self._conn.errors("count runs"):
