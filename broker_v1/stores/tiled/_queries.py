@@ -6,6 +6,10 @@ and is evaluated here, on the runs the server returned, with the same matcher th
 stores use.  The residual check always sees the whole filter, so the server's part only
 narrows the candidates and never decides alone.
 
+Sent, then rechecked here (the server may return a few runs too many): comparisons with
+numbers and uid prefixes.  Not expressible, and documented: MongoDB's equality also matches
+a list *containing* the value; the server's does not.
+
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
 compares within a type only), equality with lists or documents (the server fails or compares
@@ -44,10 +48,11 @@ class Plan:
         Operators (or ``field=value`` descriptions) the server cannot answer; non-empty
         means every candidate must be checked here against the whole filter.
     recheck
-        Operators the server answers with a few more runs than MongoDB would (a uid prefix
-        sent as SQL ``LIKE``, which SQLite compares case-insensitively): the candidates are
-        checked here too, but they are no more numerous than the answer, so no bound is
-        needed.
+        Operators the server answers with more runs than MongoDB would, in ways that are
+        rare in practice (a uid prefix sent as SQL ``LIKE``, which SQLite compares
+        case-insensitively; a number compared with a field that holds a string in some
+        runs): the candidates are checked here too, without the bound of a residual, since
+        they are normally no more numerous than the answer.
     """
 
     queries: list[Any] = field(default_factory=list)
@@ -115,6 +120,9 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
                 plan.queries.append(In(target, list(value)))
             elif op in _COMPARISONS and _number(value):
                 plan.queries.append(Comparison(_COMPARISONS[op], target, value))
+                # The SQL catalog also matches runs whose field is a string here (MongoDB
+                # compares numbers with numbers only): drop those after the server.
+                plan.recheck.append(op)
             elif op == "$exists" and isinstance(value, bool):
                 plan.queries.append(KeyPresent(target, exists=value))
             elif (op == "$regex" and key == "uid" and "$options" not in condition

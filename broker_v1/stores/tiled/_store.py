@@ -225,8 +225,9 @@ class TiledStore(DocumentStore):
         to_skip = skip if matcher is not None else 0
         produced = 0
         while True:
-            size = _PAGE if (limit is None or matcher is not None) else min(
-                _PAGE, limit - produced)
+            # Ask for what is still wanted (most candidates match even when checked here).
+            wanted = None if limit is None else limit - produced + to_skip
+            size = _PAGE if wanted is None else max(1, min(_PAGE, wanted))
             with self._conn.errors("search runs"):
                 page = node.items()[offset:offset + size]
             for uid, run in page:
