@@ -242,6 +242,21 @@ def test_get_events_have_stable_uids(db: Broker, runs: dict[int, Any]) -> None:
     assert [e["data"]["det"] for e in events] == list(table["det"])
 
 
+def test_streams_are_found_again_after_eviction(db: Broker, runs: dict[int, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for one stream only, the events of a stream read earlier are still found
+    (through its run), never an empty answer."""
+    from broker_v1.stores.tiled import _store
+
+    monkeypatch.setattr(_store, "_STREAM_CACHE", 1)
+    h = db[runs[2]["uid"]]
+    primary = next(d for d in h.descriptors if d["name"] == "primary")
+    db.store.get_descriptors(runs[1]["uid"])  # evicts the scan's streams
+    assert sum(len(p["seq_num"]) for p in db.store.iter_event_pages(primary["uid"])) == 20
+    assert db.store.get_descriptor(primary["uid"])["uid"] == primary["uid"]
+    assert list(db.store.iter_event_pages("no-such-descriptor")) == []
+
+
 def test_documents(db: Broker, runs: dict[int, Any]) -> None:
     """h.documents() replays start, both descriptors, 22 events in time order, then stop."""
     h = db[runs[2]["uid"]]

@@ -27,6 +27,8 @@ Doc = dict[str, Any]
 _PAGE = 300
 #: Run clients kept (their metadata holds start and stop).
 _RUN_CACHE = 256
+#: Streams kept (client and descriptor); older ones are found again through their run.
+_STREAM_CACHE = 1024
 
 
 @dataclass
@@ -98,7 +100,10 @@ class TiledStore(DocumentStore):
         self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, Any] = OrderedDict()
-        self._streams: dict[str, _Stream] = {}
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        # descriptor uid -> run uid of every descriptor read, so an evicted stream is found
+        # again (a descriptor cannot be looked up by uid on the server).
+        self._descriptor_runs: dict[str, str] = {}
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -273,13 +278,28 @@ class TiledStore(DocumentStore):
             with self._lock:
                 for d in docs:
                     self._streams[d["uid"]] = _Stream(run_start_uid, name, stream, d, times)
+                    self._streams.move_to_end(d["uid"])
+                    self._descriptor_runs[d["uid"]] = run_start_uid
+                while len(self._streams) > _STREAM_CACHE:
+                    self._streams.popitem(last=False)
             out.extend(docs)
         out.sort(key=lambda d: d["time"])
         return [_plain(d) for d in out]
 
+    def _stream(self, descriptor_uid: str) -> _Stream | None:
+        """Where a descriptor read before lives (read again if it was evicted), or None."""
+        with self._lock:
+            found = self._streams.get(descriptor_uid)
+            run_uid = self._descriptor_runs.get(descriptor_uid)
+        if found is None and run_uid is not None:
+            self.get_descriptors(run_uid)
+            with self._lock:
+                found = self._streams.get(descriptor_uid)
+        return found
+
     def get_descriptor(self, uid: str) -> Doc:
         """A descriptor already seen through :meth:`get_descriptors`; else ``KeyError``."""
-        found = self._streams.get(uid)
+        found = self._stream(uid)
         if found is None:
             raise KeyError(f"No descriptor with uid {uid!r} read yet from {self.describe()}.")
         return _doc(found.descriptor)
@@ -293,7 +313,7 @@ class TiledStore(DocumentStore):
         every reader does first) are known; any other uid yields nothing.  Fields marked
         ``external`` are not included in this version.
         """
-        found = self._streams.get(descriptor_uid)
+        found = self._stream(descriptor_uid)
         if found is None:
             return
         with self._conn.errors(f"read the events of stream {found.name!r} of run "
@@ -327,6 +347,7 @@ class TiledStore(DocumentStore):
         with self._lock:
             self._runs.clear()
             self._streams.clear()
+            self._descriptor_runs.clear()
             self._conn.close()
 
 
