@@ -275,8 +275,10 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     venv = server_venv()
     if venv is None:
-        pytest.skip("no tiled server venv (BROKER_V1_TILED_VENV, else .ci/tiled-venv with "
-                    "tiled[server], bluesky, ophyd, bluesky-tiled-plugins); .ci/run builds it")
+        where = os.environ.get("BROKER_V1_TILED_VENV") or ".ci/tiled-venv"
+        pytest.skip(f"no tiled server venv: {where} has no bin/tiled (a venv with "
+                    "tiled[server], bluesky, ophyd, bluesky-tiled-plugins; .ci/run builds "
+                    ".ci/tiled-venv, BROKER_V1_TILED_VENV names another)")
     server = TiledServer(venv, tmp_path_factory.mktemp("tiled-server"))
     server.start()
     try:
