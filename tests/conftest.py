@@ -29,6 +29,9 @@ from broker_v1.stores.memory import MemoryStore  # noqa: E402
 
 STORE_KINDS = ["memory", "files", "mongomock", "mongo"]
 
+# Run in the tiled server's venv (bluesky, ophyd), never imported here: no doctests to collect.
+collect_ignore = ["stores/tiled_fill.py"]
+
 
 @dataclass
 class Harness:
@@ -255,3 +258,31 @@ def filled_db(db: Broker, runs: list[SampleRun]) -> Broker:
 
 def now() -> float:
     return time.time()
+
+
+# ---------------------------------------------------------------------- a tiled server
+@pytest.fixture(scope="session")
+def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiled server (SQL catalog) holding runs recorded by a real RunEngine, per session.
+
+    Skips when the package's tiled extra or the server's venv is missing.
+    """
+    pytest.importorskip("tiled.client", reason='the tiled extra is not installed '
+                        '(pip install -e ".[test,tiled]")')
+    pytest.importorskip("bluesky_tiled_plugins", reason='the tiled extra is not installed '
+                        '(pip install -e ".[test,tiled]")')
+    from tiled_server import TiledServer, server_venv
+
+    venv = server_venv()
+    if venv is None:
+        where = os.environ.get("BROKER_V1_TILED_VENV") or ".ci/tiled-venv"
+        pytest.skip(f"no tiled server venv: {where} has no bin/tiled (a venv with "
+                    "tiled[server], bluesky, ophyd, bluesky-tiled-plugins; .ci/run builds "
+                    ".ci/tiled-venv, BROKER_V1_TILED_VENV names another)")
+    server = TiledServer(venv, tmp_path_factory.mktemp("tiled-server"))
+    server.start()
+    try:
+        server.fill()
+        yield server
+    finally:
+        server.stop()

@@ -43,7 +43,8 @@ def test_error_hierarchy():
 
 
 @pytest.mark.parametrize("module", ["broker_v1.stores.memory", "broker_v1.stores.base",
-                                    "broker_v1.stores", "broker_v1"])
+                                    "broker_v1.stores", "broker_v1",
+                                    "broker_v1.stores.tiled"])
 def test_stores_never_import_pandas_or_xarray(module):
     """Importing the package or any store pulls in neither pandas nor xarray."""
     code = (f"import sys, {module}; "

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "memory": ("broker_v1.stores.memory:MemoryStore", None),
     "files": ("broker_v1.stores.files:FileStore", None),
     "mongo": ("broker_v1.stores.mongo:MongoStore", "pip install pymongo"),
+    "tiled": ("broker_v1.stores.tiled:TiledStore", 'pip install "broker_v1[tiled]"'),
 }
 _registered: dict[str, Any] = {}
 _loaded: dict[str, type[DocumentStore]] = {}

@@ -1,0 +1,124 @@
+"""The SQL-catalog layout (runs written by TiledWriter) read back as bluesky documents.
+
+Per run, a container keyed by the start uid with metadata ``{start, stop}``; per stream a
+container whose metadata is the stream's first descriptor (without ``name``, ``object_keys``
+and ``run_start``; later descriptors of the stream are kept as ``_config_updates``), holding a
+table ``internal`` (``seq_num``, ``time``, one column per scalar or small-array field and
+``ts_<field>`` timestamps) and one array node per larger in-event array (rows along the first
+dimension).
+
+What the layout does not keep, and what is returned instead (the same on every call):
+
+* **Event uids**: ``event-<descriptor uid>-<seq_num>``, the uids tiled's own document export
+  (``run.documents()``) gives, so both readers agree.
+* **Which descriptor an event belongs to** when a stream has configuration updates: the last
+  descriptor of the stream whose ``time`` is not after the event's ``time`` (also as tiled's
+  export does).
+* **Resources and datums** (external data): none; fields marked ``external`` are left out of
+  event pages in this version.
+* **filled**: absent from pages (nothing is stored as filled).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+__all__ = ["descriptors_of_stream", "event_pages", "event_uid"]
+
+Doc = dict[str, Any]
+
+_ARROW = "application/vnd.apache.arrow.file"
+
+
+def event_uid(descriptor_uid: str, seq_num: int) -> str:
+    """The uid given to an event the layout stored without one."""
+    return f"event-{descriptor_uid}-{seq_num}"
+
+
+def descriptors_of_stream(metadata: Mapping[str, Any], stream_name: str,
+                          run_start_uid: str) -> list[Doc]:
+    """The descriptor documents of one stream, rebuilt from its node's metadata.
+
+    Uses bluesky-tiled-plugins' own reconstruction (the one its exporter and clients use),
+    which restores ``name``, ``run_start`` and ``object_keys`` (from each data key's
+    ``object_name``) and unfolds ``_config_updates`` into later descriptors.
+    """
+    from bluesky_tiled_plugins.exporters import build_descriptor_docs
+
+    return [dict(d) for d in build_descriptor_docs(dict(metadata), stream_name,
+                                                   run_start_uid=run_start_uid)]
+
+
+def _owner(times: Sequence[tuple[float, str]], row_time: float) -> str:
+    owner = times[0][1]
+    for t, uid in times[1:]:
+        if t <= row_time:
+            owner = uid
+    return owner
+
+
+def read_columns(stream: Any, descriptor: Mapping[str, Any],
+                 fields: Iterable[str] | None) -> dict[str, list[Any]]:
+    """Columns of one stream: the ``internal`` table in one request, plus in-event arrays.
+
+    Returns ``{column: values}`` with ``seq_num``, ``time``, data fields and ``ts_<field>``
+    columns, as plain Python values.
+    """
+    import pyarrow.ipc
+
+    base = stream.base
+    parts = set(base)
+    data_keys = descriptor["data_keys"]
+    wanted = [k for k in data_keys if not data_keys[k].get("external")]
+    if fields is not None:
+        keep = set(fields)
+        wanted = [k for k in wanted if k in keep]
+    columns: dict[str, list[Any]] = {}
+    if "internal" in parts:
+        table_client = base["internal"]
+        present = set(table_client.columns)
+        names = ["seq_num", "time"] + [c for k in wanted for c in (k, f"ts_{k}")
+                                       if c in present]
+        buffer = io.BytesIO()
+        table_client.export(buffer, columns=names, format=_ARROW)
+        table = pyarrow.ipc.open_file(buffer.getvalue()).read_all()
+        columns = {name: table.column(name).to_pylist() for name in names
+                   if name in table.column_names}
+    for key in wanted:
+        if key in columns or key not in parts:
+            continue
+        # A larger in-event array: its own node, one row per event along the first axis.
+        columns[key] = base[key].read().tolist()
+    return columns
+
+
+def event_pages(columns: Mapping[str, list[Any]], descriptor_uid: str,
+                descriptor_times: Sequence[tuple[float, str]],
+                data_keys: Iterable[str]) -> Iterator[Doc]:
+    """The event page of ``descriptor_uid`` from a stream's columns (nothing if no rows).
+
+    Rows are ordered by (``time``, ``seq_num``); rows that belong to another descriptor of the
+    same stream (a configuration update) are left out.
+    """
+    seq = columns.get("seq_num") or []
+    times = columns.get("time") or []
+    keys = [k for k in data_keys if k in columns]
+    rows = [i for i in range(len(seq))
+            if _owner(descriptor_times, times[i]) == descriptor_uid]
+    if not rows:
+        return
+    rows.sort(key=lambda i: (times[i], seq[i]))
+    page: Doc = {
+        "descriptor": descriptor_uid,
+        "uid": [event_uid(descriptor_uid, seq[i]) for i in rows],
+        "seq_num": [seq[i] for i in rows],
+        "time": [times[i] for i in rows],
+        "data": {k: [columns[k][i] for i in rows] for k in keys},
+        "timestamps": {},
+    }
+    for k in keys:
+        ts = columns.get(f"ts_{k}")
+        page["timestamps"][k] = [ts[i] for i in rows] if ts is not None else list(page["time"])
+    yield page

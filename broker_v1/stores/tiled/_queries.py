@@ -1,0 +1,141 @@
+"""Mongo-dialect filters on start documents -> tiled queries the SQL catalog answers.
+
+A filter is taken apart into its AND-ed field conditions.  Each one the server answers with
+the same meaning as MongoDB becomes a tiled query on ``start.<field>``; the rest is *residual*
+and is evaluated here, on the runs the server returned, with the same matcher the server-less
+stores use.  The residual check always sees the whole filter, so the server's part only
+narrows the candidates and never decides alone.
+
+Sent, then rechecked here (the server may return a few runs too many): comparisons with
+numbers and uid prefixes.  Not expressible, and documented: MongoDB's equality also matches
+a list *containing* the value; the server's does not.
+
+Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
+(the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
+compares within a type only), equality with lists or documents (the server fails or compares
+differently), ``$regex`` other than an anchored uid prefix (the SQL catalog has no regex),
+and ``$or``, ``$nor``, ``$not``, ``$elemMatch``, ``$size``, ``$all``, ``$type``, ``$mod``; and
+``$in`` lists longer than :data:`MAX_IN` (they would not fit in a URL).
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Plan", "plan_query", "tiled_sort"]
+
+_COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
+#: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
+#: httpx refuses beyond 64 KiB (about 1,500 uids).
+MAX_IN = 200
+# An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
+_PREFIX = re.compile(r"^\^((?:[^.^$*+?{}\[\]\\|()]|\\[.^$*+?{}\[\]\\|()])*)$")
+
+
+@dataclass
+class Plan:
+    """How one filter is answered: ``queries`` on the server, the rest (if any) here.
+
+    Attributes
+    ----------
+    queries
+        tiled query objects, AND-ed.
+    residual
+        Operators (or ``field=value`` descriptions) the server cannot answer; non-empty
+        means every candidate must be checked here against the whole filter.
+    recheck
+        Operators the server answers with more runs than MongoDB would, in ways that are
+        rare in practice (a uid prefix sent as SQL ``LIKE``, which SQLite compares
+        case-insensitively; a number compared with a field that holds a string in some
+        runs): the candidates are checked here too, without the bound of a residual, since
+        they are normally no more numerous than the answer.
+    """
+
+    queries: list[Any] = field(default_factory=list)
+    residual: list[str] = field(default_factory=list)
+    recheck: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:
+        """The server's answer is the answer: nothing to check here."""
+        return not self.residual and not self.recheck
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | bool) or _number(value)
+
+
+def _conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(field or operator, condition)`` pairs of a filter, top-level ``$and`` flattened."""
+    for key, value in query.items():
+        if key == "$and" and isinstance(value, list):
+            for part in value:
+                yield from _conditions(part)
+        else:
+            yield key, value
+
+
+def plan_query(query: Mapping[str, Any]) -> Plan:
+    """Split a checked Mongo-dialect filter into tiled queries and a residual.
+
+    Parameters
+    ----------
+    query
+        A filter on start-document fields (already checked by ``check_query``).
+
+    Returns
+    -------
+    Plan
+    """
+    from tiled.queries import Comparison, Eq, In, KeyPresent, Like
+
+    plan = Plan()
+    for key, condition in _conditions(query):
+        if key.startswith("$"):
+            plan.residual.append(key)
+            continue
+        target = f"start.{key}"
+        if not isinstance(condition, Mapping):
+            if _scalar(condition) and condition is not None:
+                plan.queries.append(Eq(target, condition))
+            else:
+                plan.residual.append(f"{key}={condition!r}")
+            continue
+        if not condition or not all(op.startswith("$") for op in condition):
+            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
+            continue
+        for op, value in condition.items():
+            if op == "$eq" and _scalar(value) and value is not None:
+                plan.queries.append(Eq(target, value))
+            elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
+                    _scalar(v) and v is not None for v in value):
+                plan.queries.append(In(target, list(value)))
+            elif op in _COMPARISONS and _number(value):
+                plan.queries.append(Comparison(_COMPARISONS[op], target, value))
+                # The SQL catalog also matches runs whose field is a string here (MongoDB
+                # compares numbers with numbers only): drop those after the server.
+                plan.recheck.append(op)
+            elif op == "$exists" and isinstance(value, bool):
+                plan.queries.append(KeyPresent(target, exists=value))
+            elif (op == "$regex" and key == "uid" and "$options" not in condition
+                  and isinstance(value, str) and _PREFIX.match(value)):
+                prefix = re.sub(r"\\(.)", r"\1", value[1:])
+                plan.queries.append(Like(target, prefix + "%"))
+                # LIKE may ignore case (SQLite) and '%'/'_' in the prefix stay wildcards.
+                plan.recheck.append("$regex")
+            else:
+                plan.residual.append(op)
+    return plan
+
+
+def tiled_sort(sort: Any) -> list[tuple[str, int]]:
+    """broker_v1's ``(field, direction)`` pairs as tiled sorting on the start document."""
+    return [(f"start.{name}", int(direction)) for name, direction in sort]

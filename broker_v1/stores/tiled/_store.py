@@ -1,0 +1,365 @@
+"""TiledStore: read runs from a tiled server's catalog of Bluesky runs (SQL layout)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ...errors import (
+    DatumNotFound,
+    ReadOnlyStore,
+    ResourceNotFound,
+    UnsupportedQuery,
+)
+from ..base import DocumentStore, Sort, not_found_run
+from ._client import TiledConnection, check_uri
+from ._layout import descriptors_of_stream, event_pages, read_columns
+from ._queries import Plan, plan_query, tiled_sort
+
+__all__ = ["TiledStore"]
+
+Doc = dict[str, Any]
+
+#: Runs fetched per request while paging through a search (tiled servers cap it at 300).
+_PAGE = 300
+#: Run clients kept (their metadata holds start and stop).
+_RUN_CACHE = 256
+#: Streams kept (client and descriptor); older ones are found again through their run.
+_STREAM_CACHE = 1024
+
+
+@dataclass
+class _Stream:
+    """Where a descriptor's events live, remembered when its descriptors were read."""
+
+    run_uid: str
+    name: str
+    client: Any
+    descriptor: Doc
+    times: list[tuple[float, str]]  # (time, uid) of every descriptor of the stream
+
+
+class TiledStore(DocumentStore):
+    """Runs in a tiled server's catalog of Bluesky runs, read through tiled's client.
+
+    Reads the SQL-catalog layout that bluesky-tiled-plugins' ``TiledWriter`` writes
+    (``CatalogOfBlueskyRuns`` version 3).  Read-only in this version.
+
+    Parameters
+    ----------
+    uri
+        ``http(s)://host:port[/sub/path]`` of the catalog node.
+    api_key
+        The API key; by default the ``TILED_API_KEY`` environment variable (or none).
+    client_filter_limit
+        Parts of a query the server cannot answer are checked here on the runs the server
+        returns, when it returns at most this many; otherwise the query is refused with
+        :class:`~broker_v1.errors.UnsupportedQuery`.
+    timeout
+        Seconds to wait for the server on each request (``None``: tiled's defaults, 30 s for
+        a read).
+    read_only, validate
+        As for every store (this store is always read-only).
+
+    Notes
+    -----
+    Nothing is contacted until the first read.  See :mod:`broker_v1.stores.tiled` for what
+    the layout does not keep and what is returned instead.
+    """
+
+    backend: ClassVar[str] = "tiled"
+    supports_writes: ClassVar[bool] = False
+    supports_text_search: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        api_key: str | None = None,
+        client_filter_limit: int = 1000,
+        timeout: float | None = None,
+        read_only: bool = False,
+        validate: str = "compatible",
+    ) -> None:
+        super().__init__(read_only=read_only, validate=validate)
+        self.uri = check_uri(uri)
+        if api_key is not None and not isinstance(api_key, str):
+            raise ValueError(f"api_key must be a string, got {type(api_key).__name__}")
+        if (isinstance(client_filter_limit, bool) or not isinstance(client_filter_limit, int)
+                or client_filter_limit < 0):
+            raise ValueError(
+                f"client_filter_limit must be a whole number >= 0, got {client_filter_limit!r}")
+        self.client_filter_limit = client_filter_limit
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, int | float) or timeout <= 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        self.timeout = None if timeout is None else float(timeout)
+        self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
+        self._lock = threading.RLock()
+        self._runs: OrderedDict[str, Any] = OrderedDict()
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        # descriptor uid -> run uid of every descriptor read, so an evicted stream is found
+        # again (a descriptor cannot be looked up by uid on the server).
+        self._descriptor_runs: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> str:
+        """``tiled store http://host:port/path`` (credentials never shown)."""
+        from ._client import redact_uri
+
+        return f"{self.backend} store {redact_uri(self.uri)}"
+
+    def config(self) -> dict[str, Any]:
+        """The ``store:`` section without the API key (give it again, or set TILED_API_KEY)."""
+        out: dict[str, Any] = {"backend": self.backend, "uri": self._conn.redacted,
+                               "read_only": self.read_only}
+        if self.client_filter_limit != 1000:
+            out["client_filter_limit"] = self.client_filter_limit
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        return out
+
+    def insert(self, name: str, doc: Mapping[str, Any], *, trusted: bool = False) -> None:
+        """Refused: writing to tiled is not implemented yet.
+
+        Raises
+        ------
+        ReadOnlyStore
+            Always, before anything is sent.
+        """
+        raise ReadOnlyStore(
+            f"{self.describe()} is read-only: writing to a tiled server is not implemented "
+            f"yet, so insert({name!r}, ...) was refused and nothing was sent. Record runs "
+            "with bluesky-tiled-plugins' TiledWriter (RE.subscribe(TiledWriter(client))).",
+            store=self.describe(),
+        )
+
+    # ------------------------------------------------------------------ runs
+    def _remember(self, uid: str, run: Any) -> Any:
+        with self._lock:
+            self._runs[uid] = run
+            self._runs.move_to_end(uid)
+            while len(self._runs) > _RUN_CACHE:
+                self._runs.popitem(last=False)
+        return run
+
+    def _run(self, uid: str, *, fresh: bool = False) -> Any:
+        """The run's client (cached), or :class:`RunNotFound`."""
+        if not isinstance(uid, str) or not uid or "/" in uid or uid in (".", ".."):
+            raise not_found_run(self, str(uid))
+        if not fresh:
+            with self._lock:
+                run = self._runs.get(uid)
+            if run is not None:
+                return run
+        catalog = self._conn.catalog()
+        from tiled.client.container import Container
+
+        with self._conn.errors(f"read run {uid}", uid=uid):
+            try:
+                # The plain container lookup: the catalog's own __getitem__ falls back to a
+                # partial-uid search, which is not what an exact uid means.
+                run = Container.__getitem__(catalog, uid)
+            except KeyError:
+                raise not_found_run(self, uid) from None
+        return self._remember(uid, run)
+
+    def get_run_start(self, uid: str) -> Doc:
+        """The start document with exactly this uid; missing -> :class:`RunNotFound`."""
+        return _doc(self._run(uid).metadata["start"])
+
+    def get_run_stop(self, run_start_uid: str) -> Doc | None:
+        """The stop document, or ``None`` while the run is open (or after a crash)."""
+        stop = self._run(run_start_uid).metadata.get("stop")
+        if not stop:
+            # The cached client may predate the stop: ask the server again.
+            stop = self._run(run_start_uid, fresh=True).metadata.get("stop")
+        return _plain(stop) if stop else None
+
+    # ------------------------------------------------------------------ search
+    def _candidates(self, plan: Plan, sort: Sort) -> Any:
+        node = self._conn.catalog()
+        for query in plan.queries:
+            node = node.search(query)
+        return node.sort(*tiled_sort(sort))
+
+    def _bounded(self, query: Mapping[str, Any], plan: Plan, node: Any) -> None:
+        """Refuse a query with a residual unless the server narrowed it to few runs."""
+        if not plan.residual:
+            return
+        with self._conn.errors("count the runs of a search"):
+            count = len(node)
+        if count > self.client_filter_limit:
+            operator = plan.residual[0]
+            raise UnsupportedQuery(
+                f"{self.describe()} cannot evaluate {operator!r} in {dict(query)!r} on the "
+                f"server, and the rest of the query leaves {count} runs, more than "
+                f"client_filter_limit ({self.client_filter_limit}) to check here. Narrow the "
+                "search with conditions the server answers (field equality, $in, $gt/$gte/"
+                "$lt/$lte on numbers, $exists, since/until, uid prefixes), or raise "
+                "client_filter_limit in the store's config.",
+                operator=operator,
+                store=self.describe(),
+            )
+
+    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
+        plan = plan_query(query)
+        if plan.residual:
+            self._bounded(query, plan, self._candidates(plan, (("time", -1),)))
+
+    def _find_run_starts(
+        self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
+    ) -> Iterator[Doc]:
+        plan = plan_query(query)
+        node = self._candidates(plan, sort)
+        self._bounded(query, plan, node)
+        matcher = None
+        if not plan.exact:
+            from .._query import QueryMatcher
+
+            matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
+        return self._iter_search(node, matcher, skip, limit)
+
+    def _iter_search(self, node: Any, matcher: Any, skip: int,
+                     limit: int | None) -> Iterator[Doc]:
+        # With a residual, skip/limit apply after filtering here; without, the server pages.
+        offset = 0 if matcher is not None else skip
+        to_skip = skip if matcher is not None else 0
+        produced = 0
+        while True:
+            # Ask for what is still wanted (most candidates match even when checked here).
+            wanted = None if limit is None else limit - produced + to_skip
+            size = _PAGE if wanted is None else max(1, min(_PAGE, wanted))
+            with self._conn.errors("search runs"):
+                page = node.items()[offset:offset + size]
+            for uid, run in page:
+                self._remember(uid, run)
+                start = run.metadata["start"]
+                if matcher is not None and not matcher(start):
+                    continue
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                yield _plain(start)
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+            if len(page) < size:
+                return
+            offset += size
+
+    def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
+        """How many runs match (one counting request when the server answers the whole query)."""
+        query = {} if query is None else query
+        plan = plan_query(query) if query else Plan()
+        if not plan.exact:
+            return super().count_runs(query)
+        node = self._candidates(plan, (("time", -1),))
+        with self._conn.errors("count runs"):
+            return len(node)
+
+    # ------------------------------------------------------------------ descriptors, events
+    def get_descriptors(self, run_start_uid: str) -> list[Doc]:
+        """Every stream's descriptors, rebuilt from the stream nodes, in ascending time."""
+        run = self._run(run_start_uid)
+        out: list[Doc] = []
+        with self._conn.errors(f"read the streams of run {run_start_uid}",
+                               uid=run_start_uid):
+            streams = list(run.base.items())
+        for name, stream in streams:
+            if "BlueskyEventStream" not in {s.name for s in stream.specs}:
+                continue
+            with self._conn.errors(f"read stream {name!r} of run {run_start_uid}"):
+                docs = descriptors_of_stream(stream.metadata, name, run_start_uid)
+            times = [(d["time"], d["uid"]) for d in docs]
+            with self._lock:
+                for d in docs:
+                    self._streams[d["uid"]] = _Stream(run_start_uid, name, stream, d, times)
+                    self._streams.move_to_end(d["uid"])
+                    self._descriptor_runs[d["uid"]] = run_start_uid
+                while len(self._streams) > _STREAM_CACHE:
+                    self._streams.popitem(last=False)
+            out.extend(docs)
+        out.sort(key=lambda d: d["time"])
+        return [_plain(d) for d in out]
+
+    def _stream(self, descriptor_uid: str) -> _Stream | None:
+        """Where a descriptor read before lives (read again if it was evicted), or None."""
+        with self._lock:
+            found = self._streams.get(descriptor_uid)
+            run_uid = self._descriptor_runs.get(descriptor_uid)
+        if found is None and run_uid is not None:
+            self.get_descriptors(run_uid)
+            with self._lock:
+                found = self._streams.get(descriptor_uid)
+        return found
+
+    def get_descriptor(self, uid: str) -> Doc:
+        """A descriptor already seen through :meth:`get_descriptors`; else ``KeyError``."""
+        found = self._stream(uid)
+        if found is None:
+            raise KeyError(f"No descriptor with uid {uid!r} read yet from {self.describe()}.")
+        return _doc(found.descriptor)
+
+    def iter_event_pages(
+        self, descriptor_uid: str, *, fields: Iterable[str] | None = None
+    ) -> Iterator[Doc]:
+        """The descriptor's events as one page, read from the stream's table in one request.
+
+        Only descriptors of runs whose descriptors were read (:meth:`get_descriptors`, as
+        every reader does first) are known; any other uid yields nothing.  Fields marked
+        ``external`` are not included in this version.
+        """
+        found = self._stream(descriptor_uid)
+        if found is None:
+            return
+        with self._conn.errors(f"read the events of stream {found.name!r} of run "
+                               f"{found.run_uid}"):
+            columns = read_columns(found.client, found.descriptor, fields)
+        data_keys = [k for k in found.descriptor["data_keys"]
+                     if not found.descriptor["data_keys"][k].get("external")]
+        yield from event_pages(columns, descriptor_uid, found.times, data_keys)
+
+    # ------------------------------------------------------------------ external data
+    def get_resource(self, uid: str) -> Doc:
+        """Always :class:`ResourceNotFound`: the SQL layout keeps no resource documents."""
+        raise ResourceNotFound(
+            f"No resource {uid!r} in {self.describe()}: catalogs written by TiledWriter keep "
+            "no resource documents, and reading their external data is not supported yet.",
+            uid=uid, store=self.describe())
+
+    def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
+        """Nothing: the SQL layout keeps no datum documents."""
+        return iter(())
+
+    def get_datum(self, datum_id: str) -> Doc:
+        """Always :class:`DatumNotFound`: the SQL layout keeps no datum documents."""
+        raise DatumNotFound(
+            f"No datum {datum_id!r} in {self.describe()}: catalogs written by TiledWriter "
+            "keep no datum documents, and reading their external data is not supported yet.",
+            datum_id=datum_id, store=self.describe())
+
+    def close(self) -> None:
+        """Close the connections and forget cached runs (a later read connects again)."""
+        with self._lock:
+            self._runs.clear()
+            self._streams.clear()
+            self._descriptor_runs.clear()
+            self._conn.close()
+
+
+def _doc(value: Mapping[str, Any]) -> Doc:
+    """A fresh plain copy of a document."""
+    return {k: _plain(v) for k, v in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    """A fresh copy as plain dicts and lists (tiled hands out read-only DictView/ListView)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,463 @@
+"""The tiled store against a real tiled server (SQL catalog) filled by a real RunEngine.
+
+The session's server (``tiled_server`` in ``tests/conftest.py``) holds six runs recorded by
+bluesky's RunEngine with ophyd's simulated devices through bluesky-tiled-plugins'
+``TiledWriter`` (``tests/stores/tiled_fill.py``): scan_ids 1-6, a ``count``, a 20-point
+``scan`` with a ``baseline`` stream, a ``list_scan``, two more ``count`` and a ``list_scan``
+of in-event arrays (a 20-value spectrum, a 4x8 frame); and two older runs built with
+event-model and given to TiledWriter directly (scan_ids 7 and 8, uids sharing the prefix
+``abcdef0``): one with a configuration update (a second ``primary`` descriptor), one left
+open.  Everything is
+read through ``Broker.from_config`` and compared with what tiled's own client gives.
+
+Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
+Mongo layout behind tiled, external data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from broker_v1 import Broker
+from broker_v1.errors import (
+    AmbiguousUid,
+    ConfigError,
+    DatumNotFound,
+    ReadOnlyStore,
+    ResourceNotFound,
+    RunNotFound,
+    StoreUnavailable,
+    UnsupportedQuery,
+)
+
+
+def _config(server: Any, **options: Any) -> dict[str, Any]:
+    from tiled_server import API_KEY
+
+    return {"store": {"backend": "tiled", "uri": server.uri, "api_key": API_KEY, **options},
+            "timezone": "US/Eastern"}
+
+
+def _plain(value: Any) -> Any:
+    """tiled's read-only DictView/ListView metadata as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def db(tiled_server: Any) -> Iterator[Broker]:
+    """A Broker over the session's tiled server."""
+    db = Broker.from_config(_config(tiled_server))
+    yield db
+    db.store.close()
+
+
+@pytest.fixture
+def open_broker() -> Iterator[Callable[[dict[str, Any]], Broker]]:
+    """``Broker.from_config`` whose stores are closed after the test."""
+    opened: list[Broker] = []
+
+    def open_(config: dict[str, Any]) -> Broker:
+        opened.append(Broker.from_config(config))
+        return opened[-1]
+
+    yield open_
+    for db in opened:
+        db.store.close()
+
+
+@pytest.fixture(scope="module")
+def catalog(tiled_server: Any) -> Iterator[Any]:
+    """tiled's own client on the same catalog: the reference answers."""
+    from tiled.client import from_uri
+    from tiled_server import API_KEY
+
+    client = from_uri(tiled_server.uri, api_key=API_KEY)
+    yield client
+    client.context.close()
+
+
+@pytest.fixture(scope="module")
+def runs(tiled_server: Any) -> dict[int, dict[str, Any]]:
+    """What the RunEngine wrote, by scan_id."""
+    return {run["scan_id"]: run for run in tiled_server.runs}
+
+
+def test_server_holds_the_runengine_runs(tiled_server: Any, runs: dict[int, Any]) -> None:
+    """The RunEngine recorded six runs (the scan with a baseline stream), plus two composed."""
+    assert sorted(runs) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert runs[2]["plan_name"] == "scan" and runs[2]["streams"] == ["baseline", "primary"]
+    print(f"tiled server start {tiled_server.timings['start']:.1f} s, "
+          f"fill {tiled_server.timings['fill']:.1f} s")
+
+
+def test_lookups(db: Broker, runs: dict[int, Any]) -> None:
+    """db[-1], db[uid], db[uid[:8]], db[scan_id] and db[-3:] find the runs tiled holds."""
+    assert db[-1].start["uid"] == runs[6]["uid"]
+    assert db[-6].start["uid"] == runs[1]["uid"]
+    uid = runs[2]["uid"]
+    assert db[uid].start["scan_id"] == 2
+    assert db[uid[:8]].start["uid"] == uid
+    assert db["abcdef01"].start["uid"] == runs[7]["uid"]
+    with pytest.raises(RunNotFound):  # case-sensitive, as MongoDB (SQLite's LIKE is not)
+        db["ABCDEF01"]
+    assert db[3].start["uid"] == runs[3]["uid"]
+    assert [h.start["scan_id"] for h in db[-3:]] == [6, 5, 4]
+    assert [h.start["scan_id"] for h in db[-4:-2]] == [4, 3]
+    assert [h.start["scan_id"] for h in db[[1, -1]]] == [1, 6]
+
+
+def test_unknown_uid_is_the_not_found_error(db: Broker) -> None:
+    """An unknown uid, full or partial, is RunNotFound (a KeyError and a ValueError)."""
+    with pytest.raises(RunNotFound, match="No run with uid") as info:
+        db["00000000-0000-4000-8000-000000000000"]
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    with pytest.raises(RunNotFound, match="starting 'zzzzzz'"):
+        db["zzzzzz"]
+    with pytest.raises(RunNotFound):
+        db[99]
+    with pytest.raises(IndexError):
+        db[-9]
+
+
+def test_search(db: Broker, runs: dict[int, Any]) -> None:
+    """db(...) answers equality, $in, comparisons, dotted fields and since/until."""
+    def ids(results: Any) -> list[int]:
+        return [h.start["scan_id"] for h in results]
+
+    assert ids(db(plan_name="count")) == [5, 4, 1]
+    assert ids(db(plan_name={"$in": ["scan", "list_scan"]})) == [6, 3, 2]
+    assert ids(db(scan_id={"$gte": 2, "$lt": 4})) == [3, 2]
+    assert ids(db(**{"sample.name": "gold"})) == [2]
+    assert ids(db(operator="Dmitri", plan_name="count")) == [4]
+    assert ids(db(sample={"$exists": False})) == [6, 5, 3, 1]
+    t2, t4 = (db[i].start["time"] for i in (2, 4))
+    assert ids(db(since=t2, until=t4)) == [4, 3, 2]
+    assert ids(db(since=t4)) == [6, 5, 4]
+    assert db.store.count_runs({"plan_name": "count"}) == 3
+    assert ids(db(plan_name="nothing-like-this")) == []
+    # The SQL catalog says every string is > 1; MongoDB compares numbers with numbers only.
+    assert ids(db(plan_name={"$gt": 1})) == []
+
+
+def test_untranslatable_operators_are_checked_here_when_few_runs(db: Broker) -> None:
+    """$ne, $regex and $or are evaluated here (with MongoDB's meaning) on a bounded set."""
+    def ids(results: Any) -> list[int]:
+        return [h.start["scan_id"] for h in results]
+
+    # $ne matches runs without the field, as in MongoDB (the server's NotEq does not).
+    assert ids(db(operator={"$ne": "Dmitri"})) == [6, 5, 3, 1]
+    assert ids(db(plan_name={"$regex": "^list"})) == [6, 3]
+    assert ids(db(**{"$or": [{"scan_id": 1}, {"scan_id": 5}]})) == [5, 1]
+    assert db.store.count_runs({"operator": {"$ne": "Dmitri"}}) == 4
+
+
+def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
+                                                        open_broker: Any) -> None:
+    """Beyond client_filter_limit, an untranslatable operator is UnsupportedQuery naming it
+    and the server, at the db(...) call."""
+    db = open_broker(_config(tiled_server, client_filter_limit=3))
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 8 runs") as info:
+        db(operator={"$ne": "Dmitri"})
+    assert info.value.operator == "$ne"
+    assert tiled_server.uri in info.value.store
+    # Narrowed by a condition the server answers, the same operator is fine again.
+    assert [h.start["scan_id"] for h in db(plan_name="count",
+                                           operator={"$ne": "Dmitri"})] == [5, 1]
+    with pytest.raises(UnsupportedQuery, match=r"\$text"):
+        db("gold")
+    # A $in longer than a URL can carry is checked here, so it needs a bound too.
+    many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(2000)]
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$in'.*leaves 8 runs"):
+        db(uid={"$in": many})
+    assert [h.start["scan_id"] for h in db(uid={"$in": many + [db[-1].start["uid"]]},
+                                           plan_name="list_scan")] == [6]
+
+
+def test_header(db: Broker, catalog: Any, runs: dict[int, Any]) -> None:
+    """start, stop and descriptors (configuration included) are what TiledWriter stored."""
+    uid = runs[2]["uid"]
+    h = db[uid]
+    run = catalog[uid]
+    assert dict(h.start) == _plain(run.metadata["start"])
+    assert dict(h.stop) == _plain(run.metadata["stop"])
+    assert h.stop["exit_status"] == "success"
+    names = [d["name"] for d in h.descriptors]
+    assert sorted(names) == ["baseline", "primary"]
+    times = [d["time"] for d in h.descriptors]
+    assert times == sorted(times)
+    primary = next(d for d in h.descriptors if d["name"] == "primary")
+    assert _plain(primary) == _plain(run["primary"].descriptors[0])
+    assert primary["run_start"] == uid
+    assert primary["object_keys"] == {"det": ["det"], "motor": ["motor", "motor_setpoint"]}
+    assert primary["configuration"]["det"]["data"]["det_sigma"] == 1
+    assert h.fields() == {"det", "motor", "motor_setpoint", "motor1", "motor1_setpoint",
+                          "motor2", "motor2_setpoint"}
+    assert h.fields("primary") == {"det", "motor", "motor_setpoint"}
+
+
+def test_get_table_matches_tiled_read(db: Broker, catalog: Any, runs: dict[int, Any]) -> None:
+    """get_table gives, column by column, what tiled's run['primary'].read() gives."""
+    for scan_id in (1, 2, 3, 6):
+        uid = runs[scan_id]["uid"]
+        h = db[uid]
+        table = db.get_table(h, convert_times=False, localize_times=False)
+        expected = catalog[uid]["primary"].read()
+        assert list(table.index) == list(range(1, expected.sizes["time"] + 1))
+        np.testing.assert_array_equal(table["time"].to_numpy(), expected["time"].values)
+        data_vars = set(expected.data_vars)
+        assert set(table.columns) - {"time"} == data_vars
+        for name in data_vars:
+            column = table[name].to_numpy()
+            if expected[name].ndim > 1:  # in-event arrays: one array per row
+                column = np.stack(column)
+            np.testing.assert_array_equal(column, expected[name].values,
+                                          err_msg=f"scan {scan_id}, column {name}")
+    assert np.stack(db.get_table(db[6])["frame"].to_numpy()).shape == (3, 4, 8)
+    assert len(db.get_table(db[2])) == 20
+    baseline = db.get_table(db[2], stream_name="baseline")
+    assert len(baseline) == 2 and "motor1" in baseline.columns
+    assert list(db.get_table(db[2], fields=["det"]).columns) == ["time", "det"]
+
+
+def test_get_events_have_stable_uids(db: Broker, runs: dict[int, Any]) -> None:
+    """Events carry uids made from descriptor uid and seq_num, the same on every read."""
+    h = db[runs[2]["uid"]]
+    events = list(db.get_events(h))
+    primary = next(d for d in h.descriptors if d["name"] == "primary")
+    assert len(events) == 20
+    assert [e["seq_num"] for e in events] == list(range(1, 21))
+    assert events[0]["uid"] == f"event-{primary['uid']}-1"
+    assert [e["uid"] for e in db.get_events(db[runs[2]["uid"]])] == [e["uid"] for e in events]
+    assert set(events[0]["data"]) == {"det", "motor", "motor_setpoint"}
+    assert set(events[0]["timestamps"]) == set(events[0]["data"])
+    table = db.get_table(h)
+    assert [e["data"]["det"] for e in events] == list(table["det"])
+
+
+def test_streams_are_found_again_after_eviction(db: Broker, runs: dict[int, Any],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room for one stream only, the events of a stream read earlier are still found
+    (through its run), never an empty answer."""
+    from broker_v1.stores.tiled import _store
+
+    monkeypatch.setattr(_store, "_STREAM_CACHE", 1)
+    h = db[runs[2]["uid"]]
+    primary = next(d for d in h.descriptors if d["name"] == "primary")
+    db.store.get_descriptors(runs[1]["uid"])  # evicts the scan's streams
+    assert sum(len(p["seq_num"]) for p in db.store.iter_event_pages(primary["uid"])) == 20
+    assert db.store.get_descriptor(primary["uid"])["uid"] == primary["uid"]
+    assert list(db.store.iter_event_pages("no-such-descriptor")) == []
+
+
+def test_documents(db: Broker, runs: dict[int, Any]) -> None:
+    """h.documents() replays start, both descriptors, 22 events in time order, then stop."""
+    h = db[runs[2]["uid"]]
+    docs = list(h.documents())
+    names = [name for name, _ in docs]
+    assert names[0] == "start" and names[-1] == "stop"
+    assert names.count("descriptor") == 2 and names.count("event") == 22
+    assert names.index("event") > max(i for i, n in enumerate(names) if n == "descriptor")
+    times = [doc["time"] for name, doc in docs if name == "event"]
+    assert times == sorted(times)
+    assert docs[-1][1] == h.stop
+
+
+def test_ambiguous_uid_prefix(db: Broker, runs: dict[int, Any]) -> None:
+    """A prefix two uids share is AmbiguousUid listing both; one more character decides."""
+    with pytest.raises(AmbiguousUid, match="'abcdef' matches 2 runs") as info:
+        db["abcdef"]
+    assert sorted(info.value.matches) == [runs[7]["uid"], runs[8]["uid"]]
+    assert db["abcdef02"].start["scan_id"] == 8
+
+
+def test_open_run(db: Broker, runs: dict[int, Any]) -> None:
+    """A run without a stop has stop {} (None from the store) and its descriptor; TiledWriter
+    has not flushed its events yet (it does every 10,000 events and at stop)."""
+    h = db[runs[8]["uid"]]
+    assert h.stop == {}
+    assert db.store.get_run_stop(runs[8]["uid"]) is None
+    assert [d["name"] for d in h.descriptors] == ["primary"]
+    assert len(db.get_table(h)) == 0
+
+
+def test_configuration_update(db: Broker, runs: dict[int, Any]) -> None:
+    """A stream with a second descriptor gives both, each with its configuration, and each
+    event belongs to the descriptor in force at its time."""
+    h = db[runs[7]["uid"]]
+    before, after = h.descriptors
+    assert (before["name"], after["name"]) == ("primary", "primary")
+    assert before["configuration"]["x"]["data"] == {"x_gain": 1}
+    assert after["configuration"]["x"]["data"] == {"x_gain": 2}
+    events = list(db.get_events(h))
+    assert [(e["descriptor"], e["seq_num"], e["data"]["gain"]) for e in events] == [
+        (before["uid"], 1, 1), (before["uid"], 2, 1), (after["uid"], 3, 2), (after["uid"], 4, 2)]
+    assert list(db.get_table(h)["x"]) == [0.5, 1.0, 1.5, 2.0]
+
+
+@pytest.mark.parametrize("scan_id", [2, 7])
+def test_events_agree_with_tiled_document_export(db: Broker, catalog: Any,
+                                                 runs: dict[int, Any], scan_id: int) -> None:
+    """Event uids, descriptors, seq_nums, times and data are those of tiled's own export of
+    the run (run.documents())."""
+    uid = runs[scan_id]["uid"]
+
+    def key(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (doc["uid"], doc["descriptor"], doc["seq_num"], doc["time"],
+                _plain(doc["data"]), _plain(doc["timestamps"]))
+
+    expected = sorted(key(doc) for name, doc in catalog[uid].documents() if name == "event")
+    got = sorted(key(doc) for name, doc in db[uid].documents() if name == "event")
+    assert got == expected and len(got) == {2: 22, 7: 4}[scan_id]
+
+
+def test_no_resources_or_datums(db: Broker) -> None:
+    """The SQL layout keeps no resource or datum documents; the store says so."""
+    with pytest.raises(ResourceNotFound, match="keep no resource documents"):
+        db.store.get_resource("r1")
+    with pytest.raises(DatumNotFound, match="keep no datum documents"):
+        db.store.get_datum("d1")
+    assert list(db.store.iter_datum_pages("r1")) == []
+
+
+def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
+    """Writing is not implemented yet: ReadOnlyStore, saying so."""
+    with pytest.raises(ReadOnlyStore, match="writing to a tiled server is not implemented yet"):
+        db.insert("start", {"uid": "x", "time": 1.0})
+    assert not db.store.supports_writes
+
+
+def test_wrong_api_key(tiled_server: Any, open_broker: Any) -> None:
+    """A wrong key is StoreUnavailable naming the server and the setting, never the key."""
+    db = open_broker({"store": {"backend": "tiled", "uri": tiled_server.uri,
+                                       "api_key": "notthekey"}})
+    with pytest.raises(StoreUnavailable, match=r"refused the API key \(401\).*store.api_key") \
+            as info:
+        db[-1]
+    assert tiled_server.uri in str(info.value) and "notthekey" not in str(info.value)
+
+
+def test_api_key_from_the_environment(tiled_server: Any, open_broker: Any,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without api_key in the config, TILED_API_KEY is used; without either, a clear error."""
+    from tiled_server import API_KEY
+
+    config = {"store": {"backend": "tiled", "uri": tiled_server.uri}}
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    with pytest.raises(StoreUnavailable, match="requires an API key.*TILED_API_KEY"):
+        open_broker(config)[-1]
+    monkeypatch.setenv("TILED_API_KEY", API_KEY)
+    assert open_broker(config)[-1].start["scan_id"] == 6
+
+
+def test_wrong_path_is_a_404_naming_the_uri(tiled_server: Any, open_broker: Any) -> None:
+    """A uri whose path is no node of the server is StoreUnavailable saying 404."""
+    db = open_broker(_config(tiled_server) | {
+        "store": {**_config(tiled_server)["store"], "uri": tiled_server.uri + "/no/such/node"}})
+    with pytest.raises(StoreUnavailable, match=r"no node at this address \(404\)"):
+        db[-1]
+
+
+# tiled's Context leaves its HTTP client unclosed when its first request fails (the store
+# never receives it to close); collected inside the test so the warning is attributed here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_unreachable_server(tiled_server: Any, open_broker: Any) -> None:
+    """A server that is not there is StoreUnavailable naming it (tiled's retries off)."""
+    import gc
+    import socket
+
+    import stamina
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db = open_broker({"store": {"backend": "tiled",
+                                       "uri": f"http://user:pw@127.0.0.1:{port}/raw",
+                                       "api_key": "k"}})
+    stamina.set_testing(True, attempts=1)  # tiled retries a refused connection for ~25 s
+    try:
+        with pytest.raises(StoreUnavailable, match=r"Could not reach the tiled server at "
+                           rf"http://user:\*\*\*@127.0.0.1:{port}/raw") as info:
+            db[-1]
+    finally:
+        stamina.set_testing(False)
+    assert "pw" not in str(info.value)
+    del info
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
+def test_timeout(tiled_server: Any, open_broker: Any) -> None:
+    """A server slower than store.timeout is StoreUnavailable saying so (tiled's retries
+    off); the option is checked when the store is built."""
+    import gc
+
+    import stamina
+
+    db = open_broker(_config(tiled_server, timeout=1e-6))
+    stamina.set_testing(True, attempts=1)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"did not answer in time.*store.timeout"):
+            db[-1]
+    finally:
+        stamina.set_testing(False)
+    gc.collect()
+    with pytest.raises(ConfigError, match="timeout must be a number of seconds > 0"):
+        open_broker(_config(tiled_server, timeout=0))
+    assert open_broker(_config(tiled_server, timeout=60))[-1].start["scan_id"] == 6
+
+
+def test_config_and_describe_hide_the_key(tiled_server: Any, db: Broker) -> None:
+    """describe() names the server; config() reopens it without the key."""
+    assert db.store.describe() == f"tiled store {tiled_server.uri}"
+    assert db.store.config() == {"backend": "tiled", "uri": tiled_server.uri,
+                                 "read_only": False}
+
+
+# ---------------------------------------------------------------------- query translation
+def test_every_operator_is_translated_or_checked_here() -> None:
+    """No part of a filter is dropped: each operator becomes a tiled query or a residual
+    that is checked here (a tiled server ignores what it does not know)."""
+    pytest.importorskip("tiled.queries", reason='the tiled extra is not installed')
+    from broker_v1.stores._query import MONGO_OPERATORS
+    from broker_v1.stores.tiled._queries import plan_query
+
+    samples = {"$eq": 1, "$ne": 1, "$gt": 1, "$gte": 1, "$lt": 1, "$lte": 1, "$in": [1],
+               "$nin": [1], "$exists": True, "$regex": "^a", "$size": 1, "$all": [1],
+               "$elemMatch": {"$gt": 1}, "$mod": [2, 0], "$type": "int"}
+    for op, value in samples.items():
+        plan = plan_query({"scan_id": {op: value}})
+        assert len(plan.queries) + len(plan.residual) >= 1, op
+    for op in ("$or", "$nor"):
+        assert plan_query({op: [{"scan_id": 1}]}).residual == [op]
+    assert plan_query({"scan_id": {"$not": {"$gt": 1}}}).residual == ["$not"]
+    assert set(samples) | {"$or", "$nor", "$not", "$and"} <= MONGO_OPERATORS
+
+
+def test_translated_conditions_keep_mongodb_meaning() -> None:
+    """What goes to the server is exactly the conditions whose meaning is MongoDB's."""
+    pytest.importorskip("tiled.queries", reason='the tiled extra is not installed')
+    from tiled.queries import Comparison, Eq, In, KeyPresent, Like
+
+    from broker_v1.stores.tiled._queries import plan_query
+
+    plan = plan_query({"$and": [{"plan_name": "scan", "sample.name": {"$in": ["a", "b"]}},
+                                {"time": {"$gte": 10.0, "$lte": 20.0}},
+                                {"uid": {"$regex": "^abc\\.1"}, "x": {"$exists": False}}]})
+    assert plan.residual == [] and plan.recheck == ["$gte", "$lte", "$regex"]
+    assert [type(q) for q in plan.queries] == [Eq, In, Comparison, Comparison, Like,
+                                               KeyPresent]
+    assert plan.queries[4].pattern == "abc.1%"
+    # Each of these has a different meaning on the SQL catalog, so it is checked here.
+    for query in ({"operator": {"$ne": "x"}}, {"operator": {"$nin": ["x"]}},
+                  {"operator": {"$lt": "E"}}, {"detectors": ["det"]},
+                  {"sample": {"name": "gold"}}, {"plan_name": {"$regex": "^sc"}},
+                  {"plan_name": None}):
+        assert plan_query(query).residual, query
