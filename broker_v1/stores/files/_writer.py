@@ -40,7 +40,7 @@ from ._format import (
     _single_event,
     _uid_problem,
 )
-from ._index import _Index
+from ._index import _Index, record_link
 from ._runs import _RunCache
 from ._syncs import _Syncs
 
@@ -101,6 +101,14 @@ def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
         state.acc, state.doc_lines = None, []
 
 
+
+
+def _dir_mtime(path: Path) -> int:
+    """The directory's mtime in ns (-1 when it cannot be read: no link is recorded)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
 
 
 class _Writer:
@@ -433,12 +441,16 @@ class _Writer:
         name = uid + ".jsonl"
         path = self.path / name
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        # The directory mtime before and after the file is created: a reader that sees this
+        # change in the index's links knows the directory need not be listed for it.
+        before = _dir_mtime(self.path)
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
             fd = -1
         except OSError as err:
             raise self.cannot_open(path, err) from err
+        after = _dir_mtime(self.path) if fd >= 0 else before
         if fd < 0:
             if not path.is_file():  # a dangling symbolic link, a directory, ...
                 raise CorruptRunFile(
@@ -496,6 +508,7 @@ class _Writer:
             self._index.forget_file(conn, name)
             self._index.insert_run_row(conn, name, doc)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
+            record_link(conn, before, after)
 
         self._index.write(record)
 
