@@ -7,11 +7,13 @@ The store is built fast: ``--runs`` small suitcase-jsonl run files written direc
 then times ``db[-1]``, ``db[uid]`` (a random existing run) and ``db(plan_name=...)`` (first
 header) in a loop, three ways:
 
-* ``quiet``: no writer, directory mtime old (the steady state);
+* ``quiet``: no writer, directory mtime old (the steady state); the search asks for
+  ``plan_name="target"`` (every 40th run of the store);
 * ``ours``: a second process records RunEngine-shaped runs through broker_v1 as fast as it
-  can (its runs reach the reader through the shared index);
+  can (its runs reach the reader through the shared index); the search asks for its newest
+  run (``plan_name="scan"``);
 * ``foreign``: a second process writes plain JSONL run files (no broker_v1, no index), one
-  every ``--foreign-interval`` seconds.
+  every ``--foreign-interval`` seconds; the search asks for ``plan_name="foreign"``.
 
 Each line gives the median, p95 and max per call, and how many runs the writer added while
 the reader looked.  That those runs are visible at once is proven by
@@ -95,7 +97,7 @@ def build(directory: Path, n_runs: int) -> list[str]:
     return uids
 
 
-def loop(db: Any, uids: list[str], seconds: float) -> dict[str, list[float]]:
+def loop(db: Any, uids: list[str], seconds: float, plan: str) -> dict[str, list[float]]:
     """Time the three lookups in turn for ``seconds``."""
     times: dict[str, list[float]] = {"db[-1]": [], "db[uid]": [], "search": []}
     clock = time.perf_counter
@@ -110,7 +112,7 @@ def loop(db: Any, uids: list[str], seconds: float) -> dict[str, list[float]]:
         db[uid]
         times["db[uid]"].append(clock() - t)
         t = clock()
-        next(iter(db(plan_name="target")))
+        next(iter(db(plan_name=plan)))
         times["search"].append(clock() - t)
     return times
 
@@ -130,7 +132,7 @@ def count_runs(directory: Path) -> int:
 
 
 def with_writer(code: str, args: list[str], directory: Path, db: Any, uids: list[str],
-                seconds: float, label: str) -> None:
+                seconds: float, label: str, plan: str) -> None:
     before = count_runs(directory)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
@@ -139,7 +141,7 @@ def with_writer(code: str, args: list[str], directory: Path, db: Any, uids: list
         assert proc.stdout is not None
         proc.stdout.readline()  # ready
         time.sleep(0.5)  # the writer is under way
-        times = loop(db, uids, seconds)
+        times = loop(db, uids, seconds, plan)
     finally:
         proc.kill()
         proc.wait()
@@ -151,7 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2_000)
     parser.add_argument("--full", action="store_true", help="100,000 runs")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--foreign-interval", type=float, default=0.1)
+    parser.add_argument("--foreign-interval", type=float, default=1.0)
     parser.add_argument("--dir", help="build (or reuse) the store here instead of a temp dir")
     args = parser.parse_args()
     n_runs = 100_000 if args.full else args.runs
@@ -171,12 +173,12 @@ def main() -> None:
         uids = [n[:-6] for n in os.listdir(directory) if n.endswith(".jsonl")]
         db = Broker(FileStore(path=directory), timezone="UTC")
         print(f"{len(uids):,} runs; reader in this process, {args.seconds:.0f} s per line")
-        report("quiet", loop(db, uids, args.seconds), 0)
+        report("quiet", loop(db, uids, args.seconds, "target"), 0)
         bench_dir = str(Path(__file__).resolve().parent)
         with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
-                    "ours")
+                    "ours", "scan")
         with_writer(FOREIGN, [str(directory), str(args.foreign_interval)], directory, db, uids,
-                    args.seconds, "foreign")
+                    args.seconds, "foreign", "foreign")
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -87,6 +87,8 @@ class _Scanner:
         # and the dir_mtime value last written to the index's meta table.
         self._recheck_at: float | None = None
         self._stored_mtime: str | None = ""  # "": not known yet
+        # The names of the last listing (None: compare the next one with the index).
+        self._listed: set[str] | None = None
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -140,26 +142,28 @@ class _Scanner:
     def _list_diff(self, dir_stat: os.stat_result) -> None:
         """List the directory (names only) and index what appeared, forget what vanished.
 
-        Files already indexed are not stat-ed here: open runs are followed by
-        ``_check_volatile``, and a file replaced under the same name by a rebuild or a
-        deep refresh (a lookup that misses does one).
+        The listing is compared with the previous one, kept in memory, so only the names
+        that changed are looked at.  Files already indexed are not stat-ed here: open runs
+        are followed by ``_check_volatile``, and a file replaced under the same name by a
+        rebuild or a deep refresh (a lookup that misses does one).
         """
         listed_at = time.time()
-        names = {
-            name
-            for name in os.listdir(self.path)
-            if not name.startswith(".") and name.endswith(_SUFFIXES) and _sqlable(name)
-        }
-        known = {name for (name,) in self._index.read("SELECT name FROM files")}
+        names = set(os.listdir(self.path))
+        previous = self._listed
+        if previous is None:  # first listing of this process: compare with the index
+            previous = {name for (name,) in self._index.read("SELECT name FROM files")}
+        self._listed = names
         changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
-        for name in sorted(names - known):
+        for name in sorted(names - previous):
+            if name.startswith(".") or not name.endswith(_SUFFIXES) or not _sqlable(name):
+                continue
             try:
                 st = os.stat(self.path / name)
             except FileNotFoundError:
                 continue
             if stat_module.S_ISREG(st.st_mode):
-                changed.append((name, st, None))
-        self._forget_vanished(known - names)
+                changed.append((name, st, None))  # skipped if our writer indexed it already
+        self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
         for i in range(0, len(changed), 200):
             self._index_files(changed[i : i + 200])
         self._check_volatile()
@@ -199,6 +203,7 @@ class _Scanner:
         listed_at = time.time()
         known = self._index.file_rows()
         seen: set[str] = set()
+        self._listed = None  # the next listing diff starts from the index again
         changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
         with os.scandir(self.path) as entries:
             for entry in entries:
