@@ -160,3 +160,31 @@ def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
     time.sleep(0.4)
     assert db[-1].start["uid"] == "hidden"
     assert listings.count == 2
+
+
+def test_links_are_recorded_per_created_file_and_old_ones_pruned(tmp_path: Path) -> None:
+    """Each run file a store creates leaves one link (folder mtime before -> after) in the
+    index; links older than a minute are pruned as new ones are recorded."""
+    from broker_v1.stores.files import _index as index_module
+
+    store = FileStore(path=tmp_path / "s")
+    old = time.time() - 3600
+    os.utime(tmp_path / "s", (old, old))
+    store.insert("start", _start("r1", T0, "ours"))
+    store.insert("stop", _stop("r1", T0 + 1))
+    links = store._read("SELECT key, value FROM meta WHERE key LIKE 'dir_link:%'")
+    assert len(links) == 1
+    (key, after), = links
+    assert int(after) > int(key.split(":")[1])
+
+    def add_old(conn: Any) -> None:
+        index_module.record_link(conn, 5, 6)  # long before any real mtime
+
+    store._index.write(add_old)
+    assert len(store._read("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")) == 2
+    old = time.time() - 3600
+    os.utime(tmp_path / "s", (old, old))  # so the next creation surely moves the mtime
+    store.insert("start", _start("r2", T0 + 2, "ours"))
+    keys = [k for (k,) in store._read("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")]
+    assert index_module.link_key(5) not in keys and len(keys) == 2
+    store.close()
