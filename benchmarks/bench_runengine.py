@@ -35,6 +35,7 @@ Docs = list[tuple[str, dict[str, Any]]]
 #: Targets of issue 18, printed beside the figures.
 TARGETS = {"memory": 50_000.0, "strict": 20_000.0, "files": 20_000.0}
 DESCRIPTOR_TARGET_US = 50.0
+STOP_TARGET_MS = 5.0  # insert('stop') on the files store, its fsync included
 
 
 def workload(runs: int) -> Docs:
@@ -81,6 +82,22 @@ def insert_floor(docs: Docs, folder: Path | None) -> float:
     return time.perf_counter() - start
 
 
+def fsync_floor(folder: Path, *, repeat: int = 50) -> float:
+    """Median milliseconds of one fsync of a small file just appended to, on ``folder``'s
+    disk: the least a durable stop can cost there."""
+    import os
+
+    times = []
+    for i in range(repeat):
+        with open(folder / f"fsync-{i}.jsonl", "ab") as handle:
+            handle.write(b'["stop", {}]\n' * 26)
+            handle.flush()
+            t = time.perf_counter()
+            os.fsync(handle.fileno())
+            times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
 def make_store(kind: str, folder: Path) -> Any:
     """A fresh store: ``memory``, ``strict`` (memory, strict policy) or ``files``."""
     if kind == "files":
@@ -97,7 +114,7 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path) -> dict[
     """Median docs/s over ``repeat`` fresh stores, with the floor measured alternately."""
     from broker_v1 import Broker
 
-    rates, floors, per_name = [], [], defaultdict(list)
+    rates, floors, fsyncs, per_name = [], [], [], defaultdict(list)
     warm = make_store(kind, scratch / f"{kind}-warm")  # compiles the validators, once
     timed_inserts(Broker(warm, timezone="UTC").insert, docs[:26])
     warm.close()
@@ -114,12 +131,18 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path) -> dict[
         floor_dir = scratch / f"floor-{i}"
         floor_dir.mkdir()
         floors.append(len(docs) / insert_floor(docs, floor_dir if kind == "files" else None))
+        if kind == "files":
+            fsyncs.append(fsync_floor(floor_dir))
         shutil.rmtree(floor_dir, ignore_errors=True)
+    stops = sorted(per_name["stop"])
     return {
         "docs_per_s": statistics.median(rates),
         "floor_docs_per_s": statistics.median(floors),
         "repeats": repeat,
         "insert_us": {n: statistics.median(t) * 1e6 for n, t in sorted(per_name.items())},
+        "stop_ms": statistics.median(stops) * 1e3,
+        "stop_p95_ms": stops[int(0.95 * (len(stops) - 1))] * 1e3,
+        "fsync_ms": statistics.median(fsyncs) if fsyncs else None,
     }
 
 
@@ -182,6 +205,10 @@ def main() -> None:
                   f"{r['floor_docs_per_s']:>9,.0f} docs/s   target >= {TARGETS[kind]:,.0f}")
             print("    insert, median per call: " + ", ".join(
                 f"{n} {us:.1f} µs" for n, us in r["insert_us"].items()))
+            if r["fsync_ms"] is not None:
+                print(f"    insert('stop'): median {r['stop_ms']:.2f} ms, p95 "
+                      f"{r['stop_p95_ms']:.2f} ms   target <= {STOP_TARGET_MS:.0f} ms   "
+                      f"(one bare fsync on this disk: {r['fsync_ms']:.2f} ms)")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for policy in ("compatible", "strict"):

@@ -819,6 +819,8 @@ def test_stale_or_damaged_columnar_cache_is_ignored(tmp_path):
     docs = compose("run-k", n_events=5)
     insert(harness.store, docs)
     cache = harness.directory / ".broker_v1" / "cache" / "run-k.jsonl.cols"
+    # Written in the background after the stop; a read in this process waits for it.
+    assert list(harness.store.iter_events("run-k-primary")) == events_of(docs, "run-k-primary")
     assert cache.exists()
     extra = {"uid": "late", "descriptor": "run-k-primary", "time": T0 + 0.5, "seq_num": 0,
              "data": {"x": -1.0, "img": "none"}, "timestamps": {"x": T0, "img": T0},

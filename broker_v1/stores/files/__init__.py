@@ -16,8 +16,9 @@ order they were inserted, the stop last.  Floats that JSON cannot express are wr
 The index (SQLite, WAL mode, so several processes can write different runs at once) holds
 what search needs: every start document, its time, scan_id, uid, stop, the file's size and
 mtime and the text for ``$text``.  It also maps descriptor, resource and datum ids to their file.
-It is a cache of the files: it is refreshed incrementally (a directory listing when the
-directory changed, otherwise a ``stat`` of the few runs that are still open) so runs written by
+It is a cache of the files: it is refreshed incrementally (a ``stat`` of the directory and of
+the few runs still open; a names-only listing when the directory changed in a way our own
+writers' links in the index do not explain) so runs written by
 another process or copied in by hand appear in an open store, and it is rebuilt from the files
 whenever it is missing, corrupt or of another schema version.
 
@@ -32,7 +33,8 @@ the index, callbacks) rather than calling back into the store:
 * ``_rundata`` and ``_runs``: one parsed run file, and the cache of parsed runs.
 * ``_cache``: the columnar cache of completed runs.
 * ``_lookup``: where a descriptor, resource or datum is; the insert path's lookups.
-* ``_writer`` and ``_syncs``: appending documents, fsync, deferred syncs.
+* ``_writer`` and ``_syncs``: appending documents, fsync, deferred syncs, the background
+  thread for what a stop need not wait for.
 * ``_import``: whole-run copies and their checking process.
 * ``_store``: :class:`FileStore`, the facade over the above.
 """

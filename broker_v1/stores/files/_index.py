@@ -154,6 +154,36 @@ _NAME_INDEXED = (
 )
 
 
+# Meta key prefix of the links our writers record: directory mtime before -> after creating
+# a run file (both in ns, the "before" zero-padded so keys sort by time).
+_LINK_PREFIX = "dir_link:"
+# Links older than this are pruned; a reader further behind lists the directory instead.
+_LINK_KEEP_NS = 60 * 10**9
+# At most this many links are followed per refresh (a reader further behind lists instead).
+_LINK_HOPS = 64
+
+
+def link_key(mtime_ns: int) -> str:
+    """The meta key of the link that starts at directory mtime ``mtime_ns``."""
+    return f"{_LINK_PREFIX}{mtime_ns:020d}"
+
+
+def record_link(conn: sqlite3.Connection, before_ns: int, after_ns: int) -> None:
+    """Record, in the writer's transaction, that creating one of our run files (whose rows
+    the same transaction writes) moved the directory mtime from ``before_ns`` to
+    ``after_ns``; old links are pruned."""
+    if before_ns == after_ns or before_ns < 0:
+        return
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        (link_key(before_ns), str(after_ns)),
+    )
+    conn.execute(
+        "DELETE FROM meta WHERE key >= ? AND key < ?",
+        (_LINK_PREFIX, link_key(max(0, before_ns - _LINK_KEEP_NS))),
+    )
+
+
 class _Index:
     """The SQLite index of one store directory: its connection, transactions and rows.
 

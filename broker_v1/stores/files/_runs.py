@@ -65,6 +65,9 @@ class _RunCache:
         #: ``writing(name)``: whether this process has the file open for writing (set by the
         #: store once its writer exists).
         self.writing: Callable[[str], bool] = lambda name: False
+        # settle(name): wait for a columnar cache this process is still writing in the
+        # background, so a read right after a stop uses it rather than parsing the JSON.
+        self.settle: Callable[[str], None] = lambda name: None
         self._lru: OrderedDict[str, _RunData] = OrderedDict()
 
     def forget(self, name: str) -> None:
@@ -122,6 +125,7 @@ class _RunCache:
             head_crc = None if head is None else zlib.crc32(head)
             if self.columnar_cache and head is not None and name != ASSETS_NAME:
                 # A valid columnar copy spares reading (and parsing) the JSON at all.
+                self.settle(name)
                 size = os.fstat(f.fileno()).st_size
                 f.seek(max(0, size - 4096))
                 tail = zlib.crc32(f.read())

@@ -1,8 +1,19 @@
 """Directory -> index: bringing the SQLite index up to date with the run files.
 
-Cheap when nothing changed: a ``stat`` of the directory and of the runs still open.  A
-changed directory (or a rebuild) is listed and every new or changed file is indexed,
-incrementally when a file only grew.  Runs written by other processes, or copied in by
+Cheap when nothing changed: a ``stat`` of the directory and of the runs still open.  When
+the directory's mtime moved:
+
+* if our own writers explain the change (each records, in the shared index, the directory
+  mtime before and after it created a run file, and that file's rows), nothing is listed:
+  their runs are in the index already;
+* otherwise (a program that does not use our index wrote, or a file was deleted) the
+  directory is listed once, names only, and the difference with the index is applied: new
+  files are indexed, vanished ones forgotten.
+
+A directory mtime set in the same clock tick as a listing (or as one of our creations) may
+hide a second entry made in that tick, so such a "racy" mtime is confirmed by one more
+listing once it is old enough (at most once a second while runs keep arriving).  A rebuild,
+or a forced rescan, stats every file.  Runs written by other processes, or copied in by
 hand, appear this way in an open store.
 """
 
@@ -32,14 +43,12 @@ from ._format import (
     _read_msgpack,
     _Warnings,
 )
-from ._index import _Index, _is_time
+from ._index import _LINK_HOPS, _Index, _is_time, link_key
 from ._rundata import _RunData
 
 # A directory mtime younger than this may not yet reflect a file created in the same clock
 # tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
 _DIR_TRUST_SECONDS = 1.0
-
-
 class _Scanner:
     """Keeps one directory's index up to date with its files.
 
@@ -74,6 +83,12 @@ class _Scanner:
         self._index = index
         self._warnings = warnings
         self._forget = forget
+        # When a racy directory mtime must be confirmed by a listing (None: it is trusted),
+        # and the dir_mtime value last written to the index's meta table.
+        self._recheck_at: float | None = None
+        self._stored_mtime: str | None = ""  # "": not known yet
+        # The names of the last listing (None: compare the next one with the index).
+        self._listed: set[str] | None = None
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -93,14 +108,102 @@ class _Scanner:
                     f"{self.describe()}: the directory {self.path} no longer exists."
                 ) from None
             self._index.follow_replacement()
-            if deep or st.st_mtime_ns != self._index.dir_mtime:
+            mtime, known = st.st_mtime_ns, self._index.dir_mtime
+            if deep or known is None:
                 self._full_scan(st)
+                return
+            if mtime != known:
+                if not self._explained(known, mtime):
+                    self._list_diff(st)
+                    return
+                # Only our writers made entries, and their rows are in the index; the new
+                # mtime is racy until a listing confirms it.
+                self._index.dir_mtime = mtime
+                if self._recheck_at is None:
+                    self._recheck_at = time.time() + _DIR_TRUST_SECONDS
+            if self._recheck_at is not None and time.time() >= self._recheck_at:
+                self._list_diff(st)
             else:
                 self._check_volatile()
 
+    def _explained(self, known: int, now: int) -> bool:
+        """Whether our writers' links lead from directory mtime ``known`` to ``now``."""
+        keys = [link_key(known)]
+        for _ in range(_LINK_HOPS):
+            rows = self._index.read("SELECT value FROM meta WHERE key = ?", keys)
+            if not rows:
+                return False
+            after = int(rows[0][0])
+            if after == now:
+                return True
+            keys = [link_key(after)]
+        return False
+
+    def _list_diff(self, dir_stat: os.stat_result) -> None:
+        """List the directory (names only) and index what appeared, forget what vanished.
+
+        The listing is compared with the previous one, kept in memory, so only the names
+        that changed are looked at.  Files already indexed are not stat-ed here: open runs
+        are followed by ``_check_volatile``, and a file replaced under the same name by a
+        rebuild or a deep refresh (a lookup that misses does one).
+        """
+        listed_at = time.time()
+        names = set(os.listdir(self.path))
+        previous = self._listed
+        if previous is None:  # first listing of this process: compare with the index
+            previous = {name for (name,) in self._index.read("SELECT name FROM files")}
+        self._listed = names
+        changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
+        for name in sorted(names - previous):
+            if name.startswith(".") or not name.endswith(_SUFFIXES) or not _sqlable(name):
+                continue
+            try:
+                st = os.stat(self.path / name)
+            except FileNotFoundError:
+                continue
+            if stat_module.S_ISREG(st.st_mode):
+                changed.append((name, st, None))  # skipped if our writer indexed it already
+        self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
+        for i in range(0, len(changed), 200):
+            self._index_files(changed[i : i + 200])
+        self._check_volatile()
+        self._settle(dir_stat, listed_at)
+
+    def _settle(self, dir_stat: os.stat_result, listed_at: float) -> None:
+        """Record the directory mtime a listing that began at ``listed_at`` saw: trusted
+        (and kept in the index for the next process) when the listing began well after it,
+        else to be confirmed by one more listing once it is old enough."""
+        mtime = dir_stat.st_mtime_ns
+        racy = listed_at - dir_stat.st_mtime <= _DIR_TRUST_SECONDS
+        self._index.dir_mtime = mtime
+        self._recheck_at = dir_stat.st_mtime + _DIR_TRUST_SECONDS if racy else None
+        stored = None if racy else str(mtime)
+        if stored != self._stored_mtime:
+            self._stored_mtime = stored
+            self._index.write(
+                lambda conn: conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime', ?)",
+                    (stored,),
+                )
+            )
+
+    def _forget_vanished(self, vanished: set[str]) -> None:
+        if not vanished:
+            return
+
+        def forget(conn: sqlite3.Connection) -> None:
+            for name in vanished:
+                self._index.forget_file(conn, name)
+
+        self._index.write(forget)
+        for name in vanished:
+            self._forget(name)
+
     def _full_scan(self, dir_stat: os.stat_result) -> None:
+        listed_at = time.time()
         known = self._index.file_rows()
         seen: set[str] = set()
+        self._listed = None  # the next listing diff starts from the index again
         changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
         with os.scandir(self.path) as entries:
             for entry in entries:
@@ -117,32 +220,12 @@ class _Scanner:
                 row = known.get(name)
                 if row is None or row[1] != st.st_size or row[2] != st.st_mtime_ns:
                     changed.append((name, st, row))
-        vanished = [name for name in known if name not in seen]
-        if vanished:
-
-            def forget(conn: sqlite3.Connection) -> None:
-                for name in vanished:
-                    self._index.forget_file(conn, name)
-
-            self._index.write(forget)
-            for name in vanished:
-                self._forget(name)
+        self._forget_vanished(set(known) - seen)
         changed.sort(key=lambda item: item[0])
         for i in range(0, len(changed), 200):
             # Transactions of 200 files: a rebuild never holds the write lock for long.
             self._index_files(changed[i : i + 200])
-        # Trust the directory mtime only once it is old enough that a later change must move it.
-        trusted = (
-            dir_stat.st_mtime_ns if time.time() - dir_stat.st_mtime > _DIR_TRUST_SECONDS else None
-        )
-        if trusted != self._index.dir_mtime:
-            self._index.dir_mtime = trusted
-            self._index.write(
-                lambda conn: conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime', ?)",
-                    (None if trusted is None else str(trusted),),
-                )
-            )
+        self._settle(dir_stat, listed_at)
 
     def _check_volatile(self) -> None:
         rows = self._index.file_rows("WHERE volatile = 1")
@@ -151,7 +234,7 @@ class _Scanner:
             try:
                 st = os.stat(self.path / name)
             except FileNotFoundError:
-                self._index.dir_mtime = None  # the directory changed after all: scan next time
+                self._recheck_at = 0.0  # the directory changed after all: list it next time
                 continue
             if row[1] != st.st_size or row[2] != st.st_mtime_ns:
                 changed.append((name, st, row))

@@ -148,6 +148,7 @@ class FileStore(DocumentStore):
             self._scan.refresh_file,
         )
         self._runs.writing = self._writer.writing
+        self._runs.settle = self._syncs.settle
         self._index.on_open = self._scan.refresh
         self._index.on_fork = self._writer.forget_after_fork
         self._importer = _Importer(
@@ -505,6 +506,7 @@ class FileStore(DocumentStore):
             self._writer.cancel_timer()
             if os.getpid() == self._index.pid:
                 self._writer.flush_all(close=True)
+                self._syncs.drain()
                 self._index.commit_batch()
                 self._index.close()
 

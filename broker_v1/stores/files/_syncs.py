@@ -3,6 +3,10 @@
 Each fsync is handed to a few background threads (they wait on the disk, not on Python)
 and the directory is synced once at the end of the block; leaving the block waits for all
 of them and names the files whose fsync failed.
+
+Outside such a block, one background thread takes the work a stop need not wait for: the
+directory fsync of a new run file (started when the run starts; the stop waits for it only
+if it has not finished) and writing the columnar cache (derived data, never fsynced).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +55,11 @@ class _Syncs:
         self._sync_pool: Any = None
         self._pending_syncs: deque[tuple[str, Any]] = deque()
         self.dir_unsynced = False
+        # The one background thread (started on first use; a forked child starts its own),
+        # and the columnar caches it has yet to write, by run file name.
+        self._background: Any = None
+        self._background_pid = 0
+        self._caches: dict[str, Future[Any]] = {}
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -98,6 +109,37 @@ class _Syncs:
                 "They may be lost if the machine stops; check the disk, then write them again "
                 "(an identical re-insert or copy is a no-op)."
             )
+
+    def soon(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on the store's background thread; its future."""
+        with self._lock:
+            if self._background is None or self._background_pid != os.getpid():
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._caches.clear()  # a forked child's copy of its parent's queue
+                self._background = ThreadPoolExecutor(1, thread_name_prefix="broker_v1-bg")
+                self._background_pid = os.getpid()
+            return self._background.submit(fn, *args)
+
+    def cache_soon(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Write ``name``'s columnar cache in the background (``fn`` swallows its errors)."""
+        with self._lock:
+            self._caches[name] = self.soon(fn, *args)
+
+    def settle(self, name: str) -> None:
+        """Wait until the columnar cache of ``name`` queued here, if any, is written."""
+        with self._lock:
+            future = self._caches.pop(name, None)
+        if future is not None and self._background_pid == os.getpid():
+            future.result()
+
+    def drain(self) -> None:
+        """Finish everything queued on the background thread (the store is closing)."""
+        with self._lock:
+            pool, self._background = self._background, None
+            self._caches.clear()
+        if pool is not None and self._background_pid == os.getpid():
+            pool.shutdown(wait=True)
 
     def fsync_directory(self) -> None:
         try:

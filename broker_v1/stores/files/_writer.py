@@ -15,6 +15,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from ._format import (
     _single_event,
     _uid_problem,
 )
-from ._index import _Index
+from ._index import _Index, record_link
 from ._runs import _RunCache
 from ._syncs import _Syncs
 
@@ -63,6 +64,7 @@ class _RunState:
         "acc",
         "doc_lines",
         "acc_bytes",
+        "dir_sync",
     )
 
     def __init__(self, name: str, run_uid: str | None) -> None:
@@ -83,6 +85,8 @@ class _RunState:
         self.acc: dict[str, _ColumnAcc] | None = None
         self.doc_lines: list[bytes] = []
         self.acc_bytes = 0
+        # The background fsync of the directory entry of a file this process created.
+        self.dir_sync: Future[Any] | None = None
 
 
 def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
@@ -97,6 +101,14 @@ def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
         state.acc, state.doc_lines = None, []
 
 
+
+
+def _dir_mtime(path: Path) -> int:
+    """The directory's mtime in ns (-1 when it cannot be read: no link is recorded)."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return -1
 
 
 class _Writer:
@@ -429,12 +441,16 @@ class _Writer:
         name = uid + ".jsonl"
         path = self.path / name
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        # The directory mtime before and after the file is created: a reader that sees this
+        # change in the index's links knows the directory need not be listed for it.
+        before = _dir_mtime(self.path)
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
             fd = -1
         except OSError as err:
             raise self.cannot_open(path, err) from err
+        after = _dir_mtime(self.path) if fd >= 0 else before
         if fd < 0:
             if not path.is_file():  # a dangling symbolic link, a directory, ...
                 raise CorruptRunFile(
@@ -478,6 +494,11 @@ class _Writer:
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
         self._append(state, "start", doc)
+        if state.new_entry and not self._syncs.deferred:
+            # The new directory entry is made durable while the run records; its stop waits
+            # for this only if it has not finished.
+            state.dir_sync = self._syncs.soon(self._syncs.fsync_directory)
+            state.new_entry = False
         self.run_file[uid] = name
         self.last_started = name
         st = os.fstat(fd)
@@ -487,6 +508,7 @@ class _Writer:
             self._index.forget_file(conn, name)
             self._index.insert_run_row(conn, name, doc)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
+            record_link(conn, before, after)
 
         self._index.write(record)
 
@@ -512,12 +534,14 @@ class _Writer:
         assert state.fd is not None
         if self._syncs.deferred:
             self._sync_later(state)
-            self._syncs.dir_unsynced = self._syncs.dir_unsynced or state.new_entry
+            # The block's end syncs the directory (a sync begun at start may still run).
+            self._syncs.dir_unsynced = (
+                self._syncs.dir_unsynced or state.new_entry or state.dir_sync is not None
+            )
+            state.new_entry, state.dir_sync = False, None
         else:
             self._fsync(state, "stop")
-            if state.new_entry:
-                self._syncs.fsync_directory()
-        state.new_entry = False
+            self._entry_durable(state)
         state.dirty = False
         st = os.fstat(state.fd)
 
@@ -533,7 +557,10 @@ class _Writer:
         self._index.write(record)
         state.pending_datums.clear()
         if state.acc is not None:
-            self._cache_at_stop(state, st)
+            # Derived data: written after the stop returns, never fsynced.
+            self._syncs.cache_soon(
+                file, self._cache_at_stop, file, state.acc, state.doc_lines, state.lines, st
+            )
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
         state.fd = None
@@ -545,30 +572,43 @@ class _Writer:
         assert state.fd is not None
         self._syncs.queue(state.name, os.dup(state.fd))  # the run's own fd closes at stop
 
-    def _cache_at_stop(self, state: _RunState, st: os.stat_result) -> None:
+    def _entry_durable(self, state: _RunState) -> None:
+        """Make sure the directory entry of a file this process created is on disk."""
+        if state.dir_sync is not None:
+            state.dir_sync.result()  # started at the run's start; usually long finished
+            state.dir_sync = None
+        elif state.new_entry:
+            self._syncs.fsync_directory()
+        state.new_entry = False
+
+    def _cache_at_stop(
+        self,
+        name: str,
+        accs: dict[str, _ColumnAcc],
+        doc_lines: list[bytes],
+        lines: int,
+        st: os.stat_result,
+    ) -> None:
         """Write the columnar cache from the documents this process wrote (best effort)."""
-        assert state.acc is not None
         try:
             columns = {}
-            for descriptor, acc in state.acc.items():
+            for descriptor, acc in accs.items():
                 cols = acc.columns()
                 if cols is None:
                     return
                 columns[descriptor] = cols
-            path = self.path / state.name
+            path = self.path / name
             with open(path, "rb") as f:
                 head = _read_first_line(f)
                 f.seek(max(0, st.st_size - 4096))
                 tail = f.read(4096)
             source = {
-                "name": state.name,
+                "name": name,
                 "size": st.st_size,
                 "head": None if head is None else zlib.crc32(head),
                 "tail": zlib.crc32(tail),
             }
-            _write_cache(
-                self._runs.cache_path(state.name), source, state.doc_lines, columns, state.lines
-            )
+            _write_cache(self._runs.cache_path(name), source, doc_lines, columns, lines)
         except (OSError, ValueError, TypeError):
             pass
 
@@ -612,9 +652,7 @@ class _Writer:
                 if state.dirty:
                     with contextlib.suppress(OSError):
                         os.fsync(state.fd)
-                    if state.new_entry:
-                        self._syncs.fsync_directory()
-                        state.new_entry = False
+                    self._entry_durable(state)
                     state.dirty = False
                 if state.pending_datums:
                     with contextlib.suppress(sqlite3.Error):
@@ -626,9 +664,7 @@ class _Writer:
                 continue
             with contextlib.suppress(OSError):
                 os.fsync(state.fd)
-            if state.new_entry:
-                self._syncs.fsync_directory()
-                state.new_entry = False
+            self._entry_durable(state)
             state.dirty = False
             if self._index.is_open():
                 with contextlib.suppress(sqlite3.Error):

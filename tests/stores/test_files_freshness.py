@@ -1,0 +1,190 @@
+"""Runs written by other processes are visible at once, without listing the directory per
+lookup.
+
+Real directories and real subprocesses: a second process that uses broker_v1 (its runs are
+found through the shared index and the links its writer records, with no listing), and a
+plain JSONL writer that knows nothing of the index (found by one listing of the directory
+per change, names only).  Appends to an open foreign run, deleted run files, and a second
+entry hidden in the same clock tick (the racy mtime) are covered too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_v1 import Broker
+from broker_v1.stores.files import FileStore
+from broker_v1.stores.files import _scan as scan_module
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_000.0
+
+# Writes one run through broker_v1 (the RunEngine process of a beamline).
+OUR_WRITER = r"""
+import sys
+from broker_v1.stores.files import FileStore
+path, uid, t = sys.argv[1], sys.argv[2], float(sys.argv[3])
+store = FileStore(path=path)
+store.insert("start", {"uid": uid, "time": t, "scan_id": 7, "plan_name": "ours"})
+store.insert("stop", {"uid": uid + "-stop", "run_start": uid, "time": t + 1,
+                      "exit_status": "success"})
+store.close()
+"""
+
+# Appends [name, doc] lines with nothing but json (a suitcase-jsonl-style writer).
+PLAIN_WRITER = r"""
+import json, sys
+path, lines = sys.argv[1], json.loads(sys.argv[2])
+with open(path, "a") as f:
+    for name, doc in lines:
+        f.write(json.dumps([name, doc]) + "\n")
+"""
+
+
+def _run(code: str, *args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run([sys.executable, "-c", code, *args], check=True, env=env, timeout=120)
+
+
+def _start(uid: str, t: float, plan: str = "plain") -> dict[str, Any]:
+    return {"uid": uid, "time": t, "scan_id": 8, "plan_name": plan}
+
+
+def _stop(uid: str, t: float) -> dict[str, Any]:
+    return {"uid": uid + "-stop", "run_start": uid, "time": t, "exit_status": "success"}
+
+
+class _Listings:
+    """Counts directory listings made by the scanner."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def listdir(self, path: Any) -> list[str]:
+        self.count += 1
+        return os.listdir(path)
+
+    def scandir(self, path: Any) -> Any:
+        self.count += 1
+        return os.scandir(path)
+
+
+@pytest.fixture
+def reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Broker, _Listings, Path]:
+    """A store with a few runs, whose directory mtime is old (trusted), open in this
+    process; the scanner's listings are counted."""
+    directory = tmp_path / "store"
+    seed = FileStore(path=directory)
+    for i in range(3):
+        uid = f"seed-{i}"
+        seed.insert("start", _start(uid, T0 + i, "seed"))
+        seed.insert("stop", _stop(uid, T0 + i + 0.5))
+    seed.close()
+    old = time.time() - 3600
+    os.utime(directory, (old, old))
+    listings = _Listings()
+    monkeypatch.setattr(scan_module, "os", listings)
+    db = Broker(FileStore(path=directory), timezone="UTC")
+    assert db[-1].start["uid"] == "seed-2"
+    listings.count = 0
+    return db, listings, directory
+
+
+def test_a_run_written_by_another_broker_v1_process_is_seen_without_listing(reader: Any) -> None:
+    db, listings, directory = reader
+    _run(OUR_WRITER, str(directory), "ours-1", str(T0 + 100))
+    assert db[-1].start["uid"] == "ours-1"
+    assert db["ours-1"].stop["exit_status"] == "success"
+    assert [h.start["uid"] for h in db(plan_name="ours")] == ["ours-1"]
+    assert listings.count == 0  # the writer's link in the index explained the change
+
+
+def test_a_run_written_by_a_plain_jsonl_writer_is_seen_after_one_listing(reader: Any) -> None:
+    db, listings, directory = reader
+    uid = "plain-1"
+    _run(PLAIN_WRITER, str(directory / f"{uid}.jsonl"),
+         json.dumps([["start", _start(uid, T0 + 200)], ["stop", _stop(uid, T0 + 201)]]))
+    assert db[-1].start["uid"] == uid
+    assert db[uid].stop["exit_status"] == "success"
+    assert [h.start["uid"] for h in db(plan_name="plain")] == [uid]
+    assert listings.count == 1  # one listing for the change, not one per lookup
+    for _ in range(5):
+        assert db[-1].start["uid"] == uid
+    assert listings.count == 1
+
+
+def test_a_foreign_run_appended_after_being_indexed_is_reread(reader: Any) -> None:
+    db, _, directory = reader
+    uid, path = "growing", directory / "growing.jsonl"
+    _run(PLAIN_WRITER, str(path), json.dumps([["start", _start(uid, T0 + 300)]]))
+    assert db[-1].start["uid"] == uid
+    assert db[-1].stop == {}
+    _run(PLAIN_WRITER, str(path), json.dumps([["stop", _stop(uid, T0 + 301)]]))
+    assert db[-1].stop["exit_status"] == "success"
+    assert [h.start["uid"] for h in db(**{"stop.exit_status": "success"})][:1] == [uid]
+
+
+def test_a_deleted_run_file_disappears(reader: Any) -> None:
+    db, _, directory = reader
+    (directory / "seed-2.jsonl").unlink()
+    assert db[-1].start["uid"] == "seed-1"
+    assert [h.start["uid"] for h in db(plan_name="seed")] == ["seed-1", "seed-0"]
+    with pytest.raises(KeyError):
+        db["seed-2"]
+
+
+def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
+        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file created in the clock tick of the mtime already seen leaves the directory mtime
+    unchanged; the racy mtime is confirmed by one more listing once it is old enough."""
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 0.3)
+    _run(PLAIN_WRITER, str(directory / "first.jsonl"),
+         json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
+    assert db[-1].start["uid"] == "first"  # listed; that mtime is racy
+    seen = os.stat(directory)
+    _run(PLAIN_WRITER, str(directory / "hidden.jsonl"),
+         json.dumps([["start", _start("hidden", T0 + 500)], ["stop", _stop("hidden", T0 + 501)]]))
+    os.utime(directory, ns=(seen.st_atime_ns, seen.st_mtime_ns))  # the same tick
+    time.sleep(0.4)
+    assert db[-1].start["uid"] == "hidden"
+    assert listings.count == 2
+
+
+def test_links_are_recorded_per_created_file_and_old_ones_pruned(tmp_path: Path) -> None:
+    """Each run file a store creates leaves one link (folder mtime before -> after) in the
+    index; links older than a minute are pruned as new ones are recorded."""
+    from broker_v1.stores.files import _index as index_module
+
+    store = FileStore(path=tmp_path / "s")
+    old = time.time() - 3600
+    os.utime(tmp_path / "s", (old, old))
+    store.insert("start", _start("r1", T0, "ours"))
+    store.insert("stop", _stop("r1", T0 + 1))
+    links = store._index_rows("SELECT key, value FROM meta WHERE key LIKE 'dir_link:%'")
+    assert len(links) == 1
+    (key, after), = links
+    assert int(after) > int(key.split(":")[1])
+
+    def add_old(conn: Any) -> None:
+        index_module.record_link(conn, 5, 6)  # long before any real mtime
+
+    store._index.write(add_old)
+    assert len(store._index_rows("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")) == 2
+    old = time.time() - 3600
+    os.utime(tmp_path / "s", (old, old))  # so the next creation surely moves the mtime
+    store.insert("start", _start("r2", T0 + 2, "ours"))
+    keys = [k for (k,) in store._index_rows("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")]
+    assert index_module.link_key(5) not in keys and len(keys) == 2
+    store.close()

@@ -1,0 +1,123 @@
+"""The files store's stop path: one file fsync waited for, the rest done off the stop.
+
+A new run file's directory entry is fsynced on a background thread from the run's start (the
+stop waits for it only if it is still running), and the columnar cache is written after the
+stop returns, never fsynced.  What a stop guarantees is unchanged: when ``insert('stop')``
+returns, the run file and its directory entry are on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_v1.stores.files import FileStore
+from broker_v1.stores.files import _syncs as syncs_module
+from broker_v1.stores.files import _writer as writer_module
+
+T0 = 1_700_000_000.0
+
+
+def run_docs(uid: str, n_events: int = 3) -> list[tuple[str, dict[str, Any]]]:
+    desc = f"{uid}-primary"
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": uid, "time": T0, "scan_id": 1, "plan_name": "count"}),
+        ("descriptor", {"uid": desc, "run_start": uid, "time": T0, "name": "primary",
+                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}}),
+    ]
+    for i in range(n_events):
+        docs.append(("event", {"uid": f"{uid}-e{i}", "descriptor": desc, "time": T0 + i,
+                               "seq_num": i + 1, "data": {"x": float(i)},
+                               "timestamps": {"x": T0 + i}}))
+    docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + n_events,
+                          "exit_status": "success"}))
+    return docs
+
+
+class _Recorder:
+    """Counts fsyncs per thread; the directory fsync can be made slow."""
+
+    def __init__(self) -> None:
+        self.file_fsyncs: list[str] = []
+        self.dir_started = threading.Event()
+        self.dir_done = threading.Event()
+        self.dir_threads: list[str] = []
+        self.dir_delay = 0.0
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+    rec = _Recorder()
+    real_fsync = os.fsync
+    real_dir = syncs_module._Syncs.fsync_directory
+
+    class _Os:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def fsync(self, fd: int) -> None:
+            rec.file_fsyncs.append(threading.current_thread().name)
+            real_fsync(fd)
+
+    def fsync_directory(self: Any) -> None:
+        rec.dir_threads.append(threading.current_thread().name)
+        rec.dir_started.set()
+        time.sleep(rec.dir_delay)
+        real_dir(self)
+        rec.dir_done.set()
+
+    monkeypatch.setattr(writer_module, "os", _Os())
+    monkeypatch.setattr(syncs_module._Syncs, "fsync_directory", fsync_directory)
+    return rec
+
+
+def test_stop_waits_for_one_file_fsync_and_the_directory_entry(tmp_path: Path,
+                                                               recorder: _Recorder) -> None:
+    """The inserting thread fsyncs the run file once, at stop; the directory entry's fsync
+    runs on the background thread from the start, and the stop returns only after it."""
+    store = FileStore(path=tmp_path / "s")  # default fsync_interval: no fsync per document
+    recorder.dir_delay = 0.3
+    docs = run_docs("run-a")
+    store.insert("start", docs[0][1])
+    assert recorder.dir_started.wait(5)
+    assert recorder.dir_threads == ["broker_v1-bg_0"]
+    for name, doc in docs[1:-1]:
+        store.insert(name, doc)
+    assert recorder.file_fsyncs == []
+    store.insert("stop", docs[-1][1])
+    assert recorder.dir_done.is_set()  # the stop waited for the directory entry
+    assert recorder.file_fsyncs == [threading.current_thread().name]
+    assert recorder.dir_threads == ["broker_v1-bg_0"]  # not synced a second time
+    store.close()
+
+
+def test_columnar_cache_is_written_after_the_stop_and_read_back(tmp_path: Path) -> None:
+    """The cache is written in the background; a read in this process right after the stop
+    waits for it and uses it, and another process's reader finds it after close()."""
+    store = FileStore(path=tmp_path / "s")
+    for name, doc in run_docs("run-b", 5):
+        store.insert(name, doc)
+    cache = tmp_path / "s" / ".broker_v1" / "cache" / "run-b.jsonl.cols"
+    events = list(store.iter_events("run-b-primary"))
+    assert [e["data"]["x"] for e in events] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert cache.is_file()
+    store.close()
+    other = FileStore(path=tmp_path / "s", read_only=True)
+    assert list(other.iter_events("run-b-primary")) == events
+    other.close()
+
+
+def test_close_finishes_background_work(tmp_path: Path) -> None:
+    """close() returns only when every queued cache is written."""
+    store = FileStore(path=tmp_path / "s")
+    for i in range(5):
+        for name, doc in run_docs(f"run-{i}"):
+            store.insert(name, doc)
+    store.close()
+    caches = sorted(p.name for p in (tmp_path / "s" / ".broker_v1" / "cache").iterdir())
+    assert caches == [f"run-{i}.jsonl.cols" for i in range(5)]
