@@ -90,7 +90,8 @@ def prepare(name: str, doc: Any) -> Doc:
             name=name,
         )
     try:
-        clean: Doc = sanitize(dict(doc))
+        # sanitize copies a dict itself; other mappings become one first.
+        clean: Doc = sanitize(doc if type(doc) is dict else dict(doc))
     except DocumentValueError as err:
         where = err.field or ""
         if len(where) > 100:  # e.g. 200 levels of nesting: the ends say enough

@@ -44,6 +44,14 @@ def json_copy(value: Any) -> Any:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
+_STR_TYPE = frozenset((str,))
+
+#: Keys already found to pass :func:`key_problem`.  Documents repeat the same few hundred keys
+#: (an event's data keys, a descriptor's fields), so a dict whose keys are all here skips the
+#: per-key checks: one set lookup per key, in C.  Bounded, so odd inputs cannot grow it.
+_KEYS_OK: set[str] = set()
+_KEYS_OK_MAX = 50_000
 
 #: Deepest nesting of dicts and lists a document may have (MongoDB's documented BSON limit).
 MAX_DEPTH = 100
@@ -86,6 +94,22 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
     if cls is dict:
         if _depth >= MAX_DEPTH:
             raise _too_deep(value)
+        # Fast path: every key an exact str (tested first, so no other key's __hash__ or
+        # __eq__ runs) already known good, checked in C.  Anything else takes the loop below,
+        # which finds and words the problem.
+        if _STR_TYPE.issuperset(map(type, value)) and _KEYS_OK.issuperset(value):
+            out = value.copy()
+            if _PLAIN_TYPES.issuperset(map(type, value.values())):
+                return out
+            for k, v in value.items():
+                if type(v) not in _PLAIN:
+                    try:
+                        out[k] = sanitize(v, _depth + 1)
+                    except DocumentValueError as err:
+                        err.path.insert(0, k)
+                        err.last = value
+                        raise
+            return out
         out = {}
         for k, v in value.items():
             if type(k) is not str:
@@ -103,10 +127,14 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
                 err.path.insert(0, k)
                 err.last = value
                 raise
+        if len(_KEYS_OK) < _KEYS_OK_MAX:
+            _KEYS_OK.update(out)  # every key of out passed the checks above
         return out
     if cls is list or cls is tuple:
         if _depth >= MAX_DEPTH:
             raise _too_deep(value)
+        if _PLAIN_TYPES.issuperset(map(type, value)):
+            return list(value)
         try:
             return [v if type(v) in _PLAIN else sanitize(v, _depth + 1) for v in value]
         except DocumentValueError as err:
