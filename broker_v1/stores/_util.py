@@ -98,18 +98,7 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
         # __eq__ runs) already known good, checked in C.  Anything else takes the loop below,
         # which finds and words the problem.
         if _STR_TYPE.issuperset(map(type, value)) and _KEYS_OK.issuperset(value):
-            out = value.copy()
-            if _PLAIN_TYPES.issuperset(map(type, value.values())):
-                return out
-            for k, v in value.items():
-                if type(v) not in _PLAIN:
-                    try:
-                        out[k] = sanitize(v, _depth + 1)
-                    except DocumentValueError as err:
-                        err.path.insert(0, k)
-                        err.last = value
-                        raise
-            return out
+            return _copy_known_keys(value, _depth)
         out = {}
         for k, v in value.items():
             if type(k) is not str:
@@ -170,6 +159,34 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
     except DocumentValueError as err:
         err.last = value
         raise
+
+
+def _copy_known_keys(value: dict[str, Any], _depth: int) -> dict[str, Any]:
+    """:func:`sanitize` of a dict (at ``_depth`` < :data:`MAX_DEPTH`) whose keys are exact
+    strs in ``_KEYS_OK``: only its values are left to check."""
+    out = value.copy()
+    if _PLAIN_TYPES.issuperset(map(type, value.values())):
+        return out
+    inner = _depth + 1
+    for k, v in value.items():
+        cls = type(v)
+        if cls in _PLAIN:
+            continue
+        # Flat lists and dicts of known keys (shapes, data, timestamps) are handled here
+        # without a call to sanitize; anything else takes the call, which words a problem.
+        try:
+            if inner < MAX_DEPTH and cls is list and _PLAIN_TYPES.issuperset(map(type, v)):
+                out[k] = v.copy()
+            elif (inner < MAX_DEPTH and cls is dict and _STR_TYPE.issuperset(map(type, v))
+                  and _KEYS_OK.issuperset(v)):
+                out[k] = _copy_known_keys(v, inner)
+            else:
+                out[k] = sanitize(v, inner)
+        except DocumentValueError as err:
+            err.path.insert(0, k)
+            err.last = value
+            raise
+    return out
 
 
 def _too_deep(value: Any) -> DocumentValueError:

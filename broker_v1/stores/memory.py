@@ -338,6 +338,11 @@ class MemoryStore(DocumentStore):
     def _get_existing(self, name: str, key: str) -> Doc | None:
         if not isinstance(key, str):
             return None
+        if name == "event":  # first: asked once per event inserted
+            where = self._event_index.get(key)
+            if where is None:
+                return None
+            return self._events[where[0]].row(where[1], where[0])
         if name == "start":
             return self._starts.get(key)
         if name == "descriptor":
@@ -350,11 +355,6 @@ class MemoryStore(DocumentStore):
             return self._resources.get(key)
         if name == "datum":
             return self._datums.get(key)
-        if name == "event":
-            where = self._event_index.get(key)
-            if where is None:
-                return None
-            return self._events[where[0]].row(where[1], where[0])
         raise ValueError(name)
 
     def _write_event(self, event: Doc) -> None:
