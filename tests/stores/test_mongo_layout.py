@@ -655,3 +655,17 @@ def test_writing_first_refuses_and_ignores_as_the_lookups_did(target: Target) ->
         assert store.get_run_stop(second.uid)["time"] == 3000.0
         assert store.get_run_start(first.uid)["plan_name"] == start["plan_name"]
     stores[1].close()
+
+
+def test_a_duplicate_is_reported_before_a_value_bson_cannot_hold(target: Target) -> None:
+    """Writing first changes no verdict: a different start with a stored uid is a duplicate
+    even when it also holds an integer BSON cannot encode, which alone is refused as such."""
+    uri, _ = target.new_db()
+    store = MongoStore(uri=uri)
+    start = make_run(t0=1.0, uid=str(uuid.uuid4())).start
+    store.insert("start", start)
+    with pytest.raises(DuplicateDocument, match="A different start document"):
+        store.insert("start", {**start, "big": 2**70})
+    with pytest.raises(InvalidDocument, match="big"):
+        store.insert("start", {**start, "uid": str(uuid.uuid4()), "big": 2**70})
+    store.close()

@@ -19,6 +19,7 @@ from bson import ObjectId
 
 from ...documents import unpack_events
 from ...errors import (
+    BrokerError,
     ConfigError,
     DatumNotFound,
     DuplicateDocument,
@@ -647,12 +648,15 @@ class MongoStore(DocumentStore):
         return self._indexes.unique.get(name, False)
 
     def _write_new(self, name: str, doc: Doc) -> bool:
-        """Insert ``doc`` (one round trip); False when a unique index refused it."""
+        """Insert ``doc`` (one round trip); False when the write was refused for any reason
+        (a unique index, a value BSON cannot hold, no write permission, no server)."""
         coll = self._coll(_COLLECTIONS[name])
         try:
             with self._errors(f"insert {name}", writing=True, doc=doc):
                 coll.insert_one(dict(doc))  # a copy: pymongo adds _id to what it is given
-        except pymongo.errors.DuplicateKeyError:
+        except (pymongo.errors.DuplicateKeyError, BrokerError):
+            # The full sequence of checks then answers as it did before writes came first:
+            # a duplicate refused or an identical document ignored before any write problem.
             return False
         if name == "start":
             self._remember_start(doc)
