@@ -1,20 +1,26 @@
 """Recording at RunEngine speed: validated single-document inserts of short, real-shaped runs.
 
-Run: python benchmarks/bench_runengine.py [--runs 2000] [--stores memory,strict,files]
+Run: python benchmarks/bench_runengine.py [--runs 2000] [--stores memory,strict,files,mongo]
+[--mongo-uri mongodb://host:port] [--mongo-runs 50]
 
 Each run is ``workload.runengine_run_documents``: start, a ``baseline`` descriptor, a
 ``primary`` descriptor with 10 data keys and three devices' configuration, 20 primary and 2
 baseline single events, stop (26 documents).  They are inserted one by one with
 ``db.insert(name, doc)``, validation on, into a fresh store per repeat, as
 ``RE.subscribe(db.insert)`` would.  Prints docs/s per store beside a floor (a private copy of
-every document, plus for the files store one JSON line per document and an fsync per run), the
-time ``insert`` takes per document type, and what validating one document of each type costs.
-No assertions: speed is measured, not asserted.
+every document, plus for the files store one JSON line per document and an fsync per run; for
+the Mongo store, the same documents inserted one by one with pymongo alone into the same
+collections with the same indexes), the time ``insert`` takes per document type, and what
+validating one document of each type costs.  The mongo store runs when a server URI is given
+(``--mongo-uri`` or ``BROKER_V1_TEST_MONGO_URI``).  Garbage is collected before every timed
+pass, so each starts from the same heap.  No assertions: speed is measured, not asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import shutil
 import statistics
 import sys
@@ -34,6 +40,11 @@ from workload import runengine_run_documents  # noqa: E402
 Docs = list[tuple[str, dict[str, Any]]]
 #: Targets of issue 18, printed beside the figures.
 TARGETS = {"memory": 50_000.0, "strict": 20_000.0, "files": 20_000.0}
+#: The Mongo store's target: within this factor of pymongo alone.
+MONGO_FLOOR_RATIO = 1.3
+#: Collection of each document type in the Mongo store's layout.
+MONGO_COLLECTIONS = {"start": "run_start", "descriptor": "event_descriptor", "event": "event",
+                     "stop": "run_stop"}
 DESCRIPTOR_TARGET_US = 50.0
 STOP_TARGET_MS = 5.0  # insert('stop') on the files store, its fsync included
 
@@ -85,8 +96,6 @@ def insert_floor(docs: Docs, folder: Path | None) -> float:
 def fsync_floor(folder: Path, *, repeat: int = 50) -> float:
     """Median milliseconds of one fsync of a small file just appended to, on ``folder``'s
     disk: the least a durable stop can cost there."""
-    import os
-
     times = []
     for i in range(repeat):
         with open(folder / f"fsync-{i}.jsonl", "ab") as handle:
@@ -98,36 +107,99 @@ def fsync_floor(folder: Path, *, repeat: int = 50) -> float:
     return statistics.median(times) * 1e3
 
 
-def make_store(kind: str, folder: Path) -> Any:
-    """A fresh store: ``memory``, ``strict`` (memory, strict policy) or ``files``."""
+def mongo_uri(base: str, database: str) -> str:
+    """``base`` (``mongodb://host:port``, options allowed) pointed at ``database``."""
+    head, sep, query = base.partition("?")
+    return f"{head.rstrip('/')}/{database}{sep}{query}"
+
+
+def mongo_floor(docs: Docs, uri: str) -> float:
+    """Seconds for pymongo alone to insert the documents one by one (``insert_one`` of a copy,
+    events as single documents) into the collections the Mongo store writes, which already
+    have the store's indexes (created beforehand, not timed)."""
+    import pymongo
+
+    from broker_v1.stores.mongo import MongoStore
+
+    setup = MongoStore(uri=uri)
+    setup.ensure_indexes()
+    setup.close()
+    client: Any = pymongo.MongoClient(uri)
+    try:
+        database = client.get_default_database()
+        collections = {name: database[c] for name, c in MONGO_COLLECTIONS.items()}
+        collections["start"].find_one({})  # connected before the clock starts
+        start = time.perf_counter()
+        for name, doc in docs:
+            collections[name].insert_one(dict(doc))  # a copy: insert_one adds _id
+        secs = time.perf_counter() - start
+        client.drop_database(database.name)
+    finally:
+        client.close()
+    return secs
+
+
+def make_store(kind: str, folder: Path, mongo: str | None = None) -> Any:
+    """A fresh store: ``memory``, ``strict`` (memory, strict policy), ``files`` or ``mongo``
+    (on the database of the URI ``mongo``)."""
     if kind == "files":
         from broker_v1.stores.files import FileStore
 
         shutil.rmtree(folder, ignore_errors=True)
         return FileStore(path=folder)
+    if kind == "mongo":
+        from broker_v1.stores.mongo import MongoStore
+
+        assert mongo is not None
+        return MongoStore(uri=mongo)
     from broker_v1.stores.memory import MemoryStore
 
     return MemoryStore(validate="strict" if kind == "strict" else "compatible")
 
 
-def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path) -> dict[str, Any]:
+def drop_store(kind: str, store: Any, folder: Path, mongo: str | None = None) -> None:
+    """Close ``store`` and delete what it wrote."""
+    store.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    if kind == "mongo":
+        import pymongo
+
+        client: Any = pymongo.MongoClient(mongo)
+        client.drop_database(client.get_default_database().name)
+        client.close()
+
+
+def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
+                  mongo_base: str | None = None) -> dict[str, Any]:
     """Median docs/s over ``repeat`` fresh stores, with the floor measured alternately."""
     from broker_v1 import Broker
 
     rates, floors, fsyncs, per_name = [], [], [], defaultdict(list)
-    warm = make_store(kind, scratch / f"{kind}-warm")  # compiles the validators, once
+    tag = os.urandom(3).hex()
+
+    def database(label: str) -> str | None:
+        return None if mongo_base is None else mongo_uri(mongo_base, f"bench_re_{tag}_{label}")
+
+    warm = make_store(kind, scratch / f"{kind}-warm", database("warm"))  # compiles validators
     timed_inserts(Broker(warm, timezone="UTC").insert, docs[:26])
-    warm.close()
+    drop_store(kind, warm, scratch / f"{kind}-warm", database("warm"))
     for i in range(repeat):
         folder = scratch / f"{kind}-{i}"
-        store = make_store(kind, folder)
+        store = make_store(kind, folder, database(str(i)))
         db = Broker(store, timezone="UTC")
+        gc.collect()  # earlier passes' garbage would be collected on this pass's clock
         secs, calls = timed_inserts(db.insert, docs)
-        store.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        drop_store(kind, store, folder, database(str(i)))
+        del db, store
         rates.append(len(docs) / secs)
         for name, times in calls.items():
             per_name[name].extend(times)
+        gc.collect()
+        if kind == "mongo":
+            uri = database(f"floor{i}")
+            assert uri is not None
+            floors.append(len(docs) / mongo_floor(docs, uri))
+            continue
         floor_dir = scratch / f"floor-{i}"
         floor_dir.mkdir()
         floors.append(len(docs) / insert_floor(docs, floor_dir if kind == "files" else None))
@@ -189,9 +261,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--stores", default="memory,strict,files",
+    parser.add_argument("--stores", default="memory,strict,files,mongo",
                         help="comma-separated subset of memory, strict (memory store, strict "
-                             "policy) and files")
+                             "policy), files and mongo (skipped without a server URI)")
+    parser.add_argument("--mongo-uri", default=os.environ.get("BROKER_V1_TEST_MONGO_URI"),
+                        help="a MongoDB server for the mongo store (default: "
+                             "$BROKER_V1_TEST_MONGO_URI); a database per pass is created "
+                             "and dropped")
+    parser.add_argument("--mongo-runs", type=int, default=50,
+                        help="runs for the mongo store and its floor (the wire test server "
+                             "takes about 15 ms per write, so 2,000 runs would take an hour)")
     args = parser.parse_args()
     docs = workload(args.runs)
     print(f"{args.runs:,} RunEngine-shaped runs, {len(docs):,} documents, inserted one by one "
@@ -199,10 +278,25 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="broker_v1-bench-re-"))
     try:
         for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
-            r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch)
-            label = {"memory": "memory (compatible)", "strict": "memory (strict)"}.get(kind, kind)
+            if kind == "mongo" and not args.mongo_uri:
+                print("  mongo: skipped (no --mongo-uri and no BROKER_V1_TEST_MONGO_URI)")
+                continue
+            if kind == "mongo":
+                mongo_docs = docs[:26 * args.mongo_runs]
+                print(f"  mongo: {args.mongo_runs:,} runs, {len(mongo_docs):,} documents")
+                r = measure_store(kind, mongo_docs, repeat=args.repeat, scratch=scratch,
+                                  mongo_base=args.mongo_uri)
+            else:
+                r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch)
+            label = {"memory": "memory (compatible)", "strict": "memory (strict)",
+                     "mongo": "mongo (pymongo floor)"}.get(kind, kind)
+            if kind == "mongo":
+                ratio = r["floor_docs_per_s"] / r["docs_per_s"]
+                target = f"{ratio:.2f}x the floor, target <= {MONGO_FLOOR_RATIO}x"
+            else:
+                target = f"target >= {TARGETS[kind]:,.0f}"
             print(f"  {label:<20} {r['docs_per_s']:>9,.0f} docs/s   floor "
-                  f"{r['floor_docs_per_s']:>9,.0f} docs/s   target >= {TARGETS[kind]:,.0f}")
+                  f"{r['floor_docs_per_s']:>9,.0f} docs/s   {target}")
             print("    insert, median per call: " + ", ".join(
                 f"{n} {us:.1f} µs" for n, us in r["insert_us"].items()))
             if r["fsync_ms"] is not None:

@@ -73,6 +73,14 @@ def json_copy(value: Any) -> Any:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+_PLAIN_TYPES = frozenset(_PLAIN)
+_STR_TYPE = frozenset((str,))
+
+#: Keys already found to pass :func:`key_problem`.  Documents repeat the same few hundred keys
+#: (an event's data keys, a descriptor's fields), so a dict whose keys are all here skips the
+#: per-key checks: one set lookup per key, in C.  Bounded, so odd inputs cannot grow it.
+_KEYS_OK: set[str] = set()
+_KEYS_OK_MAX = 50_000
 
 #: Deepest nesting of dicts and lists a document may have (MongoDB's documented BSON limit).
 MAX_DEPTH = 100
@@ -115,6 +123,11 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
     if cls is dict:
         if _depth >= MAX_DEPTH:
             raise _too_deep(value)
+        # Fast path: every key an exact str (tested first, so no other key's __hash__ or
+        # __eq__ runs) already known good, checked in C.  Anything else takes the loop below,
+        # which finds and words the problem.
+        if _STR_TYPE.issuperset(map(type, value)) and _KEYS_OK.issuperset(value):
+            return _copy_known_keys(value, _depth)
         out = {}
         for k, v in value.items():
             if type(k) is not str:
@@ -132,10 +145,14 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
                 err.path.insert(0, k)
                 err.last = value
                 raise
+        if len(_KEYS_OK) < _KEYS_OK_MAX:
+            _KEYS_OK.update(out)  # every key of out passed the checks above
         return out
     if cls is list or cls is tuple:
         if _depth >= MAX_DEPTH:
             raise _too_deep(value)
+        if _PLAIN_TYPES.issuperset(map(type, value)):
+            return list(value)
         try:
             return [v if type(v) in _PLAIN else sanitize(v, _depth + 1) for v in value]
         except DocumentValueError as err:
@@ -171,6 +188,34 @@ def sanitize(value: Any, _depth: int = 0) -> Any:
     except DocumentValueError as err:
         err.last = value
         raise
+
+
+def _copy_known_keys(value: dict[str, Any], _depth: int) -> dict[str, Any]:
+    """:func:`sanitize` of a dict (at ``_depth`` < :data:`MAX_DEPTH`) whose keys are exact
+    strs in ``_KEYS_OK``: only its values are left to check."""
+    out = value.copy()
+    if _PLAIN_TYPES.issuperset(map(type, value.values())):
+        return out
+    inner = _depth + 1
+    for k, v in value.items():
+        cls = type(v)
+        if cls in _PLAIN:
+            continue
+        # Flat lists and dicts of known keys (shapes, data, timestamps) are handled here
+        # without a call to sanitize; anything else takes the call, which words a problem.
+        try:
+            if inner < MAX_DEPTH and cls is list and _PLAIN_TYPES.issuperset(map(type, v)):
+                out[k] = v.copy()
+            elif (inner < MAX_DEPTH and cls is dict and _STR_TYPE.issuperset(map(type, v))
+                  and _KEYS_OK.issuperset(v)):
+                out[k] = _copy_known_keys(v, inner)
+            else:
+                out[k] = sanitize(v, inner)
+        except DocumentValueError as err:
+            err.path.insert(0, k)
+            err.last = value
+            raise
+    return out
 
 
 def _too_deep(value: Any) -> DocumentValueError:

@@ -3,13 +3,17 @@
 Documents live in dicts with secondary indexes (start time order, scan_id, sorted uids), so
 ``db[-1]``, ``db[uid]``, uid-prefix and scan_id lookups cost O(log n) or better.  Events are
 kept column-wise per descriptor, so reading a stream hands out pages without building one dict
-per event.  Nothing is shared with callers: documents are copied on the way in (by the insert
-path) and on the way out.
+per event.  Descriptors are kept marshalled (bytes): a descriptor is a few dozen small dicts and
+lists, which the garbage collector would otherwise walk again and again as the store grows
+(it was a third of the time of recording short runs), and unmarshalling one is also the fastest
+way to hand out a copy.  Nothing is shared with callers: documents are copied on the way in (by
+the insert path) and on the way out.
 """
 
 from __future__ import annotations
 
 import bisect
+import marshal
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -48,7 +52,8 @@ class MemoryStore(DocumentStore):
         self._by_scan_id: dict[Any, list[tuple[float, str]]] = {}
         self._stops: dict[str, Doc] = {}  # run uid -> stop
         self._stop_uids: dict[str, str] = {}  # stop uid -> run uid
-        self._descriptors: dict[str, Doc] = {}
+        self._descriptors: dict[str, bytes | Doc] = {}  # uid -> _freeze(descriptor)
+        self._descriptor_times: dict[str, Any] = {}
         self._descriptors_by_run: dict[str, list[str]] = {}
         self._events: dict[str, _Columns] = {}
         self._event_index: dict[str, tuple[str, int]] = {}  # event uid -> (descriptor, row)
@@ -141,7 +146,7 @@ class MemoryStore(DocumentStore):
 
     def get_descriptors(self, run_start_uid: str) -> list[Doc]:
         uids = self._descriptors_by_run.get(run_start_uid, ())
-        return [json_copy(self._descriptors[u]) for u in uids]
+        return [_thaw(self._descriptors[u]) for u in uids]
 
     def iter_event_pages(
         self, descriptor_uid: str, *, fields: Iterable[str] | None = None
@@ -192,10 +197,16 @@ class MemoryStore(DocumentStore):
     def _get_existing(self, name: str, key: str) -> Doc | None:
         if not isinstance(key, str):
             return None
+        if name == "event":  # first: asked once per event inserted
+            where = self._event_index.get(key)
+            if where is None:
+                return None
+            return self._events[where[0]].row(where[1], where[0])
         if name == "start":
             return self._starts.get(key)
         if name == "descriptor":
-            return self._descriptors.get(key)
+            stored = self._descriptors.get(key)
+            return None if stored is None else _thaw(stored)
         if name == "stop":
             run = self._stop_uids.get(key)
             return None if run is None else self._stops[run]
@@ -203,11 +214,6 @@ class MemoryStore(DocumentStore):
             return self._resources.get(key)
         if name == "datum":
             return self._datums.get(key)
-        if name == "event":
-            where = self._event_index.get(key)
-            if where is None:
-                return None
-            return self._events[where[0]].row(where[1], where[0])
         raise ValueError(name)
 
     def _write_event(self, event: Doc) -> None:
@@ -230,10 +236,12 @@ class MemoryStore(DocumentStore):
             if type(scan_id) is int:
                 bisect.insort(self._by_scan_id.setdefault(scan_id, []), key)
         elif name == "descriptor":
-            self._descriptors[doc["uid"]] = doc
+            uid = doc["uid"]
+            self._descriptors[uid] = _freeze(doc)
+            self._descriptor_times[uid] = doc["time"]
             uids = self._descriptors_by_run.setdefault(doc["run_start"], [])
-            uids.append(doc["uid"])
-            uids.sort(key=lambda u: self._descriptors[u]["time"])
+            uids.append(uid)
+            uids.sort(key=self._descriptor_times.__getitem__)
         elif name == "event_page":
             columns = self._events.setdefault(doc["descriptor"], _Columns())
             first = len(columns)
@@ -257,3 +265,22 @@ class MemoryStore(DocumentStore):
                 ids.append(datum_id)
         else:  # pragma: no cover - the insert path sends nothing else
             raise ValueError(name)
+
+
+def _freeze(doc: Doc) -> bytes | Doc:
+    """``doc`` as bytes that :func:`_thaw` turns back into an equal document of the same types
+    (marshal keeps NaN, -0.0, big integers and lone surrogates); the document itself when it
+    holds a subclass of a plain type (an ``IntEnum``, a ``str`` subclass), which marshal
+    refuses and which is kept as given."""
+    try:
+        return marshal.dumps(doc)
+    except ValueError:
+        return doc
+
+
+def _thaw(stored: bytes | Doc) -> Doc:
+    """A fresh copy of a document kept by :func:`_freeze`."""
+    if type(stored) is bytes:
+        doc: Doc = marshal.loads(stored)
+        return doc
+    return json_copy(stored)

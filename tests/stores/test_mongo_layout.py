@@ -25,6 +25,7 @@ from broker_v1.documents import pack_events
 from broker_v1.errors import (
     ConfigError,
     DuplicateDocument,
+    InvalidDocument,
     ReadOnlyStore,
     StoreUnavailable,
     UnsupportedQuery,
@@ -567,3 +568,104 @@ def test_mongomock_patch_reaches_the_client_factory() -> None:
         again = MongoStore(uri="mongodb://db.example.org/csx")
         assert again.count_runs() == 2
         assert again.describe() == "mongo store csx on db.example.org"
+
+
+# ---------------------------------------------------------------------- writes: round trips
+def test_recording_a_run_costs_one_write_per_document(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the layout's unique indexes, a RunEngine's run costs what pymongo alone does:
+    one insert per document and no lookup (starts come from the store's memory of them)."""
+    if target.kind == "mongomock":
+        pytest.skip("mongomock has no unique indexes (the store looks duplicates up there)")
+    from pymongo import monitoring
+
+    class Commands(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def started(self, event: Any) -> None:
+            self.names.append(event.command_name)
+
+        def succeeded(self, event: Any) -> None:
+            pass
+
+        def failed(self, event: Any) -> None:
+            pass
+
+    listener = Commands()
+    real = pymongo.MongoClient
+    monkeypatch.setattr(pymongo, "MongoClient",
+                        lambda *a, **k: real(*a, event_listeners=[listener], **k))
+    uri, _ = target.new_db()
+    store = MongoStore(uri=uri)
+    insert_all(store, [make_run(t0=1.0, uid=str(uuid.uuid4()))])  # first contact, indexes
+    listener.names.clear()
+    run = make_run(t0=100.0, uid=str(uuid.uuid4()), n_events=5)
+    insert_all(store, [run])
+    assert listener.names == ["insert"] * len(run.docs)
+    store.close()
+
+
+def _outcome(store: Any, name: str, doc: dict[str, Any]) -> tuple[Any, ...]:
+    try:
+        store.insert(name, copy_of(doc))
+    except (DuplicateDocument, InvalidDocument) as err:
+        return type(err).__name__, str(err).replace(store.describe(), "<store>"), err.uid
+    return ("ok",)
+
+
+def copy_of(doc: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy(doc)
+
+
+def test_writing_first_refuses_and_ignores_as_the_lookups_did(target: Target) -> None:
+    """Duplicates the unique indexes catch give the memory store's answers, word for word:
+    identical re-inserts are no-ops (NaN equals NaN), different ones are refused, a second
+    stop of a run is refused, and a stop that is both a duplicate and older than its start is
+    reported as the duplicate."""
+    import math
+
+    uri, _ = target.new_db()
+    stores = [MemoryStore(), MongoStore(uri=uri)]
+    first = make_run(t0=1000.0, uid=str(uuid.uuid4()), n_events=2,
+                     metadata={"note": math.nan})
+    second = make_run(t0=2000.0, uid=str(uuid.uuid4()), n_events=2, with_stop=False)
+    start, descriptor, stop = first.docs[0][1], first.docs[1][1], first.docs[-1][1]
+    cases = [
+        *first.docs, *second.docs,
+        ("start", start), ("descriptor", descriptor), ("stop", stop),
+        ("start", {**start, "plan_name": "other"}),
+        ("descriptor", {**descriptor, "name": "other"}),
+        ("stop", {**stop, "exit_status": "abort"}),
+        ("stop", {**stop, "uid": str(uuid.uuid4())}),  # a second stop of the run
+        ("stop", {**stop, "run_start": second.uid}),  # another run, a stored stop's uid
+        ("stop", {**stop, "run_start": second.uid, "time": 1.0}),  # ... and too old
+        ("stop", {**stop, "run_start": second.uid, "uid": str(uuid.uuid4()), "time": 1.0}),
+        ("stop", {**stop, "run_start": second.uid, "uid": str(uuid.uuid4()),
+                  "time": 3000.0}),
+    ]
+    outcomes = [[_outcome(store, name, doc) for name, doc in cases] for store in stores]
+    assert outcomes[1] == outcomes[0]
+    assert {o[0] for o in outcomes[0]} == {"ok", "DuplicateDocument", "InvalidDocument"}
+    for store in stores:
+        assert store.get_run_stop(first.uid)["exit_status"] == stop["exit_status"]
+        assert store.get_run_stop(second.uid)["time"] == 3000.0
+        assert store.get_run_start(first.uid)["plan_name"] == start["plan_name"]
+    stores[1].close()
+
+
+def test_a_duplicate_is_reported_before_a_value_bson_cannot_hold(target: Target) -> None:
+    """Writing first changes no verdict: a different start with a stored uid is a duplicate
+    even when it also holds an integer BSON cannot encode, which alone is refused as such."""
+    uri, _ = target.new_db()
+    store = MongoStore(uri=uri)
+    start = make_run(t0=1.0, uid=str(uuid.uuid4())).start
+    store.insert("start", start)
+    with pytest.raises(DuplicateDocument, match="A different start document"):
+        store.insert("start", {**start, "big": 2**70})
+    with pytest.raises(InvalidDocument, match="big"):
+        store.insert("start", {**start, "uid": str(uuid.uuid4()), "big": 2**70})
+    store.close()

@@ -90,6 +90,18 @@ def _has_unique(info: Mapping[str, Any], field_name: str) -> bool:
     )
 
 
+def _unique(info_of: Any) -> dict[str, bool]:
+    """:attr:`_Indexes.unique` from ``info_of(database, collection)`` (index information)."""
+    stops = info_of("meta", "run_stop")
+    return {
+        "event": _has_unique(info_of("meta", "event"), "uid"),
+        "datum": _has_unique(info_of("assets", "datum"), "datum_id"),
+        "start": _has_unique(info_of("meta", "run_start"), "uid"),
+        "descriptor": _has_unique(info_of("meta", "event_descriptor"), "uid"),
+        "stop": _has_unique(stops, "uid") and _has_unique(stops, "run_start"),
+    }
+
+
 class _Indexes:
     """What one store knows of its indexes, and the code that looks at and creates them.
 
@@ -109,7 +121,10 @@ class _Indexes:
     text_refused
         The server's reason, when it refused to create a text index.
     unique
-        Whether ``event.uid`` and ``datum.datum_id`` have unique indexes, by ``event``/``datum``.
+        Whether the server refuses a duplicate identity by itself, by document kind:
+        ``event.uid``, ``datum.datum_id``, ``run_start.uid`` (``start``),
+        ``event_descriptor.uid`` (``descriptor``), and for ``stop`` both ``run_stop.uid`` and
+        ``run_stop.run_start`` (a second stop of a run).
     """
 
     def __init__(self, connection: _Connection, errors: _ErrorTranslator, *, label: str) -> None:
@@ -118,7 +133,7 @@ class _Indexes:
         self._label = label
         self.text_index: bool | None = None
         self.text_refused: str | None = None
-        self.unique = {"event": False, "datum": False}
+        self.unique = dict.fromkeys(("event", "datum", "start", "descriptor", "stop"), False)
 
     def check(self) -> None:
         """On first contact: what the collections have (never creating anything); warn once
@@ -142,10 +157,7 @@ class _Indexes:
             have = _index_fields(infos[where])
             if index.for_reads and not any(f[:len(index.fields)] == index.fields for f in have):
                 missing.append(index.describe())
-        self.unique = {
-            "event": _has_unique(infos.get(("meta", "event"), {}), "uid"),
-            "datum": _has_unique(infos.get(("assets", "datum"), {}), "datum_id"),
-        }
+        self.unique = _unique(lambda database, name: infos.get((database, name), {}))
         if "run_start" not in existing["meta"]:
             self.text_index = False
         key = (conn.meta_uri.location, conn.meta_uri.database, conn.asset_uri.database)
@@ -203,10 +215,8 @@ class _Indexes:
         if text is not False:
             created += self._create_text(required=bool(text))
         with self._errors("read the indexes", writing=True):
-            self.unique = {
-                "event": _has_unique(conn.meta_db["event"].index_information(), "uid"),
-                "datum": _has_unique(conn.asset_db["datum"].index_information(), "datum_id"),
-            }
+            self.unique = _unique(lambda database, name: conn.db(database)[name]
+                                  .index_information())
         return created
 
     def _create_text(self, *, required: bool) -> list[str]:

@@ -19,6 +19,7 @@ from bson import ObjectId
 
 from ...documents import unpack_events
 from ...errors import (
+    BrokerError,
     ConfigError,
     DatumNotFound,
     DuplicateDocument,
@@ -55,6 +56,10 @@ _CLIENT_SKIP = 1000
 # Characters with a meaning in a regex ('-' has none outside brackets; escaping it would stop
 # MongoDB from reading the pattern as a plain prefix).
 _REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
+# The collection each document written with _write_new goes to.
+_COLLECTIONS = {"start": "run_start", "descriptor": "event_descriptor", "stop": "run_stop"}
+# Starts kept by _remember_start: more than the runs any RunEngine has open at once.
+_RECENT_STARTS = 256
 
 
 class MongoStore(DocumentStore):
@@ -125,6 +130,9 @@ class MongoStore(DocumentStore):
         self._bulk_keys: list[str] = []
         self._bulk_keyset: frozenset[str] = frozenset()
         self._bulk_found: dict[str, Doc] | None = None
+        # Starts written or read lately, by uid: the descriptors and stop of a run being
+        # recorded find their start here instead of on the server (documents are immutable).
+        self._recent_starts: dict[str, Doc] = {}
 
     # ------------------------------------------------------------------ description
     @classmethod
@@ -607,7 +615,12 @@ class MongoStore(DocumentStore):
             if key in self._bulk_keyset:
                 return self._bulk_found.get(key)
         if name == "start":
-            return self._find_one("run_start", {"uid": key})
+            start = self._recent_starts.get(key)
+            if start is None:
+                start = self._find_one("run_start", {"uid": key})
+                if start is not None:
+                    self._remember_start(start)
+            return start
         if name == "descriptor":
             doc = self._find_one("event_descriptor", {"uid": key})
             return None if doc is None else self._repair_link(doc, None)
@@ -621,6 +634,33 @@ class MongoStore(DocumentStore):
             doc = self._find_one("datum", {"datum_id": key})
             return None if doc is None else _datum(doc)
         raise ValueError(name)
+
+    def _remember_start(self, start: Doc) -> None:
+        recent = self._recent_starts
+        if len(recent) >= _RECENT_STARTS:
+            del recent[next(iter(recent))]  # the oldest
+        recent[start["uid"]] = start
+
+    def _writes_refuse_duplicates(self, name: str) -> bool:
+        """True where the layout's unique indexes exist: the server then refuses a duplicate
+        start, descriptor or stop by itself, and the insert path skips its lookup."""
+        self._prepare_write()
+        return self._indexes.unique.get(name, False)
+
+    def _write_new(self, name: str, doc: Doc) -> bool:
+        """Insert ``doc`` (one round trip); False when the write was refused for any reason
+        (a unique index, a value BSON cannot hold, no write permission, no server)."""
+        coll = self._coll(_COLLECTIONS[name])
+        try:
+            with self._errors(f"insert {name}", writing=True, doc=doc):
+                coll.insert_one(dict(doc))  # a copy: pymongo adds _id to what it is given
+        except (pymongo.errors.DuplicateKeyError, BrokerError):
+            # The full sequence of checks then answers as it did before writes came first:
+            # a duplicate refused or an identical document ignored before any write problem.
+            return False
+        if name == "start":
+            self._remember_start(doc)
+        return True
 
     def _find_one(self, collection: str, query: dict[str, Any]) -> Doc | None:
         return self._find_one_raw(collection, query, {"_id": 0})
@@ -646,6 +686,7 @@ class MongoStore(DocumentStore):
         self._prepare_write()
         if name == "start":
             self._insert_one("run_start", "start", doc)
+            self._remember_start(doc)
         elif name == "descriptor":
             self._insert_one("event_descriptor", "descriptor", doc)
         elif name == "stop":
