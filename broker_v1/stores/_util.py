@@ -242,3 +242,14 @@ class DocumentValueError(TypeError):
     def field(self) -> str | None:
         """The dotted location of the problem in the document, or None at the top level."""
         return ".".join(self.path) or None
+
+
+def datum_page(resource_uid: str, datums: list[dict[str, Any]]) -> dict[str, Any]:
+    """One datum page of ``resource_uid`` holding ``datums`` (in order, at least one), with
+    private copies of their ``datum_kwargs`` columns (keys: those of the first datum)."""
+    keys = list(datums[0]["datum_kwargs"])
+    return {
+        "resource": resource_uid,
+        "datum_id": [d["datum_id"] for d in datums],
+        "datum_kwargs": {k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys},
+    }

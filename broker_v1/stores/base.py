@@ -41,7 +41,7 @@ from ..errors import (
     UnsupportedQuery,
 )
 from . import _checks
-from ._query import check_query, prefix_regex, split_text
+from ._query import QueryMatcher, check_query, prefix_regex, split_text
 from ._util import json_copy
 
 __all__ = ["DEFAULT_SORT", "DocumentStore", "RunCopy", "Sort"]
@@ -94,6 +94,9 @@ class DocumentStore(abc.ABC):
     supports_writes: ClassVar[bool] = False
     #: ``$text`` in queries can be evaluated.
     supports_text_search: ClassVar[bool] = False
+    #: Queries are evaluated here by the shared matcher (``broker_v1.stores._query``), so a
+    #: query it cannot evaluate is refused when ``db(...)`` is called, not at the first result.
+    evaluates_queries: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -274,10 +277,12 @@ class DocumentStore(abc.ABC):
             raise self._refuse_text()
         self._check_evaluable(query)
 
-    def _check_evaluable(self, query: Mapping[str, Any]) -> None:  # noqa: B027 (a hook)
+    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
         """Raise now what evaluating ``query`` would raise (:meth:`check_query` calls it after
-        the shared checks).  The default checks nothing more; stores that evaluate queries
-        themselves compile them here, so ``db(...)`` fails at the call."""
+        the shared checks).  Stores that set :attr:`evaluates_queries` compile the query with
+        the shared matcher; others check nothing more unless they override this."""
+        if self.evaluates_queries:
+            QueryMatcher(query, store=self.describe(), supports_text=self.supports_text_search)
 
     def _refuse_text(self) -> UnsupportedQuery:
         """The error for ``$text`` on a store without text search (stores may say more)."""

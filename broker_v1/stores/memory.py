@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import DatumNotFound, ResourceNotFound
 from ._columns import _Columns, _sort_key
 from ._query import QueryMatcher
-from ._util import json_copy
+from ._util import datum_page, json_copy
 from .base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
 
 __all__ = ["MemoryStore"]
@@ -40,6 +40,7 @@ class MemoryStore(DocumentStore):
     backend = "memory"
     supports_writes = True
     supports_text_search = True
+    evaluates_queries = True
 
     def __init__(
         self, *, read_only: bool = False, validate: str = "compatible", page_size: int = 100_000
@@ -62,10 +63,6 @@ class MemoryStore(DocumentStore):
         self._datums_by_resource: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ reads
-    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
-        """Compile the query as a search would, so a bad one fails at ``db(...)``."""
-        QueryMatcher(query, store=self.describe(), supports_text=self.supports_text_search)
-
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
@@ -173,15 +170,7 @@ class MemoryStore(DocumentStore):
         ids = self._datums_by_resource.get(resource_uid)
         if not ids:
             return
-        datums = [self._datums[i] for i in ids]
-        keys = list(datums[0]["datum_kwargs"])
-        yield {
-            "resource": resource_uid,
-            "datum_id": list(ids),
-            "datum_kwargs": {
-                k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys
-            },
-        }
+        yield datum_page(resource_uid, [self._datums[i] for i in ids])
 
     def get_datum(self, datum_id: str) -> Doc:
         try:

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DatumNotFound, ReadOnlyStore, ResourceNotFound
-from .._query import QueryMatcher
-from .._util import json_copy
+from .._util import datum_page, json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
 from ._format import (
@@ -86,6 +85,7 @@ class FileStore(DocumentStore):
     backend = "files"
     supports_writes = True
     supports_text_search = True
+    evaluates_queries = True
 
     def __init__(
         self,
@@ -232,9 +232,12 @@ class FileStore(DocumentStore):
         return self._index.run_row(run_start_uid)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ read primitives
-    def _check_evaluable(self, query: Mapping[str, Any]) -> None:
-        """Compile the query as a search would, so a bad one fails at ``db(...)``."""
-        QueryMatcher(query, store=self.describe(), supports_text=self.supports_text_search)
+    def _file_of(self, kind: str, uid: Any) -> str | None:
+        """The run file holding this descriptor or resource; None when there is none."""
+        if not isinstance(uid, str):
+            return None
+        owners = self._writer.desc_file if kind == "descriptor" else self._writer.res_file
+        return self._lookup.locate(kind, uid, owners)
 
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
@@ -337,9 +340,7 @@ class FileStore(DocumentStore):
         fields
             Data keys to include (others and their timestamps are dropped); None for all.
         """
-        if not isinstance(descriptor_uid, str):
-            return
-        name = self._lookup.locate("descriptor", descriptor_uid, self._writer.desc_file)
+        name = self._file_of("descriptor", descriptor_uid)
         if name is None:
             return
         with self._lock:
@@ -372,27 +373,16 @@ class FileStore(DocumentStore):
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """Datum pages of one resource (nothing for an unknown resource)."""
-        if not isinstance(resource_uid, str):
-            return
-        name = self._lookup.locate("resource", resource_uid, self._writer.res_file)
+        name = self._file_of("resource", resource_uid)
         if name is None:
             return
         with self._lock:
             rd = self._runs.load(name)
             if rd is None:
                 return
-            ids = list(rd.datums_by_resource.get(resource_uid, ()))
-            datums = [rd.datums[i] for i in ids]
-        if not datums:
-            return
-        keys = list(datums[0]["datum_kwargs"])
-        yield {
-            "resource": resource_uid,
-            "datum_id": ids,
-            "datum_kwargs": {
-                k: [json_copy(d["datum_kwargs"].get(k)) for d in datums] for k in keys
-            },
-        }
+            datums = [rd.datums[i] for i in rd.datums_by_resource.get(resource_uid, ())]
+        if datums:
+            yield datum_page(resource_uid, datums)
 
     def get_datum(self, datum_id: str) -> Doc:
         """The datum with this id; missing → :class:`~broker_v1.errors.DatumNotFound`."""
