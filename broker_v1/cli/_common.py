@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ..broker import Broker
 
 URI_SCHEMES = ("mongodb://", "mongodb+srv://", "mongomock://")
+#: NAMEs that are tiled servers (the API key comes from TILED_API_KEY).
+TILED_SCHEMES = ("http://", "https://")
 
 
 class CLIError(Exception):
@@ -55,7 +57,8 @@ def open_broker(name: str, *, read_only: bool = True) -> Broker:
     Parameters
     ----------
     name
-        ``temp``; a ``mongodb://`` / ``mongodb+srv://`` / ``mongomock://`` URI; a path (it has a
+        ``temp``; a ``mongodb://`` / ``mongodb+srv://`` / ``mongomock://`` URI; an
+        ``http(s)://`` URI of a tiled server (its API key from ``TILED_API_KEY``); a path (it has a
         path separator or starts with ``.`` or ``~``: a files store); else a config name, or,
         if no config has that name, a directory of that name.
     read_only
@@ -67,13 +70,14 @@ def open_broker(name: str, *, read_only: bool = True) -> Broker:
 
     if name == "temp":
         return Broker.named("temp")
-    if name.startswith(URI_SCHEMES):
+    if name.startswith(URI_SCHEMES + TILED_SCHEMES):
         from ..stores import get_store_class
 
+        backend = "tiled" if name.startswith(TILED_SCHEMES) else "mongo"
         options: dict[str, Any] = {"uri": name}
         if read_only:
             options["read_only"] = True
-        return Broker(get_store_class("mongo").from_config(options, source=name), name=name)
+        return Broker(get_store_class(backend).from_config(options, source=name), name=name)
     if _looks_like_path(name):
         return _files_broker(name, read_only=read_only)
     try:
@@ -86,7 +90,8 @@ def open_broker(name: str, *, read_only: bool = True) -> Broker:
         n = len(config_search_path())
         raise CLIError(
             f"{name!r} is neither a config (searched {n} folders; see 'broker-v1 config "
-            "paths' and 'broker-v1 config list'), nor a directory, nor a mongodb:// URI. "
+            "paths' and 'broker-v1 config list'), nor a directory, nor a mongodb:// or "
+            "http(s):// (tiled) URI. "
             f"For a directory in the current folder write ./{name}."
         ) from None
 

@@ -16,7 +16,12 @@ Mongo layout behind tiled, external data.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -355,6 +360,33 @@ def test_api_key_from_the_environment(tiled_server: Any, open_broker: Any,
         open_broker(config)[-1]
     monkeypatch.setenv("TILED_API_KEY", API_KEY)
     assert open_broker(config)[-1].start["scan_id"] == 6
+
+
+def test_cli_takes_a_tiled_uri_as_name(tiled_server: Any, runs: dict[int, Any],
+                                       tmp_path: Path) -> None:
+    """`broker-v1 ls/show/table http://...` read the server (key from TILED_API_KEY); without
+    a key the error is one line naming the server and the setting."""
+    from tiled_server import API_KEY
+
+    env = {k: v for k, v in os.environ.items() if k != "TILED_API_KEY"}
+    env.update({"HOME": str(tmp_path), "BROKER_V1_CONFIG_PATH": str(tmp_path), "COLUMNS": "80"})
+
+    def cli(*args: str, key: str | None = API_KEY) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "broker_v1", *args], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path,
+                              env={**env, "TILED_API_KEY": key} if key else env)
+
+    listed = cli("ls", tiled_server.uri, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["scan_id"] for r in json.loads(listed.stdout)][:3] == [6, 5, 4]
+    shown = cli("show", tiled_server.uri, runs[2]["uid"][:8], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["start"]["uid"] == runs[2]["uid"]
+    table = cli("table", tiled_server.uri, "2")
+    assert table.returncode == 0 and len(table.stdout.splitlines()) > 20, table.stderr
+    refused = cli("ls", tiled_server.uri, key=None)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "TILED_API_KEY" in refused.stderr and tiled_server.uri in refused.stderr
 
 
 def test_wrong_path_is_a_404_naming_the_uri(tiled_server: Any, open_broker: Any) -> None:
