@@ -389,6 +389,41 @@ def test_cli_takes_a_tiled_uri_as_name(tiled_server: Any, runs: dict[int, Any],
     assert "TILED_API_KEY" in refused.stderr and tiled_server.uri in refused.stderr
 
 
+def test_copy_to_a_portable_files_store(tiled_server: Any, db: Broker, runs: dict[int, Any],
+                                        tmp_path: Path) -> None:
+    """`broker-v1 copy http://... ./portable` copies every run; the copy reads as the server
+    does (tables, descriptors, the stable event uids), and a second copy skips them all."""
+    from tiled_server import API_KEY
+
+    env = {**os.environ, "TILED_API_KEY": API_KEY, "HOME": str(tmp_path),
+           "BROKER_V1_CONFIG_PATH": str(tmp_path)}
+
+    def copy() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "broker_v1", "copy", tiled_server.uri,
+                               str(tmp_path / "portable"), "--json", "--no-progress"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        report: dict[str, Any] = json.loads(proc.stdout)
+        return report
+
+    first = copy()
+    portable = Broker.from_config({"store": {"backend": "files",
+                                             "path": str(tmp_path / "portable")},
+                                   "timezone": "US/Eastern"})
+    for scan_id in (1, 2, 5, 6):
+        here, there = portable[runs[scan_id]["uid"]], db[runs[scan_id]["uid"]]
+        assert here.start == there.start and here.stop == there.stop
+        assert [dict(d) for d in here.descriptors] == [dict(d) for d in there.descriptors]
+        for stream in there.stream_names:
+            assert here.table(stream).equals(there.table(stream)), (scan_id, stream)
+        assert ([e["uid"] for e in portable.get_events(here)]
+                == [e["uid"] for e in db.get_events(there)])
+    assert first["ok"] and sorted(first["copied"]) == sorted(r["uid"] for r in runs.values())
+    second = copy()
+    assert second["ok"] and second["copied"] == []
+    assert sorted(second["skipped"]) == sorted(first["copied"])
+
+
 def test_wrong_path_is_a_404_naming_the_uri(tiled_server: Any, open_broker: Any) -> None:
     """A uri whose path is no node of the server is StoreUnavailable saying 404."""
     db = open_broker(_config(tiled_server) | {
