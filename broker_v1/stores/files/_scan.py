@@ -347,12 +347,7 @@ class _Scanner:
                 "as a run. Remove or fix it.", RunFileWarning)
             return None
         uid = start.get("uid")
-        if (
-            doc_name != "start"
-            or not isinstance(uid, str)
-            or not _sqlable(uid)
-            or not _is_time(start.get("time"))
-        ):
+        if not _indexable_start(doc_name, start):
             self._warnings.warn_once(
                 name,
                 1,
@@ -437,12 +432,7 @@ class _Scanner:
         crc = zlib.crc32(first)
         doc_name, start = docs[0]
         uid = start.get("uid")
-        if (
-            doc_name != "start"
-            or not isinstance(uid, str)
-            or not _sqlable(uid)
-            or not _is_time(start.get("time"))
-        ):
+        if not _indexable_start(doc_name, start):
             self._warnings.warn_once(name, 1, f"{path} does not begin with a start document, so "
                                      "it is not shown as a run.", RunFileWarning)
             self._index.set_file_row(conn, name, st, consumed, crc, "ignored", None, False)
@@ -470,3 +460,11 @@ class _Scanner:
         if stop is not None:
             self._index.record_stop(conn, uid, stop)
         self._index.set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)
+
+
+def _indexable_start(doc_name: str, start: Any) -> bool:
+    """A run file's first document can head an index row: a start with a uid SQLite can hold
+    and a finite time."""
+    uid = start.get("uid")
+    return (doc_name == "start" and isinstance(uid, str) and _sqlable(uid)
+            and _is_time(start.get("time")))

@@ -27,6 +27,7 @@ from ._format import (
 from ._import import _CheckingProcess, _Importer
 from ._index import _CHUNK, _Index
 from ._lookup import _Lookup
+from ._rundata import _RunData
 from ._runs import _RunCache
 from ._scan import _Scanner
 from ._search import _prefix_bounds, _Search
@@ -232,12 +233,20 @@ class FileStore(DocumentStore):
         return self._index.run_row(run_start_uid)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ read primitives
-    def _file_of(self, kind: str, uid: Any) -> str | None:
-        """The run file holding this descriptor or resource; None when there is none."""
-        if not isinstance(uid, str):
-            return None
-        owners = self._writer.desc_file if kind == "descriptor" else self._writer.res_file
-        return self._lookup.locate(kind, uid, owners)
+    @contextlib.contextmanager
+    def _member_run(self, kind: str, uid: Any) -> Iterator[tuple[str, _RunData] | None]:
+        """``(file name, parsed run)`` of the run file holding this descriptor or resource,
+        with the store's lock held; None when there is none."""
+        name = None
+        if isinstance(uid, str):
+            owners = self._writer.desc_file if kind == "descriptor" else self._writer.res_file
+            name = self._lookup.locate(kind, uid, owners)
+        if name is None:
+            yield None
+            return
+        with self._lock:
+            rd = self._runs.load(name)
+            yield None if rd is None else (name, rd)
 
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
@@ -340,14 +349,9 @@ class FileStore(DocumentStore):
         fields
             Data keys to include (others and their timestamps are dropped); None for all.
         """
-        name = self._file_of("descriptor", descriptor_uid)
-        if name is None:
-            return
-        with self._lock:
-            rd = self._runs.load(name)
-            if rd is None:
-                return
-            columns = rd.columns_for(descriptor_uid, self.path / name)
+        with self._member_run("descriptor", descriptor_uid) as found:
+            columns = None if found is None else found[1].columns_for(
+                descriptor_uid, self.path / found[0])
         if columns is None:
             return
         wanted = None if fields is None else set(fields)
@@ -373,14 +377,10 @@ class FileStore(DocumentStore):
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """Datum pages of one resource (nothing for an unknown resource)."""
-        name = self._file_of("resource", resource_uid)
-        if name is None:
-            return
-        with self._lock:
-            rd = self._runs.load(name)
-            if rd is None:
-                return
-            datums = [rd.datums[i] for i in rd.datums_by_resource.get(resource_uid, ())]
+        with self._member_run("resource", resource_uid) as found:
+            rd = None if found is None else found[1]
+            datums = [] if rd is None else [
+                rd.datums[i] for i in rd.datums_by_resource.get(resource_uid, ())]
         if datums:
             yield datum_page(resource_uid, datums)
 
