@@ -24,7 +24,8 @@ Lookups use a connected client but broker_v1's run cache is emptied before each 
 every call asks the server (as the floor and the shim do).  Each figure is the median of up
 to 5 calls (fewer when a call is slow), broker_v1 and floor alternating call by call; beside
 it, the HTTP requests one call made, which is where the time goes.  ``--quick``: 300 runs,
-10,000 events (about 3 minutes on 2 cores); ``--full``: 2,000 runs, 100,000 events.
+10,000 events (about 70 s on 2 cores); ``--full``: 2,000 runs, 100,000 events (about 6
+minutes, 4 of them filling the server).
 No assertions: speed is measured, not asserted.
 """
 
