@@ -152,6 +152,27 @@ def test_search(db: Broker, runs: dict[int, Any]) -> None:
     assert ids(db(plan_name={"$gt": 1})) == []
 
 
+def test_search_pages_grow_without_losing_or_repeating_runs(
+        tiled_server: Any, open_broker: Any, runs: dict[int, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 1, then 3: every run once, newest first, as one big page gives them; skip and
+    limit across page boundaries too."""
+    from broker_v1.stores.tiled import _store as tiled_store
+
+    db = open_broker(_config(tiled_server))
+    whole = [h.start["uid"] for h in db()]
+    monkeypatch.setattr(tiled_store, "_FIRST_PAGE", 1)
+    monkeypatch.setattr(tiled_store, "_PAGE", 3)
+    small = open_broker(_config(tiled_server))
+    assert [h.start["uid"] for h in small()] == whole
+    assert sorted(whole) == sorted(r["uid"] for r in runs.values())
+    starts = list(small.store.find_run_starts({}, skip=2, limit=5))
+    assert [s["uid"] for s in starts] == whole[2:7]
+    checked_here = list(small.store.find_run_starts({"plan_name": {"$ne": "count"}}))
+    assert [s["uid"] for s in checked_here] == [
+        u for u in whole if db[u].start["plan_name"] != "count"]
+
+
 def test_untranslatable_operators_are_checked_here_when_few_runs(db: Broker) -> None:
     """$ne, $regex and $or are evaluated here (with MongoDB's meaning) on a bounded set."""
     def ids(results: Any) -> list[int]:

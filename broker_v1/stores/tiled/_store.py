@@ -25,6 +25,8 @@ Doc = dict[str, Any]
 
 #: Runs fetched per request while paging through a search (tiled servers cap it at 300).
 _PAGE = 300
+#: Runs asked for by a search's first request (pages grow from there to _PAGE).
+_FIRST_PAGE = 10
 #: Run clients kept (their metadata holds start and stop).
 _RUN_CACHE = 256
 #: Streams kept (client and descriptor); older ones are found again through their run.
@@ -229,10 +231,14 @@ class TiledStore(DocumentStore):
         offset = 0 if matcher is not None else skip
         to_skip = skip if matcher is not None else 0
         produced = 0
+        # The first page is small, so the first header comes quickly; pages then grow to
+        # _PAGE, so iterating thousands of runs takes few requests.
+        page_size = _FIRST_PAGE
         while True:
             # Ask for what is still wanted (most candidates match even when checked here).
             wanted = None if limit is None else limit - produced + to_skip
-            size = _PAGE if wanted is None else max(1, min(_PAGE, wanted))
+            size = page_size if wanted is None else max(1, min(page_size, wanted))
+            page_size = min(_PAGE, page_size * 4)
             with self._conn.errors("search runs"):
                 page = node.items()[offset:offset + size]
             for uid, run in page:
