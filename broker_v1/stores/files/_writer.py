@@ -344,6 +344,26 @@ class _Writer:
                 "re-insert is a no-op)."
             ) from err
 
+    def _append_page(self, name: str, doc: Doc) -> tuple[_RunState, str]:
+        """Append an event or datum page to the run file of its descriptor or resource;
+        ``(that file's state, its name)``.  A one-row page is written as the single document,
+        as suitcase-jsonl writes RunEngine output, so readers that know only "event" and
+        "datum" read it too."""
+        if name == "event_page":
+            parent, ids, single = doc["descriptor"], doc["uid"], "event"
+            file = self.desc_file.get(parent) or self._index.member_file("descriptor", parent)
+        else:
+            parent, ids, single = doc["resource"], doc["datum_id"], "datum"
+            file = self.res_file.get(parent) or self._index.member_file("resource", parent)
+        assert file is not None  # the insert path checked the link
+        state = self._writable(file)
+        if len(ids) == 1:
+            to_single = _single_event if single == "event" else _single_datum
+            self._append(state, single, to_single(doc))
+        else:
+            self._append(state, name, doc)
+        return state, file
+
     def write_document(self, name: str, doc: Doc) -> None:
         with self._lock:
             if name == "start":
@@ -360,17 +380,7 @@ class _Writer:
             elif name == "event_page":
                 if not doc["uid"]:
                     return  # an empty page holds nothing to keep
-                file = self.desc_file.get(doc["descriptor"]) or self._index.member_file(
-                    "descriptor", doc["descriptor"]
-                )
-                assert file is not None
-                state = self._writable(file)
-                if len(doc["uid"]) == 1:
-                    # One row: written as a plain event, as suitcase-jsonl writes RunEngine
-                    # output, so older readers that know only "event" read it too.
-                    self._append(state, "event", _single_event(doc))
-                else:
-                    self._append(state, "event_page", doc)
+                state, file = self._append_page("event_page", doc)
                 for uid in doc["uid"]:
                     state.event_uids.add(uid)
                     self.event_owner[uid] = file
@@ -383,15 +393,7 @@ class _Writer:
                 state.docs[("resource", doc["uid"])] = doc
                 self._flush_state(state, [("resource", doc["uid"], file)])
             elif name == "datum_page":
-                file = self.res_file.get(doc["resource"]) or self._index.member_file(
-                    "resource", doc["resource"]
-                )
-                assert file is not None
-                state = self._writable(file)
-                if len(doc["datum_id"]) == 1:
-                    self._append(state, "datum", _single_datum(doc))
-                else:
-                    self._append(state, "datum_page", doc)
+                state, file = self._append_page("datum_page", doc)
                 for datum_id in doc["datum_id"]:
                     state.datum_ids.add(datum_id)
                     self.datum_owner[datum_id] = file
