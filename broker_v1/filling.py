@@ -340,14 +340,28 @@ class DataFiller:
 
     def load_datum_id(self, datum_id: str) -> Any:
         """The data a datum id points to."""
-        return self.load(self._store.get_datum(datum_id))
+        (value,) = self.load_datum_ids([datum_id])
+        return value
+
+    def load_datum_ids(self, datum_ids: Sequence[Any]) -> list[Any]:
+        """One value per datum id (non-string cells pass through), read together.
+
+        The store reads them itself when it can (a server's array nodes, few requests);
+        otherwise each is read through its resource's handler.
+        """
+        wanted = [d for d in dict.fromkeys(datum_ids) if isinstance(d, str)]
+        if not wanted:
+            return list(datum_ids)
+        served = self._store.read_external(wanted)
+        if served is not None:
+            return [served[d] if isinstance(d, str) else d for d in datum_ids]
+        datums = self._store.get_datums(wanted)
+        return [self.load(datums[d]) if isinstance(d, str) else d for d in datum_ids]
 
     def fill_column(self, descriptor: Mapping[str, Any], key: str,
                     datum_ids: Sequence[Any]) -> list[Any]:
         """Load one external column: one value per datum id (non-string cells pass through)."""
-        wanted = [d for d in dict.fromkeys(datum_ids) if isinstance(d, str)]
-        datums = self._store.get_datums(wanted) if wanted else {}
-        return [self.load(datums[d]) if isinstance(d, str) else d for d in datum_ids]
+        return self.load_datum_ids(datum_ids)
 
 
 def fill_events(
@@ -386,20 +400,22 @@ class Images(Sequence[Any]):
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _frame(self, i: int) -> Any:
+    def _frames(self, indices: Sequence[int]) -> list[Any]:
         import numpy as np
 
-        value = self._ids[i]
-        return self._filler.load_datum_id(value) if isinstance(value, str) else np.asarray(value)
+        # All at once, so a store that serves the data reads them in few requests.
+        values = self._filler.load_datum_ids([self._ids[i] for i in indices])
+        return [np.asarray(v) for v in values]
 
     def __getitem__(self, key: Any) -> Any:
         import numpy as np
 
         if isinstance(key, slice):
-            return np.stack([self._frame(i) for i in range(*key.indices(len(self)))])
+            return np.stack(self._frames(range(*key.indices(len(self)))))
         if isinstance(key, list | tuple | np.ndarray):
-            return np.stack([self._frame(int(i)) for i in key])
-        return self._frame(int(key))
+            return np.stack(self._frames([int(i) for i in key]))
+        (frame,) = self._frames([range(len(self))[int(key)]])
+        return frame
 
     @property
     def frame_shape(self) -> tuple[int, ...]:

@@ -70,6 +70,16 @@ class TiledServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def external(self) -> Path:
+        """Where the image detector writes its files (inside the server's readable_storage)."""
+        return self.folder / "catalog" / "external" / "img"
+
+    @property
+    def documents(self) -> Path:
+        """The image run's documents as the RunEngine emitted them (JSON ``[name, doc]`` lines)."""
+        return self.folder / "image-run.jsonl"
+
+    @property
     def log(self) -> Path:
         return self.folder / "server.log"
 
@@ -107,7 +117,7 @@ class TiledServer:
         tmp.mkdir(exist_ok=True)
         result = subprocess.run(
             [str(self.venv / "bin" / "python"), str(REPO / "tests" / "stores" / "tiled_fill.py"),
-             self.uri, API_KEY],
+             self.uri, API_KEY, str(self.external), str(self.documents)],
             capture_output=True, text=True, timeout=300,
             env={**os.environ, "TMPDIR": str(tmp)})
         if result.returncode != 0:

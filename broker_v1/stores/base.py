@@ -451,6 +451,15 @@ class DocumentStore(abc.ABC):
         """Several datums by id; unknown ids raise :class:`DatumNotFound`."""
         return {d: self.get_datum(d) for d in datum_ids}
 
+    def read_external(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:
+        """External data the store reads itself, ``{datum id: value}``; ``None`` (the
+        default) when the ids are to be read through the client's handlers and ``root_map``.
+
+        A store whose server serves the files' contents (tiled's array nodes) overrides this
+        to read many ids in few requests.  It answers for all ``datum_ids`` or for none.
+        """
+        return None
+
     def iter_documents(
         self, run_start_uid: str, *, descriptor_uids: Iterable[str] | None = None
     ) -> Iterator[tuple[str, Doc]]:

@@ -7,11 +7,12 @@ bluesky's RunEngine with ophyd's simulated devices through bluesky-tiled-plugins
 of in-event arrays (a 20-value spectrum, a 4x8 frame); and two older runs built with
 event-model and given to TiledWriter directly (scan_ids 7 and 8, uids sharing the prefix
 ``abcdef0``): one with a configuration update (a second ``primary`` descriptor), one left
-open.  Everything is
-read through ``Broker.from_config`` and compared with what tiled's own client gives.
+open; and a ``rel_scan`` of an external-image detector recorded as if two days earlier
+(scan_id 9; its tests are in ``test_tiled_external.py``).  Everything is read through
+``Broker.from_config`` and compared with what tiled's own client gives.
 
 Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
-Mongo layout behind tiled, external data.
+Mongo layout behind tiled.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def runs(tiled_server: Any) -> dict[int, dict[str, Any]]:
 
 
 def test_server_holds_the_runengine_runs(tiled_server: Any, runs: dict[int, Any]) -> None:
-    """The RunEngine recorded six runs (the scan with a baseline stream), plus two composed."""
-    assert sorted(runs) == [1, 2, 3, 4, 5, 6, 7, 8]
+    """The RunEngine recorded six runs (the scan with a baseline stream), plus two composed
+    and the older image run."""
+    assert sorted(runs) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
     assert runs[2]["plan_name"] == "scan" and runs[2]["streams"] == ["baseline", "primary"]
     print(f"tiled server start {tiled_server.timings['start']:.1f} s, "
           f"fill {tiled_server.timings['fill']:.1f} s")
@@ -129,7 +131,7 @@ def test_unknown_uid_is_the_not_found_error(db: Broker) -> None:
     with pytest.raises(RunNotFound):
         db[99]
     with pytest.raises(IndexError):
-        db[-9]
+        db[-10]
 
 
 def test_search(db: Broker, runs: dict[int, Any]) -> None:
@@ -190,7 +192,7 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
     """Beyond client_filter_limit, an untranslatable operator is UnsupportedQuery naming it
     and the server, at the db(...) call."""
     db = open_broker(_config(tiled_server, client_filter_limit=3))
-    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 8 runs") as info:
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$ne'.*leaves 9 runs") as info:
         db(operator={"$ne": "Dmitri"})
     assert info.value.operator == "$ne"
     assert tiled_server.uri in info.value.store
@@ -201,7 +203,7 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
         db("gold")
     # A $in longer than a URL can carry is checked here, so it needs a bound too.
     many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(2000)]
-    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$in'.*leaves 8 runs"):
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$in'.*leaves 9 runs"):
         db(uid={"$in": many})
     assert [h.start["scan_id"] for h in db(uid={"$in": many + [db[-1].start["uid"]]},
                                            plan_name="list_scan")] == [6]

@@ -1,29 +1,39 @@
 """Fill a tiled server with runs recorded by a real RunEngine (run in the tiled server's venv).
 
-Usage: ``python tiled_fill.py URI API_KEY``.  Simulated ophyd devices write through
-bluesky-tiled-plugins' ``TiledWriter``, as at a beamline; the script prints one JSON line per
-run (uid, scan_id, plan_name, streams) so the tests know what was written.  It uses only
-bluesky, ophyd, event-model and bluesky-tiled-plugins: nothing of broker_v1.
+Usage: ``python tiled_fill.py URI API_KEY [EXTERNAL_DIR DOCUMENTS_FILE]``.  Simulated ophyd
+devices write through bluesky-tiled-plugins' ``TiledWriter``, as at a beamline; the script
+prints one JSON line per run (uid, scan_id, plan_name, streams) so the tests know what was
+written.  It uses only bluesky, ophyd, event-model and bluesky-tiled-plugins: nothing of
+broker_v1.
+
+With ``EXTERNAL_DIR`` (inside the server's ``readable_storage``) it also records a run of an
+external-image detector: ophyd.sim's registry-backed signal writes one ``.npy`` file per frame
+there and emits resource and datum documents (spec ``NPY_SEQ``), which TiledWriter turns into
+an array node reading those files.  Every document of that run, as the RunEngine emitted it, is
+written to ``DOCUMENTS_FILE`` (one JSON ``[name, doc]`` per line) so the tests can hold the same
+documents in a MemoryStore.
 """
 
 import json
+import os
 import sys
 import time
 
 import numpy as np
 from bluesky import RunEngine
-from bluesky.plans import count, list_scan, scan
+from bluesky.plans import count, list_scan, rel_scan, scan
 from bluesky.preprocessors import SupplementalData
 from bluesky_tiled_plugins import TiledWriter
-from event_model import compose_run
-from ophyd.sim import SynSignal, det, det1, det2, motor, motor1, motor2
+from event_model import compose_run, sanitize_doc
+from ophyd.sim import SynSignal, SynSignalWithRegistry, det, det1, det2, motor, motor1, motor2
 from tiled.client import from_uri
 
 
-def main(uri: str, api_key: str) -> None:
+def main(uri: str, api_key: str, external: str | None = None,
+         documents: str | None = None) -> None:
     client = from_uri(uri, api_key=api_key)
     RE = RunEngine({})
-    RE.subscribe(TiledWriter(client))
+    writer_token = RE.subscribe(TiledWriter(client))
     baseline = SupplementalData(baseline=[motor1, motor2])
     uids = []
     uids += RE(count([det], num=3), purpose="first count")
@@ -39,11 +49,46 @@ def main(uri: str, api_key: str) -> None:
     frame = SynSignal(func=lambda: np.arange(32.0).reshape(4, 8) + motor.position, name="frame")
     uids += RE(list_scan([spectrum, frame], motor, [1.0, 2.0, 3.0]), purpose="arrays")
     uids += write_composed(client)
+    if external is not None:
+        RE.unsubscribe(writer_token)  # that run goes through a writer that shifts its times
+        uids += record_images(RE, client, external, documents)
     for uid in uids:
         run = client[uid]
         start = run.metadata["start"]
         print(json.dumps({"uid": uid, "scan_id": start.get("scan_id"),
                           "plan_name": start.get("plan_name"), "streams": sorted(run)}))
+
+
+#: The image run is recorded as if two days earlier, so the runs above stay the newest.
+SHIFT = 2 * 86400.0
+
+
+def record_images(RE, client, external: str, documents: str) -> list:
+    """scan_id 9, a ``rel_scan`` of five points of an external 6x8 image and ``det``."""
+    os.makedirs(external, exist_ok=True)
+    # float64 frames: the array node's dtype comes from the descriptor's "array" (<f8).
+    img = SynSignalWithRegistry(
+        func=lambda: np.arange(48.0).reshape(6, 8) * 10 + motor.position, name="img",
+        save_path=external, labels={"detectors"})
+    writer = TiledWriter(client)
+    kept = open(documents, "w")
+
+    def record(name, doc):
+        doc = sanitize_doc(dict(doc))
+        if name in ("start", "descriptor", "event", "stop"):
+            doc["time"] -= SHIFT
+        kept.write(json.dumps([name, doc]) + "\n")
+        writer(name, doc)
+
+    token = RE.subscribe(record)
+    RE.md["scan_id"] = 8
+    try:
+        uids = RE(rel_scan([img, det], motor, 0, 4, 5), operator="Dmitri",
+                  sample={"name": "image"}, purpose="images")
+    finally:
+        RE.unsubscribe(token)
+        kept.close()
+    return list(uids)
 
 
 def write_composed(client) -> list:
@@ -95,4 +140,4 @@ def write_composed(client) -> list:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:5])

@@ -14,8 +14,10 @@ What the layout does not keep, and what is returned instead (the same on every c
 * **Which descriptor an event belongs to** when a stream has configuration updates: the last
   descriptor of the stream whose ``time`` is not after the event's ``time`` (also as tiled's
   export does).
-* **Resources and datums** (external data): none; fields marked ``external`` are left out of
-  event pages in this version.
+* **Resources and datums** (external data): none; an external field holds a placeholder
+  datum id per event, ``sr-<uid of the stream's first descriptor>-<field>/<seq_num - 1>``,
+  which the store reads through the field's array node (:mod:`._external`).  Its timestamps
+  are the events' ``time`` (TiledWriter keeps no others).
 * **filled**: absent from pages (nothing is stored as filled).
 """
 

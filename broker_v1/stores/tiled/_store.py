@@ -16,6 +16,7 @@ from ...errors import (
 )
 from ..base import DocumentStore, Sort, not_found_run
 from ._client import TiledConnection, check_uri
+from ._external import ExternalReader, external_keys
 from ._layout import descriptors_of_stream, event_pages, read_columns
 from ._queries import Plan, plan_query, tiled_sort
 
@@ -106,6 +107,7 @@ class TiledStore(DocumentStore):
         # descriptor uid -> run uid of every descriptor read, so an evicted stream is found
         # again (a descriptor cannot be looked up by uid on the server).
         self._descriptor_runs: dict[str, str] = {}
+        self._external = ExternalReader(self._conn, self._stream, label=self.describe())
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -317,7 +319,8 @@ class TiledStore(DocumentStore):
 
         Only descriptors of runs whose descriptors were read (:meth:`get_descriptors`, as
         every reader does first) are known; any other uid yields nothing.  Fields marked
-        ``external`` are not included in this version.
+        ``external`` hold placeholder datum ids (see :mod:`._external`), which
+        :meth:`read_external` reads.
         """
         found = self._stream(descriptor_uid)
         if found is None:
@@ -325,16 +328,25 @@ class TiledStore(DocumentStore):
         with self._conn.errors(f"read the events of stream {found.name!r} of run "
                                f"{found.run_uid}"):
             columns = read_columns(found.client, found.descriptor, fields)
-        data_keys = [k for k in found.descriptor["data_keys"]
-                     if not found.descriptor["data_keys"][k].get("external")]
-        yield from event_pages(columns, descriptor_uid, found.times, data_keys)
+        # The stream's array node is named after its first descriptor, as tiled's export does.
+        self._external.add_placeholders(columns, found.times[0][1],
+                                        external_keys(found.descriptor, fields))
+        yield from event_pages(columns, descriptor_uid, found.times,
+                               list(found.descriptor["data_keys"]))
 
     # ------------------------------------------------------------------ external data
+    def read_external(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:
+        """The frames behind placeholder datum ids, read through the server's array nodes
+        (few requests: see :mod:`broker_v1.stores.tiled._external`); ``None`` for other ids.
+        """
+        return self._external.load(datum_ids)
+
     def get_resource(self, uid: str) -> Doc:
         """Always :class:`ResourceNotFound`: the SQL layout keeps no resource documents."""
         raise ResourceNotFound(
             f"No resource {uid!r} in {self.describe()}: catalogs written by TiledWriter keep "
-            "no resource documents, and reading their external data is not supported yet.",
+            "no resource documents; their external data is read through the server's array "
+            "nodes (fill=True) instead.",
             uid=uid, store=self.describe())
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
@@ -345,7 +357,8 @@ class TiledStore(DocumentStore):
         """Always :class:`DatumNotFound`: the SQL layout keeps no datum documents."""
         raise DatumNotFound(
             f"No datum {datum_id!r} in {self.describe()}: catalogs written by TiledWriter "
-            "keep no datum documents, and reading their external data is not supported yet.",
+            "keep no datum documents; events carry placeholder ids (sr-<descriptor uid>-"
+            "<field>/<row>) that fill=True reads through the server's array nodes.",
             datum_id=datum_id, store=self.describe())
 
     def close(self) -> None:
