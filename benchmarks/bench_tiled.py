@@ -1,13 +1,14 @@
 """Reading a tiled server: broker_v1 beside tiled's client alone and databroker 2's v1 shim.
 
-Run: python benchmarks/bench_tiled.py [--quick | --full] [--runs N] [--events N]
+Run: python benchmarks/bench_tiled.py [--quick | --full] [--runs N] [--events N] [--frames N]
 [--server-venv DIR] [--shim-venv DIR] [--json PATH]
 
 Starts a tiled SQL-catalog server (``tests/tiled_server.py``: config, free port, API key) in
 the server venv (``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv``), fills it with
 ``tiled_bench_fill.py`` (event-model documents handed to bluesky-tiled-plugins' TiledWriter:
-``--runs`` short runs and one run of ``--events`` events x 10 numbers), then makes the same
-requests three ways, on the same server and runs:
+``--runs`` short runs, one run of ``--events`` events x 10 numbers and one run of ``--frames``
+external 512x512 uint16 frames in ``.npy`` files), then makes the same requests three ways, on
+the same server and runs:
 
 * **broker_v1**: ``Broker.from_config({'store': {'backend': 'tiled', ...}})``;
 * **floor**: tiled's client + bluesky-tiled-plugins alone (``from_uri(...)``), the same
@@ -19,13 +20,14 @@ requests three ways, on the same server and runs:
 
 Figures: ``db[-1]``, ``db[uid]``, ``db[scan_id]`` (start and stop read), the first header of a
 search, iterating a search of all short runs (start of each read), ``get_table`` of the long
-run, and start-up (a fresh Python process doing ``db[-1]``, interpreter and imports included).
+run, ``get_table(fill=True)`` of the image run (the floor: the image array node's ``read()``),
+and start-up (a fresh Python process doing ``db[-1]``, interpreter and imports included).
 Lookups use a connected client but broker_v1's run cache is emptied before each call, so
 every call asks the server (as the floor and the shim do).  Each figure is the median of up
 to 5 calls (fewer when a call is slow), broker_v1 and floor alternating call by call; beside
 it, the HTTP requests one call made, which is where the time goes.  ``--quick``: 300 runs,
-10,000 events (about 70 s on 2 cores); ``--full``: 2,000 runs, 100,000 events (about 6
-minutes, 4 of them filling the server).
+10,000 events, 200 frames (1.5-3.5 minutes on 2 cores, depending on other load); ``--full``:
+2,000 runs, 100,000 events, 1,000 frames (about 8 minutes, most of them filling the server).
 No assertions: speed is measured, not asserted.
 """
 
@@ -45,7 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FIGURES = ["db[-1]", "db[uid]", "db[scan_id]", "search_first", "search_all", "get_table",
-           "startup"]
+           "filled_frames", "startup"]
 PLAN = "bench_scan"
 
 
@@ -119,6 +121,13 @@ def shim_worker(spec: dict[str, Any]) -> None:
             raise RuntimeError(f"{len(df)} rows, not {spec['events']}")
 
     out["get_table"] = measure(table, counter, budget)
+
+    def frames() -> None:
+        n = sum(1 for _ in db.get_events(db[spec["image_uid"]], fill=True))
+        if n != spec["frames"]:
+            raise RuntimeError(f"{n} events, not {spec['frames']}")
+
+    out["filled_frames"] = measure(frames, counter, budget)
     import databroker
 
     out["version"] = databroker.__version__
@@ -153,6 +162,7 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
         def run() -> None:  # every call asks the server: empty broker_v1's run cache
             store._runs.clear()
             store._streams.clear()
+            store._external._windows.clear()
             call()
         return run
 
@@ -185,6 +195,17 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
         if len(catalog[long_uid]["primary"].base["internal"].read()) != events:
             raise RuntimeError("wrong number of rows")
 
+    image_uid, frames = info["image_uid"], info["frames"]
+
+    def v1_frames() -> None:
+        column = db.get_table(db[image_uid], fill=True)["img"]
+        if len(column) != frames or column.iloc[-1].shape != (512, 512):
+            raise RuntimeError("wrong frames")
+
+    def floor_frames() -> None:
+        if catalog[image_uid]["primary"].base["img"].read().shape != (frames, 512, 512):
+            raise RuntimeError("wrong frames")
+
     pairs = {
         "db[-1]": (lambda: header(db[-1]), lambda: run_md(catalog[-1])),
         "db[uid]": (lambda: header(db[uid]), lambda: run_md(catalog[uid])),
@@ -195,6 +216,7 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
                            .values()[0])),
         "search_all": (v1_all, floor_all),
         "get_table": (v1_table, floor_table),
+        "filled_frames": (v1_frames, floor_frames),
     }
     out: dict[str, dict[str, Any]] = {}
     for name, (v1_call, floor_call) in pairs.items():
@@ -289,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="2,000 runs, 100,000 events")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--events", type=int)
+    parser.add_argument("--frames", type=int, help="external frames (200; full 1,000)")
     parser.add_argument("--budget", type=float, help="seconds per figure (default 10; full 30)")
     parser.add_argument("--server-venv", type=Path)
     parser.add_argument("--shim-venv", type=Path)
@@ -300,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     runs = args.runs or (2000 if args.full else 300)
     events = args.events or (100_000 if args.full else 10_000)
+    frames = args.frames or (1000 if args.full else 200)
     budget = args.budget or (30.0 if args.full else 10.0)
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / "tests"))
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             filled = subprocess.run(
                 [str(venv / "bin" / "python"), str(HERE / "tiled_bench_fill.py"), server.uri,
-                 API_KEY, str(runs), str(events)],
+                 API_KEY, str(runs), str(events), str(frames),
+                 str(server.folder / "catalog" / "external" / "frames")],
                 capture_output=True, text=True, timeout=7200)
             if filled.returncode:
                 raise RuntimeError(f"filling failed:\n{filled.stderr[-3000:]}")
@@ -330,10 +355,12 @@ def main(argv: list[str] | None = None) -> int:
             middle = runs // 2
             info = {"uri": server.uri, "api_key": API_KEY, "uid": fill["uids"][middle],
                     "scan_id": middle + 1, "long_uid": fill["long_uid"], "runs": runs,
-                    "events": events, "budget": budget}
+                    "events": events, "budget": budget, "image_uid": fill["image_uid"],
+                    "frames": frames}
             print(f"tiled SQL catalog at {server.uri}: started in "
                   f"{server.timings['start']:.1f} s, filled in {fill_s:.1f} s "
-                  f"({runs} runs, one of {events:,} events x 10 numbers)", flush=True)
+                  f"({runs} runs, one of {events:,} events x 10 numbers, one of {frames:,} "
+                  "external 512x512 frames)", flush=True)
             here = measure_here(server.uri, API_KEY, info, budget)
             shim = run_shim(shim_venv, info, budget)
         finally:
