@@ -177,6 +177,21 @@ def test_v2_read_matches_tiled_and_memory(db: Broker, memory: Broker, uid: str,
         client.context.close()
 
 
+def test_field_reads_and_lazy_reads(db: Broker, memory: Broker, uid: str) -> None:
+    """h.data('img'), fields=['img'] with fill, the v2 shim's to_dask() and
+    documents(fill='delayed') give the memory store's frames."""
+    ref = np.asarray(_images(memory, uid))
+    np.testing.assert_array_equal(np.stack(list(db[uid].data("img"))), ref)
+    table = db.get_table(db[uid], fields=["img"], fill=True)
+    assert list(table.columns) == ["time", "img"]
+    np.testing.assert_array_equal(np.stack(table["img"].to_numpy()), ref)
+    run = db.v2[uid]
+    np.testing.assert_array_equal(run.primary.to_dask()["img"].values, ref)
+    delayed = [doc["data"]["img"][0] for name, doc in run.documents(fill="delayed")
+               if name == "event_page"]
+    np.testing.assert_array_equal(np.stack([np.asarray(d) for d in delayed]), ref)
+
+
 def test_one_request_per_stream_and_field(tiled_server: Any, open_broker: Any,
                                           uid: str) -> None:
     """The server sees one array request for get_table(fill=True), one for
