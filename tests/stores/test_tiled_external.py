@@ -226,10 +226,27 @@ def test_large_reads_are_split_into_bounded_requests(tiled_server: Any, open_bro
 
 def test_unknown_placeholders_are_not_datums(db: Broker, uid: str) -> None:
     """A placeholder of a run this store never read, or any other id, is DatumNotFound from
-    the handler path, saying what the layout keeps instead."""
+    the handler path, saying what the layout keeps instead; a row beyond the node's is
+    DatumNotFound naming the field and the rows the server holds."""
     with pytest.raises(DatumNotFound, match="placeholder ids"):
         db.store.get_datum("sr-not-a-descriptor-img/0")
     assert db.store.read_external(["sr-not-a-descriptor-img/0"]) is None
+    first = next(iter(db.get_events(db[uid])))["data"]["img"]
+    beyond = first.rpartition("/")[0] + "/7"
+    with pytest.raises(DatumNotFound, match=r"Row 7 of the external field 'img'.*beyond the 5"):
+        db.store.read_external([beyond])
+
+
+def test_changing_a_filled_frame_changes_no_later_read(tiled_server: Any, open_broker: Any,
+                                                       memory: Broker, uid: str) -> None:
+    """Frames handed out are the caller's: zeroing them (event by event, where the store
+    keeps the block it read ahead) leaves later reads as the files are."""
+    db = open_broker(tiled_server.uri)
+    for _, doc in db.get_documents(db[uid], fill=True):
+        if "img" in doc.get("data", {}):
+            doc["data"]["img"][:] = 0
+    again = [d["data"]["img"] for n, d in db.get_documents(db[uid], fill=True) if n == "event"]
+    np.testing.assert_array_equal(np.stack(again), np.asarray(_images(memory, uid)))
 
 
 # ---------------------------------------------------------------------- failures, for real

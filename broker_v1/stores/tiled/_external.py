@@ -18,8 +18,9 @@ slices, one request per node when the frames fit :data:`REQUEST_BYTES`, more (ea
 that size) when they do not.  A request the server does not answer within the store's
 ``timeout`` is split in two and retried, down to single frames; only a single frame that times
 out is an error (naming the server, the field and ``store.timeout``).  The last rows read of
-each node are kept, so filling event by event (``get_documents(fill=True)``) still makes one
-request per :data:`REQUEST_BYTES` of frames, not one per frame.
+each node read one frame at a time are kept (that read reads ahead), so filling event by event
+(``get_documents(fill=True)``) still makes one request per :data:`REQUEST_BYTES` of frames,
+not one per frame.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class ExternalReader:
         for name, row in parsed:  # type: ignore[misc]
             wanted.setdefault(name, set()).add(row)
         frames = {name: self._rows(name, sorted(rows)) for name, rows in wanted.items()}
-        return {d: frames[name][row].copy()
+        return {d: frames[name][row]
                 for d, (name, row) in zip(datum_ids, parsed)}  # type: ignore[misc]
 
     def _node(self, name: str) -> tuple[Any, str, str]:
@@ -151,13 +152,18 @@ class ExternalReader:
             "datum ids.", datum_id=name, store=self._label)
 
     def _rows(self, name: str, rows: list[int]) -> dict[int, Any]:
-        """``{row: frame}`` for ``rows`` of one array node, from the kept window or the server."""
+        """``{row: frame}`` for ``rows`` of one array node, from the kept window or the server.
+
+        Frames of a kept window are handed out as copies (callers may change what they get);
+        others are views of blocks nothing else holds.
+        """
         out: dict[int, Any] = {}
         with self._lock:
             window = self._windows.get(name)
         if window is not None:
             first, block = window
-            out = {r: block[r - first] for r in rows if first <= r < first + len(block)}
+            out = {r: block[r - first].copy() for r in rows
+                   if first <= r < first + len(block)}
         missing = [r for r in rows if r not in out]
         if not missing:
             return out
@@ -165,9 +171,12 @@ class ExternalReader:
         shape = tuple(array.shape)
         frame_bytes = max(1, math.prod(shape[1:]) * array.dtype.itemsize)
         per_request = max(1, REQUEST_BYTES // frame_bytes)
-        if len(missing) == 1:
-            # One frame asked (event-by-event filling): read ahead as far as one request goes.
-            missing = list(range(missing[0], min(shape[0], missing[0] + per_request)))
+        ahead = len(missing) == 1
+        if ahead:
+            # One frame asked (event-by-event filling): read ahead as far as one request goes
+            # and keep the block for the next frames.
+            row = missing[0]
+            missing = list(range(row, max(row + 1, min(shape[0], row + per_request))))
         for lo, hi in _spans(missing, per_request):
             if hi > shape[0]:
                 raise DatumNotFound(
@@ -175,13 +184,15 @@ class ExternalReader:
                     f"server holds ({self._label}).", datum_id=f"{name}/{hi - 1}",
                     store=self._label)
             block = self._read(array, lo, hi, where)
-            for r in range(lo, hi):
-                out[r] = block[r - lo]
-            with self._lock:
-                self._windows[name] = (lo, block)
-                self._windows.move_to_end(name)
-                while len(self._windows) > _WINDOWS:
-                    self._windows.popitem(last=False)
+            for r in rows:
+                if lo <= r < hi:
+                    out[r] = block[r - lo].copy() if ahead else block[r - lo]
+            if ahead:
+                with self._lock:
+                    self._windows[name] = (lo, block)
+                    self._windows.move_to_end(name)
+                    while len(self._windows) > _WINDOWS:
+                        self._windows.popitem(last=False)
         return out
 
     def _read(self, array: Any, lo: int, hi: int, where: str) -> Any:
