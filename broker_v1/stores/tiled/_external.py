@@ -39,7 +39,7 @@ __all__ = ["REQUEST_BYTES", "ExternalReader", "external_keys", "placeholder", "r
 REQUEST_BYTES = 32 * 2**20
 #: Rows skipped between two wanted rows that are still read in the same request.
 _MAX_GAP = 8
-#: Array nodes whose last-read rows are kept.
+#: Array nodes whose block read ahead (for one frame asked) is kept.
 _WINDOWS = 4
 
 
@@ -100,6 +100,12 @@ class ExternalReader:
         # resource name -> (first row, frames) most recently read.
         self._windows: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
+    def clear(self) -> None:
+        """Forget the blocks kept and the placeholders handed out."""
+        with self._lock:
+            self._windows.clear()
+            self._resources.clear()
+
     def add_placeholders(self, columns: dict[str, list[Any]], descriptor_uid: str,
                          keys: Sequence[str]) -> None:
         """Put placeholder ids for ``keys`` into a stream's ``columns`` (one per ``seq_num``)."""
@@ -122,15 +128,17 @@ class ExternalReader:
     def load(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:
         """The frame of each placeholder id, or ``None`` if any id is not a placeholder of
         this store (those are read through the client's handlers)."""
-        parsed = [self.known(d) for d in datum_ids]
-        if any(p is None for p in parsed):
-            return None
+        parsed: dict[str, tuple[str, int]] = {}
+        for datum_id in datum_ids:
+            found = self.known(datum_id)
+            if found is None:
+                return None
+            parsed[datum_id] = found
         wanted: dict[str, set[int]] = {}
-        for name, row in parsed:  # type: ignore[misc]
+        for name, row in parsed.values():
             wanted.setdefault(name, set()).add(row)
         frames = {name: self._rows(name, sorted(rows)) for name, rows in wanted.items()}
-        return {d: frames[name][row]
-                for d, (name, row) in zip(datum_ids, parsed)}  # type: ignore[misc]
+        return {d: frames[name][row] for d, (name, row) in parsed.items()}
 
     def _node(self, name: str) -> tuple[Any, str, str]:
         with self._lock:

@@ -367,6 +367,7 @@ class TiledStore(DocumentStore):
             self._runs.clear()
             self._streams.clear()
             self._descriptor_runs.clear()
+            self._external.clear()
             self._conn.close()
 
 
