@@ -120,10 +120,13 @@ CREATE INDEX members_file ON members (file)
 """
 
 
-def _run_row_values(start: Doc, stop: Doc | None) -> tuple[Any, ...]:
+def _run_row_values(
+    start: Doc, stop: Doc | None, *, start_text: str | None = None
+) -> tuple[Any, ...]:
     """What the index's runs table (and its full-text table, last) holds of a run, all but
-    the file name; pure, so the checking process can compute it ahead."""
-    text = json.dumps(start)
+    the file name; pure, so the checking process can compute it ahead.  ``start_text`` is
+    ``json.dumps(start)`` when the caller already has it."""
+    text = json.dumps(start) if start_text is None else start_text
     scan_id = start.get("scan_id")
     odd = 0
     if not _is_number(scan_id):
@@ -600,11 +603,22 @@ class _Index:
                 "INSERT OR IGNORE INTO members (kind, uid, file) VALUES (?, ?, ?)", members
             )
 
-    def record_stop(self, conn: sqlite3.Connection, run_uid: str | None, stop: Doc) -> None:
+    def record_stop(
+        self,
+        conn: sqlite3.Connection,
+        run_uid: str | None,
+        stop: Doc,
+        text: str | None = None,
+    ) -> None:
+        """Record a run's stop; ``text`` is ``json.dumps(stop)`` when already computed."""
         uid = stop.get("uid")
         conn.execute(
             "UPDATE runs SET stop = ?, stop_uid = ? WHERE uid = ?",
-            (json.dumps(stop), uid if isinstance(uid, str) and _sqlable(uid) else None, run_uid),
+            (
+                json.dumps(stop) if text is None else text,
+                uid if isinstance(uid, str) and _sqlable(uid) else None,
+                run_uid,
+            ),
         )
 
     def member_file(self, kind: str, uid: str) -> str | None:
