@@ -25,6 +25,7 @@ from ...errors import StoreUnavailable
 from .._query import searchable_text, text_matches
 from .._util import valid_unicode as _sqlable
 from ..base import Doc
+from ._checkpoint import BACKSTOP_PAGES, _Checkpointer
 from ._format import STATE_DIR
 
 INDEX_NAME = "index.sqlite"
@@ -218,6 +219,7 @@ class _Index:
         self._pid = os.getpid()
         self._db: sqlite3.Connection | None = None
         self._db_ident: tuple[int, int] | None = None
+        self._checkpointer: _Checkpointer | None = None
         self.dir_mtime: int | None = None
         self.fts = False
         self.json1 = False
@@ -306,6 +308,10 @@ class _Index:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":  # e.g. a file system without shared memory
                     conn.execute("PRAGMA journal_mode = DELETE")
+                else:
+                    # Checkpoints run on a thread of their own; SQLite's is the backstop.
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+                    self._checkpointer = _Checkpointer(location)
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.create_function("bv1_text", 2, _udf_text, deterministic=True)
             try:
@@ -367,6 +373,10 @@ class _Index:
         self.dir_mtime = int(row[0]) if row and row[0] is not None else None
 
     def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            # First, so that the store's connection is the last one and cleans the log up.
+            checkpointer.close()
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
@@ -471,6 +481,7 @@ class _Index:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     raise
+                self._committed()
                 return result
             except sqlite3.DatabaseError as err:
                 self._index_write_failed(err)
@@ -523,6 +534,12 @@ class _Index:
             except sqlite3.DatabaseError as err:
                 self._abandon_batch(conn)
                 self._index_write_failed(err)
+                return
+            self._committed()
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def _abandon_batch(self, conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
