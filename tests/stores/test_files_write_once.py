@@ -118,3 +118,28 @@ def test_runs_of_another_writer_are_found_through_the_index(tmp_path: Path) -> N
         writer.insert(*docs[3])
         assert other.get_run_stop("r4") == docs[3][1]
         assert [d["uid"] for d in other.get_descriptors("r4")] == ["r4-primary"]
+
+
+@pytest.mark.parametrize("n", [2, 5, 63, 64, 65, 200])
+def test_columnar_cache_order_check_matches_sorting(n: int) -> None:
+    """The cache's "rows already ordered" flag: Python below 64 rows, numpy above; both must
+    say what sorting by (time, seq_num) says, ties, NaN and huge integers included."""
+    import random
+
+    from broker_v1.stores.files._cache import _is_ordered
+
+    rng = random.Random(n)
+    for _ in range(200):
+        times: list[Any] = sorted(rng.choice([1.0, 2.0, 2.5, T0, 2**60, 2**60 + 1])
+                                  for _ in range(n))
+        seqs = list(range(n))
+        if rng.random() < 0.5:
+            i, j = rng.randrange(n), rng.randrange(n)
+            times[i], times[j] = times[j], times[i]
+        if rng.random() < 0.3:
+            seqs[rng.randrange(n)] = rng.randrange(n)
+        if rng.random() < 0.1:
+            times[rng.randrange(n)] = math.nan
+        pairs = list(zip(times, seqs))
+        expected = all(a <= b for a, b in zip(pairs, pairs[1:]))
+        assert _is_ordered(times, seqs) is expected

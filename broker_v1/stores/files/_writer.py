@@ -579,17 +579,18 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
-        if state.acc is not None:
-            # Derived data: written after the stop returns, never fsynced.
-            self._syncs.cache_soon(
-                file, self._cache_at_stop, file, state.acc, state.doc_lines, state.lines, st
-            )
+        acc, doc_lines, lines = state.acc, state.doc_lines, state.lines
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
         state.fd = None
         if self.last_started == file:
             self.last_started = None
         self._trim_states()
+        if acc is not None:
+            # Derived data: written after the stop returns, never fsynced.  Queued last: the
+            # thread that writes it holds the GIL while it encodes, and a system call made
+            # here after waking it (the close) would wait for that.
+            self._syncs.cache_soon(file, self._cache_at_stop, file, acc, doc_lines, lines, st)
 
     def _sync_later(self, state: _RunState) -> None:
         assert state.fd is not None
