@@ -41,7 +41,7 @@ from ._format import (
     _single_event,
     _uid_problem,
 )
-from ._index import _Index, _run_row_values, record_link
+from ._index import _NAME_INDEXED, _Index, _run_row_values, record_link
 from ._runs import _RunCache
 from ._syncs import _Syncs
 
@@ -527,7 +527,8 @@ class _Writer:
         row = _run_row_values(doc, None, start_text=text)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._index.forget_file(conn, name)
+            if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
+                self._index.forget_file(conn, name)  # rows of an earlier file of this name
             self._index.insert_run_row(conn, name, doc, row=row)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
             record_link(conn, before, after)
