@@ -143,3 +143,14 @@ def test_columnar_cache_order_check_matches_sorting(n: int) -> None:
         pairs = list(zip(times, seqs))
         expected = all(a <= b for a, b in zip(pairs, pairs[1:]))
         assert _is_ordered(times, seqs) is expected
+
+
+def test_new_run_file_drops_stale_rows_of_its_name(tmp_path: Path) -> None:
+    """Rows an index still holds under a new run file's name (left by a file of that name
+    that is gone) are dropped in the transaction that indexes the new run."""
+    with FileStore(path=tmp_path) as store:
+        store._index.write(lambda conn: conn.execute(
+            "INSERT INTO members (kind, uid, file) VALUES ('descriptor', 'stale', 'r6.jsonl')"))
+        store.insert(*run_docs("r6")[0])
+        assert store._index.read("SELECT uid FROM members WHERE file = 'r6.jsonl'") == []
+        assert store._index.read("SELECT uid FROM runs WHERE file = 'r6.jsonl'") == [("r6",)]
