@@ -76,3 +76,44 @@ def test_bad_query_inputs():
         build_query({}, text_search=5)
     with pytest.raises(InvalidQuery, match="Unknown timezone"):
         build_query({"since": "2014"}, timezone="Mars/Olympus")
+
+
+def _reference_strings(value):
+    """What searchable_text collects, written the plain way (every string value, depth
+    first, in order, never keys)."""
+    from collections.abc import Mapping
+
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _reference_strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _reference_strings(v)
+
+
+def test_searchable_text_collects_every_string_value_in_order():
+    import collections
+    import types
+
+    import numpy as np
+
+    from broker_v1.stores._query import searchable_text
+
+    class Label(str):
+        pass
+
+    doc = {
+        "uid": "U-1", "plan_name": "Scan", "time": 1.5, "scan_id": 3, "flag": True, "none": None,
+        "detectors": ["Det1", "det2"], "motors": ("M1",),
+        "hints": {"dimensions": [[["motor"], "primary"]], "gridding": "rectilinear"},
+        "ordered": collections.OrderedDict([("b", "Zed"), ("a", "Alpha")]),
+        "proxy": types.MappingProxyType({"k": ["Inside", {"deep": "Deeper"}]}),
+        "sub": Label("Subclassed"), "np": np.float64(2.0), "bytes": b"not text",
+        "empty": {}, "empty_list": [], "keys are not text": 1,
+    }
+    expected = "\n".join(_reference_strings(doc)).lower()
+    assert searchable_text(doc) == expected
+    assert "zed\nalpha" in expected and "keys are not text" not in expected
+    assert searchable_text({}) == ""

@@ -236,20 +236,37 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _PHRASE = re.compile(r'"([^"]*)"')
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
+def _strings(value: Any, out: list[str]) -> None:
+    """Append every string in ``value`` (depth first, in order) to ``out``."""
+    # Exact JSON types first: every start is indexed, and isinstance against the Mapping ABC
+    # (plus a generator per container) cost more than the rest of the work.
+    cls = type(value)
+    if cls is dict:
+        items: Iterable[Any] = value.values()
+    elif cls is list or cls is tuple:
+        items = value
+    elif isinstance(value, str):
+        out.append(value)
+        return
     elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
+        items = value.values()
     elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _strings(v)
+        items = value
+    else:
+        return
+    for v in items:
+        t = type(v)
+        if t is str:
+            out.append(v)
+        elif not (t is float or t is int or t is bool or v is None):
+            _strings(v, out)
 
 
 def searchable_text(doc: Mapping[str, Any]) -> str:
     """Every string value of a document at any depth (never its keys), lower-cased."""
-    return "\n".join(_strings(doc)).lower()
+    out: list[str] = []
+    _strings(doc, out)
+    return "\n".join(out).lower()
 
 
 def text_matches(search: str, text: str) -> bool:

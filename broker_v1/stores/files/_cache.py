@@ -145,10 +145,17 @@ def _finish_columns(cols: _Columns) -> None:
     cols.nested = {k for k, col in cols.data.items() if not _CONTAINERS.isdisjoint(map(type, col))}
 
 
+#: Below this many rows, comparing in Python is quicker than numpy's setup (same answer).
+_SMALL = 64
+
+
 def _is_ordered(times: list[Any], seqs: list[Any]) -> bool:
     """Whether rows are already in (time, seq_num) order."""
     if len(times) < 2:
         return True
+    if len(times) < _SMALL:
+        pairs = list(zip(times, seqs))
+        return all(a <= b for a, b in zip(pairs, pairs[1:]))
     time_types = set(map(type, times))
     if time_types <= {float, int} and set(map(type, seqs)) == {int}:
         import numpy as np
@@ -217,12 +224,15 @@ def _write_cache(
         descriptors[descriptor] = entry
     header["descriptors"] = descriptors
     head = json.dumps(header).encode("ascii")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(_CACHE_MAGIC + struct.pack("<Q", len(head)) + head)
-        for blob in blobs:
-            f.write(blob)
+    data = b"".join([_CACHE_MAGIC, struct.pack("<Q", len(head)), head, *blobs])
+    try:
+        f = open(tmp, "wb")
+    except FileNotFoundError:  # the first cache of this store
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb")
+    with f:
+        f.write(data)
     os.replace(tmp, path)
 
 

@@ -50,6 +50,14 @@ def _dump_line(name: str, doc: Any) -> bytes:
     return (json.dumps([name, doc]) + "\n").encode("ascii")
 
 
+def _line_of(name: str, text: str) -> bytes:
+    """``_dump_line(name, doc)`` from ``text = json.dumps(doc)``, byte for byte: the writer
+    needs a start's and a stop's JSON for the index as well, and encodes them once."""
+    # json.dumps([name, doc]) is '["<name>", ' + json.dumps(doc) + ']' (document names are
+    # plain ASCII words, which json writes unescaped).
+    return f'["{name}", {text}]\n'.encode("ascii")
+
+
 def _plain(value: Any) -> Any:
     """msgpack-numpy values → JSON-like ones (arrays and numpy scalars become lists/numbers)."""
     cls = type(value)

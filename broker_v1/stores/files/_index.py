@@ -25,6 +25,7 @@ from ...errors import StoreUnavailable
 from .._query import searchable_text, text_matches
 from .._util import valid_unicode as _sqlable
 from ..base import Doc
+from ._checkpoint import BACKSTOP_PAGES, _Checkpointer
 from ._format import STATE_DIR
 
 INDEX_NAME = "index.sqlite"
@@ -120,10 +121,13 @@ CREATE INDEX members_file ON members (file)
 """
 
 
-def _run_row_values(start: Doc, stop: Doc | None) -> tuple[Any, ...]:
+def _run_row_values(
+    start: Doc, stop: Doc | None, *, start_text: str | None = None
+) -> tuple[Any, ...]:
     """What the index's runs table (and its full-text table, last) holds of a run, all but
-    the file name; pure, so the checking process can compute it ahead."""
-    text = json.dumps(start)
+    the file name; pure, so the checking process can compute it ahead.  ``start_text`` is
+    ``json.dumps(start)`` when the caller already has it."""
+    text = json.dumps(start) if start_text is None else start_text
     scan_id = start.get("scan_id")
     odd = 0
     if not _is_number(scan_id):
@@ -215,6 +219,7 @@ class _Index:
         self._pid = os.getpid()
         self._db: sqlite3.Connection | None = None
         self._db_ident: tuple[int, int] | None = None
+        self._checkpointer: _Checkpointer | None = None
         self.dir_mtime: int | None = None
         self.fts = False
         self.json1 = False
@@ -303,6 +308,10 @@ class _Index:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":  # e.g. a file system without shared memory
                     conn.execute("PRAGMA journal_mode = DELETE")
+                else:
+                    # Checkpoints run on a thread of their own; SQLite's is the backstop.
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+                    self._checkpointer = _Checkpointer(location)
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.create_function("bv1_text", 2, _udf_text, deterministic=True)
             try:
@@ -364,6 +373,10 @@ class _Index:
         self.dir_mtime = int(row[0]) if row and row[0] is not None else None
 
     def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            # First, so that the store's connection is the last one and cleans the log up.
+            checkpointer.close()
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
@@ -468,6 +481,7 @@ class _Index:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     raise
+                self._committed()
                 return result
             except sqlite3.DatabaseError as err:
                 self._index_write_failed(err)
@@ -520,6 +534,12 @@ class _Index:
             except sqlite3.DatabaseError as err:
                 self._abandon_batch(conn)
                 self._index_write_failed(err)
+                return
+            self._committed()
+
+    def _committed(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     def _abandon_batch(self, conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -600,11 +620,22 @@ class _Index:
                 "INSERT OR IGNORE INTO members (kind, uid, file) VALUES (?, ?, ?)", members
             )
 
-    def record_stop(self, conn: sqlite3.Connection, run_uid: str | None, stop: Doc) -> None:
+    def record_stop(
+        self,
+        conn: sqlite3.Connection,
+        run_uid: str | None,
+        stop: Doc,
+        text: str | None = None,
+    ) -> None:
+        """Record a run's stop; ``text`` is ``json.dumps(stop)`` when already computed."""
         uid = stop.get("uid")
         conn.execute(
             "UPDATE runs SET stop = ?, stop_uid = ? WHERE uid = ?",
-            (json.dumps(stop), uid if isinstance(uid, str) and _sqlable(uid) else None, run_uid),
+            (
+                json.dumps(stop) if text is None else text,
+                uid if isinstance(uid, str) and _sqlable(uid) else None,
+                run_uid,
+            ),
         )
 
     def member_file(self, kind: str, uid: str) -> str | None:

@@ -106,6 +106,9 @@ class _Lookup:
         if not isinstance(key, str):
             return None
         if name == "start":
+            start = self._writer.open_start(key)
+            if start is not None:
+                return start
             row = self._index.run_row(key)
             if row is None and _uid_problem(key) is None:
                 # Written by another process and not indexed yet?

@@ -35,12 +35,13 @@ from ._format import (
     ASSETS_NAME,
     _dump_line,
     _last_byte,
+    _line_of,
     _read_first_line,
     _single_datum,
     _single_event,
     _uid_problem,
 )
-from ._index import _Index, record_link
+from ._index import _NAME_INDEXED, _Index, _run_row_values, record_link
 from ._runs import _RunCache
 from ._syncs import _Syncs
 
@@ -251,6 +252,18 @@ class _Writer:
                 if self.datum_owner.get(datum_id) == name:
                     del self.datum_owner[datum_id]
 
+    def open_start(self, run_uid: str) -> Doc | None:
+        """The start of a run this process is writing (its file open here), or None.
+
+        A run file's first line never changes while it is written, so the insert path's
+        link checks of that run's descriptors and stop need not read the index for it.
+        """
+        name = self.run_file.get(run_uid)
+        state = None if name is None else self.states.get(name)
+        if state is None or state.fd is None:
+            return None
+        return state.docs.get(("start", run_uid))
+
     def run_file_name(self, run_uid: str) -> str | None:
         name = self.run_file.get(run_uid)
         if name is None:
@@ -294,8 +307,10 @@ class _Writer:
         state.new_entry = state.new_entry or size == 0
         return state
 
-    def _append(self, state: _RunState, name: str, doc: Doc) -> None:
-        line = _dump_line(name, doc)
+    def _append(self, state: _RunState, name: str, doc: Doc, line: bytes | None = None) -> None:
+        """Write one document (``line``: its ``_dump_line``, when the caller has it)."""
+        if line is None:
+            line = _dump_line(name, doc)
         assert state.fd is not None
         before = state.size
         view = memoryview(line)
@@ -495,7 +510,11 @@ class _Writer:
         state.new_entry = state.uids_loaded = True
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
-        self._append(state, "start", doc)
+        # One encoding serves the line, its checksum and the index row.
+        text = json.dumps(doc)
+        line = _line_of("start", text)
+        self._append(state, "start", doc, line)
+        state.docs[("start", uid)] = doc
         if state.new_entry and not self._syncs.deferred:
             # The new directory entry is made durable while the run records; its stop waits
             # for this only if it has not finished.
@@ -504,11 +523,13 @@ class _Writer:
         self.run_file[uid] = name
         self.last_started = name
         st = os.fstat(fd)
-        head_crc = zlib.crc32(_dump_line("start", doc))
+        head_crc = zlib.crc32(line)
+        row = _run_row_values(doc, None, start_text=text)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._index.forget_file(conn, name)
-            self._index.insert_run_row(conn, name, doc)
+            if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
+                self._index.forget_file(conn, name)  # rows of an earlier file of this name
+            self._index.insert_run_row(conn, name, doc, row=row)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
             record_link(conn, before, after)
 
@@ -532,7 +553,8 @@ class _Writer:
         file = self.run_file_name(doc["run_start"])
         assert file is not None
         state = self._writable(file)
-        self._append(state, "stop", doc)
+        text = json.dumps(doc)
+        self._append(state, "stop", doc, _line_of("stop", text))
         assert state.fd is not None
         if self._syncs.deferred:
             self._sync_later(state)
@@ -549,7 +571,7 @@ class _Writer:
 
         def record(conn: sqlite3.Connection) -> None:
             self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
-            self._index.record_stop(conn, doc["run_start"], doc)
+            self._index.record_stop(conn, doc["run_start"], doc, text)
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
                 "volatile = 0 WHERE name = ?",
@@ -558,17 +580,18 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
-        if state.acc is not None:
-            # Derived data: written after the stop returns, never fsynced.
-            self._syncs.cache_soon(
-                file, self._cache_at_stop, file, state.acc, state.doc_lines, state.lines, st
-            )
+        acc, doc_lines, lines = state.acc, state.doc_lines, state.lines
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
         state.fd = None
         if self.last_started == file:
             self.last_started = None
         self._trim_states()
+        if acc is not None:
+            # Derived data: written after the stop returns, never fsynced.  Queued last: the
+            # thread that writes it holds the GIL while it encodes, and a system call made
+            # here after waking it (the close) would wait for that.
+            self._syncs.cache_soon(file, self._cache_at_stop, file, acc, doc_lines, lines, st)
 
     def _sync_later(self, state: _RunState) -> None:
         assert state.fd is not None

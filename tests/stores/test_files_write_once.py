@@ -1,0 +1,156 @@
+"""The files store's write path encodes each document once and reads the index only when it
+must: a start's and a stop's JSON serve the run file line, the index row and the checksum,
+and the link checks of a run this process is writing take its start from memory.
+
+What is stored, and which documents are accepted or refused, is what it always was: these
+tests compare the bytes and rows against the plain encodings, and check the refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_v1.errors import DuplicateDocument, InvalidDocument
+from broker_v1.stores.files import FileStore
+from broker_v1.stores.files._format import _dump_line, _line_of
+
+T0 = 1_700_000_000.0
+
+
+def run_docs(uid: str) -> list[tuple[str, dict[str, Any]]]:
+    desc = f"{uid}-primary"
+    return [
+        ("start", {"uid": uid, "time": T0, "scan_id": 7, "plan_name": "count",
+                   "note": "é ✓ \u2028", "nan_md": math.nan, "big": 2**70}),
+        ("descriptor", {"uid": desc, "run_start": uid, "time": T0, "name": "primary",
+                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}}),
+        ("event", {"uid": f"{uid}-e1", "descriptor": desc, "time": T0 + 1, "seq_num": 1,
+                   "data": {"x": 1.5}, "timestamps": {"x": T0 + 1}}),
+        ("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + 2,
+                  "exit_status": "success", "reason": "ünïcode", "num_events": {"primary": 1}}),
+    ]
+
+
+@pytest.mark.parametrize("doc", [
+    {},
+    {"uid": "a", "time": 1.0},
+    {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
+    {"text": "é ✓ \u2028 \x00 \"quoted\" \\ slash", "surrogate": "\ud800"},
+    {"nested": {"list": [1, 2.5, None, True, [{"deep": "x"}]]}, "big": 2**80, "neg": -0.0},
+])
+@pytest.mark.parametrize("name", ["start", "stop", "descriptor", "event"])
+def test_line_from_text_is_the_dumped_line(name: str, doc: dict[str, Any]) -> None:
+    assert _line_of(name, json.dumps(doc)) == _dump_line(name, doc)
+
+
+def _index_rows(store: FileStore, uid: str) -> tuple[str, str, int]:
+    conn = sqlite3.connect(store._index.location)
+    try:
+        start, stop = conn.execute(
+            "SELECT start, stop FROM runs WHERE uid = ?", (uid,)).fetchone()
+        (crc,) = conn.execute(
+            "SELECT head_crc FROM files WHERE name = ?", (uid + ".jsonl",)).fetchone()
+    finally:
+        conn.close()
+    return start, stop, crc
+
+
+def test_run_file_and_index_hold_the_plain_encodings(tmp_path: Path) -> None:
+    docs = run_docs("r1")
+    with FileStore(path=tmp_path) as store:
+        for name, doc in docs:
+            store.insert(name, doc)
+        start_text, stop_text, crc = _index_rows(store, "r1")
+    lines = (tmp_path / "r1.jsonl").read_bytes().splitlines(keepends=True)
+    assert lines == [_dump_line(name, doc) for name, doc in docs]
+    assert start_text == json.dumps(docs[0][1])
+    assert stop_text == json.dumps(docs[-1][1])
+    assert crc == zlib.crc32(lines[0])
+
+
+def test_open_run_link_checks_do_not_read_the_runs_table(tmp_path: Path) -> None:
+    docs = run_docs("r2")
+    with FileStore(path=tmp_path) as store:
+        store.insert(*docs[0])
+        statements: list[str] = []
+        store._index.conn().set_trace_callback(statements.append)
+        store.insert(*docs[1])
+        store._index.conn().set_trace_callback(None)
+        assert statements  # the descriptor's own rows are still written
+        assert not [s for s in statements if "FROM runs WHERE uid" in s]
+
+
+def test_open_run_start_reinserted_is_a_no_op_or_refused(tmp_path: Path) -> None:
+    docs = run_docs("r3")
+    with FileStore(path=tmp_path) as store:
+        store.insert(*docs[0])
+        store.insert("start", dict(docs[0][1]))  # identical: a no-op
+        changed = dict(docs[0][1], plan_name="scan")
+        with pytest.raises(DuplicateDocument, match="r3"):
+            store.insert("start", changed)
+        for name, doc in docs[1:]:
+            store.insert(name, doc)
+        # Stopped: the start comes from the index again, with the same verdicts.
+        store.insert("start", dict(docs[0][1]))
+        with pytest.raises(DuplicateDocument, match="r3"):
+            store.insert("start", changed)
+        with pytest.raises(DuplicateDocument, match="already has a stop"):
+            store.insert("stop", dict(docs[-1][1], uid="r3-stop2"))
+    assert (tmp_path / "r3.jsonl").read_bytes().count(b"\n") == len(docs)
+
+
+def test_runs_of_another_writer_are_found_through_the_index(tmp_path: Path) -> None:
+    docs = run_docs("r4")
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as other:
+        writer.insert(*docs[0])
+        # The second store (as another process would) links to a run it did not start.
+        other.insert(*docs[1])
+        with pytest.raises(InvalidDocument, match="before its start"):
+            other.insert("stop", dict(docs[-1][1], time=T0 - 1))
+        writer.insert(*docs[2])
+        writer.insert(*docs[3])
+        assert other.get_run_stop("r4") == docs[3][1]
+        assert [d["uid"] for d in other.get_descriptors("r4")] == ["r4-primary"]
+
+
+@pytest.mark.parametrize("n", [2, 5, 63, 64, 65, 200])
+def test_columnar_cache_order_check_matches_sorting(n: int) -> None:
+    """The cache's "rows already ordered" flag: Python below 64 rows, numpy above; both must
+    say what sorting by (time, seq_num) says, ties, NaN and huge integers included."""
+    import random
+
+    from broker_v1.stores.files._cache import _is_ordered
+
+    rng = random.Random(n)
+    for _ in range(200):
+        times: list[Any] = sorted(rng.choice([1.0, 2.0, 2.5, T0, 2**60, 2**60 + 1])
+                                  for _ in range(n))
+        seqs = list(range(n))
+        if rng.random() < 0.5:
+            i, j = rng.randrange(n), rng.randrange(n)
+            times[i], times[j] = times[j], times[i]
+        if rng.random() < 0.3:
+            seqs[rng.randrange(n)] = rng.randrange(n)
+        if rng.random() < 0.1:
+            times[rng.randrange(n)] = math.nan
+        pairs = list(zip(times, seqs))
+        expected = all(a <= b for a, b in zip(pairs, pairs[1:]))
+        assert _is_ordered(times, seqs) is expected
+
+
+def test_new_run_file_drops_stale_rows_of_its_name(tmp_path: Path) -> None:
+    """Rows an index still holds under a new run file's name (left by a file of that name
+    that is gone) are dropped in the transaction that indexes the new run."""
+    with FileStore(path=tmp_path) as store:
+        store._index.write(lambda conn: conn.execute(
+            "INSERT INTO members (kind, uid, file) VALUES ('descriptor', 'stale', 'r6.jsonl')"))
+        store.insert(*run_docs("r6")[0])
+        assert store._index.read("SELECT uid FROM members WHERE file = 'r6.jsonl'") == []
+        assert store._index.read("SELECT uid FROM runs WHERE file = 'r6.jsonl'") == [("r6",)]
