@@ -1,13 +1,16 @@
 """Reading a tiled server: broker_v1 beside tiled's client alone and databroker 2's v1 shim.
 
-Run: python benchmarks/bench_tiled.py [--quick | --full] [--runs N] [--events N]
-[--server-venv DIR] [--shim-venv DIR] [--json PATH]
+Run: python benchmarks/bench_tiled.py [--quick | --full] [--layout sql|mongo] [--runs N]
+[--events N] [--server-venv DIR] [--shim-venv DIR] [--json PATH]
 
-Starts a tiled SQL-catalog server (``tests/tiled_server.py``: config, free port, API key) in
-the server venv (``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv``), fills it with
-``tiled_bench_fill.py`` (event-model documents handed to bluesky-tiled-plugins' TiledWriter:
-``--runs`` short runs and one run of ``--events`` events x 10 numbers), then makes the same
-requests three ways, on the same server and runs:
+Starts a tiled server (``tests/tiled_server.py``: config, free port, API key) in the server
+venv (``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv``) and fills it with the runs of
+``tiled_bench_fill.py`` (``--runs`` short runs and one run of ``--events`` events x 10
+numbers): ``--layout sql`` (default), a SQL catalog filled through bluesky-tiled-plugins'
+TiledWriter; ``--layout mongo``, databroker 2's MongoAdapter over a fresh database of the
+MongoDB server ``BROKER_V1_TEST_MONGO_URI`` (the wire test server), the same documents
+written by broker_v1's Mongo store.  Then it makes the same requests three ways, on the same
+server and runs:
 
 * **broker_v1**: ``Broker.from_config({'store': {'backend': 'tiled', ...}})``;
 * **floor**: tiled's client + bluesky-tiled-plugins alone (``from_uri(...)``), the same
@@ -136,8 +139,8 @@ def startup(python: str, code: str, budget: float) -> dict[str, Any]:
     return measure(call, None, budget, repeat=3)
 
 
-def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
-                 ) -> dict[str, dict[str, Any]]:
+def measure_here(uri: str, key: str, info: dict[str, Any], budget: float,
+                 layout: str = "sql") -> dict[str, dict[str, Any]]:
     from tiled.client import from_uri
     from tiled.queries import Key
 
@@ -153,6 +156,8 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
         def run() -> None:  # every call asks the server: empty broker_v1's run cache
             store._runs.clear()
             store._streams.clear()
+            if store._reader is not None:
+                store._reader.forget()  # the Mongo layout's run documents
             call()
         return run
 
@@ -164,7 +169,8 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
 
     uid, scan_id, long_uid = info["uid"], info["scan_id"], info["long_uid"]
     runs, events = info["runs"], info["events"]
-    newest_first = [("start.time", -1)]
+    # The MongoAdapter sorts by the start document's own fields (and fails on start.time).
+    newest_first = [("time", -1)] if layout == "mongo" else [("start.time", -1)]
 
     def v1_all() -> None:
         n = sum(1 for h in db(plan_name=PLAN) if h.start)
@@ -182,7 +188,12 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
             raise RuntimeError("wrong number of rows")
 
     def floor_table() -> None:
-        if len(catalog[long_uid]["primary"].base["internal"].read()) != events:
+        stream = catalog[long_uid]["primary"]
+        if layout == "mongo":  # the stream's columns as one xarray Dataset
+            rows = stream.read().sizes["time"]
+        else:
+            rows = len(stream.base["internal"].read())
+        if rows != events:
             raise RuntimeError("wrong number of rows")
 
     pairs = {
@@ -216,6 +227,21 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
     out["startup"] = {"broker_v1": startup(py, v1_code, budget),
                       "floor": startup(py, floor_code, budget)}
     return out
+
+
+def fill_mongo(uri: str, runs: int, events: int) -> dict[str, Any]:
+    """The runs of ``tiled_bench_fill.py`` written into ``uri`` by broker_v1's Mongo store
+    (the normalized layout the MongoAdapter serves)."""
+    from tiled_bench_fill import long_run, short_run
+
+    from broker_v1.stores.mongo import MongoStore
+
+    t0 = time.time() - 10 * 86400
+    with MongoStore(uri=uri) as store:
+        uids = [short_run(store.insert, i, t0 + 10.0 * i, i >= runs - 20)
+                for i in range(runs)]
+        long_uid = long_run(store.insert, events, t0 + 10.0 * runs + 100, runs + 1)
+    return {"uids": uids, "long_uid": long_uid}
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -287,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="300 runs, 10,000 events (default)")
     mode.add_argument("--full", action="store_true", help="2,000 runs, 100,000 events")
+    parser.add_argument("--layout", choices=["sql", "mongo"], default="sql",
+                        help="the server's layout (mongo needs BROKER_V1_TEST_MONGO_URI)")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--events", type=int)
     parser.add_argument("--budget", type=float, help="seconds per figure (default 10; full 30)")
@@ -311,34 +339,57 @@ def main(argv: list[str] | None = None) -> int:
     if venv is None:
         print("no tiled server venv (set BROKER_V1_TILED_VENV or --server-venv)")
         return 2
-    shim_venv = args.shim_venv or Path(os.environ.get("BROKER_V1_SHIM_VENV")
-                                       or REPO / ".ci" / "db2-venv")
+    shim_venv = (args.shim_venv or Path(os.environ.get("BROKER_V1_SHIM_VENV")
+                                        or REPO / ".ci" / "db2-venv")).absolute()
+    mongo_base = os.environ.get("BROKER_V1_TEST_MONGO_URI")
+    if args.layout == "mongo" and not mongo_base:
+        print("--layout mongo needs BROKER_V1_TEST_MONGO_URI (a MongoDB server, e.g. the wire "
+              "test server started by .ci/mongo_server.py)")
+        return 2
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-tiled-") as tmp:
-        server = TiledServer(venv=venv, folder=Path(tmp))
-        server.start()
-        try:
+        if args.layout == "mongo":
+            db_name = f"bench_tiled_{os.getpid()}"
+            server = TiledServer(venv=venv, folder=Path(tmp), layout="mongo",
+                                 mongo_uri=f"{mongo_base.rstrip('/')}/{db_name}")
+            t = time.monotonic()
+            fill = fill_mongo(server.mongo_uri, runs, events)
+            fill_s = time.monotonic() - t
+            server.start()
+            what = "tiled over the Mongo layout (MongoAdapter)"
+        else:
+            server = TiledServer(venv=venv, folder=Path(tmp))
+            server.start()
             t = time.monotonic()
             filled = subprocess.run(
                 [str(venv / "bin" / "python"), str(HERE / "tiled_bench_fill.py"), server.uri,
                  API_KEY, str(runs), str(events)],
                 capture_output=True, text=True, timeout=7200)
             if filled.returncode:
+                server.stop()
                 raise RuntimeError(f"filling failed:\n{filled.stderr[-3000:]}")
             fill = json.loads(filled.stdout.strip().splitlines()[-1])
             fill_s = time.monotonic() - t
+            what = "tiled SQL catalog"
+        try:
             middle = runs // 2
             info = {"uri": server.uri, "api_key": API_KEY, "uid": fill["uids"][middle],
                     "scan_id": middle + 1, "long_uid": fill["long_uid"], "runs": runs,
                     "events": events, "budget": budget}
-            print(f"tiled SQL catalog at {server.uri}: started in "
+            print(f"{what} at {server.uri}: started in "
                   f"{server.timings['start']:.1f} s, filled in {fill_s:.1f} s "
                   f"({runs} runs, one of {events:,} events x 10 numbers)", flush=True)
-            here = measure_here(server.uri, API_KEY, info, budget)
+            here = measure_here(server.uri, API_KEY, info, budget, args.layout)
             shim = run_shim(shim_venv, info, budget)
         finally:
             server.stop()
-    results = {"runs": runs, "events": events, "here": here, "shim": shim,
+            if args.layout == "mongo":
+                import pymongo
+
+                with pymongo.MongoClient(mongo_base) as client:
+                    client.drop_database(db_name)
+    results = {"layout": args.layout, "runs": runs, "events": events, "here": here,
+               "shim": shim,
                "seconds": time.monotonic() - began,
                "date": time.strftime("%Y-%m-%d", time.gmtime())}
     print(report(results))
