@@ -256,3 +256,25 @@ def test_resources_and_datums_of_a_read_run(tiled_mongo_server: Any, uids: list[
         assert list(store.iter_datum_pages("no-such-resource")) == []
     finally:
         db.store.close()
+
+
+def test_layout_is_chosen_from_the_spec_version() -> None:
+    """Version 3.x is the SQL layout, 1 the Mongo layout; another version is a ConfigError
+    naming it (checked on the root's specs before anything else is read)."""
+    pytest.importorskip("tiled.client", reason="the tiled extra is not installed")
+    from types import SimpleNamespace
+
+    from broker_v1.errors import ConfigError, MissingDependency
+    from broker_v1.stores.tiled._client import TiledConnection
+
+    def root(version: str) -> Any:  # a root node's specs as tiled's client lists them
+        return SimpleNamespace(specs=[SimpleNamespace(name="CatalogOfBlueskyRuns",
+                                                      version=version)])
+
+    conn = TiledConnection("http://tiled.example.org:8000/raw", None, label="test")
+    for version, layout in (("3.0", "sql"), ("1", "mongo")):
+        with pytest.raises(MissingDependency):  # a stand-in root is no plugins client
+            conn._check_layout(root(version))
+        assert conn.layout == layout
+    with pytest.raises(ConfigError, match="version 2.0, a layout the tiled store does not"):
+        conn._check_layout(root("2.0"))
