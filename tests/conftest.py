@@ -302,7 +302,7 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """databroker 2's MongoAdapter behind tiled (the Mongo layout), per session, over a
     database of the wire test server holding :func:`sample_runs` and an in-event-array run
-    written by broker_v1's Mongo store (``server.documents``).
+    written by broker_v1's Mongo store (``server.mongo_runs``).
 
     Skips when the tiled extra, the server venv (with databroker) or the wire server is missing.
     """

@@ -118,7 +118,7 @@ class TiledServer:
     port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
-    documents: list[list[tuple[str, dict[str, Any]]]] = field(default_factory=list)
+    mongo_runs: list[list[tuple[str, dict[str, Any]]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -178,7 +178,7 @@ class TiledServer:
     def fill_mongo(self, runs: list[list[tuple[str, dict[str, Any]]]]) -> None:
         """Write ``runs`` (each a list of ``(name, doc)``) into ``mongo_uri`` with broker_v1's
         own Mongo store, which writes the normalized layout the MongoAdapter serves; they are
-        kept in :attr:`documents` for the tests to compare with."""
+        kept in :attr:`mongo_runs` for the tests to compare with."""
         from broker_v1.stores.mongo import MongoStore
 
         t0 = time.monotonic()
@@ -186,7 +186,7 @@ class TiledServer:
             for docs in runs:
                 for name, doc in docs:
                     store.insert(name, doc)
-        self.documents = runs
+        self.mongo_runs = runs
         self.runs = [{"uid": docs[0][1]["uid"], "scan_id": docs[0][1].get("scan_id"),
                       "plan_name": docs[0][1]["plan_name"]} for docs in runs]
         self.timings["fill"] = time.monotonic() - t0

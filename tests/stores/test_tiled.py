@@ -92,7 +92,7 @@ def layout_server(request: pytest.FixtureRequest) -> Any:
 def _newest_uid(server: Any) -> str:
     """The start uid of the server's newest run (from what was written into it)."""
     if server.layout == "mongo":
-        return str(max((docs[0][1] for docs in server.documents),
+        return str(max((docs[0][1] for docs in server.mongo_runs),
                        key=lambda start: start["time"])["uid"])
     return str(max(server.runs, key=lambda run: run["scan_id"] if run["scan_id"] <= 6
                    else 0)["uid"])  # scan_ids 7 and 8 are the older composed runs

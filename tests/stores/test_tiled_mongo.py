@@ -25,7 +25,7 @@ from broker_v1.errors import (
 )
 from broker_v1.stores.memory import MemoryStore
 
-OPEN_RUN = 3  # index in server.documents of the sample run left without a stop
+OPEN_RUN = 3  # index in server.mongo_runs of the sample run left without a stop
 
 
 def _config(server: Any, **options: Any) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def db(tiled_mongo_server: Any) -> Iterator[Broker]:
 def mem(tiled_mongo_server: Any) -> Broker:
     """The same documents in a MemoryStore: the reference answers."""
     mem = Broker(MemoryStore(), timezone="US/Eastern")
-    for docs in tiled_mongo_server.documents:
+    for docs in tiled_mongo_server.mongo_runs:
         for name, doc in docs:
             mem.insert(name, doc)
     return mem
@@ -56,7 +56,7 @@ def mem(tiled_mongo_server: Any) -> Broker:
 @pytest.fixture(scope="module")
 def uids(tiled_mongo_server: Any) -> list[str]:
     """Start uids in the order they were written (oldest first)."""
-    return [docs[0][1]["uid"] for docs in tiled_mongo_server.documents]
+    return [docs[0][1]["uid"] for docs in tiled_mongo_server.mongo_runs]
 
 
 def _same_header(a: Any, b: Any) -> None:
