@@ -1,14 +1,17 @@
 """Reading a tiled server: broker_v1 beside tiled's client alone and databroker 2's v1 shim.
 
-Run: python benchmarks/bench_tiled.py [--quick | --full] [--runs N] [--events N] [--frames N]
-[--server-venv DIR] [--shim-venv DIR] [--json PATH]
+Run: python benchmarks/bench_tiled.py [--quick | --full] [--layout sql|mongo] [--runs N]
+[--events N] [--frames N] [--server-venv DIR] [--shim-venv DIR] [--json PATH]
 
-Starts a tiled SQL-catalog server (``tests/tiled_server.py``: config, free port, API key) in
-the server venv (``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv``), fills it with
-``tiled_bench_fill.py`` (event-model documents handed to bluesky-tiled-plugins' TiledWriter:
-``--runs`` short runs, one run of ``--events`` events x 10 numbers and one run of ``--frames``
-external 512x512 uint16 frames in ``.npy`` files), then makes the same requests three ways, on
-the same server and runs:
+Starts a tiled server (``tests/tiled_server.py``: config, free port, API key) in the server
+venv (``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv``) and fills it with the runs of
+``tiled_bench_fill.py`` (``--runs`` short runs and one run of ``--events`` events x 10
+numbers): ``--layout sql`` (default), a SQL catalog filled through bluesky-tiled-plugins'
+TiledWriter, plus one run of ``--frames`` external 512x512 uint16 frames in ``.npy`` files;
+``--layout mongo``, databroker 2's MongoAdapter over a fresh database of the MongoDB server
+``BROKER_V1_TEST_MONGO_URI`` (the wire test server), the same documents (no frames) written
+by broker_v1's Mongo store.  Then it makes the same requests three ways, on the same server
+and runs:
 
 * **broker_v1**: ``Broker.from_config({'store': {'backend': 'tiled', ...}})``;
 * **floor**: tiled's client + bluesky-tiled-plugins alone (``from_uri(...)``), the same
@@ -127,7 +130,8 @@ def shim_worker(spec: dict[str, Any]) -> None:
         if n != spec["frames"]:
             raise RuntimeError(f"{n} events, not {spec['frames']}")
 
-    out["filled_frames"] = measure(frames, counter, budget)
+    if "image_uid" in spec:
+        out["filled_frames"] = measure(frames, counter, budget)
     import databroker
 
     out["version"] = databroker.__version__
@@ -145,8 +149,8 @@ def startup(python: str, code: str, budget: float) -> dict[str, Any]:
     return measure(call, None, budget, repeat=3)
 
 
-def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
-                 ) -> dict[str, dict[str, Any]]:
+def measure_here(uri: str, key: str, info: dict[str, Any], budget: float,
+                 layout: str = "sql") -> dict[str, dict[str, Any]]:
     from tiled.client import from_uri
     from tiled.queries import Key
 
@@ -163,6 +167,8 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
             store._runs.clear()
             store._streams.clear()
             store._external._windows.clear()
+            if store._reader is not None:
+                store._reader.forget()  # the Mongo layout's run documents
             call()
         return run
 
@@ -174,7 +180,8 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
 
     uid, scan_id, long_uid = info["uid"], info["scan_id"], info["long_uid"]
     runs, events = info["runs"], info["events"]
-    newest_first = [("start.time", -1)]
+    # The MongoAdapter sorts by the start document's own fields (and fails on start.time).
+    newest_first = [("time", -1)] if layout == "mongo" else [("start.time", -1)]
 
     def v1_all() -> None:
         n = sum(1 for h in db(plan_name=PLAN) if h.start)
@@ -192,10 +199,15 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
             raise RuntimeError("wrong number of rows")
 
     def floor_table() -> None:
-        if len(catalog[long_uid]["primary"].base["internal"].read()) != events:
+        stream = catalog[long_uid]["primary"]
+        if layout == "mongo":  # the stream's columns as one xarray Dataset
+            rows = stream.read().sizes["time"]
+        else:
+            rows = len(stream.base["internal"].read())
+        if rows != events:
             raise RuntimeError("wrong number of rows")
 
-    image_uid, frames = info["image_uid"], info["frames"]
+    image_uid, frames = info.get("image_uid"), info.get("frames", 0)
 
     def v1_frames() -> None:
         column = db.get_table(db[image_uid], fill=True)["img"]
@@ -216,8 +228,9 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
                            .values()[0])),
         "search_all": (v1_all, floor_all),
         "get_table": (v1_table, floor_table),
-        "filled_frames": (v1_frames, floor_frames),
     }
+    if image_uid:  # the SQL layout's fill has an external-image run
+        pairs["filled_frames"] = (v1_frames, floor_frames)
     out: dict[str, dict[str, Any]] = {}
     for name, (v1_call, floor_call) in pairs.items():
         v1_call(), floor_call()  # warm both (connections, imports)
@@ -238,6 +251,21 @@ def measure_here(uri: str, key: str, info: dict[str, Any], budget: float
     out["startup"] = {"broker_v1": startup(py, v1_code, budget),
                       "floor": startup(py, floor_code, budget)}
     return out
+
+
+def fill_mongo(uri: str, runs: int, events: int) -> dict[str, Any]:
+    """The runs of ``tiled_bench_fill.py`` written into ``uri`` by broker_v1's Mongo store
+    (the normalized layout the MongoAdapter serves)."""
+    from tiled_bench_fill import long_run, short_run
+
+    from broker_v1.stores.mongo import MongoStore
+
+    t0 = time.time() - 10 * 86400
+    with MongoStore(uri=uri) as store:
+        uids = [short_run(store.insert, i, t0 + 10.0 * i, i >= runs - 20)
+                for i in range(runs)]
+        long_uid = long_run(store.insert, events, t0 + 10.0 * runs + 100, runs + 1)
+    return {"uids": uids, "long_uid": long_uid}
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -282,7 +310,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"{'figure':14} {'broker_v1':>12} {'floor':>12} {'shim':>12} "
              f"{'v1/floor':>9} {'shim/v1':>8}   HTTP requests v1/floor/shim"]
     shim = results["shim"]
-    for name in FIGURES:
+    figures = [name for name in FIGURES if name in results["here"]]
+    for name in figures:
         here = results["here"][name]
         v1, floor = here["broker_v1"], here["floor"]
         s = shim.get(name) if "error" not in shim else None
@@ -292,12 +321,12 @@ def report(results: dict[str, Any]) -> str:
             reqs = ""
         lines.append(f"{name:14} {_cell(v1):>12} {_cell(floor):>12} {_cell(s):>12} "
                      f"{_ratio(v1, floor):>9} {_ratio(s, v1):>8}   {reqs}")
-    errors = [(f"{name} ({col})", results["here"][name][col]["error"]) for name in FIGURES
+    errors = [(f"{name} ({col})", results["here"][name][col]["error"]) for name in figures
               for col in ("broker_v1", "floor") if "error" in results["here"][name][col]]
     if "error" in shim:
         errors.append(("shim", shim["error"]))
     else:
-        errors += [(f"{name} (shim)", shim[name]["error"]) for name in FIGURES
+        errors += [(f"{name} (shim)", shim[name]["error"]) for name in figures
                    if name in shim and "error" in shim[name]]
     for name, err in errors:
         lines.append(f"  raised in {name}: {err}")
@@ -309,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="300 runs, 10,000 events (default)")
     mode.add_argument("--full", action="store_true", help="2,000 runs, 100,000 events")
+    parser.add_argument("--layout", choices=["sql", "mongo"], default="sql",
+                        help="the server's layout (mongo needs BROKER_V1_TEST_MONGO_URI)")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--events", type=int)
     parser.add_argument("--frames", type=int, help="external frames (200; full 1,000)")
@@ -335,13 +366,27 @@ def main(argv: list[str] | None = None) -> int:
     if venv is None:
         print("no tiled server venv (set BROKER_V1_TILED_VENV or --server-venv)")
         return 2
-    shim_venv = args.shim_venv or Path(os.environ.get("BROKER_V1_SHIM_VENV")
-                                       or REPO / ".ci" / "db2-venv")
+    shim_venv = (args.shim_venv or Path(os.environ.get("BROKER_V1_SHIM_VENV")
+                                        or REPO / ".ci" / "db2-venv")).absolute()
+    mongo_base = os.environ.get("BROKER_V1_TEST_MONGO_URI")
+    if args.layout == "mongo" and not mongo_base:
+        print("--layout mongo needs BROKER_V1_TEST_MONGO_URI (a MongoDB server, e.g. the wire "
+              "test server started by .ci/mongo_server.py)")
+        return 2
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-tiled-") as tmp:
-        server = TiledServer(venv=venv, folder=Path(tmp))
-        server.start()
-        try:
+        if args.layout == "mongo":
+            db_name = f"bench_tiled_{os.getpid()}"
+            server = TiledServer(venv=venv, folder=Path(tmp), layout="mongo",
+                                 mongo_uri=f"{mongo_base.rstrip('/')}/{db_name}")
+            t = time.monotonic()
+            fill = fill_mongo(server.mongo_uri, runs, events)
+            fill_s = time.monotonic() - t
+            server.start()
+            what = "tiled over the Mongo layout (MongoAdapter)"
+        else:
+            server = TiledServer(venv=venv, folder=Path(tmp))
+            server.start()
             t = time.monotonic()
             filled = subprocess.run(
                 [str(venv / "bin" / "python"), str(HERE / "tiled_bench_fill.py"), server.uri,
@@ -349,23 +394,34 @@ def main(argv: list[str] | None = None) -> int:
                  str(server.folder / "catalog" / "external" / "frames")],
                 capture_output=True, text=True, timeout=7200)
             if filled.returncode:
+                server.stop()
                 raise RuntimeError(f"filling failed:\n{filled.stderr[-3000:]}")
             fill = json.loads(filled.stdout.strip().splitlines()[-1])
             fill_s = time.monotonic() - t
+            what = "tiled SQL catalog"
+        try:
             middle = runs // 2
             info = {"uri": server.uri, "api_key": API_KEY, "uid": fill["uids"][middle],
                     "scan_id": middle + 1, "long_uid": fill["long_uid"], "runs": runs,
-                    "events": events, "budget": budget, "image_uid": fill["image_uid"],
-                    "frames": frames}
-            print(f"tiled SQL catalog at {server.uri}: started in "
+                    "events": events, "budget": budget}
+            images = ""
+            if "image_uid" in fill:
+                info.update(image_uid=fill["image_uid"], frames=frames)
+                images = f", one of {frames:,} external 512x512 frames"
+            print(f"{what} at {server.uri}: started in "
                   f"{server.timings['start']:.1f} s, filled in {fill_s:.1f} s "
-                  f"({runs} runs, one of {events:,} events x 10 numbers, one of {frames:,} "
-                  "external 512x512 frames)", flush=True)
-            here = measure_here(server.uri, API_KEY, info, budget)
+                  f"({runs} runs, one of {events:,} events x 10 numbers{images})", flush=True)
+            here = measure_here(server.uri, API_KEY, info, budget, args.layout)
             shim = run_shim(shim_venv, info, budget)
         finally:
             server.stop()
-    results = {"runs": runs, "events": events, "here": here, "shim": shim,
+            if args.layout == "mongo":
+                import pymongo
+
+                with pymongo.MongoClient(mongo_base) as client:
+                    client.drop_database(db_name)
+    results = {"layout": args.layout, "runs": runs, "events": events, "here": here,
+               "shim": shim,
                "seconds": time.monotonic() - began,
                "date": time.strftime("%Y-%m-%d", time.gmtime())}
     print(report(results))

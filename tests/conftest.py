@@ -261,28 +261,68 @@ def now() -> float:
 
 
 # ---------------------------------------------------------------------- a tiled server
+def _tiled_venv(layout: str) -> Any:
+    """The tiled server venv, or skip saying what is missing."""
+    pytest.importorskip("tiled.client", reason='the tiled extra is not installed '
+                        '(pip install -e ".[test,tiled]")')
+    pytest.importorskip("bluesky_tiled_plugins", reason='the tiled extra is not installed '
+                        '(pip install -e ".[test,tiled]")')
+    from tiled_server import has_databroker, server_venv
+
+    venv = server_venv()
+    where = os.environ.get("BROKER_V1_TILED_VENV") or ".ci/tiled-venv"
+    if venv is None:
+        pytest.skip(f"no tiled server venv: {where} has no bin/tiled (a venv with "
+                    "tiled[server], bluesky, ophyd, bluesky-tiled-plugins; .ci/run builds "
+                    ".ci/tiled-venv, BROKER_V1_TILED_VENV names another)")
+    if layout == "mongo" and not has_databroker(venv):
+        pytest.skip(f"the tiled server venv {where} has no databroker 2 (databroker[server]"
+                    "==2.0.2 serves the Mongo layout; .ci/run installs it)")
+    return venv
+
+
 @pytest.fixture(scope="session")
 def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A tiled server (SQL catalog) holding runs recorded by a real RunEngine, per session.
 
     Skips when the package's tiled extra or the server's venv is missing.
     """
-    pytest.importorskip("tiled.client", reason='the tiled extra is not installed '
-                        '(pip install -e ".[test,tiled]")')
-    pytest.importorskip("bluesky_tiled_plugins", reason='the tiled extra is not installed '
-                        '(pip install -e ".[test,tiled]")')
-    from tiled_server import TiledServer, server_venv
+    from tiled_server import TiledServer
 
-    venv = server_venv()
-    if venv is None:
-        where = os.environ.get("BROKER_V1_TILED_VENV") or ".ci/tiled-venv"
-        pytest.skip(f"no tiled server venv: {where} has no bin/tiled (a venv with "
-                    "tiled[server], bluesky, ophyd, bluesky-tiled-plugins; .ci/run builds "
-                    ".ci/tiled-venv, BROKER_V1_TILED_VENV names another)")
-    server = TiledServer(venv, tmp_path_factory.mktemp("tiled-server"))
+    server = TiledServer(_tiled_venv("sql"), tmp_path_factory.mktemp("tiled-server"))
     server.start()
     try:
         server.fill()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """databroker 2's MongoAdapter behind tiled (the Mongo layout), per session, over a
+    database of the wire test server holding :func:`sample_runs` and an in-event-array run
+    written by broker_v1's Mongo store (``server.mongo_runs``).
+
+    Skips when the tiled extra, the server venv (with databroker) or the wire server is missing.
+    """
+    venv = _tiled_venv("mongo")
+    base = os.environ.get("BROKER_V1_TEST_MONGO_URI")
+    if not base:
+        pytest.skip("set BROKER_V1_TEST_MONGO_URI (the wire test server, see .ci/run) to "
+                    "serve the Mongo layout through tiled")
+    from tiled_server import TiledServer, array_run_documents
+
+    db_name = f"broker_v1_tiled_{uuid.uuid4().hex[:12]}"
+    server = TiledServer(venv, tmp_path_factory.mktemp("tiled-mongo-server"), layout="mongo",
+                         mongo_uri=base.rstrip("/") + "/" + db_name)
+    server.fill_mongo([run.docs for run in sample_runs()] + [array_run_documents()])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        import pymongo
+
+        with pymongo.MongoClient(base) as client:
+            client.drop_database(db_name)

@@ -1,10 +1,15 @@
-"""A real tiled server for the tests: a SQL catalog filled by a RunEngine through TiledWriter.
+"""Real tiled servers for the tests, in both layouts a v1 user meets.
 
-The server and the RunEngine run in their own virtual environment (tiled[server], bluesky,
-ophyd and bluesky-tiled-plugins pin versions the package's own venv must not be tied to):
-``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv`` (``.ci/run`` builds it).  The server gets a
-free loopback port and a catalog in a temporary folder; ``tests/stores/tiled_fill.py`` records
-the runs in a subprocess of that venv.
+* ``layout="sql"``: a SQL catalog filled by a RunEngine through TiledWriter
+  (``tests/stores/tiled_fill.py`` records the runs in a subprocess of the server's venv).
+* ``layout="mongo"``: databroker 2's ``MongoAdapter`` over a database of the MongoDB
+  wire-protocol test server, holding documents written by broker_v1's own Mongo store
+  (:meth:`TiledServer.fill_mongo`).
+
+The servers run in their own virtual environment (tiled[server], bluesky, ophyd,
+bluesky-tiled-plugins and databroker[server] pin versions the package's own venv must not be
+tied to): ``BROKER_V1_TILED_VENV``, else ``.ci/tiled-venv`` (``.ci/run`` builds it).  Each
+server gets a free loopback port and its files in a temporary folder.
 """
 
 from __future__ import annotations
@@ -40,12 +45,59 @@ media_types:
   BlueskyRun: {{application/json-seq: bluesky_tiled_plugins.exporters:json_seq_exporter}}
 """
 
+# databroker 2's adapter over the normalized Mongo layout (root spec CatalogOfBlueskyRuns 1).
+MONGO_CONFIG = """\
+authentication: {{single_user_api_key: "{key}", allow_anonymous_access: false}}
+trees:
+  - path: /
+    tree: databroker.mongo_normalized:MongoAdapter.from_uri
+    args:
+      uri: "{mongo_uri}"
+"""
+
 
 def server_venv() -> Path | None:
     """The venv holding ``tiled serve`` and the RunEngine, or None when there is none."""
     configured = os.environ.get("BROKER_V1_TILED_VENV")
     venv = Path(configured) if configured else REPO / ".ci" / "tiled-venv"
     return venv if (venv / "bin" / "tiled").exists() else None
+
+
+def has_databroker(venv: Path) -> bool:
+    """Whether the server venv holds databroker 2 (its MongoAdapter serves the Mongo layout)."""
+    return any(venv.glob("lib/python*/site-packages/databroker/mongo_normalized.py"))
+
+
+def array_run_documents() -> list[tuple[str, dict[str, Any]]]:
+    """A stopped run with an in-event 2x3 array and a configuration update (a second
+    ``primary`` descriptor), for the Mongo layout (conftest's sample runs have neither)."""
+    import event_model
+
+    t0 = 1_700_001_000.0
+    bundle = event_model.compose_run(uid="feed0001-0000-4000-8000-000000000001", time=t0,
+                                     metadata={"plan_name": "count", "scan_id": 9,
+                                               "detectors": ["cam"]})
+    docs: list[tuple[str, dict[str, Any]]] = [("start", bundle.start_doc)]
+    data_keys = {"frame": {"source": "SIM:frame", "dtype": "array", "shape": [2, 3]},
+                 "gain": {"source": "SIM:gain", "dtype": "integer", "shape": []}}
+    for n, gain in enumerate((1, 2)):
+        descriptor = bundle.compose_descriptor(
+            name="primary", data_keys=data_keys, time=t0 + 10 * n + 0.1,
+            object_keys={"cam": ["frame", "gain"]},
+            configuration={"cam": {"data": {"cam_gain": gain},
+                                   "timestamps": {"cam_gain": t0 + 10 * n},
+                                   "data_keys": {"cam_gain": {"source": "SIM:g",
+                                                              "dtype": "integer",
+                                                              "shape": []}}}})
+        docs.append(("descriptor", descriptor.descriptor_doc))
+        for i in range(2):
+            frame = [[gain * (i + r + c) for c in range(3)] for r in range(2)]
+            t = t0 + 10 * n + 1 + i
+            docs.append(("event", descriptor.compose_event(
+                data={"frame": frame, "gain": gain}, timestamps={"frame": t, "gain": t},
+                time=t, seq_num=2 * n + i + 1)))
+    docs.append(("stop", bundle.compose_stop(time=t0 + 30)))
+    return docs
 
 
 def _free_port() -> int:
@@ -56,13 +108,17 @@ def _free_port() -> int:
 
 @dataclass
 class TiledServer:
-    """One ``tiled serve config`` process over a catalog in ``folder``."""
+    """One ``tiled serve config`` process over a catalog in ``folder`` (``layout="sql"``) or
+    over the MongoDB database ``mongo_uri`` (``layout="mongo"``)."""
 
     venv: Path
     folder: Path
+    layout: str = "sql"
+    mongo_uri: str | None = None
     port: int = field(default_factory=_free_port)
     proc: subprocess.Popen[bytes] | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    mongo_runs: list[list[tuple[str, dict[str, Any]]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -88,7 +144,10 @@ class TiledServer:
         for sub in ("data", "external"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.yml"
-        config.write_text(CONFIG.format(key=API_KEY, data=data))
+        if self.layout == "mongo":
+            config.write_text(MONGO_CONFIG.format(key=API_KEY, mongo_uri=self.mongo_uri))
+        else:
+            config.write_text(CONFIG.format(key=API_KEY, data=data))
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -124,6 +183,22 @@ class TiledServer:
             raise RuntimeError(f"filling the tiled server failed:\n{result.stderr[-3000:]}")
         self.runs = [json.loads(line) for line in result.stdout.splitlines()
                      if line.startswith("{")]
+        self.timings["fill"] = time.monotonic() - t0
+
+    def fill_mongo(self, runs: list[list[tuple[str, dict[str, Any]]]]) -> None:
+        """Write ``runs`` (each a list of ``(name, doc)``) into ``mongo_uri`` with broker_v1's
+        own Mongo store, which writes the normalized layout the MongoAdapter serves; they are
+        kept in :attr:`mongo_runs` for the tests to compare with."""
+        from broker_v1.stores.mongo import MongoStore
+
+        t0 = time.monotonic()
+        with MongoStore(uri=self.mongo_uri) as store:
+            for docs in runs:
+                for name, doc in docs:
+                    store.insert(name, doc)
+        self.mongo_runs = runs
+        self.runs = [{"uid": docs[0][1]["uid"], "scan_id": docs[0][1].get("scan_id"),
+                      "plan_name": docs[0][1]["plan_name"]} for docs in runs]
         self.timings["fill"] = time.monotonic() - t0
 
     def stop(self) -> None:

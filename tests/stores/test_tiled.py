@@ -11,8 +11,9 @@ open; and a ``rel_scan`` of an external-image detector recorded as if two days e
 (scan_id 9; its tests are in ``test_tiled_external.py``).  Everything is read through
 ``Broker.from_config`` and compared with what tiled's own client gives.
 
-Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
-Mongo layout behind tiled.
+Tests that do not depend on which runs a server holds run on both layouts (``layout_server``:
+this SQL catalog and ``tiled_mongo_server``, databroker 2's MongoAdapter); the Mongo layout's
+own tests are in ``test_tiled_mongo.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def open_broker() -> Iterator[Callable[[dict[str, Any]], Broker]]:
     yield open_
     for db in opened:
         db.store.close()
+
+
+@pytest.fixture(params=["sql", "mongo"])
+def layout_server(request: pytest.FixtureRequest) -> Any:
+    """Each layout's session server (for tests that hold on both)."""
+    return request.getfixturevalue({"sql": "tiled_server",
+                                    "mongo": "tiled_mongo_server"}[request.param])
+
+
+def _newest_uid(server: Any) -> str:
+    """The start uid of the server's newest run (from what was written into it)."""
+    if server.layout == "mongo":
+        return str(max((docs[0][1] for docs in server.mongo_runs),
+                       key=lambda start: start["time"])["uid"])
+    return str(max(server.runs, key=lambda run: run["scan_id"] if run["scan_id"] <= 6
+                   else 0)["uid"])  # scan_ids 7 and 8 are the older composed runs
 
 
 @pytest.fixture(scope="module")
@@ -362,27 +379,27 @@ def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
     assert not db.store.supports_writes
 
 
-def test_wrong_api_key(tiled_server: Any, open_broker: Any) -> None:
+def test_wrong_api_key(layout_server: Any, open_broker: Any) -> None:
     """A wrong key is StoreUnavailable naming the server and the setting, never the key."""
-    db = open_broker({"store": {"backend": "tiled", "uri": tiled_server.uri,
+    db = open_broker({"store": {"backend": "tiled", "uri": layout_server.uri,
                                        "api_key": "notthekey"}})
     with pytest.raises(StoreUnavailable, match=r"refused the API key \(401\).*store.api_key") \
             as info:
         db[-1]
-    assert tiled_server.uri in str(info.value) and "notthekey" not in str(info.value)
+    assert layout_server.uri in str(info.value) and "notthekey" not in str(info.value)
 
 
-def test_api_key_from_the_environment(tiled_server: Any, open_broker: Any,
+def test_api_key_from_the_environment(layout_server: Any, open_broker: Any,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Without api_key in the config, TILED_API_KEY is used; without either, a clear error."""
     from tiled_server import API_KEY
 
-    config = {"store": {"backend": "tiled", "uri": tiled_server.uri}}
+    config = {"store": {"backend": "tiled", "uri": layout_server.uri}}
     monkeypatch.delenv("TILED_API_KEY", raising=False)
     with pytest.raises(StoreUnavailable, match="requires an API key.*TILED_API_KEY"):
         open_broker(config)[-1]
     monkeypatch.setenv("TILED_API_KEY", API_KEY)
-    assert open_broker(config)[-1].start["scan_id"] == 6
+    assert open_broker(config)[-1].start["uid"] == _newest_uid(layout_server)
 
 
 def test_cli_takes_a_tiled_uri_as_name(tiled_server: Any, runs: dict[int, Any],
@@ -412,17 +429,18 @@ def test_cli_takes_a_tiled_uri_as_name(tiled_server: Any, runs: dict[int, Any],
     assert "TILED_API_KEY" in refused.stderr and tiled_server.uri in refused.stderr
 
 
-def test_copy_to_a_portable_files_store(tiled_server: Any, db: Broker, runs: dict[int, Any],
+def test_copy_to_a_portable_files_store(layout_server: Any, open_broker: Any,
                                         tmp_path: Path) -> None:
     """`broker-v1 copy http://... ./portable` copies every run; the copy reads as the server
-    does (tables, descriptors, the stable event uids), and a second copy skips them all."""
+    does (tables, descriptors, the event uids; on the Mongo layout every document, resources
+    and datums included), and a second copy skips them all."""
     from tiled_server import API_KEY
 
     env = {**os.environ, "TILED_API_KEY": API_KEY, "HOME": str(tmp_path),
            "BROKER_V1_CONFIG_PATH": str(tmp_path)}
 
     def copy() -> dict[str, Any]:
-        proc = subprocess.run([sys.executable, "-m", "broker_v1", "copy", tiled_server.uri,
+        proc = subprocess.run([sys.executable, "-m", "broker_v1", "copy", layout_server.uri,
                                str(tmp_path / "portable"), "--json", "--no-progress"],
                               capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr
@@ -430,29 +448,38 @@ def test_copy_to_a_portable_files_store(tiled_server: Any, db: Broker, runs: dic
         return report
 
     first = copy()
-    portable = Broker.from_config({"store": {"backend": "files",
-                                             "path": str(tmp_path / "portable")},
-                                   "timezone": "US/Eastern"})
-    for scan_id in (1, 2, 5, 6):
-        here, there = portable[runs[scan_id]["uid"]], db[runs[scan_id]["uid"]]
+    db = open_broker(_config(layout_server))
+    portable = open_broker({"store": {"backend": "files", "path": str(tmp_path / "portable")},
+                            "timezone": "US/Eastern"})
+    uids = [run["uid"] for run in layout_server.runs]
+    for uid in uids:
+        here, there = portable[uid], db[uid]
         assert here.start == there.start and here.stop == there.stop
         assert [dict(d) for d in here.descriptors] == [dict(d) for d in there.descriptors]
         for stream in there.stream_names:
-            assert here.table(stream).equals(there.table(stream)), (scan_id, stream)
+            assert here.table(stream).equals(there.table(stream)), (uid, stream)
         assert ([e["uid"] for e in portable.get_events(here)]
                 == [e["uid"] for e in db.get_events(there)])
-    assert first["ok"] and sorted(first["copied"]) == sorted(r["uid"] for r in runs.values())
+        if layout_server.layout == "mongo":
+            assert list(portable.get_documents(here)) == list(db.get_documents(there))
+    assert first["ok"] and sorted(first["copied"]) == sorted(uids)
     second = copy()
     assert second["ok"] and second["copied"] == []
     assert sorted(second["skipped"]) == sorted(first["copied"])
 
 
-def test_wrong_path_is_a_404_naming_the_uri(tiled_server: Any, open_broker: Any) -> None:
+# The MongoAdapter's server answers tiled's very first request (made inside Context's
+# constructor) with the 404, so tiled leaves that client unclosed: collected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_wrong_path_is_a_404_naming_the_uri(layout_server: Any, open_broker: Any) -> None:
     """A uri whose path is no node of the server is StoreUnavailable saying 404."""
-    db = open_broker(_config(tiled_server) | {
-        "store": {**_config(tiled_server)["store"], "uri": tiled_server.uri + "/no/such/node"}})
+    import gc
+
+    db = open_broker(_config(layout_server) | {"store": {
+        **_config(layout_server)["store"], "uri": layout_server.uri + "/no/such/node"}})
     with pytest.raises(StoreUnavailable, match=r"no node at this address \(404\)"):
         db[-1]
+    gc.collect()
 
 
 # tiled's Context leaves its HTTP client unclosed when its first request fails (the store
@@ -504,11 +531,16 @@ def test_timeout(tiled_server: Any, open_broker: Any) -> None:
     assert open_broker(_config(tiled_server, timeout=60))[-1].start["scan_id"] == 6
 
 
-def test_config_and_describe_hide_the_key(tiled_server: Any, db: Broker) -> None:
+def test_config_and_describe_hide_the_key(layout_server: Any, open_broker: Any) -> None:
     """describe() names the server; config() reopens it without the key."""
-    assert db.store.describe() == f"tiled store {tiled_server.uri}"
-    assert db.store.config() == {"backend": "tiled", "uri": tiled_server.uri,
+    db = open_broker(_config(layout_server))
+    assert db.store.describe() == f"tiled store {layout_server.uri}"
+    assert db.store.config() == {"backend": "tiled", "uri": layout_server.uri,
                                  "read_only": False}
+    from tiled_server import API_KEY
+
+    reopened = open_broker({"store": {**db.store.config(), "api_key": API_KEY}})
+    assert reopened[-1].start["uid"] == _newest_uid(layout_server)
 
 
 # ---------------------------------------------------------------------- query translation

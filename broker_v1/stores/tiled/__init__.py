@@ -1,8 +1,10 @@
 """TiledStore: runs behind a tiled server, read through tiled's client and bluesky-tiled-plugins.
 
-This version reads the SQL-catalog layout written by bluesky-tiled-plugins' ``TiledWriter``
-(root spec ``CatalogOfBlueskyRuns`` 3.x) and writes nothing.  Design points, and the module
-of this package that holds each:
+This version reads both layouts a v1 user meets, told apart by the root node's spec, and
+writes nothing: the SQL catalog written by bluesky-tiled-plugins' ``TiledWriter``
+(``CatalogOfBlueskyRuns`` 3.x, ``_layout``) and databroker 2's MongoAdapter over the
+normalized Mongo layout (``CatalogOfBlueskyRuns`` 1, ``_mongo_layout``), both behind the one
+interface of ``_layout_api``.  Design points, and the module of this package that holds each:
 
 * **The field's own clients, loaded late** (``_client``).  tiled's ``from_uri`` makes every
   request; bluesky-tiled-plugins supplies the catalog/run/stream classes and the descriptor
@@ -20,9 +22,13 @@ of this package that holds each:
 * **Runs in pages, tables in one request** (``_store``, ``_layout``): searches fetch start
   and stop of 300 runs per request (the server's cap) and remember the run clients; a
   stream's ``internal`` table is read in one Arrow request and turned into one event page.
-* **What the layout lost is rebuilt the same way every time** (``_layout``): event uids
+* **What the SQL layout lost is rebuilt the same way every time** (``_layout``): event uids
   ``event-<descriptor uid>-<seq_num>`` (as tiled's own document export makes them); no
   resources, datums or ``filled``.
+* **The Mongo layout's documents come back exact** (``_mongo_layout``): descriptors from the
+  stream nodes, events, resources and datums from one ``documents()`` request per run; the
+  MongoAdapter answers equality, ``$ne``, ``$in``, ``$nin``, comparisons and ``$regex`` with
+  MongoDB's meaning, and the rest (``$exists`` among them) is checked here as above.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ __all__ = ["API_KEY_ENV", "TiledConnection", "check_uri", "redact_uri"]
 #: The environment variable tiled's own command-line tools read the API key from.
 API_KEY_ENV = "TILED_API_KEY"
 
-#: The spec a catalog written by TiledWriter (SQL layout) declares on its root node.
+#: The spec a catalog of runs declares on its root node (3.x: SQL layout; 1: Mongo layout).
 CATALOG_SPEC = "CatalogOfBlueskyRuns"
 
 _INSTALL_HINT = 'pip install "broker_v1[tiled]"'
@@ -84,6 +84,8 @@ class TiledConnection:
         self._api_key = api_key
         self.label = label
         self._catalog: Any = None
+        #: "sql" or "mongo", from the root's spec version, known once connected.
+        self.layout: str | None = None
 
     def catalog(self) -> Any:
         """The root client (bluesky-tiled-plugins' ``CatalogOfBlueskyRuns``), connected once."""
@@ -132,12 +134,16 @@ class TiledConnection:
                 f"{CATALOG_SPEC}.",
                 key="store.uri",
             )
-        if not str(version).startswith("3."):
+        if str(version).startswith("3."):
+            self.layout = "sql"
+        elif str(version) == "1":
+            self.layout = "mongo"
+        else:
             raise ConfigError(
-                f"{self.redacted} serves {CATALOG_SPEC} version {version} (databroker's Mongo "
-                "layout behind tiled); this version of the tiled store reads only catalogs "
-                "written by TiledWriter (version 3.x). Read that database with the mongo "
-                "store instead.",
+                f"{self.redacted} serves {CATALOG_SPEC} version {version}, a layout the tiled "
+                "store does not know: it reads version 3.x (SQL catalogs written by "
+                "TiledWriter) and version 1 (databroker 2's MongoAdapter). Check that "
+                "store.uri names the right server.",
                 key="store.uri",
             )
         if "bluesky_tiled_plugins" not in type(catalog).__module__:

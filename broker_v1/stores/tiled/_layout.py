@@ -27,7 +27,10 @@ import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["descriptors_of_stream", "event_pages", "event_uid"]
+from ._external import ExternalReader, external_keys
+from ._layout_api import Layout, StreamRef
+
+__all__ = ["SqlLayout", "descriptors_of_stream", "event_pages", "event_uid"]
 
 Doc = dict[str, Any]
 
@@ -124,3 +127,37 @@ def event_pages(columns: Mapping[str, list[Any]], descriptor_uid: str,
         ts = columns.get(f"ts_{k}")
         page["timestamps"][k] = [ts[i] for i in rows] if ts is not None else list(page["time"])
     yield page
+
+
+class SqlLayout(Layout):
+    """The SQL catalog written by TiledWriter (root spec ``CatalogOfBlueskyRuns`` 3.x)."""
+
+    name = "SQL catalog (CatalogOfBlueskyRuns 3.x, written by TiledWriter)"
+    answers = ("field equality, $in, $gt/$gte/$lt/$lte on numbers, $exists, since/until, "
+               "uid prefixes")
+
+    def plan(self, query: Mapping[str, Any]) -> Any:
+        from ._queries import plan_query
+
+        return plan_query(query)
+
+    def sort(self, sort: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+        from ._queries import tiled_sort
+
+        return tiled_sort(sort)
+
+    def descriptors(self, metadata: Mapping[str, Any], stream_name: str,
+                    run_uid: str) -> list[Doc]:
+        return descriptors_of_stream(metadata, stream_name, run_uid)
+
+    def __init__(self, external: ExternalReader) -> None:
+        self._external = external
+
+    def event_pages(self, stream: StreamRef,
+                    fields: Iterable[str] | None) -> Iterator[Doc]:
+        columns = read_columns(stream.client, stream.descriptor, fields)
+        # The stream's array node is named after its first descriptor, as tiled's export does.
+        self._external.add_placeholders(columns, stream.times[0][1],
+                                        external_keys(stream.descriptor, fields))
+        yield from event_pages(columns, stream.descriptor["uid"], stream.times,
+                               list(stream.descriptor["data_keys"]))

@@ -1,5 +1,7 @@
 """Mongo-dialect filters on start documents -> tiled queries the SQL catalog answers.
 
+(The Mongo layout's translation is in ``_mongo_layout``; the helpers here are shared.)
+
 A filter is taken apart into its AND-ed field conditions.  Each one the server answers with
 the same meaning as MongoDB becomes a tiled query on ``start.<field>``; the rest is *residual*
 and is evaluated here, on the runs the server returned, with the same matcher the server-less
@@ -26,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "plan_query", "tiled_sort"]
+__all__ = ["Plan", "conditions", "is_number", "is_scalar", "plan_query", "tiled_sort"]
 
 _COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
 #: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
@@ -65,20 +67,22 @@ class Plan:
         return not self.residual and not self.recheck
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | bool) or _number(value)
+def is_scalar(value: Any) -> bool:
+    """None, a string, a bool or a number."""
+    return value is None or isinstance(value, str | bool) or is_number(value)
 
 
-def _conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+def conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """``(field or operator, condition)`` pairs of a filter, top-level ``$and`` flattened."""
     for key, value in query.items():
         if key == "$and" and isinstance(value, list):
             for part in value:
-                yield from _conditions(part)
+                yield from conditions(part)
         else:
             yield key, value
 
@@ -98,13 +102,13 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     from tiled.queries import Comparison, Eq, In, KeyPresent, Like
 
     plan = Plan()
-    for key, condition in _conditions(query):
+    for key, condition in conditions(query):
         if key.startswith("$"):
             plan.residual.append(key)
             continue
         target = f"start.{key}"
         if not isinstance(condition, Mapping):
-            if _scalar(condition) and condition is not None:
+            if is_scalar(condition) and condition is not None:
                 plan.queries.append(Eq(target, condition))
             else:
                 plan.residual.append(f"{key}={condition!r}")
@@ -113,12 +117,12 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
             plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
             continue
         for op, value in condition.items():
-            if op == "$eq" and _scalar(value) and value is not None:
+            if op == "$eq" and is_scalar(value) and value is not None:
                 plan.queries.append(Eq(target, value))
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
-                    _scalar(v) and v is not None for v in value):
+                    is_scalar(v) and v is not None for v in value):
                 plan.queries.append(In(target, list(value)))
-            elif op in _COMPARISONS and _number(value):
+            elif op in _COMPARISONS and is_number(value):
                 plan.queries.append(Comparison(_COMPARISONS[op], target, value))
                 # The SQL catalog also matches runs whose field is a string here (MongoDB
                 # compares numbers with numbers only): drop those after the server.

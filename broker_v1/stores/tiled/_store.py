@@ -1,11 +1,10 @@
-"""TiledStore: read runs from a tiled server's catalog of Bluesky runs (SQL layout)."""
+"""TiledStore: read runs from a tiled server's catalog of Bluesky runs (either layout)."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import (
@@ -16,9 +15,11 @@ from ...errors import (
 )
 from ..base import DocumentStore, Sort, not_found_run
 from ._client import TiledConnection, check_uri
-from ._external import ExternalReader, external_keys
-from ._layout import descriptors_of_stream, event_pages, read_columns
-from ._queries import Plan, plan_query, tiled_sort
+from ._external import ExternalReader
+from ._layout import SqlLayout
+from ._layout_api import Layout, StreamRef
+from ._mongo_layout import MongoLayout
+from ._queries import Plan
 
 __all__ = ["TiledStore"]
 
@@ -34,22 +35,13 @@ _RUN_CACHE = 256
 _STREAM_CACHE = 1024
 
 
-@dataclass
-class _Stream:
-    """Where a descriptor's events live, remembered when its descriptors were read."""
-
-    run_uid: str
-    name: str
-    client: Any
-    descriptor: Doc
-    times: list[tuple[float, str]]  # (time, uid) of every descriptor of the stream
-
-
 class TiledStore(DocumentStore):
     """Runs in a tiled server's catalog of Bluesky runs, read through tiled's client.
 
-    Reads the SQL-catalog layout that bluesky-tiled-plugins' ``TiledWriter`` writes
-    (``CatalogOfBlueskyRuns`` version 3).  Read-only in this version.
+    Reads both layouts, told apart by the root's spec: the SQL catalog that
+    bluesky-tiled-plugins' ``TiledWriter`` writes (``CatalogOfBlueskyRuns`` version 3) and
+    databroker 2's MongoAdapter over the normalized Mongo layout (version 1).  Read-only in
+    this version.
 
     Parameters
     ----------
@@ -103,7 +95,8 @@ class TiledStore(DocumentStore):
         self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, Any] = OrderedDict()
-        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._streams: OrderedDict[str, StreamRef] = OrderedDict()
+        self._reader: Layout | None = None
         # descriptor uid -> run uid of every descriptor read, so an evicted stream is found
         # again (a descriptor cannot be looked up by uid on the server).
         self._descriptor_runs: dict[str, str] = {}
@@ -142,6 +135,17 @@ class TiledStore(DocumentStore):
         )
 
     # ------------------------------------------------------------------ runs
+    def _layout(self) -> Layout:
+        """The server's layout (connecting first if needed), chosen from the root's spec."""
+        if self._reader is None:
+            self._conn.catalog()
+            with self._lock:
+                if self._reader is None:
+                    self._reader = (MongoLayout(self._run, _plain)
+                                    if self._conn.layout == "mongo"
+                                    else SqlLayout(self._external))
+        return self._reader
+
     def _remember(self, uid: str, run: Any) -> Any:
         with self._lock:
             self._runs[uid] = run
@@ -188,7 +192,7 @@ class TiledStore(DocumentStore):
         node = self._conn.catalog()
         for query in plan.queries:
             node = node.search(query)
-        return node.sort(*tiled_sort(sort))
+        return node.sort(*self._layout().sort(sort))
 
     def _bounded(self, query: Mapping[str, Any], plan: Plan, node: Any) -> None:
         """Refuse a query with a residual unless the server narrowed it to few runs."""
@@ -200,24 +204,24 @@ class TiledStore(DocumentStore):
             operator = plan.residual[0]
             raise UnsupportedQuery(
                 f"{self.describe()} cannot evaluate {operator!r} in {dict(query)!r} on the "
-                f"server, and the rest of the query leaves {count} runs, more than "
-                f"client_filter_limit ({self.client_filter_limit}) to check here. Narrow the "
-                "search with conditions the server answers (field equality, $in, $gt/$gte/"
-                "$lt/$lte on numbers, $exists, since/until, uid prefixes), or raise "
-                "client_filter_limit in the store's config.",
+                f"server (a {self._layout().name}), and the rest of the query leaves {count} "
+                f"runs, more than client_filter_limit ({self.client_filter_limit}) to check "
+                "here. Narrow the search with conditions the server answers "
+                f"({self._layout().answers}), or raise client_filter_limit in the store's "
+                "config.",
                 operator=operator,
                 store=self.describe(),
             )
 
     def _check_evaluable(self, query: Mapping[str, Any]) -> None:
-        plan = plan_query(query)
+        plan = self._layout().plan(query)
         if plan.residual:
             self._bounded(query, plan, self._candidates(plan, (("time", -1),)))
 
     def _find_run_starts(
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
-        plan = plan_query(query)
+        plan = self._layout().plan(query)
         node = self._candidates(plan, sort)
         self._bounded(query, plan, node)
         matcher = None
@@ -262,7 +266,7 @@ class TiledStore(DocumentStore):
     def count_runs(self, query: Mapping[str, Any] | None = None) -> int:
         """How many runs match (one counting request when the server answers the whole query)."""
         query = {} if query is None else query
-        plan = plan_query(query) if query else Plan()
+        plan = self._layout().plan(query) if query else Plan()
         if not plan.exact:
             return super().count_runs(query)
         node = self._candidates(plan, (("time", -1),))
@@ -281,11 +285,11 @@ class TiledStore(DocumentStore):
             if "BlueskyEventStream" not in {s.name for s in stream.specs}:
                 continue
             with self._conn.errors(f"read stream {name!r} of run {run_start_uid}"):
-                docs = descriptors_of_stream(stream.metadata, name, run_start_uid)
+                docs = self._layout().descriptors(stream.metadata, name, run_start_uid)
             times = [(d["time"], d["uid"]) for d in docs]
             with self._lock:
                 for d in docs:
-                    self._streams[d["uid"]] = _Stream(run_start_uid, name, stream, d, times)
+                    self._streams[d["uid"]] = StreamRef(run_start_uid, name, stream, d, times)
                     self._streams.move_to_end(d["uid"])
                     self._descriptor_runs[d["uid"]] = run_start_uid
                 while len(self._streams) > _STREAM_CACHE:
@@ -294,7 +298,7 @@ class TiledStore(DocumentStore):
         out.sort(key=lambda d: d["time"])
         return [_plain(d) for d in out]
 
-    def _stream(self, descriptor_uid: str) -> _Stream | None:
+    def _stream(self, descriptor_uid: str) -> StreamRef | None:
         """Where a descriptor read before lives (read again if it was evicted), or None."""
         with self._lock:
             found = self._streams.get(descriptor_uid)
@@ -315,11 +319,12 @@ class TiledStore(DocumentStore):
     def iter_event_pages(
         self, descriptor_uid: str, *, fields: Iterable[str] | None = None
     ) -> Iterator[Doc]:
-        """The descriptor's events as one page, read from the stream's table in one request.
+        """The descriptor's events as one page, read in one request per stream (SQL layout)
+        or per run (Mongo layout).
 
         Only descriptors of runs whose descriptors were read (:meth:`get_descriptors`, as
-        every reader does first) are known; any other uid yields nothing.  Fields marked
-        ``external`` hold placeholder datum ids (see :mod:`._external`), which
+        every reader does first) are known; any other uid yields nothing.  On the SQL layout,
+        fields marked ``external`` hold placeholder datum ids (see :mod:`._external`), which
         :meth:`read_external` reads.
         """
         found = self._stream(descriptor_uid)
@@ -327,14 +332,24 @@ class TiledStore(DocumentStore):
             return
         with self._conn.errors(f"read the events of stream {found.name!r} of run "
                                f"{found.run_uid}"):
-            columns = read_columns(found.client, found.descriptor, fields)
-        # The stream's array node is named after its first descriptor, as tiled's export does.
-        self._external.add_placeholders(columns, found.times[0][1],
-                                        external_keys(found.descriptor, fields))
-        yield from event_pages(columns, descriptor_uid, found.times,
-                               list(found.descriptor["data_keys"]))
+            pages = list(self._layout().event_pages(found, fields))
+        yield from pages
 
     # ------------------------------------------------------------------ external data
+    def _layout_document(self, what: str, key: str, action: str) -> Any:
+        with self._conn.errors(action):
+            return getattr(self._layout(), what)(key)
+
+    def _no_external(self, kind: str, key: str) -> str:
+        if self._conn.layout == "mongo":
+            return (f"No {kind} {key!r} read yet from {self.describe()}: on databroker's Mongo "
+                    f"layout a {kind} is found through the run that references it, so read "
+                    "that run's events first (h.documents(), get_events).")
+        return (f"No {kind} {key!r} in {self.describe()}: catalogs written by TiledWriter "
+                f"keep no {kind} documents; their events carry placeholder ids "
+                "(sr-<descriptor uid>-<field>/<row>) that fill=True reads through the "
+                "server's array nodes.")
+
     def read_external(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:
         """The frames behind placeholder datum ids, read through the server's array nodes
         (few requests: see :mod:`broker_v1.stores.tiled._external`); ``None`` for other ids.
@@ -342,24 +357,28 @@ class TiledStore(DocumentStore):
         return self._external.load(datum_ids)
 
     def get_resource(self, uid: str) -> Doc:
-        """Always :class:`ResourceNotFound`: the SQL layout keeps no resource documents."""
-        raise ResourceNotFound(
-            f"No resource {uid!r} in {self.describe()}: catalogs written by TiledWriter keep "
-            "no resource documents; their external data is read through the server's array "
-            "nodes (fill=True) instead.",
-            uid=uid, store=self.describe())
+        """A resource of a run whose events were read (Mongo layout); else
+        :class:`ResourceNotFound` (always on the SQL layout, which keeps none)."""
+        found = self._layout_document("get_resource", uid, f"read resource {uid}")
+        if found is None:
+            raise ResourceNotFound(self._no_external("resource", uid), uid=uid,
+                                   store=self.describe())
+        return _doc(found)
 
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
-        """Nothing: the SQL layout keeps no datum documents."""
-        return iter(())
+        """The datums of a resource known as in :meth:`get_resource` (nothing otherwise)."""
+        pages = self._layout_document("iter_datum_pages", resource_uid,
+                               f"read the datums of resource {resource_uid}")
+        yield from (_doc(p) for p in list(pages))
 
     def get_datum(self, datum_id: str) -> Doc:
-        """Always :class:`DatumNotFound`: the SQL layout keeps no datum documents."""
-        raise DatumNotFound(
-            f"No datum {datum_id!r} in {self.describe()}: catalogs written by TiledWriter "
-            "keep no datum documents; events carry placeholder ids (sr-<descriptor uid>-"
-            "<field>/<row>) that fill=True reads through the server's array nodes.",
-            datum_id=datum_id, store=self.describe())
+        """A datum of a run whose events were read (Mongo layout); else
+        :class:`DatumNotFound` (always on the SQL layout, which keeps none)."""
+        found = self._layout_document("get_datum", datum_id, f"read datum {datum_id}")
+        if found is None:
+            raise DatumNotFound(self._no_external("datum", datum_id), datum_id=datum_id,
+                                store=self.describe())
+        return _doc(found)
 
     def close(self) -> None:
         """Close the connections and forget cached runs (a later read connects again)."""
@@ -367,6 +386,9 @@ class TiledStore(DocumentStore):
             self._runs.clear()
             self._streams.clear()
             self._descriptor_runs.clear()
+            if self._reader is not None:
+                self._reader.forget()
+            self._reader = None
             self._external.clear()
             self._conn.close()
 
