@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 API_KEY = "brokerv1testkey"  # tiled accepts only alphanumeric keys
 
 CONFIG = """\
-authentication: {{single_user_api_key: "{key}", allow_anonymous_access: false}}
+authentication: {{single_user_api_key: "{key}", allow_anonymous_access: {anonymous}}}
 trees:
   - path: /
     tree: catalog
@@ -64,6 +64,8 @@ class TiledServer:
     proc: subprocess.Popen[bytes] | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Callers without a key may read (tiled gives them no write scopes).
+    anonymous: bool = False
 
     @property
     def uri(self) -> str:
@@ -78,7 +80,8 @@ class TiledServer:
         for sub in ("data", "external"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.yml"
-        config.write_text(CONFIG.format(key=API_KEY, data=data))
+        config.write_text(CONFIG.format(key=API_KEY, data=data,
+                                         anonymous=str(self.anonymous).lower()))
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(

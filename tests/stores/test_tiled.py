@@ -10,8 +10,9 @@ event-model and given to TiledWriter directly (scan_ids 7 and 8, uids sharing th
 open.  Everything is
 read through ``Broker.from_config`` and compared with what tiled's own client gives.
 
-Not here yet (later slices of issue 20): the shared contract suite (it needs writes), the
-Mongo layout behind tiled, external data.
+Writing into a tiled server is tested in ``test_tiled_writing.py`` and by the contract suite
+(``test_contract.py``, kind ``tiled``).  Not here yet (later slices of issue 20): the Mongo
+layout behind tiled, external data.
 """
 
 from __future__ import annotations
@@ -353,11 +354,13 @@ def test_no_resources_or_datums(db: Broker) -> None:
     assert list(db.store.iter_datum_pages("r1")) == []
 
 
-def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
-    """Writing is not implemented yet: ReadOnlyStore, saying so."""
-    with pytest.raises(ReadOnlyStore, match="writing to a tiled server is not implemented yet"):
-        db.insert("start", {"uid": "x", "time": 1.0})
-    assert not db.store.supports_writes
+def test_read_only_config_refuses_inserts(tiled_server: Any, open_broker: Any,
+                                         catalog: Any) -> None:
+    """A store configured read_only: true refuses insert before anything is sent."""
+    db = open_broker(_config(tiled_server, read_only=True))
+    with pytest.raises(ReadOnlyStore, match="opened read-only"):
+        db.insert("start", {"uid": "read-only-run", "time": 1.0})
+    assert "read-only-run" not in catalog
 
 
 def test_wrong_api_key(tiled_server: Any, open_broker: Any) -> None:

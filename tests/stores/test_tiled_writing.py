@@ -1,0 +1,212 @@
+"""Writing runs into a tiled server (SQL catalog) through TiledWriter, beyond the contract.
+
+Each test gets a fresh catalog container on the session's writable tiled server (started
+once by ``tests/conftest.py``; anonymous callers may read it, the key may write).  What is
+written is read back through a *second* store object, which sees only what the server holds,
+and through tiled's own client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import make_run, new_tiled_catalog
+
+from broker_v1.errors import DuplicateDocument, InvalidDocument, ReadOnlyStore
+from broker_v1.stores.base import DocumentStore
+
+
+@pytest.fixture
+def catalog_uri(tmp_path: Path) -> str:
+    """A fresh, empty catalog of Bluesky runs on the session's writable server."""
+    return new_tiled_catalog(tmp_path)
+
+
+@pytest.fixture
+def open_store(catalog_uri: str) -> Iterator[Callable[..., DocumentStore]]:
+    """Open TiledStores on the catalog (with the server's key unless told otherwise)."""
+    from tiled_server import API_KEY
+
+    from broker_v1.stores.tiled import TiledStore
+
+    opened: list[DocumentStore] = []
+
+    def open_(**options: Any) -> DocumentStore:
+        options.setdefault("api_key", API_KEY)
+        opened.append(TiledStore(uri=catalog_uri, **options))
+        return opened[-1]
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def _primary(store: DocumentStore, uid: str) -> str:
+    return next(d["uid"] for d in store.get_descriptors(uid) if d["name"] == "primary")
+
+
+def _rows(store: DocumentStore, descriptor_uid: str) -> list[tuple[Any, ...]]:
+    return [(e["seq_num"], e["time"], e["data"], e["timestamps"])
+            for e in store.iter_events(descriptor_uid)]
+
+
+def test_a_run_is_on_the_server_when_its_stop_is_inserted(open_store: Any,
+                                                          catalog_uri: str) -> None:
+    """With batched rows, another reader sees the events once insert('stop') returns, and
+    tiled's own client reads the same values."""
+    writer = open_store(write_batch_size=1000)
+    reader = open_store()
+    run = make_run(t0=1_700_000_000.0, n_events=4)
+    for name, doc in run.docs[:-1]:
+        writer.insert(name, doc)
+    primary = _primary(reader, run.uid)
+    assert _rows(reader, primary) == []  # still batched in the writer
+    assert reader.get_run_stop(run.uid) is None
+    writer.insert("stop", run.docs[-1][1])
+    assert reader.get_run_stop(run.uid) == run.docs[-1][1]
+    sent = [(e["seq_num"], e["time"], e["data"], e["timestamps"]) for name, e in run.docs
+            if name == "event" and e["descriptor"] == primary]
+    assert _rows(reader, primary) == sent and len(sent) == 4
+
+    from tiled.client import from_uri
+    from tiled_server import API_KEY
+
+    client = from_uri(catalog_uri, api_key=API_KEY)
+    try:
+        assert list(client[run.uid]["primary"].read()["det"].values) == [0.0, 10.0, 20.0, 30.0]
+    finally:
+        client.context.close()
+
+
+def test_the_writing_store_reads_its_batched_rows(open_store: Any) -> None:
+    """Reading through the store that batches rows sends them first, so it sees its writes
+    (and so does everyone else from then on)."""
+    writer = open_store(write_batch_size=1000)
+    run = make_run(t0=1_700_000_100.0, n_events=3, with_stop=False, with_baseline=False)
+    for name, doc in run.docs:
+        writer.insert(name, doc)
+    primary = _primary(writer, run.uid)
+    assert [row[0] for row in _rows(writer, primary)] == [1, 2, 3]
+    reader = open_store()
+    assert [row[0] for row in _rows(reader, _primary(reader, run.uid))] == [1, 2, 3]
+
+
+def test_in_event_arrays_round_trip(open_store: Any) -> None:
+    """In-event 1-D and 2-D arrays (numpy values, as a RunEngine sends them) read back as
+    nested lists (bluesky's own TiledWriter fails on 2-D ones; the plugins' one is used)."""
+    import event_model
+
+    bundle = event_model.compose_run(time=1_700_000_200.0, metadata={"scan_id": 1})
+    keys = {"spectrum": {"source": "s", "dtype": "array", "shape": [20]},
+            "frame": {"source": "f", "dtype": "array", "shape": [4, 8]}}
+    desc = bundle.compose_descriptor(name="primary", data_keys=keys, time=1_700_000_200.1)
+    events = [desc.compose_event(
+        data={"spectrum": np.arange(20.0) * i, "frame": np.arange(32.0).reshape(4, 8) + i},
+        timestamps={"spectrum": 1_700_000_201.0 + i, "frame": 1_700_000_201.0 + i},
+        time=1_700_000_201.0 + i) for i in range(3)]
+    writer = open_store()
+    writer.insert("start", bundle.start_doc)
+    writer.insert("descriptor", desc.descriptor_doc)
+    for event in events:
+        writer.insert("event", event)
+    writer.insert("stop", bundle.compose_stop(time=1_700_000_210.0))
+    reader = open_store()
+    got = list(reader.iter_events(_primary(reader, bundle.start_doc["uid"])))
+    assert [e["data"]["frame"] for e in got] == [e["data"]["frame"].tolist() for e in events]
+    assert [e["data"]["spectrum"] for e in got] == [
+        e["data"]["spectrum"].tolist() for e in events]
+
+
+def test_rows_the_table_cannot_hold_are_refused_at_insert(open_store: Any) -> None:
+    """An event the stream's typed table cannot hold is refused by its own insert
+    (InvalidDocument, nothing of it written); the run goes on."""
+    store = open_store()
+    run = make_run(t0=1_700_000_300.0, n_events=1, with_baseline=False)
+    for name, doc in run.docs[:-1]:
+        store.insert(name, doc)
+    primary = run.docs[1][1]["uid"]
+    bad = {"descriptor": primary, "uid": "too-big", "time": 1_700_000_302.0, "seq_num": 2,
+           "data": {"motor": 2**53 + 1, "motor_setpoint": 0.0, "det": 0.0},
+           "timestamps": {"motor": 0.0, "motor_setpoint": 0.0, "det": 0.0}}
+    with pytest.raises(InvalidDocument, match="could not be stored in the stream's table"):
+        store.insert("event", bad)
+    store.insert("event", {**bad, "uid": "fits", "data": {**bad["data"], "motor": 2.0}})
+    store.insert("stop", run.docs[-1][1])
+    reader = open_store()
+    assert [row[0] for row in _rows(reader, _primary(reader, run.uid))] == [1, 2]
+
+
+def test_documents_of_a_run_another_store_started_are_refused(open_store: Any) -> None:
+    """TiledWriter records a run in one writer: a stop for a run this store did not start
+    is refused with InvalidDocument saying so, and nothing is written."""
+    first = open_store()
+    run = make_run(t0=1_700_000_400.0, n_events=1, with_baseline=False)
+    for name, doc in run.docs[:-1]:
+        first.insert(name, doc)
+    second = open_store()
+    with pytest.raises(InvalidDocument, match="did not start that run"):
+        second.insert("stop", run.docs[-1][1])
+    assert second.get_run_stop(run.uid) is None
+    first.insert("stop", run.docs[-1][1])
+    assert second.get_run_stop(run.uid) == run.docs[-1][1]
+
+
+def test_anonymous_caller_is_refused_before_anything_is_sent(
+        open_store: Any, monkeypatch: pytest.MonkeyPatch, catalog_uri: str) -> None:
+    """Without a key the server lets callers only read: insert raises ReadOnlyStore naming
+    the server and the setting, and the catalog stays empty."""
+    monkeypatch.delenv("TILED_API_KEY", raising=False)
+    anonymous = open_store(api_key=None)
+    assert list(anonymous.find_run_starts({})) == []  # reading is allowed
+    run = make_run(t0=1_700_000_500.0)
+    with pytest.raises(ReadOnlyStore, match=r"would refuse to record runs.*anonymous.*"
+                       r"store.api_key.*Nothing was sent") as info:
+        anonymous.insert("start", run.start)
+    assert catalog_uri.split("/api/")[0] in str(info.value)
+    assert info.value.store == anonymous.describe()
+    assert list(open_store().find_run_starts({})) == []
+
+
+def test_read_only_store_refuses_before_asking_the_server(open_store: Any) -> None:
+    """read_only: true refuses at once, even where the key could write."""
+    store = open_store(read_only=True)
+    with pytest.raises(ReadOnlyStore, match="opened read-only"):
+        store.insert("start", make_run(t0=1_700_000_600.0).start)
+    assert list(open_store().find_run_starts({})) == []
+
+
+def test_a_start_written_by_another_writer_is_a_duplicate(open_store: Any,
+                                                          catalog_uri: str) -> None:
+    """A start whose uid the server already holds (another TiledWriter wrote it) is a
+    no-op when identical and DuplicateDocument when different; the server's 409 Conflict
+    becomes the same error."""
+    from bluesky_tiled_plugins import TiledWriter
+    from tiled.client import from_uri
+    from tiled_server import API_KEY
+
+    from broker_v1.stores.tiled._client import TiledConnection
+    from broker_v1.stores.tiled._writer import RunRecorder
+
+    run = make_run(t0=1_700_000_700.0, n_events=1, with_baseline=False)
+    client = from_uri(catalog_uri, api_key=API_KEY)
+    try:
+        TiledWriter(client)("start", run.start)
+    finally:
+        client.context.close()
+    store = open_store()
+    store.insert("start", run.start)  # identical: nothing to do
+    with pytest.raises(DuplicateDocument, match="different start document") as info:
+        store.insert("start", {**run.start, "time": run.start["time"] + 1})
+    assert info.value.uid == run.uid
+    assert store.get_run_start(run.uid) == run.start
+
+    conn = TiledConnection(catalog_uri, API_KEY, label="probe")
+    try:
+        with pytest.raises(DuplicateDocument, match=r"409 Conflict"):
+            RunRecorder(conn, label="probe").write("start", dict(run.start))
+    finally:
+        conn.close()
