@@ -373,10 +373,11 @@ def test_documents_replay_in_event_model_order(loaded):
     assert [n for n, _ in loaded.iter_documents(no_stop.uid)][-1] == "event"
 
 
-def test_filled_event_stores_the_datum_id(loaded_fresh):
+def test_filled_event_stores_the_datum_id(store):
     """Inserting a filled event stores the datum id from ``filled``, not the array."""
-    loaded = loaded_fresh
-    require_kept(loaded, "resources")
+    require_kept(store, "resources")
+    loaded = store
+    insert_all(loaded, sample_runs())
     run = sample_runs()[2]
     primary = [d for d in loaded.get_descriptors(run.uid) if d["name"] == "primary"][0]
     event = {"descriptor": primary["uid"], "uid": "filled-1", "time": 1_700_000_299.0,

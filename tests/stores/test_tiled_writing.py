@@ -210,3 +210,72 @@ def test_a_start_written_by_another_writer_is_a_duplicate(open_store: Any,
             RunRecorder(conn, label="probe").write("start", dict(run.start))
     finally:
         conn.close()
+
+
+def test_a_runengine_callback_records_into_tiled(catalog_uri: str) -> None:
+    """``db.insert`` given a RunEngine's documents in its order (what
+    ``RE.subscribe(db.insert)`` does: numpy values, single events, a baseline read before
+    and after, a stop counting events) records a run that ``db[-1]`` reads back."""
+    import event_model
+    from tiled_server import API_KEY
+
+    from broker_v1 import Broker
+
+    db = Broker.from_config({"store": {"backend": "tiled", "uri": catalog_uri,
+                                       "api_key": API_KEY}})
+    try:
+        t0 = 1_700_001_000.0
+        bundle = event_model.compose_run(time=t0, metadata={
+            "plan_name": "scan", "plan_type": "generator", "scan_id": 12,
+            "exposure": {"time": np.float64(0.1), "frames": np.arange(3)},
+            "detectors": ["det"], "motors": ["motor"], "num_points": 5,
+            "plan_args": {"start": -1, "stop": 1, "num": 5},
+            "hints": {"dimensions": [[["motor"], "primary"]]},
+            "versions": {"bluesky": "1.15.1", "ophyd": "1.11.2"}})
+        baseline = bundle.compose_descriptor(
+            name="baseline", time=t0 + 0.1, object_keys={"motor1": ["motor1"]},
+            data_keys={"motor1": {"source": "SIM:motor1", "dtype": "number", "shape": [],
+                                  "precision": 3}})
+        primary = bundle.compose_descriptor(
+            name="primary", time=t0 + 0.3,
+            object_keys={"motor": ["motor", "motor_setpoint"], "det": ["det"]},
+            hints={"det": {"fields": ["det"]}, "motor": {"fields": ["motor"]}},
+            configuration={"det": {"data": {"det_noise": 0.0},
+                                   "timestamps": {"det_noise": t0},
+                                   "data_keys": {"det_noise": {"source": "SIM:noise",
+                                                               "dtype": "number",
+                                                               "shape": []}}}},
+            data_keys={"motor": {"source": "SIM:motor", "dtype": "number", "shape": []},
+                       "motor_setpoint": {"source": "SIM:motor", "dtype": "number",
+                                          "shape": []},
+                       "det": {"source": "SIM:det", "dtype": "number", "shape": []}})
+        docs: list[tuple[str, Any]] = [("start", bundle.start_doc),
+                                       ("descriptor", baseline.descriptor_doc)]
+        docs.append(("event", baseline.compose_event(
+            data={"motor1": np.float64(0.5)}, timestamps={"motor1": t0 + 0.2}, time=t0 + 0.2)))
+        docs.append(("descriptor", primary.descriptor_doc))
+        positions = np.linspace(-1, 1, 5)
+        for i, x in enumerate(positions):
+            docs.append(("event", primary.compose_event(
+                data={"motor": x, "motor_setpoint": x, "det": np.exp(-x * x)},
+                timestamps={k: t0 + 1 + i for k in ("motor", "motor_setpoint", "det")},
+                time=t0 + 1 + i)))
+        docs.append(("event", baseline.compose_event(
+            data={"motor1": np.float64(0.5)}, timestamps={"motor1": t0 + 7}, time=t0 + 7)))
+        docs.append(("stop", bundle.compose_stop(time=t0 + 8)))
+
+        callback = db.insert  # RE.subscribe(callback) calls it with each document
+        for name, doc in docs:
+            callback(name, doc)
+
+        header = db[-1]
+        assert header.start["uid"] == bundle.start_doc["uid"]
+        assert header.start["scan_id"] == 12
+        assert header.start["exposure"] == {"time": 0.1, "frames": [0, 1, 2]}
+        assert header.stop["num_events"] == {"baseline": 2, "primary": 5}
+        table = header.table()
+        assert list(table["motor"]) == list(positions)
+        assert np.allclose(list(table["det"]), np.exp(-positions * positions))
+        assert list(header.table("baseline")["motor1"]) == [0.5, 0.5]
+    finally:
+        db.store.close()

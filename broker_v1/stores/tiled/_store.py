@@ -280,11 +280,8 @@ class TiledStore(DocumentStore):
         return stop if stop is not None and stop["uid"] == uid else None
 
     def _stored_descriptor(self, uid: str) -> Doc | None:
-        with self._lock:
-            run_uid = self._descriptor_runs.get(uid)
-        if run_uid is None:
-            return None
-        return next((d for d in self.get_descriptors(run_uid) if d["uid"] == uid), None)
+        found = self._stream(uid)  # read again when a write made the cached one stale
+        return None if found is None else _doc(found.descriptor)
 
     def _stored_event(self, uid: str) -> Doc | None:
         """The stored row of an event this store wrote (or of a uid in the layout's
