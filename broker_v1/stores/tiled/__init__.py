@@ -1,8 +1,10 @@
 """TiledStore: runs behind a tiled server, read through tiled's client and bluesky-tiled-plugins.
 
 This version reads the SQL-catalog layout written by bluesky-tiled-plugins' ``TiledWriter``
-(root spec ``CatalogOfBlueskyRuns`` 3.x) and writes nothing.  Design points, and the module
-of this package that holds each:
+(root spec ``CatalogOfBlueskyRuns`` 3.x) and records runs into it through the same writer
+(``_writer``: one TiledWriter run writer per open run, permission asked of the server before
+the first write, batched rows sent before this store reads and at the stop).  Design
+points, and the module of this package that holds each:
 
 * **The field's own clients, loaded late** (``_client``).  tiled's ``from_uri`` makes every
   request; bluesky-tiled-plugins supplies the catalog/run/stream classes and the descriptor
