@@ -229,6 +229,15 @@ class DocumentStore(abc.ABC):
         """
         return None
 
+    def stored_form(self, name: str, doc: Mapping[str, Any]) -> Doc:
+        """``doc`` as this store reads it back once stored, to compare a document with what
+        the store holds (a copy that resumes, a duplicate check).
+
+        The default returns it unchanged; a store whose layout changes documents (the tiled
+        store adds to descriptors) overrides it.
+        """
+        return dict(doc)
+
     def config(self) -> dict[str, Any]:
         """The ``store:`` config section that reopens this store (``backend`` included)."""
         return {"backend": self.backend, "read_only": self.read_only}

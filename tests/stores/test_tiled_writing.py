@@ -279,3 +279,29 @@ def test_a_runengine_callback_records_into_tiled(catalog_uri: str) -> None:
         assert list(header.table("baseline")["motor1"]) == [0.5, 0.5]
     finally:
         db.store.close()
+
+
+def test_copying_into_tiled_then_again_skips(open_store: Any) -> None:
+    """The copy machinery writes runs of another store into tiled, and a second copy finds
+    them all there (compared as tiled keeps them) and skips them."""
+    from conftest import insert_all, sample_runs
+
+    from broker_v1.copying import copy_runs
+    from broker_v1.stores.memory import MemoryStore
+
+    source = MemoryStore()
+    runs = [run for run in sample_runs() if not any(n == "resource" for n, _ in run.docs)]
+    insert_all(source, runs)
+    report = copy_runs(source, open_store(write_batch_size=1000))
+    assert [r.status for r in report.runs] == ["copied"] * len(runs)
+    reader = open_store()
+    for run in runs:
+        assert reader.get_run_start(run.uid) == run.start
+        assert reader.get_run_stop(run.uid) == source.get_run_stop(run.uid)
+        assert len(reader.get_descriptors(run.uid)) == len(source.get_descriptors(run.uid))
+        for descriptor in source.get_descriptors(run.uid):
+            sent = [(e["seq_num"], e["data"]) for e in source.iter_events(descriptor["uid"])]
+            assert sent == [(e["seq_num"], e["data"])
+                            for e in reader.iter_events(descriptor["uid"])]
+    again = copy_runs(source, open_store())
+    assert [r.status for r in again.runs] == ["skipped"] * len(runs)

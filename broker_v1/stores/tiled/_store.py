@@ -229,10 +229,15 @@ class TiledStore(DocumentStore):
             with self._lock:
                 self._runs.pop(doc["run_start"], None)
 
+    def stored_form(self, name: str, doc: Mapping[str, Any]) -> Doc:
+        """A descriptor as TiledWriter keeps it (``dtype_numpy`` and ``object_name`` added to
+        its data keys); other documents unchanged."""
+        return layout_descriptor(doc) if name == "descriptor" else dict(doc)
+
     def _is_new(self, name: str, doc: Doc) -> bool:
         # Stored documents read back as TiledWriter keeps them: compare in that form.
         if name == "descriptor":
-            doc = layout_descriptor(doc)
+            doc = self.stored_form(name, doc)
         elif name == "event" and self._stored_event(doc["uid"]) is not None:
             doc = self._layout_event(doc)
         return super()._is_new(name, doc)
