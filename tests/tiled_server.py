@@ -41,6 +41,32 @@ media_types:
 """
 
 
+# A server with an authentication provider (tiled's test-only dictionary of passwords): keys
+# are made per user with chosen scopes, as at a facility.
+AUTH_CONFIG = """\
+authentication:
+  providers:
+    - provider: toy
+      authenticator: tiled.authenticators:DictionaryAuthenticator
+      args:
+        users_to_passwords: {{{user}: "{password}"}}
+  secret_keys: ["{secret}"]
+  allow_anonymous_access: false
+database:
+  uri: "sqlite:///{data}/auth.db"
+  init_if_not_exists: true
+trees:
+  - path: /
+    tree: catalog
+    args:
+      uri: "sqlite:///{data}/catalog.db"
+      init_if_not_exists: true
+      specs: [{{name: CatalogOfBlueskyRuns, version: "3.0"}}]
+      writable_storage: ["{data}/data", "sqlite:///{data}/tabular.db"]
+      readable_storage: ["{data}/external"]
+"""
+
+
 def server_venv() -> Path | None:
     """The venv holding ``tiled serve`` and the RunEngine, or None when there is none."""
     configured = os.environ.get("BROKER_V1_TILED_VENV")
@@ -66,6 +92,9 @@ class TiledServer:
     timings: dict[str, float] = field(default_factory=dict)
     #: Callers without a key may read (tiled gives them no write scopes).
     anonymous: bool = False
+    #: ``(user, password)``: an authentication provider with that one user instead of the
+    #: single-user key.
+    user: tuple[str, str] | None = None
 
     @property
     def uri(self) -> str:
@@ -80,8 +109,12 @@ class TiledServer:
         for sub in ("data", "external"):
             (data / sub).mkdir(parents=True, exist_ok=True)
         config = self.folder / "config.yml"
-        config.write_text(CONFIG.format(key=API_KEY, data=data,
-                                         anonymous=str(self.anonymous).lower()))
+        if self.user is None:
+            config.write_text(CONFIG.format(key=API_KEY, data=data,
+                                             anonymous=str(self.anonymous).lower()))
+        else:
+            config.write_text(AUTH_CONFIG.format(user=self.user[0], password=self.user[1],
+                                                 secret=os.urandom(24).hex(), data=data))
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -118,6 +151,19 @@ class TiledServer:
         self.runs = [json.loads(line) for line in result.stdout.splitlines()
                      if line.startswith("{")]
         self.timings["fill"] = time.monotonic() - t0
+
+    def api_key(self, scopes: list[str]) -> str:
+        """A new API key of :attr:`user` with these scopes (log in, then ask for the key)."""
+        import httpx
+
+        user, password = self.user or ("", "")
+        base = self.uri + "/api/v1/auth"
+        token = httpx.post(f"{base}/provider/toy/token",
+                           data={"username": user, "password": password}).json()
+        made = httpx.post(f"{base}/apikey", json={"scopes": scopes, "expires_in": 3600},
+                          headers={"Authorization": f"Bearer {token['access_token']}"})
+        made.raise_for_status()
+        return str(made.json()["secret"])
 
     def stop(self) -> None:
         """SIGTERM the server's process group (it leads its own) and wait for it."""

@@ -305,3 +305,43 @@ def test_copying_into_tiled_then_again_skips(open_store: Any) -> None:
                             for e in reader.iter_events(descriptor["uid"])]
     again = copy_runs(source, open_store())
     assert [r.status for r in again.runs] == ["skipped"] * len(runs)
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A tiled server with an authentication provider (one user), for this module."""
+    pytest.importorskip("tiled.client", reason="the tiled extra is not installed")
+    from tiled_server import TiledServer, server_venv
+
+    venv = server_venv()
+    if venv is None:
+        pytest.skip("no tiled server venv (BROKER_V1_TILED_VENV or .ci/tiled-venv)")
+    server = TiledServer(venv, tmp_path_factory.mktemp("tiled-auth"), user=("alice", "pw1"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_key_scopes_are_checked_before_anything_is_sent(auth_server: Any) -> None:
+    """On a server with logins, a key whose scopes only read is refused (ReadOnlyStore naming
+    the missing scopes) before anything is sent; a key inheriting the user's scopes writes."""
+    from broker_v1.stores.tiled import TiledStore
+
+    read_key = auth_server.api_key(["read:metadata", "read:data"])
+    reader = TiledStore(uri=auth_server.uri, api_key=read_key)
+    writer = TiledStore(uri=auth_server.uri, api_key=auth_server.api_key(["inherit"]))
+    try:
+        run = make_run(t0=1_700_000_800.0, n_events=2)
+        with pytest.raises(ReadOnlyStore, match=r"lacks the scopes create:node, write:data, "
+                           r"write:metadata.*Nothing was sent") as info:
+            reader.insert("start", run.start)
+        assert auth_server.uri in str(info.value) and read_key not in str(info.value)
+        assert list(reader.find_run_starts({})) == []
+        for name, doc in run.docs:
+            writer.insert(name, doc)
+        assert reader.get_run_stop(run.uid) == run.docs[-1][1]
+    finally:
+        reader.close()
+        writer.close()
