@@ -345,3 +345,22 @@ def test_key_scopes_are_checked_before_anything_is_sent(auth_server: Any) -> Non
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_resource_without_run_start_goes_to_the_one_open_run(open_store: Any) -> None:
+    """A legacy resource (no run_start) is given to the run being recorded; while two runs
+    are open it is refused with InvalidDocument, as nothing says which one it belongs to."""
+    store = open_store()
+    first = make_run(t0=1_700_000_900.0, n_events=0, with_baseline=False, with_stop=False)
+    second = make_run(t0=1_700_000_950.0, n_events=0, with_baseline=False)
+    resource = {"uid": "legacy-res", "spec": "NPY_SEQ", "root": "/r", "resource_path": "p",
+                "resource_kwargs": {}, "path_semantics": "posix"}
+    for name, doc in first.docs + second.docs[:-1]:
+        store.insert(name, doc)
+    with pytest.raises(InvalidDocument, match="names no run_start and 2 runs"):
+        store.insert("resource", resource)
+    store.insert("stop", second.docs[-1][1])
+    store.insert("resource", resource)
+    store.insert("datum", {"resource": "legacy-res", "datum_id": "legacy-res/0",
+                           "datum_kwargs": {"index": 0}})
+    store.insert("resource", resource)  # identical again: a no-op

@@ -495,7 +495,8 @@ class TiledStore(DocumentStore):
         ``external`` are not included in this version.
         """
         if self._recorder.pending():
-            self._recorder.flush()  # rows batched by this store's writer: send them first
+            with self._write_lock:  # not while an insert of another thread adds rows
+                self._recorder.flush()  # rows batched by this store's writer: send them
         found = self._stream(descriptor_uid)
         if found is None:
             return

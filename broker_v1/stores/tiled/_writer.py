@@ -315,9 +315,16 @@ class RunRecorder:
 
     def _resource(self, doc: Doc) -> None:
         run_uid = doc.get("run_start")
-        if run_uid is None and len(self._open) == 1:
+        if run_uid is None:
+            if len(self._open) != 1:
+                raise InvalidDocument(
+                    f"The resource {doc['uid']!r} names no run_start and {len(self._open)} "
+                    f"runs are being recorded into {self.label}, so it cannot be given to "
+                    "the right run's writer. Nothing was written; add run_start to it.",
+                    name="resource", uid=doc["uid"], field="run_start",
+                )
             run_uid = next(iter(self._open))  # legacy resources name no run: the open one
-        run = self._open_run("resource", run_uid or "", doc["uid"])
+        run = self._open_run("resource", run_uid, doc["uid"])
         run("resource", doc)
         self._resource_runs[doc["uid"]] = run_uid or ""
 
