@@ -364,3 +364,20 @@ def test_a_resource_without_run_start_goes_to_the_one_open_run(open_store: Any) 
     store.insert("datum", {"resource": "legacy-res", "datum_id": "legacy-res/0",
                            "datum_kwargs": {"index": 0}})
     store.insert("resource", resource)  # identical again: a no-op
+
+
+def test_trusted_documents_failing_the_schema_are_invalid(open_store: Any) -> None:
+    """TiledWriter checks every document against event-model's schema, so a trusted insert
+    that fails it is refused with InvalidDocument naming the field, and nothing is written."""
+    store = open_store()
+    with pytest.raises(InvalidDocument, match="TiledWriter refused.*at scan_id") as info:
+        store.insert("start", {"uid": "trusted-1", "time": 10.0, "scan_id": "abc"},
+                     trusted=True)
+    assert info.value.field == "scan_id"
+    assert list(store.find_run_starts({})) == []
+    run = make_run(t0=1_700_001_100.0, n_events=0, with_baseline=False)
+    store.insert("start", run.start)
+    bad = {**run.docs[1][1], "hints": 5}
+    with pytest.raises(InvalidDocument, match="TiledWriter would refuse.*at hints"):
+        store.insert("descriptor", bad, trusted=True)
+    assert store.get_descriptors(run.uid) == []

@@ -64,18 +64,28 @@ def layout_descriptor(descriptor: Mapping[str, Any]) -> Doc:
     path compares a re-inserted descriptor with the stored one in this form.
     """
     plugins = _plugins()
+    import jsonschema
     from bluesky_tiled_plugins.exporters import build_descriptor_docs
     from bluesky_tiled_plugins.utils import truncate_json_overflow
 
     emitted: list[Doc] = []
     normalizer = plugins.RunNormalizer()
     normalizer.subscribe(lambda name, doc: emitted.append(doc), "descriptor")
-    normalizer("descriptor", copy.deepcopy(dict(descriptor)))
-    doc = emitted[0]
-    metadata = truncate_json_overflow(
-        {k: v for k, v in doc.items() if k not in {"name", "object_keys", "run_start"}})
-    return dict(build_descriptor_docs(metadata, doc["name"],
-                                      run_start_uid=doc["run_start"])[0])
+    try:
+        normalizer("descriptor", copy.deepcopy(dict(descriptor)))
+        doc = emitted[0]
+        metadata = truncate_json_overflow(
+            {k: v for k, v in doc.items() if k not in {"name", "object_keys", "run_start"}})
+        return dict(build_descriptor_docs(metadata, doc["name"],
+                                          run_start_uid=doc["run_start"])[0])
+    except jsonschema.ValidationError as err:
+        field = ".".join(str(p) for p in err.absolute_path) or "descriptor"
+        raise InvalidDocument(
+            f"TiledWriter would refuse the descriptor {descriptor.get('uid', '')!s}: "
+            f"{err.message} (at {field}); it checks every document against event-model's "
+            "schema. Nothing was written.",
+            name="descriptor", uid=descriptor.get("uid"), field=field,
+        ) from err
 
 
 class _OpenRun:
