@@ -382,3 +382,18 @@ def test_trusted_documents_failing_the_schema_are_invalid(open_store: Any) -> No
     with pytest.raises(InvalidDocument, match="TiledWriter would refuse.*at hints"):
         store.insert("descriptor", bad, trusted=True)
     assert store.get_descriptors(run.uid) == []
+
+
+def test_write_batch_size_is_checked_and_kept_in_the_config() -> None:
+    """write_batch_size must be a whole number >= 1 (ConfigError naming it otherwise) and is
+    part of config() when not the default; nothing is contacted."""
+    pytest.importorskip("tiled.client", reason="the tiled extra is not installed")
+    from broker_v1.errors import ConfigError
+    from broker_v1.stores.tiled import TiledStore
+
+    for bad in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="write_batch_size must be a whole number >= 1"):
+            TiledStore.from_config({"uri": "http://127.0.0.1:9", "write_batch_size": bad})
+    store = TiledStore.from_config({"uri": "http://127.0.0.1:9", "write_batch_size": 500})
+    assert store.config()["write_batch_size"] == 500
+    assert "write_batch_size" not in TiledStore(uri="http://127.0.0.1:9").config()
