@@ -293,17 +293,17 @@ class TiledStore(DocumentStore):
         ``event-<descriptor>-<seq_num>`` form), carrying ``uid``; else None."""
         where = self._event_ids.get(uid)
         if where is None and uid.startswith("event-"):
-            descriptor, _, seq = uid[len("event-"):].rpartition("-")
-            if seq.isdigit() and descriptor in self._descriptor_runs:
-                where = (descriptor, int(seq))
+            descriptor, _, number = uid[len("event-"):].rpartition("-")
+            if number.isdigit() and descriptor in self._descriptor_runs:
+                where = (descriptor, int(number))
         if where is None:
             return None
-        descriptor, seq = where
-        rows = self._stored_rows.get(descriptor)
+        descriptor_uid, seq_num = where
+        rows = self._stored_rows.get(descriptor_uid)
         if rows is None:
-            rows = {e["seq_num"]: e for e in self.iter_events(descriptor)}
-            self._stored_rows[descriptor] = rows
-        found = rows.get(seq)
+            rows = {e["seq_num"]: e for e in self.iter_events(descriptor_uid)}
+            self._stored_rows[descriptor_uid] = rows
+        found = rows.get(seq_num)
         # Compared without external keys: what a reader puts there is not what was written.
         return None if found is None else self._layout_event({**_doc(found), "uid": uid})
 
