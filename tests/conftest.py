@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +30,9 @@ from broker_v1.stores.base import DocumentStore  # noqa: E402
 from broker_v1.stores.memory import MemoryStore  # noqa: E402
 
 STORE_KINDS = ["memory", "files", "mongomock", "mongo"]
+#: The store contract suite also runs on a tiled server; the other users of the harness
+#: (property tests, corpora, Broker-level tests) keep STORE_KINDS.
+CONTRACT_KINDS = [*STORE_KINDS, "tiled"]
 
 # Run in the tiled server's venv (bluesky, ophyd), never imported here: no doctests to collect.
 collect_ignore = ["stores/tiled_fill.py"]
@@ -88,21 +93,121 @@ def _mongo_harness(tmp_path: Path) -> Harness:
     return Harness("mongo", store, reopen=lambda: MongoStore(uri=uri), cleanup=cleanup)
 
 
+# One writable tiled server per session, started by the first tiled harness (a server per
+# test would cost 8-11 s each); each test gets its own catalog container on it.
+_TILED_WRITABLE: dict[str, Any] = {}
+
+
+def _tiled_writable_server(tmp_path: Path) -> Any:
+    if "server" in _TILED_WRITABLE:
+        return _TILED_WRITABLE["server"]
+    if "skip" in _TILED_WRITABLE:
+        pytest.skip(_TILED_WRITABLE["skip"])
+    try:
+        import bluesky_tiled_plugins  # noqa: F401
+        import tiled.client  # noqa: F401
+    except ImportError as err:
+        _TILED_WRITABLE["skip"] = (f'the tiled extra is not installed ({err}; pip install -e '
+                                   '".[test,tiled]")')
+        pytest.skip(_TILED_WRITABLE["skip"])
+    from tiled_server import TiledServer, server_venv
+
+    venv = server_venv()
+    if venv is None:
+        where = os.environ.get("BROKER_V1_TILED_VENV") or ".ci/tiled-venv"
+        _TILED_WRITABLE["skip"] = (
+            f"no tiled server venv: {where} has no bin/tiled (a venv with tiled[server] and "
+            "bluesky-tiled-plugins; .ci/run builds .ci/tiled-venv, BROKER_V1_TILED_VENV "
+            "names another)")
+        pytest.skip(_TILED_WRITABLE["skip"])
+    # In memory where there is a tmpfs: the server's SQLite commits then cost no disk syncs,
+    # which halves the time of the writes the tests make.  Removed at the session's end.
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path.parent
+    folder = Path(tempfile.mkdtemp(prefix="broker-v1-tiled-", dir=base))
+    server = TiledServer(venv, folder, anonymous=True)
+    server.start()
+    _TILED_WRITABLE["server"] = server
+    return server
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the shared writable tiled server, if a test started it."""
+    server = _TILED_WRITABLE.pop("server", None)
+    root = _TILED_WRITABLE.pop("root", None)
+    if root is not None:
+        root.context.close()
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
+
+
+def new_tiled_catalog(tmp_path: Path) -> str:
+    """The URI of a fresh, empty catalog of Bluesky runs on the session's writable server."""
+    server = _tiled_writable_server(tmp_path)
+    from tiled.client import from_uri
+    from tiled.structures.core import Spec
+    from tiled_server import API_KEY
+
+    if "root" not in _TILED_WRITABLE:
+        _TILED_WRITABLE["root"] = from_uri(server.uri, api_key=API_KEY)
+    key = f"catalog-{uuid.uuid4().hex[:12]}"
+    _TILED_WRITABLE["root"].create_container(
+        key=key, specs=[Spec("CatalogOfBlueskyRuns", version="3.0")])
+    return f"{server.uri}/api/v1/metadata/{key}"
+
+
+def _tiled_harness(tmp_path: Path) -> Harness:
+    from tiled_server import API_KEY
+
+    from broker_v1.stores.tiled import TiledStore
+
+    uri = new_tiled_catalog(tmp_path)
+    # Rows batched (sent when the store reads, and at stops): the contract then covers the
+    # send-before-read path, and the suite makes fewer requests.  The default (each insert's
+    # rows sent at once) is covered by tests/stores/test_tiled_writing.py.
+    store = TiledStore(uri=uri, api_key=API_KEY, write_batch_size=1000)
+    reopened: list[DocumentStore] = []
+
+    def reopen() -> DocumentStore:
+        reopened.append(TiledStore(uri=uri, api_key=API_KEY))
+        return reopened[-1]
+
+    def cleanup() -> None:
+        for other in reopened:
+            other.close()
+
+    return Harness("tiled", store, reopen=reopen, cleanup=cleanup)
+
+
 _FACTORIES = {
     "memory": _memory_harness,
     "files": _files_harness,
     "mongomock": _mongomock_harness,
     "mongo": _mongo_harness,
+    "tiled": _tiled_harness,
 }
+
+
+def make_harness(kind: str, tmp_path: Path) -> Any:
+    """Yield a fresh store harness of ``kind`` and close it afterwards."""
+    harness = _FACTORIES[kind](tmp_path)
+    yield harness
+    harness.store.close()
+    harness.cleanup()
 
 
 @pytest.fixture(params=STORE_KINDS)
 def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A fresh, empty, writable store of each kind."""
-    harness = _FACTORIES[request.param](tmp_path)
-    yield harness
-    harness.store.close()
-    harness.cleanup()
+    yield from make_harness(request.param, tmp_path)
+
+
+def require_kept(store: DocumentStore, *what: str) -> None:
+    """Skip the test when the store's layout does not keep ``what`` (its reason given)."""
+    for item in what:
+        if item in store.layout_losses:
+            pytest.skip(f"{store.describe()}: {store.layout_losses[item]}")
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 API_KEY = "brokerv1testkey"  # tiled accepts only alphanumeric keys
 
 CONFIG = """\
-authentication: {{single_user_api_key: "{key}", allow_anonymous_access: false}}
+authentication: {{single_user_api_key: "{key}", allow_anonymous_access: {anonymous}}}
 trees:
   - path: /
     tree: catalog
@@ -53,6 +53,32 @@ trees:
     tree: databroker.mongo_normalized:MongoAdapter.from_uri
     args:
       uri: "{mongo_uri}"
+"""
+
+
+# A server with an authentication provider (tiled's test-only dictionary of passwords): keys
+# are made per user with chosen scopes, as at a facility.
+AUTH_CONFIG = """\
+authentication:
+  providers:
+    - provider: toy
+      authenticator: tiled.authenticators:DictionaryAuthenticator
+      args:
+        users_to_passwords: {{{user}: "{password}"}}
+  secret_keys: ["{secret}"]
+  allow_anonymous_access: false
+database:
+  uri: "sqlite:///{data}/auth.db"
+  init_if_not_exists: true
+trees:
+  - path: /
+    tree: catalog
+    args:
+      uri: "sqlite:///{data}/catalog.db"
+      init_if_not_exists: true
+      specs: [{{name: CatalogOfBlueskyRuns, version: "3.0"}}]
+      writable_storage: ["{data}/data", "sqlite:///{data}/tabular.db"]
+      readable_storage: ["{data}/external"]
 """
 
 
@@ -120,6 +146,11 @@ class TiledServer:
     runs: list[dict[str, Any]] = field(default_factory=list)
     mongo_runs: list[list[tuple[str, dict[str, Any]]]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Callers without a key may read (tiled gives them no write scopes).
+    anonymous: bool = False
+    #: ``(user, password)``: an authentication provider with that one user instead of the
+    #: single-user key.
+    user: tuple[str, str] | None = None
 
     @property
     def uri(self) -> str:
@@ -146,8 +177,12 @@ class TiledServer:
         config = self.folder / "config.yml"
         if self.layout == "mongo":
             config.write_text(MONGO_CONFIG.format(key=API_KEY, mongo_uri=self.mongo_uri))
+        elif self.user is None:
+            config.write_text(CONFIG.format(key=API_KEY, data=data,
+                                             anonymous=str(self.anonymous).lower()))
         else:
-            config.write_text(CONFIG.format(key=API_KEY, data=data))
+            config.write_text(AUTH_CONFIG.format(user=self.user[0], password=self.user[1],
+                                                 secret=os.urandom(24).hex(), data=data))
         t0 = time.monotonic()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -200,6 +235,19 @@ class TiledServer:
         self.runs = [{"uid": docs[0][1]["uid"], "scan_id": docs[0][1].get("scan_id"),
                       "plan_name": docs[0][1]["plan_name"]} for docs in runs]
         self.timings["fill"] = time.monotonic() - t0
+
+    def api_key(self, scopes: list[str]) -> str:
+        """A new API key of :attr:`user` with these scopes (log in, then ask for the key)."""
+        import httpx
+
+        user, password = self.user or ("", "")
+        base = self.uri + "/api/v1/auth"
+        token = httpx.post(f"{base}/provider/toy/token",
+                           data={"username": user, "password": password}).json()
+        made = httpx.post(f"{base}/apikey", json={"scopes": scopes, "expires_in": 3600},
+                          headers={"Authorization": f"Bearer {token['access_token']}"})
+        made.raise_for_status()
+        return str(made.json()["secret"])
 
     def stop(self) -> None:
         """SIGTERM the server's process group (it leads its own) and wait for it."""

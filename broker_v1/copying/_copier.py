@@ -161,7 +161,9 @@ class _Copier:
         dst_descriptors = self.dst.get_descriptors(uid)
         src_by_uid = {d["uid"]: d for d in src_descriptors}
         for d in dst_descriptors:
-            if d["uid"] in src_by_uid and src_by_uid[d["uid"]] != d:
+            # Compared as the destination keeps a descriptor (tiled adds to data keys).
+            if d["uid"] in src_by_uid and self.dst.stored_form("descriptor",
+                                                               src_by_uid[d["uid"]]) != d:
                 return RunResult(uid, "conflict", 0, f"descriptor {d['uid']} differs in "
                                  f"{self.dst.describe()}; not overwritten")
         if dst_stop != src_stop or len(dst_descriptors) != len(src_descriptors):

@@ -97,6 +97,10 @@ class DocumentStore(abc.ABC):
     #: Queries are evaluated here by the shared matcher (``broker_v1.stores._query``), so a
     #: query it cannot evaluate is refused when ``db(...)`` is called, not at the first result.
     evaluates_queries: ClassVar[bool] = False
+    #: What the backend does not keep (or answer) as the reference stores do, ``{what: why}``,
+    #: e.g. ``{"event_uids": "the SQL layout keeps no event uids"}``.  Empty: documents read
+    #: back as written.  Contract tests that need something listed here skip, giving why.
+    layout_losses: ClassVar[Mapping[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -224,6 +228,15 @@ class DocumentStore(abc.ABC):
         RunCopy or None
         """
         return None
+
+    def stored_form(self, name: str, doc: Mapping[str, Any]) -> Doc:
+        """``doc`` as this store reads it back once stored, to compare a document with what
+        the store holds (a copy that resumes, a duplicate check).
+
+        The default returns it unchanged; a store whose layout changes documents (the tiled
+        store adds to descriptors) overrides it.
+        """
+        return dict(doc)
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` config section that reopens this store (``backend`` included)."""

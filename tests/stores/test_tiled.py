@@ -14,6 +14,9 @@ open; and a ``rel_scan`` of an external-image detector recorded as if two days e
 Tests that do not depend on which runs a server holds run on both layouts (``layout_server``:
 this SQL catalog and ``tiled_mongo_server``, databroker 2's MongoAdapter); the Mongo layout's
 own tests are in ``test_tiled_mongo.py``.
+
+Writing into a tiled server is tested in ``test_tiled_writing.py`` and by the contract suite
+(``test_contract.py``, kind ``tiled``).
 """
 
 from __future__ import annotations
@@ -372,11 +375,13 @@ def test_no_resources_or_datums(db: Broker) -> None:
     assert list(db.store.iter_datum_pages("r1")) == []
 
 
-def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
-    """Writing is not implemented yet: ReadOnlyStore, saying so."""
-    with pytest.raises(ReadOnlyStore, match="writing to a tiled server is not implemented yet"):
-        db.insert("start", {"uid": "x", "time": 1.0})
-    assert not db.store.supports_writes
+def test_read_only_config_refuses_inserts(tiled_server: Any, open_broker: Any,
+                                         catalog: Any) -> None:
+    """A store configured read_only: true refuses insert before anything is sent."""
+    db = open_broker(_config(tiled_server, read_only=True))
+    with pytest.raises(ReadOnlyStore, match="opened read-only"):
+        db.insert("start", {"uid": "read-only-run", "time": 1.0})
+    assert "read-only-run" not in catalog
 
 
 def test_wrong_api_key(layout_server: Any, open_broker: Any) -> None:

@@ -278,3 +278,13 @@ def test_layout_is_chosen_from_the_spec_version() -> None:
         assert conn.layout == layout
     with pytest.raises(ConfigError, match="version 2.0, a layout the tiled store does not"):
         conn._check_layout(root("2.0"))
+
+
+def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
+    """The MongoAdapter cannot record runs: ReadOnlyStore naming the layout and what to use,
+    and the run never appears."""
+    from broker_v1.errors import ReadOnlyStore
+
+    with pytest.raises(ReadOnlyStore, match="Mongo layout.*backend: mongo.*Nothing was sent"):
+        db.insert("start", {"uid": "never-written", "time": 1.0, "scan_id": 1})
+    assert db.store.count_runs({"uid": "never-written"}) == 0

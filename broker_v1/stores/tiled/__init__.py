@@ -1,10 +1,13 @@
 """TiledStore: runs behind a tiled server, read through tiled's client and bluesky-tiled-plugins.
 
-This version reads both layouts a v1 user meets, told apart by the root node's spec, and
-writes nothing: the SQL catalog written by bluesky-tiled-plugins' ``TiledWriter``
-(``CatalogOfBlueskyRuns`` 3.x, ``_layout``) and databroker 2's MongoAdapter over the
-normalized Mongo layout (``CatalogOfBlueskyRuns`` 1, ``_mongo_layout``), both behind the one
-interface of ``_layout_api``.  Design points, and the module of this package that holds each:
+This version reads both layouts a v1 user meets, told apart by the root node's spec: the SQL
+catalog written by bluesky-tiled-plugins' ``TiledWriter`` (``CatalogOfBlueskyRuns`` 3.x,
+``_layout``) and databroker 2's MongoAdapter over the normalized Mongo layout
+(``CatalogOfBlueskyRuns`` 1, ``_mongo_layout``), both behind the one interface of
+``_layout_api``.  It records runs into the SQL layout through the same writer (``_writer``: one
+TiledWriter run writer per open run, permission asked of the server before the first write,
+batched rows sent before this store reads and at the stop).  Design points, and the module of
+this package that holds each:
 
 * **The field's own clients, loaded late** (``_client``).  tiled's ``from_uri`` makes every
   request; bluesky-tiled-plugins supplies the catalog/run/stream classes and the descriptor

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 from ...errors import (
     DatumNotFound,
-    ReadOnlyStore,
+    DuplicateDocument,
     ResourceNotFound,
+    RunNotFound,
     UnsupportedQuery,
 )
 from ..base import DocumentStore, Sort, not_found_run
@@ -20,6 +21,7 @@ from ._layout import SqlLayout
 from ._layout_api import Layout, StreamRef
 from ._mongo_layout import MongoLayout
 from ._queries import Plan
+from ._writer import DEFAULT_BATCH_SIZE, RunRecorder, layout_descriptor
 
 __all__ = ["TiledStore"]
 
@@ -33,6 +35,11 @@ _FIRST_PAGE = 10
 _RUN_CACHE = 256
 #: Streams kept (client and descriptor); older ones are found again through their run.
 _STREAM_CACHE = 1024
+#: Event uids written through this store remembered for the duplicate policy (the layout
+#: keeps no event uids): uid -> (descriptor uid, seq_num).
+_EVENT_IDS = 200_000
+#: Resources and datums written through this store remembered for links and duplicates.
+_ASSET_DOCS = 200_000
 
 
 class TiledStore(DocumentStore):
@@ -40,8 +47,9 @@ class TiledStore(DocumentStore):
 
     Reads both layouts, told apart by the root's spec: the SQL catalog that
     bluesky-tiled-plugins' ``TiledWriter`` writes (``CatalogOfBlueskyRuns`` version 3) and
-    databroker 2's MongoAdapter over the normalized Mongo layout (version 1).  Read-only in
-    this version.
+    databroker 2's MongoAdapter over the normalized Mongo layout (version 1).  Records runs
+    into the SQL layout through the same writer (see :meth:`insert`); the Mongo layout is
+    served read-only.
 
     Parameters
     ----------
@@ -56,8 +64,11 @@ class TiledStore(DocumentStore):
     timeout
         Seconds to wait for the server on each request (``None``: tiled's defaults, 30 s for
         a read).
+    write_batch_size
+        Event rows of a stream kept before they are sent (TiledWriter's batching; rows are
+        also sent at the run's stop and before this store reads).
     read_only, validate
-        As for every store (this store is always read-only).
+        As for every store.
 
     Notes
     -----
@@ -66,8 +77,24 @@ class TiledStore(DocumentStore):
     """
 
     backend: ClassVar[str] = "tiled"
-    supports_writes: ClassVar[bool] = False
+    supports_writes: ClassVar[bool] = True
     supports_text_search: ClassVar[bool] = False
+    layout_losses: ClassVar[Mapping[str, str]] = {
+        "event_uids": "the SQL layout keeps no event uids (they read back as "
+                      "event-<descriptor uid>-<seq_num>)",
+        "resources": "the SQL layout keeps no resource or datum documents (TiledWriter "
+                     "turns them into stream resources)",
+        "filled": "the SQL layout keeps no 'filled' of events",
+        "exact_descriptors": "TiledWriter adds dtype_numpy and object_name to the data keys "
+                             "of descriptors",
+        "exact_numbers": "the SQL layout keeps one type per event column, and metadata "
+                         "loses NaN and clamps numbers beyond +-2**53 and infinities",
+        "list_equality": "the SQL catalog's equality does not match a list containing the "
+                         "value, as MongoDB's does",
+        "schema_free_documents": "TiledWriter checks every document against event-model's "
+                                 "schema, so insert(trusted=True) cannot store one that "
+                                 "fails it",
+    }
 
     def __init__(
         self,
@@ -76,6 +103,7 @@ class TiledStore(DocumentStore):
         api_key: str | None = None,
         client_filter_limit: int = 1000,
         timeout: float | None = None,
+        write_batch_size: int = DEFAULT_BATCH_SIZE,
         read_only: bool = False,
         validate: str = "compatible",
     ) -> None:
@@ -92,7 +120,20 @@ class TiledStore(DocumentStore):
                                     or not isinstance(timeout, int | float) or timeout <= 0):
             raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
         self.timeout = None if timeout is None else float(timeout)
+        if (isinstance(write_batch_size, bool) or not isinstance(write_batch_size, int)
+                or write_batch_size < 1):
+            raise ValueError(
+                f"write_batch_size must be a whole number >= 1, got {write_batch_size!r}")
+        self.write_batch_size = write_batch_size
         self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
+        self._recorder = RunRecorder(self._conn, label=self.describe(),
+                                     batch_size=write_batch_size)
+        self._event_ids: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._resources: OrderedDict[str, Doc] = OrderedDict()
+        self._datums: OrderedDict[str, Doc] = OrderedDict()
+        self._stop_runs: OrderedDict[str, str] = OrderedDict()  # stop uid -> run uid
+        # descriptor uid -> {seq_num: event} of stored rows, for duplicate checks of events.
+        self._stored_rows: dict[str, dict[int, Doc]] = {}
         self._lock = threading.RLock()
         self._runs: OrderedDict[str, Any] = OrderedDict()
         self._streams: OrderedDict[str, StreamRef] = OrderedDict()
@@ -117,22 +158,149 @@ class TiledStore(DocumentStore):
             out["client_filter_limit"] = self.client_filter_limit
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.write_batch_size != DEFAULT_BATCH_SIZE:
+            out["write_batch_size"] = self.write_batch_size
         return out
 
     def insert(self, name: str, doc: Mapping[str, Any], *, trusted: bool = False) -> None:
-        """Refused: writing to tiled is not implemented yet.
+        """Validate and record one document into the catalog through TiledWriter.
+
+        As :meth:`DocumentStore.insert`, plus: before the first write the server is asked
+        whether this caller may record runs (see
+        :meth:`~broker_v1.stores.tiled._writer.RunRecorder.check_writable`); a run's documents
+        must all go through this store object, from its start to its stop (TiledWriter
+        records a run in one writer); event rows are sent in batches of
+        ``write_batch_size``, when this store next reads and at the stop, so
+        ``insert('stop', ...)`` returns once the whole run is on the server.
 
         Raises
         ------
         ReadOnlyStore
-            Always, before anything is sent.
+            Opened read-only, or the server would refuse this caller's writes; nothing is
+            sent.
+        InvalidDocument, DuplicateDocument
+            As for every store; a start whose uid the server already holds (409) is a
+            :class:`~broker_v1.errors.DuplicateDocument` unless it is identical.
         """
-        raise ReadOnlyStore(
-            f"{self.describe()} is read-only: writing to a tiled server is not implemented "
-            f"yet, so insert({name!r}, ...) was refused and nothing was sent. Record runs "
-            "with bluesky-tiled-plugins' TiledWriter (RE.subscribe(TiledWriter(client))).",
-            store=self.describe(),
-        )
+        if not self.read_only:
+            self._recorder.check_writable()
+        super().insert(name, doc, trusted=trusted)
+
+    # ------------------------------------------------------------------ writing
+    def _writes_refuse_duplicates(self, name: str) -> bool:
+        # The server answers 409 to a second container with a start's uid.
+        return name == "start"
+
+    def _write_new(self, name: str, doc: Doc) -> bool:
+        try:
+            self._write_document(name, doc)
+        except DuplicateDocument:
+            return False
+        return True
+
+    def _write_document(self, name: str, doc: Doc) -> None:
+        if name == "event_page":
+            self._stored_rows.pop(doc["descriptor"], None)
+        self._recorder.write(name, doc)
+        if name == "event_page":
+            for uid, seq in zip(doc["uid"], doc["seq_num"]):
+                _bounded_put(self._event_ids, uid, (doc["descriptor"], seq), _EVENT_IDS)
+        elif name == "resource":
+            _bounded_put(self._resources, doc["uid"], doc, _ASSET_DOCS)
+        elif name == "datum_page":
+            from event_model import unpack_datum_page
+
+            for datum in unpack_datum_page(doc):  # type: ignore[arg-type]
+                _bounded_put(self._datums, datum["datum_id"], dict(datum), _ASSET_DOCS)
+        elif name == "descriptor":
+            with self._lock:
+                self._descriptor_runs[doc["uid"]] = doc["run_start"]
+                # A stream's cached descriptors are stale once it has a configuration update.
+                for uid in [u for u, st in self._streams.items()
+                            if st.run_uid == doc["run_start"]]:
+                    del self._streams[uid]
+        elif name == "stop":
+            _bounded_put(self._stop_runs, doc["uid"], doc["run_start"], _ASSET_DOCS)
+            with self._lock:
+                self._runs.pop(doc["run_start"], None)
+
+    def stored_form(self, name: str, doc: Mapping[str, Any]) -> Doc:
+        """A descriptor as TiledWriter keeps it (``dtype_numpy`` and ``object_name`` added to
+        its data keys); other documents unchanged."""
+        return layout_descriptor(doc) if name == "descriptor" else dict(doc)
+
+    def _is_new(self, name: str, doc: Doc) -> bool:
+        # Stored documents read back as TiledWriter keeps them: compare in that form.
+        if name == "descriptor":
+            doc = self.stored_form(name, doc)
+        elif name == "event" and self._stored_event(doc["uid"]) is not None:
+            doc = self._layout_event(doc)
+        return super()._is_new(name, doc)
+
+    def _layout_event(self, event: Doc) -> Doc:
+        """The event as the layout keeps it: no ``filled``, no external keys."""
+        descriptor = self._stored_descriptor(event["descriptor"]) or {"data_keys": {}}
+        external = {k for k, v in descriptor["data_keys"].items() if v.get("external")}
+        return {**{k: v for k, v in event.items() if k != "filled"},
+                "data": {k: v for k, v in event["data"].items() if k not in external},
+                "timestamps": {k: v for k, v in event["timestamps"].items()
+                               if k not in external}}
+
+    def _get_existing(self, name: str, key: str) -> Doc | None:
+        if name == "start":
+            try:
+                return self.get_run_start(key)
+            except RunNotFound:
+                return None
+        if name == "stop":
+            return self._stored_stop(key)
+        if name == "descriptor":
+            return self._stored_descriptor(key)
+        if name == "event":
+            return self._stored_event(key)
+        if name == "resource":
+            found = self._resources.get(key)
+        else:
+            found = self._datums.get(key)
+        return None if found is None else _doc(found)
+
+    def _stored_stop(self, uid: str) -> Doc | None:
+        """The stop with this uid: written here, or found by a search on ``stop.uid``."""
+        run_uid = self._stop_runs.get(uid)
+        if run_uid is None:
+            from tiled.queries import Eq
+
+            catalog = self._conn.catalog()
+            with self._conn.errors("search the stops"):
+                found = list(catalog.search(Eq("stop.uid", uid)).keys()[:1])
+            if not found:
+                return None
+            run_uid = found[0]
+        stop = self.get_run_stop(run_uid)
+        return stop if stop is not None and stop["uid"] == uid else None
+
+    def _stored_descriptor(self, uid: str) -> Doc | None:
+        found = self._stream(uid)  # read again when a write made the cached one stale
+        return None if found is None else _doc(found.descriptor)
+
+    def _stored_event(self, uid: str) -> Doc | None:
+        """The stored row of an event this store wrote (or of a uid in the layout's
+        ``event-<descriptor>-<seq_num>`` form), carrying ``uid``; else None."""
+        where = self._event_ids.get(uid)
+        if where is None and uid.startswith("event-"):
+            descriptor, _, number = uid[len("event-"):].rpartition("-")
+            if number.isdigit() and descriptor in self._descriptor_runs:
+                where = (descriptor, int(number))
+        if where is None:
+            return None
+        descriptor_uid, seq_num = where
+        rows = self._stored_rows.get(descriptor_uid)
+        if rows is None:
+            rows = {e["seq_num"]: e for e in self.iter_events(descriptor_uid)}
+            self._stored_rows[descriptor_uid] = rows
+        found = rows.get(seq_num)
+        # Compared without external keys: what a reader puts there is not what was written.
+        return None if found is None else self._layout_event({**_doc(found), "uid": uid})
 
     # ------------------------------------------------------------------ runs
     def _layout(self) -> Layout:
@@ -180,8 +348,12 @@ class TiledStore(DocumentStore):
         return _doc(self._run(uid).metadata["start"])
 
     def get_run_stop(self, run_start_uid: str) -> Doc | None:
-        """The stop document, or ``None`` while the run is open (or after a crash)."""
-        stop = self._run(run_start_uid).metadata.get("stop")
+        """The stop document, or ``None`` while the run is open (or after a crash, or for an
+        unknown run, as every store answers)."""
+        try:
+            stop = self._run(run_start_uid).metadata.get("stop")
+        except RunNotFound:
+            return None
         if not stop:
             # The cached client may predate the stop: ask the server again.
             stop = self._run(run_start_uid, fresh=True).metadata.get("stop")
@@ -275,8 +447,12 @@ class TiledStore(DocumentStore):
 
     # ------------------------------------------------------------------ descriptors, events
     def get_descriptors(self, run_start_uid: str) -> list[Doc]:
-        """Every stream's descriptors, rebuilt from the stream nodes, in ascending time."""
-        run = self._run(run_start_uid)
+        """Every stream's descriptors, rebuilt from the stream nodes, in ascending time
+        (``[]`` for an unknown run)."""
+        try:
+            run = self._run(run_start_uid)
+        except RunNotFound:
+            return []
         out: list[Doc] = []
         with self._conn.errors(f"read the streams of run {run_start_uid}",
                                uid=run_start_uid):
@@ -327,6 +503,9 @@ class TiledStore(DocumentStore):
         fields marked ``external`` hold placeholder datum ids (see :mod:`._external`), which
         :meth:`read_external` reads.
         """
+        if self._recorder.pending():
+            with self._write_lock:  # not while an insert of another thread adds rows
+                self._recorder.flush()  # rows batched by this store's writer: send them
         found = self._stream(descriptor_uid)
         if found is None:
             return
@@ -383,14 +562,25 @@ class TiledStore(DocumentStore):
     def close(self) -> None:
         """Close the connections and forget cached runs (a later read connects again)."""
         with self._lock:
-            self._runs.clear()
-            self._streams.clear()
-            self._descriptor_runs.clear()
-            if self._reader is not None:
-                self._reader.forget()
-            self._reader = None
-            self._external.clear()
-            self._conn.close()
+            try:
+                self._recorder.close()
+            finally:
+                self._runs.clear()
+                self._streams.clear()
+                self._descriptor_runs.clear()
+                self._stored_rows.clear()
+                if self._reader is not None:
+                    self._reader.forget()
+                self._reader = None
+                self._external.clear()
+                self._conn.close()
+
+
+def _bounded_put(cache: OrderedDict[str, Any], key: str, value: Any, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def _doc(value: Mapping[str, Any]) -> Doc:
