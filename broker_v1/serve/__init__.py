@@ -23,6 +23,8 @@ Modules, one concern each:
 * ``_run``: one run (``{start, stop}``, its streams);
 * ``_stream``: one stream (descriptor metadata, the ``internal`` event table, arrays);
 * ``_queries``: tiled queries -> the store's Mongo-dialect filters;
+* ``_serializers``: ``run.documents()`` (the store's own documents as JSON-seq), tables as
+  HDF5;
 * ``_guards``: unknown or malformed filters answered 400 (tiled would ignore or crash);
 * ``_app``: tiled's application over the catalog, with an API key or public access.
 """

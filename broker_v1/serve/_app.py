@@ -69,6 +69,7 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
 
     from ._catalog import CatalogAdapter
     from ._guards import refuse_unknown_filters, safe_query_registry
+    from ._serializers import serialization_registry
 
     if (api_key is None) == (not public):
         raise ConfigError(
@@ -82,6 +83,7 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
                                         allow_anonymous_access=False)
     tree = CatalogAdapter(store, metadata=metadata)
     registry = safe_query_registry()
-    app = tiled_build_app(tree, authentication=authentication, query_registry=registry)
+    app = tiled_build_app(tree, authentication=authentication, query_registry=registry,
+                          serialization_registry=serialization_registry())
     refuse_unknown_filters(app, registry)
     return app

@@ -123,6 +123,13 @@ class CatalogAdapter(Node):
         return query
 
     # ------------------------------------------------------------------ reads
+    def read(self, fields: list[str] | None = None) -> CatalogAdapter:
+        """Refused: exporting the whole catalog would read every run of the store."""
+        raise HTTPException(
+            status_code=400,
+            detail="The catalog cannot be exported whole (it would read every run of "
+                   f"{self.store.describe()}); export one run or one stream instead.")
+
     def __len__(self) -> int:
         with store_errors():
             query = self._query()

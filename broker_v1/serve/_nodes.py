@@ -154,6 +154,12 @@ class Node:
         except KeyError:
             return default
 
+    def read(self, fields: list[str] | None = None) -> Node:
+        """What tiled's exporters (JSON, HDF5 of a whole node) walk: the node itself."""
+        if fields:
+            raise KeyError(fields[0])
+        return self
+
     def sort(self, sorting: list[tuple[str, int]]) -> Node:
         """The node's own order, or its reverse (``sort=-``); other keys are a 400."""
         direction = 1

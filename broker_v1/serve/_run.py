@@ -64,6 +64,19 @@ class RunAdapter(Node):
     def __len__(self) -> int:
         return len(self.streams())
 
+    async def approx_len(self) -> int | None:
+        """The number of streams as the stop document counts them, without reading the run.
+
+        tiled's server asks every run of a search page for its length; a finished run's
+        ``num_events`` names its streams, so a page of runs costs no descriptor reads.
+        Open runs and stops without ``num_events`` give the exact count (descriptors read).
+        """
+        stop = self._metadata.get("stop") or {}
+        counts = stop.get("num_events")
+        if self._streams is None and isinstance(counts, dict) and counts:
+            return len(counts)
+        return len(self.streams())
+
     def __getitem__(self, key: str) -> StreamAdapter:
         descriptors = self.streams().get(key) if isinstance(key, str) else None
         if descriptors is None:

@@ -200,6 +200,13 @@ class EventTable:
             self._frame = pandas.DataFrame(frame)
         return self._frame
 
+    def __getitem__(self, column: str) -> ArrayAdapter:
+        """One column as an array (tiled's whole-node exporters read tables this way)."""
+        frame = self.frame()
+        if column not in frame.columns:
+            raise KeyError(column)
+        return ArrayAdapter.from_array(frame[column].to_numpy())
+
     def structure(self) -> TableStructure:
         """Columns and Arrow schema, one partition."""
         return TableStructure.from_pandas(self.frame())

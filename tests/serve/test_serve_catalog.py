@@ -137,6 +137,10 @@ def test_runs_carry_start_and_stop(served: Served) -> None:
         stop = client_run.stop
         assert (None if stop is None else dict(stop)) == served.store.get_run_stop(run.uid)
     assert served.client[served.runs[3].uid].stop is None
+    # A search page gives each run's stream count (from the stop's num_events when it has one).
+    for uid, listed in served.client.items():
+        names = {d["name"] for d in served.store.get_descriptors(uid)}
+        assert listed.item["attributes"]["structure"]["count"] == len(names)
 
 
 def _events(store: DocumentStore, run_uid: str, stream: str) -> list[dict[str, Any]]:
@@ -306,3 +310,73 @@ def test_build_app_needs_a_key_or_public() -> None:
         build_app(MemoryStore(), api_key="abc", public=True)
     with pytest.raises(ConfigError, match="letters and digits only"):
         build_app(MemoryStore(), api_key="not a key!")
+
+
+def test_documents_are_the_recorded_documents(served: Served) -> None:
+    """run.documents() gives back every recorded document, uids and values included."""
+    for run in served.runs:
+        got = list(served.client[run.uid].documents())
+        names = [name for name, _ in got]
+        assert names[0] == "start" and (names[-1] == "stop") == (run.uid != served.runs[3].uid)
+        recorded: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, doc in run.docs:
+            key = doc.get("datum_id") or doc["uid"]
+            recorded.setdefault(name, {})[key] = doc
+        served_docs: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, doc in got:
+            doc = dict(doc)
+            if name == "datum_page":  # the client reads datums in pages
+                for i, datum_id in enumerate(doc["datum_id"]):
+                    served_docs.setdefault("datum", {})[datum_id] = {
+                        "datum_id": datum_id, "resource": doc["resource"],
+                        "datum_kwargs": {k: v[i] for k, v in doc["datum_kwargs"].items()}}
+                continue
+            served_docs.setdefault(name, {})[doc.get("datum_id") or doc["uid"]] = doc
+        assert set(served_docs) == set(recorded)
+        for name, docs in recorded.items():
+            assert set(served_docs[name]) == set(docs), name
+            for key, doc in docs.items():
+                expected = {k: v for k, v in doc.items() if k != "filled"}
+                got_doc = {k: v for k, v in served_docs[name][key].items() if k != "filled"}
+                assert _plain(got_doc) == expected, (name, key)
+
+
+def _plain(value: Any) -> Any:
+    """The client's read-only document views as plain dicts and lists."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("route, path, fmt", [
+    ("container", "{run}", "application/json"),
+    ("container", "{run}", "application/x-hdf5"),
+    ("container", "{run}/primary", "application/json"),
+    ("container", "{run}/primary", "application/json-seq"),
+    ("table", "{run}/primary/internal", "application/x-hdf5"),
+    ("table", "{run}/primary/internal", "text/csv"),
+    ("container", "", "application/json"),
+])
+def test_exports_answer_content_or_4xx(served: Served, route: str, path: str,
+                                       fmt: str) -> None:
+    """Whole-node exports in tiled's formats give content or a 4xx, never a 500."""
+    path = path.format(run=served.runs[1].uid)
+    response = served.raw(f"/api/v1/{route}/full/{path}?format={fmt}")
+    assert response.status_code in (200, 400, 406), response.text
+    if path == "":
+        assert response.status_code == 400
+        assert "cannot be exported whole" in response.json()["detail"]
+    if route == "table" and fmt == "text/csv":
+        assert response.status_code == 200
+        assert response.text.splitlines()[0].startswith("seq_num,time,motor")
+    if route == "table" and fmt == "application/x-hdf5":
+        import io
+
+        import h5py
+
+        assert response.status_code == 200
+        with h5py.File(io.BytesIO(response.content), "r") as file:
+            assert list(file["det"][:]) == [0.0, 10.0, 20.0]
+            assert list(file["seq_num"][:]) == [1, 2, 3]
