@@ -81,16 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                         env=_env(BROKER_V1_SERVE_API_KEY=KEY), stdout=out,
                         stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"broker-v1 serve exited ({proc.returncode}): {log.read_text()}")
-            if time.monotonic() - t0 > 120:
-                pytest.fail(f"broker-v1 serve did not answer in 120 s: {log.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/api/v1/", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
+        _wait_ready(proc, url, log)
         yield Server(proc, url, folder, runs, log, time.monotonic() - t0)
     finally:
         if proc.poll() is None:
@@ -164,6 +155,48 @@ def test_refuses_without_a_key(tmp_path: Path) -> None:
     out, err = both.communicate(timeout=60)
     assert both.returncode == 2
     assert b"either --api-key or --public, not both" in err
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    t0 = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"broker-v1 serve exited ({proc.returncode}): {log.read_text()}")
+        if time.monotonic() - t0 > 120:
+            pytest.fail(f"broker-v1 serve did not answer in 120 s: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/api/v1/", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+
+
+def test_workers_serve_the_same_store_publicly(server: Server, tmp_path: Path) -> None:
+    """--workers 2 --public: worker processes rebuild the app; anonymous clients read it."""
+    from tiled.client import from_uri
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "workers.log"
+    with open(log, "wb") as out:
+        proc = _command(str(server.folder), "--port", str(port), "--workers", "2", "--public",
+                        env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                        start_new_session=True)
+    try:
+        _wait_ready(proc, url, log)
+        client = from_uri(url)
+        try:
+            assert client[-1].start["uid"] == server.runs[-1].uid
+            assert client[2].start["uid"] == server.runs[2].uid
+        finally:
+            client.context.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_sigterm_stops_the_server(server: Server) -> None:
