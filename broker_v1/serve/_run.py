@@ -81,4 +81,5 @@ class RunAdapter(Node):
         descriptors = self.streams().get(key) if isinstance(key, str) else None
         if descriptors is None:
             raise KeyError(key)
-        return StreamAdapter(self.store, self.uid, key, descriptors)
+        return StreamAdapter(self.store, self.uid, key, descriptors,
+                             finished=self._metadata.get("stop") is not None)

@@ -13,12 +13,15 @@
 Fields marked ``external`` (resources and datums) are not served in this version; neither
 are fields named ``time`` or ``seq_num`` (TiledWriter renames them; they would collide with
 the table's own columns).  The table is built from the store's event pages when it is read
-or listed, not before.
+or listed, not before; a finished run's tables are kept for the next request in a small
+cache (:data:`FRAMES`).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,7 +34,7 @@ from tiled.structures.table import TableStructure
 from ..stores.base import DocumentStore
 from ._nodes import Node, store_errors
 
-__all__ = ["MAX_TABLE_ARRAY", "EventTable", "StreamAdapter", "stream_metadata"]
+__all__ = ["FRAMES", "MAX_TABLE_ARRAY", "EventTable", "StreamAdapter", "stream_metadata"]
 
 #: In-event arrays with at most this many elements stay in the table (TiledWriter's default).
 MAX_TABLE_ARRAY = 16
@@ -83,14 +86,18 @@ class StreamAdapter(Node):
         The run and the stream's name.
     descriptors
         The stream's descriptors in time order (at least one).
+    finished
+        Whether the run has stopped (its tables may then be kept in :data:`FRAMES`).
     """
 
     specs = [Spec("BlueskyEventStream", version="3.0"), Spec("composite")]
 
     def __init__(self, store: DocumentStore, run_uid: str, name: str,
-                 descriptors: list[Doc]) -> None:
+                 descriptors: list[Doc], *, finished: bool = False) -> None:
         super().__init__(metadata=stream_metadata(descriptors))
         self.store = store
+        #: The run has a stop: its events no longer change (tables may be cached).
+        self.finished = finished
         self.run_uid = run_uid
         self.name = name
         self.descriptors = descriptors
@@ -165,6 +172,54 @@ class StreamAdapter(Node):
                           for axis, size in enumerate(shape[1:], start=1)))
 
 
+def _column(values: list[Any]) -> Any:
+    """Numbers and booleans as one numpy array (pandas infers lists far more slowly); any
+    other column (strings, small arrays, mixed) as the list, for pandas to infer."""
+    if isinstance(values[0], bool | int | float):
+        try:
+            array = numpy.asarray(values)
+        except (ValueError, TypeError):
+            return values
+        if array.ndim == 1 and array.dtype.kind in "biuf":
+            return array
+    return values
+
+
+class _FrameCache:
+    """Tables of finished runs kept between requests, up to :attr:`budget` bytes.
+
+    A client reading a stream asks twice (the listing gives the table's columns, then the
+    data); a finished run's events no longer change, so the second answer reuses the first
+    table.  Open runs are never cached.  Least recently used tables go first.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._frames: OrderedDict[Any, tuple[pandas.DataFrame, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> pandas.DataFrame | None:
+        with self._lock:
+            found = self._frames.get(key)
+            if found is None:
+                return None
+            self._frames.move_to_end(key)
+            return found[0]
+
+    def put(self, key: Any, frame: pandas.DataFrame) -> None:
+        size = int(frame.memory_usage(deep=False).sum())
+        if size > self.budget:
+            return
+        with self._lock:
+            self._frames[key] = (frame, size)
+            while sum(s for _, s in self._frames.values()) > self.budget:
+                self._frames.popitem(last=False)
+
+
+#: The process's table cache (256 MB; each uvicorn worker has its own).
+FRAMES = _FrameCache(256 * 2**20)
+
+
 class EventTable:
     """A stream's ``internal`` table, built from the store's event pages on first use."""
 
@@ -183,22 +238,30 @@ class EventTable:
         return {}
 
     def frame(self) -> pandas.DataFrame:
-        """The whole table (read once per request)."""
+        """The whole table (built once per request, or taken from :data:`FRAMES`)."""
         if self._frame is None:
-            fields = self._stream.table_fields
-            columns = self._stream.columns(fields)
-            data_keys = self._stream.descriptors[0]["data_keys"]
-            frame = {}
-            for name, values in columns.items():
-                if values:
-                    frame[name] = values
-                else:  # no events: a typed empty column
-                    dtype = ("int64" if name == "seq_num" else "float64"
-                             if name == "time" or name.startswith("ts_")
-                             else _EMPTY_DTYPES.get(data_keys[name].get("dtype"), "float64"))
-                    frame[name] = pandas.Series([], dtype=dtype)
-            self._frame = pandas.DataFrame(frame)
+            stream = self._stream
+            key = (stream.run_uid, stream.name, tuple(d["uid"] for d in stream.descriptors))
+            cached = FRAMES.get(key) if stream.finished else None
+            self._frame = cached if cached is not None else self._build()
+            if cached is None and stream.finished:
+                FRAMES.put(key, self._frame)
         return self._frame
+
+    def _build(self) -> pandas.DataFrame:
+        fields = self._stream.table_fields
+        columns = self._stream.columns(fields)
+        data_keys = self._stream.descriptors[0]["data_keys"]
+        frame: dict[str, Any] = {}
+        for name, values in columns.items():
+            if values:
+                frame[name] = _column(values)
+            else:  # no events: a typed empty column
+                dtype = ("int64" if name == "seq_num" else "float64"
+                         if name == "time" or name.startswith("ts_")
+                         else _EMPTY_DTYPES.get(data_keys[name].get("dtype"), "float64"))
+                frame[name] = pandas.Series([], dtype=dtype)
+        return pandas.DataFrame(frame)
 
     def __getitem__(self, column: str) -> ArrayAdapter:
         """One column as an array (tiled's whole-node exporters read tables this way)."""

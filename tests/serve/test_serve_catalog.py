@@ -291,9 +291,23 @@ def test_runs_written_meanwhile_appear(tmp_path: Path) -> None:
         client = from_context(context)
         assert len(client) == 2
         new = make_run(t0=1_800_000_000.0, scan_id=9, n_events=2)
+        stop = new.docs.pop()  # the run stays open until its stop is inserted below
+        assert stop[0] == "stop"
         insert_all(store, [new])
         assert client[-1].start["uid"] == new.uid
+        assert client[-1].stop is None
         assert list(client[-1]["primary"].read()["det"].values) == [0.0, 10.0]
+        # The open run grows: the next read has the new event (no stale table).
+        primary = next(d for n, d in new.docs if n == "descriptor" and d["name"] == "primary")
+        store.insert("event", {"descriptor": primary["uid"], "uid": str(uuid.uuid4()),
+                               "time": 1_800_000_010.0, "seq_num": 3,
+                               "data": {"motor": 2.0, "motor_setpoint": 2.0, "det": 20.0},
+                               "timestamps": {"motor": 1.0, "motor_setpoint": 1.0,
+                                              "det": 1.0}, "filled": {}})
+        assert list(client[-1]["primary"].read()["det"].values) == [0.0, 10.0, 20.0]
+        store.insert(*stop)
+        assert client[-1].stop["uid"] == stop[1]["uid"]
+        assert list(client[-1]["primary"].read()["det"].values) == [0.0, 10.0, 20.0]
     finally:
         context.close()
         store.close()
