@@ -59,7 +59,9 @@ def app_from_environment() -> Any:
     if not public and api_key is None:
         raise ConfigError(f"{app.API_KEY_ENV} is not set and {app.PUBLIC_ENV} is not 1: "
                           "refusing to serve without a key.", key=app.API_KEY_ENV)
-    return app.build_app(open_broker(name).store, api_key=api_key, public=public)
+    db = open_broker(name)
+    return app.build_app(db.store, api_key=api_key, public=public,
+                         filler=db.reg.filler(db.store))
 
 
 @click.command("serve")
@@ -108,7 +110,10 @@ def serve(name: str, host: str, port: int, api_key: str | None, public: bool,
     options: dict[str, Any] = {"host": host, "port": port, "access_log": False,
                                "log_level": "warning"}
     if workers == 1:
-        uvicorn.run(app.build_app(db.store, api_key=key, public=public), **options)
+        # The config's handlers and root_map fill external fields on the server.
+        served = app.build_app(db.store, api_key=key, public=public,
+                               filler=db.reg.filler(db.store))
+        uvicorn.run(served, **options)
         return
     db.store.close()
     os.environ[name_env] = name

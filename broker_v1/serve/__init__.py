@@ -22,6 +22,7 @@ Modules, one concern each:
 * ``_catalog``: the root, every run of the store (search, sort, paging, lookup by uid);
 * ``_run``: one run (``{start, stop}``, its streams);
 * ``_stream``: one stream (descriptor metadata, the ``internal`` event table, arrays);
+* ``_external``: external fields as arrays filled on the server through the handlers;
 * ``_queries``: tiled queries -> the store's Mongo-dialect filters;
 * ``_serializers``: ``run.documents()`` (the store's own documents as JSON-seq), tables as
   HDF5;
@@ -37,8 +38,8 @@ __all__ = ["build_app"]
 
 
 def build_app(store: Any, *, api_key: str | None = None, public: bool = False,
-              metadata: dict[str, Any] | None = None) -> Any:
+              metadata: dict[str, Any] | None = None, filler: Any = None) -> Any:
     """tiled's ASGI app over ``store`` (see :func:`broker_v1.serve._app.build_app`)."""
     from ._app import build_app as build
 
-    return build(store, api_key=api_key, public=public, metadata=metadata)
+    return build(store, api_key=api_key, public=public, metadata=metadata, filler=filler)

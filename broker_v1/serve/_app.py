@@ -41,7 +41,7 @@ def check_api_key(api_key: str) -> str:
 
 
 def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool = False,
-              metadata: dict[str, Any] | None = None) -> Any:
+              metadata: dict[str, Any] | None = None, filler: Any = None) -> Any:
     """A tiled ASGI application serving every run of ``store`` read-only.
 
     Parameters
@@ -54,6 +54,9 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
         Serve without a key (anonymous reads).  Exactly one of ``api_key`` and ``public``.
     metadata
         Metadata of the root node.
+    filler
+        A data filler (``db.reg.filler(db.store)``: the Broker's handlers and ``root_map``);
+        with one, external fields are served as arrays filled on the server.
 
     Returns
     -------
@@ -81,7 +84,7 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
     else:
         authentication = Authentication(single_user_api_key=check_api_key(api_key or ""),
                                         allow_anonymous_access=False)
-    tree = CatalogAdapter(store, metadata=metadata)
+    tree = CatalogAdapter(store, metadata=metadata, filler=filler)
     registry = safe_query_registry()
     app = tiled_build_app(tree, authentication=authentication, query_registry=registry,
                           serialization_registry=serialization_registry())

@@ -45,14 +45,19 @@ class CatalogAdapter(Node):
         Any broker_v1 store; it is only read.
     metadata
         The root node's metadata (for example a description of the store).
+    filler
+        broker_v1's data filler (``db.reg.filler(db.store)``): external fields are then
+        served as arrays filled on the server.
     """
 
     specs = [Spec("CatalogOfBlueskyRuns", version=SPEC_VERSION)]
     query_registry = QUERIES
 
-    def __init__(self, store: DocumentStore, *, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, store: DocumentStore, *, metadata: dict[str, Any] | None = None,
+                 filler: Any = None) -> None:
         super().__init__(metadata=metadata)
         self.store = store
+        self.filler = filler
         self._start: list[dict[str, Any]] = []  # AND-ed conditions on start documents
         self._stop: list[dict[str, Any]] = []  # AND-ed conditions on stop documents
         self._sort: Sort = _OWN_ORDER
@@ -144,7 +149,8 @@ class CatalogAdapter(Node):
         starts = list(self.store.find_run_starts(query, sort=sort, skip=offset, limit=limit))
         # One request for every stop of the page.
         stops = self.store.get_run_stops([s["uid"] for s in starts])
-        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]))) for s in starts]
+        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler))
+                for s in starts]
 
     def __getitem__(self, key: str) -> RunAdapter:
         if not isinstance(key, str):
@@ -159,7 +165,8 @@ class CatalogAdapter(Node):
                 query = self._query()
                 if query is None or not self.store.count_runs(_and([query, {"uid": key}])):
                     raise KeyError(key)
-            return RunAdapter(self.store, start, self.store.get_run_stop(key))
+            return RunAdapter(self.store, start, self.store.get_run_stop(key),
+                              filler=self.filler)
 
 
 def _and(conditions: list[dict[str, Any]]) -> dict[str, Any]:

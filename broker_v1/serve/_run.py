@@ -28,14 +28,17 @@ class RunAdapter(Node):
     start, stop
         The run's start document and its stop document (``None`` while the run is open;
         clients see ``stop: None``).
+    filler
+        broker_v1's data filler for external fields (``None``: they are not served).
     """
 
     specs = [Spec("BlueskyRun", version="3.0")]
 
     def __init__(self, store: DocumentStore, start: dict[str, Any],
-                 stop: dict[str, Any] | None) -> None:
+                 stop: dict[str, Any] | None, *, filler: Any = None) -> None:
         super().__init__(metadata={"start": start, "stop": stop})
         self.store = store
+        self.filler = filler
         self.uid: str = start["uid"]
         self._streams: dict[str, list[dict[str, Any]]] | None = None
 
@@ -82,4 +85,5 @@ class RunAdapter(Node):
         if descriptors is None:
             raise KeyError(key)
         return StreamAdapter(self.store, self.uid, key, descriptors,
-                             finished=self._metadata.get("stop") is not None)
+                             finished=self._metadata.get("stop") is not None,
+                             filler=self.filler)

@@ -10,11 +10,11 @@
 * **One array per larger in-event array**, events along the first axis; dimensions
   ``time, dim_int_1, ...`` named by size as TiledWriter names them.
 
-Fields marked ``external`` (resources and datums) are not served in this version; neither
-are fields named ``time`` or ``seq_num`` (TiledWriter renames them; they would collide with
-the table's own columns).  The table is built from the store's event pages when it is read
-or listed, not before; a finished run's tables are kept for the next request in a small
-cache (:data:`FRAMES`).
+Fields marked ``external`` are served as arrays filled on the server when the app has a
+filler (``_external``), else not at all; fields named ``time`` or ``seq_num`` are not served
+(TiledWriter renames them; they would collide with the table's own columns).  The table is
+built from the store's event pages when it is read or listed, not before; a finished run's
+tables are kept for the next request in a small cache (:data:`FRAMES`).
 """
 
 from __future__ import annotations
@@ -88,14 +88,18 @@ class StreamAdapter(Node):
         The stream's descriptors in time order (at least one).
     finished
         Whether the run has stopped (its tables may then be kept in :data:`FRAMES`).
+    filler
+        broker_v1's data filler; with one, external fields are served as arrays.
     """
 
     specs = [Spec("BlueskyEventStream", version="3.0"), Spec("composite")]
 
     def __init__(self, store: DocumentStore, run_uid: str, name: str,
-                 descriptors: list[Doc], *, finished: bool = False) -> None:
+                 descriptors: list[Doc], *, finished: bool = False,
+                 filler: Any = None) -> None:
         super().__init__(metadata=stream_metadata(descriptors))
         self.store = store
+        self.filler = filler
         #: The run has a stop: its events no longer change (tables may be cached).
         self.finished = finished
         self.run_uid = run_uid
@@ -106,12 +110,15 @@ class StreamAdapter(Node):
                   if not v.get("external") and k not in _RESERVED]
         self.table_fields = [k for k in served if _in_table(data_keys[k])]
         self.array_fields = [k for k in served if not _in_table(data_keys[k])]
+        # External fields become arrays only when there is a filler to read them with.
+        self.external_fields = [] if filler is None else [
+            k for k, v in data_keys.items() if v.get("external") and k not in _RESERVED]
 
     def __repr__(self) -> str:
         return f"<StreamAdapter {self.name!r} of {self.run_uid}>"
 
     def _keys(self) -> list[str]:
-        return ["internal", *self.array_fields]
+        return ["internal", *self.array_fields, *self.external_fields]
 
     def _entries(self, offset: int, limit: int | None, direction: int
                  ) -> list[tuple[str, Any]]:
@@ -129,6 +136,13 @@ class StreamAdapter(Node):
             return EventTable(self)
         if key in self.array_fields:
             return self._array(key)
+        if key in self.external_fields:
+            from ._external import ExternalArray
+
+            data_key = self.descriptors[0]["data_keys"][key]
+            ndim = len(data_key.get("shape") or ())
+            dims = ("time", *(f"{key}_dim_{i}" for i in range(1, ndim + 1)))
+            return ExternalArray(self.filler, self.columns([key])[key], data_key, dims)
         raise KeyError(key)
 
     def columns(self, fields: Iterable[str]) -> dict[str, list[Any]]:

@@ -21,6 +21,7 @@ pytest.importorskip("tiled.server", reason='the serve extra is not installed '
                     '(pip install -e ".[test,serve]")')
 pytest.importorskip("bluesky_tiled_plugins", reason="bluesky-tiled-plugins is not installed")
 
+from handlers import NpySeqHandler  # noqa: E402
 from tiled.client import Context, from_context  # noqa: E402
 from tiled.queries import (  # noqa: E402
     Comparison,
@@ -35,6 +36,7 @@ from tiled.queries import (  # noqa: E402
     NotIn,
 )
 
+from broker_v1 import Broker  # noqa: E402
 from broker_v1.serve import build_app  # noqa: E402
 from broker_v1.stores.base import DocumentStore  # noqa: E402
 from conftest import insert_all, make_run, sample_runs  # noqa: E402
@@ -76,10 +78,15 @@ class Served:
 def served(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The sample runs in one store kind, served in-process, per module."""
-    store = _store(request.param, tmp_path_factory.mktemp(f"serve-{request.param}"))
+    folder = tmp_path_factory.mktemp(f"serve-{request.param}")
+    store = _store(request.param, folder)
     runs = sample_runs()
     insert_all(store, runs)
-    app = build_app(store, api_key=KEY)
+    # The image run's frames (NPY_SEQ, recorded under /tmp/data), filled through root_map.
+    for i in range(3):
+        np.save(folder / f"img_{i}.npy", np.full((4, 4), 10 * i, dtype="uint16"))
+    db = Broker(store, handlers={"NPY_SEQ": NpySeqHandler}, root_map={"/tmp/data": str(folder)})
+    app = build_app(store, api_key=KEY, filler=db.reg.filler(store))
     context = Context.from_app(app, api_key=KEY)
     try:
         yield Served(store, runs, app, context, from_context(context))
@@ -158,11 +165,16 @@ def test_stream_read_equals_the_store_events(served: Served) -> None:
             events = _events(served.store, run.uid, stream)
             ds = client_run[stream].read()
             np.testing.assert_array_equal(ds["time"].values, [e["time"] for e in events])
-            fields = [k for k in events[0]["data"] if k != "img"]  # img is external
-            assert set(ds.data_vars) == set(fields)
+            fields = [k for k in events[0]["data"] if k != "img"]
+            assert set(ds.data_vars) == set(fields) | ({"img"} if "img" in events[0]["data"]
+                                                       else set())
             for field in fields:
                 np.testing.assert_array_equal(ds[field].values,
                                               [e["data"][field] for e in events])
+            if "img" in events[0]["data"]:  # external: filled on the server via root_map
+                assert ds["img"].dims == ("time", "img_dim_1", "img_dim_2")
+                np.testing.assert_array_equal(ds["img"].values, [
+                    np.full((4, 4), 10 * i, dtype="uint16") for i in range(len(events))])
             table = client_run[stream].base["internal"].read()
             assert list(table["seq_num"]) == [e["seq_num"] for e in events]
             for field in fields:
@@ -394,3 +406,46 @@ def test_exports_answer_content_or_4xx(served: Served, route: str, path: str,
         with h5py.File(io.BytesIO(response.content), "r") as file:
             assert list(file["det"][:]) == [0.0, 10.0, 20.0]
             assert list(file["seq_num"][:]) == [1, 2, 3]
+
+
+def test_external_frames_are_read_by_block(served: Served) -> None:
+    """An external field's node slices and blocks load only the frames asked for."""
+    img = served.client[served.runs[2].uid]["primary"]["img"]
+    assert img.shape == (3, 4, 4) and img.dims == ("time", "img_dim_1", "img_dim_2")
+    assert img[1:3, 0, 0].tolist() == [10, 20]
+    block = served.raw(f"/api/v1/array/block/{served.runs[2].uid}/primary/img?block=0,0,0")
+    assert block.status_code == 200
+
+
+def test_external_fields_need_a_filler(tmp_path: Path) -> None:
+    """Without a filler (no handlers), external fields are left out; the rest is served."""
+    store = _store("memory", tmp_path)
+    runs = sample_runs()
+    insert_all(store, runs)
+    context = Context.from_app(build_app(store, api_key=KEY), api_key=KEY)
+    try:
+        primary = from_context(context)[runs[2].uid]["primary"]
+        assert "img" not in primary
+        assert list(primary.read()["det"].values) == [0.0, 10.0, 20.0]
+    finally:
+        context.close()
+
+
+def test_unreadable_external_data_is_listed_and_read_is_an_error(tmp_path: Path) -> None:
+    """A handler the server lacks: the field is listed from its descriptor; reading it is a
+    5xx whose message names the missing handler (the server's configuration, not the
+    client's request)."""
+    store = _store("memory", tmp_path)
+    runs = sample_runs()
+    insert_all(store, runs)
+    app = build_app(store, api_key=KEY, filler=Broker(store).reg.filler(store))
+    context = Context.from_app(app, api_key=KEY)
+    try:
+        primary = from_context(context)[runs[2].uid]["primary"]
+        assert "img" in primary and primary["img"].shape == (3, 4, 4)
+        response = context.http_client.get(f"/api/v1/array/full/{runs[2].uid}/primary/img")
+        assert response.status_code == 500
+        assert "NPY_SEQ" in response.json()["detail"]
+    finally:
+        context.close()
+
