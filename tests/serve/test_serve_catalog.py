@@ -8,6 +8,7 @@ Answers are compared with the store read directly.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,8 +56,17 @@ def _store(kind: str, folder: Path) -> DocumentStore:
         return store_from_config({"backend": "memory"})
     if kind == "files":
         return store_from_config({"backend": "files", "path": str(folder / "store")})
+    if kind == "mongo":  # the wire-protocol test server CI starts
+        base = os.environ["BROKER_V1_TEST_MONGO_URI"].rstrip("/")
+        return store_from_config({"backend": "mongo",
+                                  "uri": f"{base}/serve_{uuid.uuid4().hex[:10]}"})
     return store_from_config({"backend": "mongo",
                               "uri": f"mongomock://localhost/serve-{uuid.uuid4().hex[:10]}"})
+
+
+#: The stores served: a MongoDB server too when the wire test server is given.
+KINDS = ["memory", "files", "mongomock"] + (
+    ["mongo"] if os.environ.get("BROKER_V1_TEST_MONGO_URI") else [])
 
 
 @dataclass
@@ -74,7 +84,7 @@ class Served:
         return self.context.http_client.get(path)
 
 
-@pytest.fixture(scope="module", params=["memory", "files", "mongomock"])
+@pytest.fixture(scope="module", params=KINDS)
 def served(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The sample runs in one store kind, served in-process, per module."""
@@ -93,6 +103,12 @@ def served(request: pytest.FixtureRequest,
     finally:
         context.close()
         store.close()
+        if request.param == "mongo":
+            import pymongo
+
+            uri = store.config()["uri"]
+            with pymongo.MongoClient(uri) as client:
+                client.drop_database(uri.rsplit("/", 1)[1])
 
 
 def _uids(node: Any) -> list[str]:
