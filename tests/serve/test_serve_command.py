@@ -33,6 +33,27 @@ from conftest import SampleRun, insert_all, sample_runs  # noqa: E402
 
 KEY = "servecommandkey"
 
+#: Run by databroker 2's v1 shim in its own venv: reads the server, prints JSON.
+SHIM = r"""
+import json, sys, warnings
+warnings.simplefilter("ignore")
+from tiled.client import from_uri
+client = from_uri(sys.argv[1], api_key=sys.argv[2])
+db = client.v1
+h = db[-1]
+print(json.dumps({
+    "last": h.start["uid"], "scan_id_2": db[2].start["uid"],
+    "prefix": db["abcdef01"].start["uid"],
+    "search": sorted(x.start["uid"] for x in db(plan_name="scan")),
+    "stop": dict(h.stop),
+    "det": db.get_table(h)["det"].tolist(),
+    "baseline": db.get_table(h, stream_name="baseline")["temp"].tolist(),
+    "documents": [name for name, doc in h.documents()],
+    "events": [e["uid"] for e in db.get_events(h)],
+}))
+client.context.close()
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -140,6 +161,42 @@ def test_tiled_store_reads_what_the_files_store_holds(server: Server) -> None:
                 pandas.testing.assert_frame_equal(got, expected)
     finally:
         remote.store.close()
+        local.store.close()
+
+
+def _shim_python() -> Path | None:
+    configured = os.environ.get("BROKER_V1_SHIM_VENV")
+    venv = Path(configured) if configured else Path(__file__).parents[2] / ".ci" / "db2-venv"
+    python = venv / "bin" / "python"
+    return python if python.exists() else None
+
+
+def test_databroker2_v1_shim_reads_it(server: Server) -> None:
+    """databroker 2's v1 shim (from_uri(url).v1, its own venv) reads what the store holds."""
+    python = _shim_python()
+    if python is None:
+        pytest.skip("no databroker 2 venv: set BROKER_V1_SHIM_VENV or build .ci/db2-venv "
+                    "(databroker[client,back-compat]==2.0.2; .ci/run does)")
+    done = subprocess.run([str(python), "-c", SHIM, server.url, KEY], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    local = Broker(store_from_config({"backend": "files", "path": str(server.folder),
+                                      "read_only": True}))
+    try:
+        h = local[-1]
+        assert got["last"] == h.start["uid"]
+        assert got["scan_id_2"] == local[2].start["uid"]
+        assert got["prefix"] == server.runs[0].uid
+        assert got["search"] == sorted(x.start["uid"] for x in local(plan_name="scan"))
+        assert got["stop"] == local.store.get_run_stop(h.start["uid"])
+        assert got["det"] == local.get_table(h)["det"].tolist()
+        assert got["baseline"] == local.get_table(h, stream_name="baseline")["temp"].tolist()
+        assert got["documents"] == [name for name, _ in h.documents()]
+        assert got["events"] == [e["uid"] for e in local.get_events(h)]
+    finally:
         local.store.close()
 
 
