@@ -5,10 +5,10 @@ handlers and ``root_map``: ``db.reg.filler(db.store)``), the stream gets one arr
 such field, events along the first axis, read through the handlers only when asked for: the
 node's shape comes from the descriptor and the number of events, and a read loads only the
 frames its slice covers (tiled's client reads small arrays whole, larger ones by blocks of
-:data:`FRAMES_PER_BLOCK` frames).  When no frame can be read (no handler for the spec, files
-missing), the node is still listed (shape and dtype from the descriptor) and reading it is a
-500 whose message names the resource and the handler: a configuration problem of the server,
-not the client's.
+:data:`FRAMES_PER_BLOCK` frames).  A field whose first frame cannot be read (no handler for
+its spec, files missing) is left out of the stream, as without a filler, so the rest of the
+stream still reads; a frame that fails later is a 500 whose message names the resource and
+the handler (a problem of the server's configuration or files, not of the request).
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class ExternalArray:
                  dims: tuple[str, ...]) -> None:
         self._filler = filler
         self._ids = datum_ids
+        #: Why the field's first frame could not be read (no handler, files missing), or None.
+        self.problem = None
         frame_shape = tuple(int(s) for s in (data_key.get("shape") or ()))
         try:
             dtype = numpy.dtype(data_key.get("dtype_numpy") or "float64")
@@ -62,8 +64,8 @@ class ExternalArray:
             # still listed from the descriptor, and reading it says why.
             try:
                 first = numpy.asarray(filler.load_datum_id(datum_ids[0]))
-            except BrokerError:
-                pass
+            except BrokerError as err:
+                self.problem: str | None = str(err)
             else:
                 frame_shape, dtype = first.shape, first.dtype
         n = len(datum_ids)

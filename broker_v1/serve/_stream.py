@@ -113,12 +113,26 @@ class StreamAdapter(Node):
         # External fields become arrays only when there is a filler to read them with.
         self.external_fields = [] if filler is None else [
             k for k, v in data_keys.items() if v.get("external") and k not in _RESERVED]
+        self._externals: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<StreamAdapter {self.name!r} of {self.run_uid}>"
 
     def _keys(self) -> list[str]:
-        return ["internal", *self.array_fields, *self.external_fields]
+        readable = [k for k in self.external_fields if self._external(k).problem is None]
+        return ["internal", *self.array_fields, *readable]
+
+    def _external(self, key: str) -> Any:
+        """The external field's array node, built once per request."""
+        if key not in self._externals:
+            from ._external import ExternalArray
+
+            data_key = self.descriptors[0]["data_keys"][key]
+            ndim = len(data_key.get("shape") or ())
+            dims = ("time", *(f"{key}_dim_{i}" for i in range(1, ndim + 1)))
+            self._externals[key] = ExternalArray(self.filler, self.columns([key])[key],
+                                                 data_key, dims)
+        return self._externals[key]
 
     def _entries(self, offset: int, limit: int | None, direction: int
                  ) -> list[tuple[str, Any]]:
@@ -136,13 +150,8 @@ class StreamAdapter(Node):
             return EventTable(self)
         if key in self.array_fields:
             return self._array(key)
-        if key in self.external_fields:
-            from ._external import ExternalArray
-
-            data_key = self.descriptors[0]["data_keys"][key]
-            ndim = len(data_key.get("shape") or ())
-            dims = ("time", *(f"{key}_dim_{i}" for i in range(1, ndim + 1)))
-            return ExternalArray(self.filler, self.columns([key])[key], data_key, dims)
+        if key in self.external_fields and self._external(key).problem is None:
+            return self._external(key)
         raise KeyError(key)
 
     def columns(self, fields: Iterable[str]) -> dict[str, list[Any]]:

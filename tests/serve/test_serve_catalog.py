@@ -447,10 +447,9 @@ def test_external_fields_need_a_filler(tmp_path: Path) -> None:
         context.close()
 
 
-def test_unreadable_external_data_is_listed_and_read_is_an_error(tmp_path: Path) -> None:
-    """A handler the server lacks: the field is listed from its descriptor; reading it is a
-    5xx whose message names the missing handler (the server's configuration, not the
-    client's request)."""
+def test_unreadable_external_data_is_left_out(tmp_path: Path) -> None:
+    """A handler the server lacks: the field is left out and the rest of the stream reads;
+    a frame that fails after listing is a 500 naming the handler's problem."""
     store = _store("memory", tmp_path)
     runs = sample_runs()
     insert_all(store, runs)
@@ -458,10 +457,20 @@ def test_unreadable_external_data_is_listed_and_read_is_an_error(tmp_path: Path)
     context = Context.from_app(app, api_key=KEY)
     try:
         primary = from_context(context)[runs[2].uid]["primary"]
-        assert "img" in primary and primary["img"].shape == (3, 4, 4)
+        assert "img" not in primary
+        assert list(primary.read()["det"].values) == [0.0, 10.0, 20.0]
         response = context.http_client.get(f"/api/v1/array/full/{runs[2].uid}/primary/img")
-        assert response.status_code == 500
-        assert "NPY_SEQ" in response.json()["detail"]
+        assert response.status_code == 404
     finally:
         context.close()
-
+    # Frames present for the first event only: listed, and reading the rest fails loudly.
+    np.save(tmp_path / "img_0.npy", np.zeros((4, 4)))
+    db = Broker(store, handlers={"NPY_SEQ": NpySeqHandler}, root_map={"/tmp/data": str(tmp_path)})
+    context = Context.from_app(build_app(store, api_key=KEY, filler=db.reg.filler(store)),
+                               api_key=KEY)
+    try:
+        response = context.http_client.get(f"/api/v1/array/full/{runs[2].uid}/primary/img")
+        assert response.status_code == 500
+        assert "NpySeqHandler" in response.json()["detail"]
+    finally:
+        context.close()
