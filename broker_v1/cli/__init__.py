@@ -16,8 +16,9 @@ The modules of this package:
 * ``_common``: :class:`CLIError`, NAME -> Broker (:func:`open_broker`), query terms and run keys;
 * ``_format``: text output (tables that fit the terminal, times, durations, JSON);
 * one module per command group: ``_demo`` (``demo``), ``_config`` (``config list|show|paths``),
-  ``_read`` (``ls``, ``show``, ``table``), ``_copy`` (``copy``) and ``_maintenance``
-  (``mongo ensure-indexes``, ``files reindex|repair``).
+  ``_read`` (``ls``, ``show``, ``table``), ``_copy`` (``copy``), ``_maintenance``
+  (``mongo ensure-indexes``, ``files reindex|repair``) and ``_serve`` (``serve``, needs the
+  ``serve`` extra).
 
 This module puts the commands on :func:`main`.
 """
@@ -39,9 +40,10 @@ from ._maintenance import files, mongo
 from ._maintenance import torn_tails as torn_tails
 from ._read import ls_, show, table
 from ._root import main
+from ._serve import serve
 
 __all__ = ["default_store_path", "main", "open_broker", "parse_query_terms"]
 
-for _command in (demo, config, ls_, show, table, copy, mongo, files):
+for _command in (demo, config, ls_, show, table, copy, mongo, files, serve):
     main.add_command(_command)
 del _command

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._layout_api import Layout, StreamRef
-from ._queries import MAX_IN, Plan, conditions, is_number, is_scalar
+from ._queries import MAX_IN, MONGO_TO_TILED_COMPARISON, Plan, conditions, is_number, is_scalar
 
 __all__ = ["MongoLayout", "plan_mongo_query"]
 
@@ -43,7 +43,6 @@ Doc = dict[str, Any]
 #: Runs whose documents are kept (a reader asks for each stream of the run in turn).
 _BODY_CACHE = 2
 
-_COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
 
 
 def _sendable(value: Any) -> bool:
@@ -94,8 +93,8 @@ def plan_mongo_query(query: Mapping[str, Any]) -> Plan:
             elif op in ("$in", "$nin") and isinstance(value, list) and (
                     0 < len(value) <= MAX_IN) and all(_sendable(v) for v in value):
                 plan.queries.append((In if op == "$in" else NotIn)(target, list(value)))
-            elif op in _COMPARISONS and (is_number(value) or isinstance(value, str)):
-                plan.queries.append(Comparison(_COMPARISONS[op], target, value))
+            elif op in MONGO_TO_TILED_COMPARISON and (is_number(value) or isinstance(value, str)):
+                plan.queries.append(Comparison(MONGO_TO_TILED_COMPARISON[op], target, value))
             elif (op == "$regex" and isinstance(value, str)
                   and condition.get("$options", "") in ("", "i")):
                 plan.queries.append(Regex(target, value,

@@ -28,9 +28,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "conditions", "is_number", "is_scalar", "plan_query", "tiled_sort"]
+__all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "is_number", "is_scalar",
+           "plan_query", "tiled_sort"]
 
-_COMPARISONS = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
+#: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
+#: one table both directions use (this store sends them; ``broker_v1.serve`` receives them).
+MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le"}
 #: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
 #: httpx refuses beyond 64 KiB (about 1,500 uids).
 MAX_IN = 200
@@ -122,8 +125,8 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
                     is_scalar(v) and v is not None for v in value):
                 plan.queries.append(In(target, list(value)))
-            elif op in _COMPARISONS and is_number(value):
-                plan.queries.append(Comparison(_COMPARISONS[op], target, value))
+            elif op in MONGO_TO_TILED_COMPARISON and is_number(value):
+                plan.queries.append(Comparison(MONGO_TO_TILED_COMPARISON[op], target, value))
                 # The SQL catalog also matches runs whose field is a string here (MongoDB
                 # compares numbers with numbers only): drop those after the server.
                 plan.recheck.append(op)

@@ -1,0 +1,183 @@
+"""What every served container shares: tiled's container protocol, slicing, error translation.
+
+tiled's server reads a container adapter through a small protocol: ``structure_family``,
+``specs``, ``metadata()``, ``structure()``, ``len()``, ``node[key]`` (``KeyError`` -> 404),
+``keys()``/``items()`` sliced by offset, and ``sort(sorting)`` when a client sends ``sort=``.
+:class:`Node` gives those over two methods a subclass writes: ``_entries(offset, limit,
+direction)`` and ``__getitem__``.
+
+broker_v1's errors never reach tiled's catch-all handler (a bare 500): :func:`store_errors`
+turns them into HTTP answers with the message (400 for a query the store refuses, 503 when
+the store cannot be reached, 500 naming the store's problem otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import HTTPException
+from tiled.structures.core import Spec, StructureFamily
+
+from ..errors import BrokerError, InvalidQuery, StoreUnavailable, UnsupportedQuery
+
+__all__ = ["Node", "Slice", "store_errors"]
+
+#: ``(key, adapter)`` pairs of one page; the adapter may be ``None`` when only keys are wanted.
+Fetch = Callable[[int, "int | None", int], list[tuple[str, Any]]]
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Translate broker_v1's errors raised inside into ``HTTPException`` with their message."""
+    try:
+        yield
+    except (InvalidQuery, UnsupportedQuery) as err:
+        raise HTTPException(status_code=400, detail=str(err)) from err
+    except StoreUnavailable as err:
+        raise HTTPException(status_code=503, detail=str(err)) from err
+    except BrokerError as err:
+        raise HTTPException(status_code=500, detail=f"{type(err).__name__}: {err}") from err
+
+
+class Slice:
+    """``keys()``/``items()``/``values()`` of a node: iterable and sliceable by offset.
+
+    Parameters
+    ----------
+    fetch
+        ``fetch(offset, limit, direction)`` -> ``[(key, adapter)]``.
+    pick
+        What each pair becomes (the key, the pair or the adapter).
+    """
+
+    def __init__(self, fetch: Fetch, pick: Callable[[tuple[str, Any]], Any]) -> None:
+        self._fetch = fetch
+        self._pick = pick
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([self._pick(entry) for entry in self._fetch(0, None, 1)])
+
+    def __getitem__(self, index: slice | int) -> Any:
+        if isinstance(index, int):
+            # Negative indexes count from the end: read the reversed order from its start.
+            direction = -1 if index < 0 else 1
+            offset = -index - 1 if index < 0 else index
+            found = self._fetch(offset, 1, direction)
+            if not found:
+                raise IndexError(index)
+            return self._pick(found[0])
+        if index.step not in (None, 1):
+            raise ValueError("only slices with step 1 are supported")
+        start, stop = index.start or 0, index.stop
+        if start < 0 or (stop is not None and stop < 0):
+            raise ValueError("only slices with non-negative bounds are supported")
+        limit = None if stop is None else max(0, stop - start)
+        if limit == 0:
+            return []
+        return [self._pick(entry) for entry in self._fetch(start, limit, 1)]
+
+
+class Node:
+    """Base of the served containers (catalog, run, stream).
+
+    Subclasses set ``specs`` and write ``_entries`` and ``__getitem__``; the order of entries
+    is the node's own (``sort`` accepts only tiled's default key, reversed or not), unless a
+    subclass overrides :meth:`sort`.
+    """
+
+    structure_family = StructureFamily.container
+    specs: list[Spec] = []
+    #: Clients must ask again: runs appear and end while the server runs.
+    must_revalidate = True
+
+    def __init__(self, *, metadata: dict[str, Any] | None = None, direction: int = 1) -> None:
+        self._metadata = metadata or {}
+        self._direction = direction
+
+    # -- what subclasses write
+    def _entries(self, offset: int, limit: int | None, direction: int
+                 ) -> list[tuple[str, Any]]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        raise NotImplementedError
+
+    # -- tiled's protocol
+    def metadata(self) -> dict[str, Any]:
+        """The node's metadata (a run's ``{start, stop}``, a stream's descriptor)."""
+        return self._metadata
+
+    def structure(self) -> None:
+        """Containers describe their contents by listing, not by a structure."""
+        return None
+
+    @property
+    def sorting(self) -> list[tuple[str, int]]:
+        """The order the client sees (tiled's default key ``""`` for the node's own order)."""
+        return []
+
+    def _page(self, offset: int, limit: int | None, direction: int) -> list[tuple[str, Any]]:
+        with store_errors():
+            return self._entries(offset, limit, direction * self._direction)
+
+    def keys(self) -> Slice:
+        """The keys, sliceable."""
+        return Slice(self._page, lambda entry: entry[0])
+
+    def items(self) -> Slice:
+        """``(key, adapter)`` pairs, sliceable."""
+        return Slice(self._page, lambda entry: entry)
+
+    def values(self) -> Slice:
+        """The adapters, sliceable."""
+        return Slice(self._page, lambda entry: entry[1])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._page(0, None, 1))
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``node[key]``, or ``default`` when there is no such entry."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def read(self, fields: list[str] | None = None) -> Node:
+        """What tiled's exporters (JSON, HDF5 of a whole node) walk: the node itself."""
+        if fields:
+            raise KeyError(fields[0])
+        return self
+
+    def sort(self, sorting: list[tuple[str, int]]) -> Node:
+        """The node's own order, or its reverse (``sort=-``); other keys are a 400."""
+        direction = 1
+        for key, way in sorting:
+            if key not in ("", "_"):
+                raise HTTPException(
+                    status_code=400,
+                    detail=f"Sorting by {key!r} is not supported on this node; its entries "
+                           "come in their own order (sort by the default key '' only).")
+            direction = -1 if way < 0 else 1
+        other = self._copy()
+        other._direction = direction
+        return other
+
+    def _copy(self) -> Node:
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
