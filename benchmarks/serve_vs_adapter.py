@@ -23,10 +23,12 @@ two servers so other load on the machine weighs on both alike; each figure is th
 up to 5 calls (fewer when calls are slow).  The **floor** is the same answer asked of the
 Mongo store in this process (for start-up: a process importing tiled's server and uvicorn).
 
-``--quick``: 2,000 runs, 10,000 events, 100 frames, metadata of 500 runs listed (about 2
-minutes); ``--full``: 10,000 runs, 100,000 events, 1,000 frames, metadata of all 10,000 runs
-listed (about 6-8 minutes).  Besides the median, the first call of each is printed: a
-finished run's table and frames are cached by broker-v1 serve between calls.
+``--quick``: 1,000 runs, 10,000 events, 50 frames; ``--full``: 5,000 runs, 100,000
+events, 500 frames; the metadata of every run is listed (``--list`` fewer).  Most of the
+time is writing the runs, one document at a time: the wire test server takes 20-150 small
+runs (3 documents each) a second depending on other load, so a quick pass takes 1-3 minutes
+and a full one 6-10.  Besides the median, the first call of each is printed: a finished
+run's table and frames are cached by broker-v1 serve between calls.
 No assertions: speed is measured, and each answer is checked for its size.
 """
 
@@ -93,6 +95,8 @@ def fill(uri: str, n_runs: int, n_events: int, n_frames: int, frames_dir: Path
 
     info: dict[str, Any] = {}
     with MongoStore(uri=uri) as store:
+        # Indexes first: what a deployment has, and without them each insert's lookups scan.
+        store.ensure_indexes()
         for i in range(n_runs):
             for name, doc in run_documents(i, n_events=0):
                 store.insert(name, doc)
@@ -114,7 +118,6 @@ def fill(uri: str, n_runs: int, n_events: int, n_frames: int, frames_dir: Path
                 if name == "start":
                     info["image_uid"] = doc["uid"]
                 store.insert(name, doc)
-        store.ensure_indexes()  # what a deployment has; both servers read through them
     return info
 
 
@@ -356,10 +359,10 @@ def main(args: Any) -> int:
               "(BROKER_V1_TILED_VENV or --server-venv)")
         return 2
     full = args.full
-    n_runs = args.runs or (10_000 if full else 2_000)
+    n_runs = args.runs or (5_000 if full else 1_000)
     n_events = args.events or (100_000 if full else 10_000)
-    n_frames = args.frames if args.frames is not None else (1_000 if full else 100)
-    n_list = min(args.list or (10_000 if full else 500), n_runs)
+    n_frames = args.frames if args.frames is not None else (500 if full else 50)
+    n_list = min(args.list or n_runs, n_runs)
     budget = 30.0 if full else 10.0
     began = time.monotonic()
     db_name = f"bench_serve_{os.getpid()}"
