@@ -1,6 +1,10 @@
 """``broker-v1 serve``: what tiled's client waits for, beside the store called in-process.
 
 Run: python benchmarks/bench_serve.py [--quick | --full] [--runs N] [--events N]
+[--against-mongoadapter [--frames N] [--list N] [--server-venv DIR] [--json PATH]]
+
+``--against-mongoadapter`` compares instead with tiled over databroker 2's MongoAdapter on
+the same MongoDB runs (``serve_vs_adapter.py`` says how); without it:
 
 Builds a files store of ``--runs`` small runs (written directly, then indexed once, as
 ``bench_fresh.py`` does) plus one run of ``--events`` events x 10 numbers, starts
@@ -124,7 +128,21 @@ def main() -> None:
     size.add_argument("--full", action="store_true", help="100,000 runs, 100,000 events")
     parser.add_argument("--runs", type=int, help="small runs (overrides the mode)")
     parser.add_argument("--events", type=int, help="events of the long run")
+    parser.add_argument("--against-mongoadapter", action="store_true",
+                        help="beside tiled over databroker 2's MongoAdapter, on MongoDB "
+                             "(needs BROKER_V1_TEST_MONGO_URI; see serve_vs_adapter.py)")
+    parser.add_argument("--frames", type=int, help="external frames (--against-mongoadapter)")
+    parser.add_argument("--list", type=int, help="runs whose metadata is listed "
+                                                  "(--against-mongoadapter)")
+    parser.add_argument("--server-venv", type=Path, help="the tiled server venv "
+                                                          "(--against-mongoadapter)")
+    parser.add_argument("--json", type=Path, help="also write the figures here "
+                                                  "(--against-mongoadapter)")
     args = parser.parse_args()
+    if args.against_mongoadapter:
+        from serve_vs_adapter import main as against_adapter
+
+        sys.exit(against_adapter(args))
     n_runs = args.runs or (100_000 if args.full else 2_000)
     n_events = args.events or (100_000 if args.full else 10_000)
 
