@@ -406,7 +406,8 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="session")
 def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """databroker 2's MongoAdapter behind tiled (the Mongo layout), per session, over a
-    database of the wire test server holding :func:`sample_runs` and an in-event-array run
+    database of the wire test server holding :func:`sample_runs`, an NPY_SEQ image run whose
+    frames are real files (found through ``server.root_map``) and an in-event-array run, all
     written by broker_v1's Mongo store (``server.mongo_runs``).
 
     Skips when the tiled extra, the server venv (with databroker) or the wire server is missing.
@@ -416,12 +417,15 @@ def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not base:
         pytest.skip("set BROKER_V1_TEST_MONGO_URI (the wire test server, see .ci/run) to "
                     "serve the Mongo layout through tiled")
-    from tiled_server import TiledServer, array_run_documents
+    from tiled_server import IMAGE_ROOT, TiledServer, array_run_documents, npy_image_run_documents
 
     db_name = f"broker_v1_tiled_{uuid.uuid4().hex[:12]}"
     server = TiledServer(venv, tmp_path_factory.mktemp("tiled-mongo-server"), layout="mongo",
                          mongo_uri=base.rstrip("/") + "/" + db_name)
-    server.fill_mongo([run.docs for run in sample_runs()] + [array_run_documents()])
+    files = server.folder / "external"
+    server.root_map = {IMAGE_ROOT: str(files)}
+    server.fill_mongo([run.docs for run in sample_runs()]
+                      + [npy_image_run_documents(files), array_run_documents()])
     server.start()
     try:
         yield server

@@ -243,6 +243,12 @@ class MongoLayout(Layout):
 
         return iter([dict(pack_datum_page(*datums))])  # type: ignore[arg-type]
 
+    def find_datums(self, datum_ids: Iterable[str], run_uid: str) -> None:
+        with self._lock:
+            unknown = any(d not in self._datum_runs for d in datum_ids)
+        if unknown:
+            self._body(run_uid)  # its documents name their resources and datums
+
     def get_datum(self, datum_id: str) -> Doc | None:
         with self._lock:
             run_uid = self._datum_runs.get(datum_id)

@@ -550,6 +550,22 @@ class TiledStore(DocumentStore):
                                f"read the datums of resource {resource_uid}")
         yield from (_doc(p) for p in list(pages))
 
+    def get_datums(self, datum_ids: Iterable[str], *,
+                   run_start: str | None = None) -> dict[str, Doc]:
+        """Several datums as :meth:`get_datum`; on the Mongo layout, ``run_start`` (the run
+        whose events hold the ids) is read first when they are not known yet."""
+        ids = list(dict.fromkeys(datum_ids))
+        if run_start is not None:
+            try:
+                self._layout_document_of_run(ids, run_start)
+            except RunNotFound:
+                pass  # the not-found error below names the datum
+        return {d: self.get_datum(d) for d in ids}
+
+    def _layout_document_of_run(self, datum_ids: list[str], run_start: str) -> None:
+        with self._conn.errors(f"read the documents of run {run_start}", uid=run_start):
+            self._layout().find_datums(datum_ids, run_start)
+
     def get_datum(self, datum_id: str) -> Doc:
         """A datum of a run whose events were read (Mongo layout); else
         :class:`DatumNotFound` (always on the SQL layout, which keeps none)."""
