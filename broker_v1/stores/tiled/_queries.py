@@ -9,7 +9,8 @@ stores use.  The residual check always sees the whole filter, so the server's pa
 narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
-numbers and uid prefixes.  Not expressible, and documented: MongoDB's equality also matches
+numbers, uid prefixes and ``$text`` searches of plain words (see
+:func:`full_text_prefilter`).  Not expressible, and documented: MongoDB's equality also matches
 a list *containing* the value; the server's does not.
 
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
@@ -28,8 +29,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "is_number", "is_scalar",
-           "plan_query", "tiled_sort"]
+__all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "full_text_prefilter",
+           "is_number", "is_scalar", "plan_query", "tiled_sort"]
 
 #: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
 #: one table both directions use (this store sends them; ``broker_v1.serve`` receives them).
@@ -38,6 +39,7 @@ MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le
 #: httpx refuses beyond 64 KiB (about 1,500 uids).
 MAX_IN = 200
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
+_WORD = re.compile(r"\w+", re.UNICODE)  # a word of MongoDB's $text, as broker_v1 matches it
 _PREFIX = re.compile(r"^\^((?:[^.^$*+?{}\[\]\\|()]|\\[.^$*+?{}\[\]\\|()])*)$")
 
 
@@ -106,6 +108,14 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
 
     plan = Plan()
     for key, condition in conditions(query):
+        if key == "$text":
+            prefilter = full_text_prefilter(condition)
+            if prefilter is None:
+                plan.residual.append(key)
+            else:
+                plan.queries.append(prefilter)
+                plan.recheck.append(key)
+            continue
         if key.startswith("$"):
             plan.residual.append(key)
             continue
@@ -141,6 +151,30 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
             else:
                 plan.residual.append(op)
     return plan
+
+
+def full_text_prefilter(text: Any) -> Any:
+    """A tiled ``FullText`` query the SQL catalog answers with at least the runs a ``$text``
+    search matches (they are checked again here), or ``None`` when there is none.
+
+    The catalog matches its SQLite FTS5 (or PostgreSQL text search) index of each run's
+    metadata, which differs from MongoDB's ``$text``: FTS5 ANDs words and matches phrases by
+    token.  Only searches made of plain words are sent, as an ``OR`` of quoted words (any word
+    sufficing, as in MongoDB); each word (letters, digits, underscores; several tokens to the
+    index) is quoted as a phrase, and exclusions are left to the check here.  Searches with a
+    "quoted phrase" (a substring to MongoDB, which the index cannot answer) or only exclusions
+    are not sent.
+    """
+    from tiled.queries import FullText
+
+    search = text.get("$search") if isinstance(text, Mapping) else None
+    if not isinstance(search, str) or '"' in search:
+        return None
+    words = [w for token in search.lower().split() if not token.startswith("-")
+             for w in _WORD.findall(token)]
+    if not words:
+        return None
+    return FullText(" OR ".join(f'"{w}"' for w in dict.fromkeys(words)))
 
 
 def tiled_sort(sort: Any) -> list[tuple[str, int]]:

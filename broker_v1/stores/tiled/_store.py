@@ -78,7 +78,9 @@ class TiledStore(DocumentStore):
 
     backend: ClassVar[str] = "tiled"
     supports_writes: ClassVar[bool] = True
-    supports_text_search: ClassVar[bool] = False
+    #: ``$text``: prefiltered by the SQL catalog's full-text index, else checked here on a
+    #: bounded set of runs (see :meth:`_bounded`).
+    supports_text_search: ClassVar[bool] = True
     layout_losses: ClassVar[Mapping[str, str]] = {
         "event_uids": "the SQL layout keeps no event uids (they read back as "
                       "event-<descriptor uid>-<seq_num>)",
@@ -400,7 +402,7 @@ class TiledStore(DocumentStore):
         if not plan.exact:
             from .._query import QueryMatcher
 
-            matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
+            matcher = QueryMatcher(query, store=self.describe(), supports_text=True)
         return self._iter_search(node, matcher, skip, limit)
 
     def _iter_search(self, node: Any, matcher: Any, skip: int,
