@@ -435,3 +435,34 @@ def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
         with pymongo.MongoClient(base) as client:
             client.drop_database(db_name)
+
+
+@pytest.fixture
+def slow_proxy(tiled_server: Any) -> Any:
+    """Start :class:`slow_proxy.SlowProxy` s in front of the session's SQL-layout server:
+    ``start(max_rows, delay, max_columns=None)``; stopped after the test."""
+    import threading
+
+    from slow_proxy import SlowProxy
+
+    started: list[Any] = []
+
+    def start(max_rows: int, delay: float, max_columns: int | None = None) -> Any:
+        proxy = SlowProxy(tiled_server.uri, max_rows, delay, max_columns)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def no_retries() -> Any:
+    """tiled's client retries a timed-out or failed request for up to 45 s; once here."""
+    import stamina
+
+    stamina.set_testing(True, attempts=1)
+    yield
+    stamina.set_testing(False)

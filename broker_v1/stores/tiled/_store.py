@@ -313,7 +313,7 @@ class TiledStore(DocumentStore):
                 if self._reader is None:
                     self._reader = (MongoLayout(self._run, _plain)
                                     if self._conn.layout == "mongo"
-                                    else SqlLayout(self._external))
+                                    else SqlLayout(self._external, self._conn))
         return self._reader
 
     def _remember(self, uid: str, run: Any) -> Any:
