@@ -619,14 +619,17 @@ def test_text_search_matches_mongodb_s_rule_on_every_run(layout_server: Any,
 def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
                                                          open_broker: Any) -> None:
     """Beyond client_filter_limit, a $text the server cannot answer is UnsupportedQuery
-    naming '$text' and the server, at the db(...) call: a phrase on the SQL catalog (its index
-    matches tokens, not substrings), any search on the MongoAdapter (no text index).  Plain
-    words on the SQL catalog are answered by its full-text index, then checked here."""
+    naming '$text' and the server, at the db(...) call: a phrase or several words on the SQL
+    catalog (its index matches tokens, and its syntax depends on the database), any search on
+    the MongoAdapter (no text index).  One plain
+    word on the SQL catalog is answered by its full-text index, then checked here."""
     db = open_broker(_config(layout_server, client_filter_limit=0))
     layout = "SQL catalog" if layout_server.layout == "sql" else "MongoAdapter"
-    with pytest.raises(UnsupportedQuery, match=rf"cannot evaluate '\$text'.*{layout}") as info:
-        db(text_search='"gold"')
-    assert info.value.operator == "$text"
+    for search in ('"gold"', "gold silicon"):
+        with pytest.raises(UnsupportedQuery,
+                           match=rf"cannot evaluate '\$text'.*{layout}") as info:
+            db(text_search=search)
+        assert info.value.operator == "$text"
     if layout_server.layout == "mongo":
         with pytest.raises(UnsupportedQuery, match=rf"'\$text'.*{layout}"):
             db(text_search="gold")
@@ -634,24 +637,26 @@ def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
     from tiled.queries import FullText
 
     catalog = db.store._conn.catalog()
-    narrowed = catalog.search(FullText('"gold" OR "silicon"'))
+    narrowed = catalog.search(FullText("silicon"))
     assert 0 < len(narrowed) < len(catalog)  # the server really answers FullText
-    assert [h.start["sample"]["name"] for h in db(text_search="gold silicon")] == [
-        "silicon", "gold"]
+    assert [h.start["sample"]["name"] for h in db(text_search="silicon -michael")] == [
+        "silicon"]
 
 
 def test_full_text_prefilter_sends_only_what_the_index_answers() -> None:
-    """Plain words go to the SQL catalog as an OR of quoted words (exclusions dropped, checked
-    here); a phrase or only exclusions send nothing; the MongoAdapter never gets $text."""
+    """One plain word goes to the SQL catalog as that bare word (exclusions dropped, checked
+    here), a form SQLite's FTS5 and PostgreSQL's to_tsquery both read; several words, a
+    phrase or only exclusions send nothing; the MongoAdapter never gets $text."""
     pytest.importorskip("tiled.queries", reason="the tiled extra is not installed")
     from tiled.queries import FullText
 
     from broker_v1.stores.tiled._mongo_layout import plan_mongo_query
     from broker_v1.stores.tiled._queries import full_text_prefilter, plan_query
 
-    sent = full_text_prefilter({"$search": "Gold  x_1 -dmitri gold"})
-    assert isinstance(sent, FullText) and sent.text == '"gold" OR "x_1"'
-    for search in ('"a phrase" gold', "-only -exclusions", "", "-"):
+    sent = full_text_prefilter({"$search": "Gold  -dmitri gold"})
+    assert isinstance(sent, FullText) and sent.text == "gold"
+    for search in ('"a phrase" gold', "-only -exclusions", "", "-", "gold silicon", "x_1",
+                   "café", "a-b"):
         assert full_text_prefilter({"$search": search}) is None, search
     plan = plan_query({"$text": {"$search": "gold"}, "plan_name": "scan"})
     assert plan.recheck == ["$text"] and not plan.residual and len(plan.queries) == 2

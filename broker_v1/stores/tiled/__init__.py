@@ -22,7 +22,7 @@ this package that holds each:
   MongoDB's meaning are sent; the rest is evaluated here on the runs the server returns when
   they are at most ``client_filter_limit``, else refused with
   :class:`~broker_v1.errors.UnsupportedQuery` naming the operator and the server; a
-  ``$text`` of plain words is narrowed by the SQL catalog's ``FullText`` index, then checked.
+  ``$text`` of one plain word is narrowed by the SQL catalog's ``FullText`` index, then checked.
 * **Runs in pages, tables in one request** (``_store``, ``_layout``): searches fetch start
   and stop of 300 runs per request (the server's cap) and remember the run clients; a
   stream's ``internal`` table is read in one Arrow request and turned into one event page;

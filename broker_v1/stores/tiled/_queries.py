@@ -9,7 +9,7 @@ stores use.  The residual check always sees the whole filter, so the server's pa
 narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
-numbers, uid prefixes and ``$text`` searches of plain words (see
+numbers, uid prefixes and ``$text`` searches of one plain word (see
 :func:`full_text_prefilter`).  Not expressible, and documented: MongoDB's equality also matches
 a list *containing* the value; the server's does not.
 
@@ -40,6 +40,7 @@ MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le
 MAX_IN = 200
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
 _WORD = re.compile(r"\w+", re.UNICODE)  # a word of MongoDB's $text, as broker_v1 matches it
+_PLAIN_WORD = re.compile(r"[a-z0-9]+")  # a bare word to FTS5 and to_tsquery alike
 _PREFIX = re.compile(r"^\^((?:[^.^$*+?{}\[\]\\|()]|\\[.^$*+?{}\[\]\\|()])*)$")
 
 
@@ -157,24 +158,25 @@ def full_text_prefilter(text: Any) -> Any:
     """A tiled ``FullText`` query the SQL catalog answers with at least the runs a ``$text``
     search matches (they are checked again here), or ``None`` when there is none.
 
-    The catalog matches its SQLite FTS5 (or PostgreSQL text search) index of each run's
-    metadata, which differs from MongoDB's ``$text``: FTS5 ANDs words and matches phrases by
-    token.  Only searches made of plain words are sent, as an ``OR`` of quoted words (any word
-    sufficing, as in MongoDB); each word (letters, digits, underscores; several tokens to the
-    index) is quoted as a phrase, and exclusions are left to the check here.  Searches with a
-    "quoted phrase" (a substring to MongoDB, which the index cannot answer) or only exclusions
-    are not sent.
+    The catalog hands the text to its database's own search syntax over an index of each
+    run's metadata: SQLite's FTS5 ``MATCH`` or PostgreSQL's ``to_tsquery`` (which have no
+    common way to write "any of these words", and tokenize differently from MongoDB).  So
+    only a search whose words (exclusions aside, checked here) are one plain ASCII word is
+    sent, as that bare word, which both read as "runs holding this token", a superset of the
+    runs MongoDB's whole-word match gives.  Several words, a "quoted phrase" (a substring to
+    MongoDB) or other characters are not sent.
     """
     from tiled.queries import FullText
 
     search = text.get("$search") if isinstance(text, Mapping) else None
     if not isinstance(search, str) or '"' in search:
         return None
-    words = [w for token in search.lower().split() if not token.startswith("-")
-             for w in _WORD.findall(token)]
-    if not words:
+    words = {w for token in search.lower().split() if not token.startswith("-")
+             for w in _WORD.findall(token)}
+    if len(words) != 1:
         return None
-    return FullText(" OR ".join(f'"{w}"' for w in dict.fromkeys(words)))
+    (word,) = words
+    return FullText(word) if _PLAIN_WORD.fullmatch(word) else None
 
 
 def tiled_sort(sort: Any) -> list[tuple[str, int]]:
