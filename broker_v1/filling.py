@@ -338,16 +338,19 @@ class DataFiller:
 
         return np.asarray(value)
 
-    def load_datum_id(self, datum_id: str) -> Any:
-        """The data a datum id points to."""
-        (value,) = self.load_datum_ids([datum_id])
+    def load_datum_id(self, datum_id: str, run_start: str | None = None) -> Any:
+        """The data a datum id points to (``run_start``: as in :meth:`load_datum_ids`)."""
+        (value,) = self.load_datum_ids([datum_id], run_start=run_start)
         return value
 
-    def load_datum_ids(self, datum_ids: Sequence[Any]) -> list[Any]:
+    def load_datum_ids(self, datum_ids: Sequence[Any], *,
+                       run_start: str | None = None) -> list[Any]:
         """One value per datum id (non-string cells pass through), read together.
 
         The store reads them itself when it can (a server's array nodes, few requests);
-        otherwise each is read through its resource's handler.
+        otherwise each is read through its resource's handler.  ``run_start``, the run whose
+        events hold the ids when known, lets a store that finds datums through their run
+        find them without that run having been read first.
         """
         wanted = [d for d in dict.fromkeys(datum_ids) if isinstance(d, str)]
         if not wanted:
@@ -355,13 +358,13 @@ class DataFiller:
         served = self._store.read_external(wanted)
         if served is not None:
             return [served[d] if isinstance(d, str) else d for d in datum_ids]
-        datums = self._store.get_datums(wanted)
+        datums = self._store.get_datums(wanted, run_start=run_start)
         return [self.load(datums[d]) if isinstance(d, str) else d for d in datum_ids]
 
     def fill_column(self, descriptor: Mapping[str, Any], key: str,
                     datum_ids: Sequence[Any]) -> list[Any]:
         """Load one external column: one value per datum id (non-string cells pass through)."""
-        return self.load_datum_ids(datum_ids)
+        return self.load_datum_ids(datum_ids, run_start=descriptor.get("run_start"))
 
 
 def fill_events(
@@ -381,7 +384,8 @@ def fill_events(
         for key in keys:
             value = target["data"].get(key)
             if isinstance(value, str):
-                target["data"][key] = filler.load_datum_id(value)
+                target["data"][key] = filler.load_datum_id(
+                    value, run_start=descriptor.get("run_start"))
                 target["filled"][key] = value
         yield target if (inplace or prepare is None) else prepare("event", target)
 

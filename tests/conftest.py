@@ -406,7 +406,8 @@ def tiled_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="session")
 def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """databroker 2's MongoAdapter behind tiled (the Mongo layout), per session, over a
-    database of the wire test server holding :func:`sample_runs` and an in-event-array run
+    database of the wire test server holding :func:`sample_runs`, an NPY_SEQ image run whose
+    frames are real files (found through ``server.root_map``) and an in-event-array run, all
     written by broker_v1's Mongo store (``server.mongo_runs``).
 
     Skips when the tiled extra, the server venv (with databroker) or the wire server is missing.
@@ -416,12 +417,15 @@ def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not base:
         pytest.skip("set BROKER_V1_TEST_MONGO_URI (the wire test server, see .ci/run) to "
                     "serve the Mongo layout through tiled")
-    from tiled_server import TiledServer, array_run_documents
+    from tiled_server import IMAGE_ROOT, TiledServer, array_run_documents, npy_image_run_documents
 
     db_name = f"broker_v1_tiled_{uuid.uuid4().hex[:12]}"
     server = TiledServer(venv, tmp_path_factory.mktemp("tiled-mongo-server"), layout="mongo",
                          mongo_uri=base.rstrip("/") + "/" + db_name)
-    server.fill_mongo([run.docs for run in sample_runs()] + [array_run_documents()])
+    files = server.folder / "external"
+    server.root_map = {IMAGE_ROOT: str(files)}
+    server.fill_mongo([run.docs for run in sample_runs()]
+                      + [npy_image_run_documents(files), array_run_documents()])
     server.start()
     try:
         yield server
@@ -431,3 +435,34 @@ def tiled_mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
         with pymongo.MongoClient(base) as client:
             client.drop_database(db_name)
+
+
+@pytest.fixture
+def slow_proxy(tiled_server: Any) -> Any:
+    """Start :class:`slow_proxy.SlowProxy` s in front of the session's SQL-layout server:
+    ``start(max_rows, delay, max_columns=None)``; stopped after the test."""
+    import threading
+
+    from slow_proxy import SlowProxy
+
+    started: list[Any] = []
+
+    def start(max_rows: int, delay: float, max_columns: int | None = None) -> Any:
+        proxy = SlowProxy(tiled_server.uri, max_rows, delay, max_columns)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def no_retries() -> Any:
+    """tiled's client retries a timed-out or failed request for up to 45 s; once here."""
+    import stamina
+
+    stamina.set_testing(True, attempts=1)
+    yield
+    stamina.set_testing(False)

@@ -126,6 +126,48 @@ def array_run_documents() -> list[tuple[str, dict[str, Any]]]:
     return docs
 
 
+#: Where the NPY_SEQ image run's resource says its files are (a beamline path that does not
+#: exist here): readers find them through ``root_map`` (:attr:`TiledServer.root_map`).
+IMAGE_ROOT = "/nsls2/data/xf99/assets"
+
+
+def npy_image_run_documents(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A stopped ``count`` of five 6x8 frames of an NPY_SEQ detector (one ``.npy`` file per
+    frame, written into ``folder/cam``) with a resource and one datum per event, as a
+    registry-backed detector records them; its root is :data:`IMAGE_ROOT`, so reading the
+    frames needs ``root_map={IMAGE_ROOT: folder}``."""
+    import event_model
+    import numpy as np
+
+    (folder / "cam").mkdir(parents=True, exist_ok=True)
+    t0 = 1_700_000_500.0
+    bundle = event_model.compose_run(uid="cafe0001-0000-4000-8000-000000000005", time=t0,
+                                     metadata={"plan_name": "scan", "scan_id": 5,
+                                               "detectors": ["cam"]})
+    docs: list[tuple[str, dict[str, Any]]] = [("start", bundle.start_doc)]
+    descriptor = bundle.compose_descriptor(
+        name="primary", time=t0 + 0.1, object_keys={"cam": ["img", "cam_stats"]},
+        data_keys={"img": {"source": "SIM:img", "dtype": "array", "shape": [6, 8],
+                           "external": "FILESTORE:"},
+                   "cam_stats": {"source": "SIM:stats", "dtype": "number", "shape": []}})
+    docs.append(("descriptor", descriptor.descriptor_doc))
+    resource = bundle.compose_resource(spec="NPY_SEQ", root=IMAGE_ROOT,
+                                       resource_path="cam/img", resource_kwargs={})
+    docs.append(("resource", resource.resource_doc))
+    for i in range(5):
+        frame = np.arange(48, dtype=float).reshape(6, 8) * (i + 1)
+        np.save(folder / "cam" / f"img_{i}.npy", frame)
+        datum = resource.compose_datum(datum_kwargs={"index": i})
+        docs.append(("datum", datum))
+        t = t0 + 1 + i
+        docs.append(("event", descriptor.compose_event(
+            data={"img": datum["datum_id"], "cam_stats": float(frame.sum())},
+            timestamps={"img": t, "cam_stats": t}, time=t, seq_num=i + 1,
+            filled={"img": False})))
+    docs.append(("stop", bundle.compose_stop(time=t0 + 10)))
+    return docs
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -151,6 +193,8 @@ class TiledServer:
     #: ``(user, password)``: an authentication provider with that one user instead of the
     #: single-user key.
     user: tuple[str, str] | None = None
+    #: How readers find the external files of :attr:`mongo_runs` (``root_map``).
+    root_map: dict[str, str] = field(default_factory=dict)
 
     @property
     def uri(self) -> str:

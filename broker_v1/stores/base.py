@@ -460,8 +460,14 @@ class DocumentStore(abc.ABC):
         for page in self.iter_datum_pages(resource_uid):
             yield from unpack_datum_page(page)
 
-    def get_datums(self, datum_ids: Iterable[str]) -> dict[str, Doc]:
-        """Several datums by id; unknown ids raise :class:`DatumNotFound`."""
+    def get_datums(self, datum_ids: Iterable[str], *,
+                   run_start: str | None = None) -> dict[str, Doc]:
+        """Several datums by id; unknown ids raise :class:`DatumNotFound`.
+
+        ``run_start`` is the uid of the run whose events hold these ids, when the caller
+        knows it (a filler does, from the descriptor): a store that finds datums only
+        through their run (tiled's Mongo layout) reads that run's documents first.
+        """
         return {d: self.get_datum(d) for d in datum_ids}
 
     def read_external(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:

@@ -219,8 +219,9 @@ def test_untranslatable_query_is_refused_when_unbounded(tiled_server: Any,
     # Narrowed by a condition the server answers, the same operator is fine again.
     assert [h.start["scan_id"] for h in db(plan_name="count",
                                            operator={"$ne": "Dmitri"})] == [5, 1]
-    with pytest.raises(UnsupportedQuery, match=r"\$text"):
-        db("gold")
+    # A phrase is not answered by the catalog's full-text index (plain words are).
+    with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$text'.*leaves 9 runs"):
+        db('"gold"')
     # A $in longer than a URL can carry is checked here, so it needs a bound too.
     many = [f"{i:08d}-0000-4000-8000-000000000000" for i in range(2000)]
     with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$in'.*leaves 9 runs"):
@@ -588,3 +589,77 @@ def test_translated_conditions_keep_mongodb_meaning() -> None:
                   {"sample": {"name": "gold"}}, {"plan_name": {"$regex": "^sc"}},
                   {"plan_name": None}):
         assert plan_query(query).residual, query
+
+
+# ---------------------------------------------------------------------- text_search
+TEXT_SEARCHES = ["gold", "Dmitri count", "count -dmitri", "MICHAEL silicon", '"count"',
+                 "-gold", "nosuchword"]
+
+
+def test_text_search_matches_mongodb_s_rule_on_every_run(layout_server: Any,
+                                                         open_broker: Any) -> None:
+    """db(text_search=...) gives exactly the runs whose start documents MongoDB's $text rule
+    (as the server-less stores evaluate it) matches, on both layouts."""
+    from broker_v1.stores._query import searchable_text, text_matches
+
+    db = open_broker(_config(layout_server))
+    starts = [h.start for h in db()]
+    found = 0
+    for search in TEXT_SEARCHES:
+        expected = [s["uid"] for s in starts if text_matches(search, searchable_text(s))]
+        assert [h.start["uid"] for h in db(text_search=search)] == expected, search
+        assert db.store.count_runs({"$text": {"$search": search}}) == len(expected), search
+        found += len(expected)
+    assert found > 4  # the searches do match runs
+    assert ([h.start["uid"] for h in db(text_search="gold", operator="Dmitri")]
+            == [s["uid"] for s in starts if text_matches("gold", searchable_text(s))
+                and s.get("operator") == "Dmitri"])
+
+
+def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
+                                                         open_broker: Any) -> None:
+    """Beyond client_filter_limit, a $text the server cannot answer is UnsupportedQuery
+    naming '$text' and the server, at the db(...) call: a phrase or several words on the SQL
+    catalog (its index matches tokens, and its syntax depends on the database), any search on
+    the MongoAdapter (no text index).  One plain
+    word on the SQL catalog is answered by its full-text index, then checked here."""
+    db = open_broker(_config(layout_server, client_filter_limit=0))
+    layout = "SQL catalog" if layout_server.layout == "sql" else "MongoAdapter"
+    for search in ('"gold"', "gold silicon"):
+        with pytest.raises(UnsupportedQuery,
+                           match=rf"cannot evaluate '\$text'.*{layout}") as info:
+            db(text_search=search)
+        assert info.value.operator == "$text"
+    if layout_server.layout == "mongo":
+        with pytest.raises(UnsupportedQuery, match=rf"'\$text'.*{layout}"):
+            db(text_search="gold")
+        return
+    from tiled.queries import FullText
+
+    catalog = db.store._conn.catalog()
+    narrowed = catalog.search(FullText("silicon"))
+    assert 0 < len(narrowed) < len(catalog)  # the server really answers FullText
+    assert [h.start["sample"]["name"] for h in db(text_search="silicon -michael")] == [
+        "silicon"]
+
+
+def test_full_text_prefilter_sends_only_what_the_index_answers() -> None:
+    """One plain word goes to the SQL catalog as that bare word (exclusions dropped, checked
+    here), a form SQLite's FTS5 and PostgreSQL's to_tsquery both read; several words, a
+    phrase or only exclusions send nothing; the MongoAdapter never gets $text."""
+    pytest.importorskip("tiled.queries", reason="the tiled extra is not installed")
+    from tiled.queries import FullText
+
+    from broker_v1.stores.tiled._mongo_layout import plan_mongo_query
+    from broker_v1.stores.tiled._queries import full_text_prefilter, plan_query
+
+    sent = full_text_prefilter({"$search": "Gold  -dmitri gold"})
+    assert isinstance(sent, FullText) and sent.text == "gold"
+    for search in ('"a phrase" gold', "-only -exclusions", "", "-", "gold silicon", "x_1",
+                   "café", "a-b"):
+        assert full_text_prefilter({"$search": search}) is None, search
+    plan = plan_query({"$text": {"$search": "gold"}, "plan_name": "scan"})
+    assert plan.recheck == ["$text"] and not plan.residual and len(plan.queries) == 2
+    assert plan_query({"$text": {"$search": '"gold"'}}).residual == ["$text"]
+    mongo = plan_mongo_query({"$text": {"$search": "gold"}})
+    assert mongo.residual == ["$text"] and mongo.queries == []

@@ -11,18 +11,11 @@ one expected difference: external fields hold placeholder datum ids, not the det
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import http.server
 import json
 import re
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -250,98 +243,6 @@ def test_changing_a_filled_frame_changes_no_later_read(tiled_server: Any, open_b
 
 
 # ---------------------------------------------------------------------- failures, for real
-class _SlowProxy(http.server.ThreadingHTTPServer):
-    """A reverse proxy to the tiled server that answers array reads of more than
-    ``max_rows`` rows only after ``delay`` seconds (a server reading many files slowly)."""
-
-    daemon_threads = True
-
-    def __init__(self, upstream: str, max_rows: int, delay: float) -> None:
-        self.upstream = urlsplit(upstream)
-        self.max_rows, self.delay = max_rows, delay
-        self.sizes: list[int] = []
-        self.connections: list[Any] = []
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.connections.append(request)
-        super().process_request(request, client_address)
-
-    def stop(self) -> None:
-        """Stop listening and drop every open connection (kept-alive ones too)."""
-        self.shutdown()
-        self.server_close()
-        for sock in self.connections:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _ProxyHandler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _SlowProxy
-
-    def log_message(self, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        proxy = self.server
-        if "/array/full/" in self.path:
-            query = parse_qs(urlsplit(self.path).query)
-            lo, hi = (query.get("slice", ["0:999999"])[0].split(",")[0].split(":") + [""])[:2]
-            n = int(hi or 999999) - int(lo or 0)  # rows "lo:hi[:step]" of the first axis
-            proxy.sizes.append(n)
-            if n > proxy.max_rows:
-                time.sleep(proxy.delay)
-        conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port,
-                                          timeout=30)
-        try:
-            # The client's Host header goes through: the server builds the links it hands out
-            # (e.g. to the array data) from it, so they lead back through the proxy.
-            conn.request("GET", self.path, headers=dict(self.headers.items()))
-            response = conn.getresponse()
-            body = response.read()
-            self.send_response(response.status)
-            for k, v in response.getheaders():
-                if k.lower() not in ("transfer-encoding", "content-length", "connection"):
-                    self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
-            pass
-        finally:
-            conn.close()
-
-
-@pytest.fixture
-def slow_proxy(tiled_server: Any) -> Iterator[Callable[[int, float], _SlowProxy]]:
-    started: list[_SlowProxy] = []
-
-    def start(max_rows: int, delay: float) -> _SlowProxy:
-        proxy = _SlowProxy(tiled_server.uri, max_rows, delay)
-        threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.stop()
-
-
-@pytest.fixture
-def no_retries() -> Iterator[None]:
-    """tiled's client retries a timed-out or failed request for up to 45 s; once here."""
-    import stamina
-
-    stamina.set_testing(True, attempts=1)
-    yield
-    stamina.set_testing(False)
-
-
 # tiled's Context leaves an HTTP client unclosed when a request fails mid-way.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_read_that_times_out_is_paged(slow_proxy: Any, open_broker: Any, memory: Broker,

@@ -3,9 +3,11 @@
 The session's server (``tiled_mongo_server`` in ``tests/conftest.py``) serves a database of the
 MongoDB wire test server into which broker_v1's own Mongo store wrote conftest's sample runs
 (repeated scan_ids, a run left open, uids sharing the prefix ``abcdef0``, a baseline stream,
-configuration, an external image with its resource and datums) and a run with an in-event
-array and a configuration update.  Every answer is compared with the same documents held in a
-MemoryStore.  Tests that apply to both layouts unchanged are parametrized in ``test_tiled.py``.
+configuration, an external image with its resource and datums), an NPY_SEQ image run whose
+frames are real ``.npy`` files under a root that ``root_map`` moves (scan_id 5) and a run with an
+in-event array and a configuration update.  Every answer is compared with the same documents
+held in a MemoryStore (with the same handlers and ``root_map`` where data is filled).  Tests
+that apply to both layouts unchanged are parametrized in ``test_tiled.py``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def test_unknown_and_ambiguous_keys(db: Broker) -> None:
     with pytest.raises(RunNotFound):
         db[99]
     with pytest.raises(IndexError):
-        db[-7]
+        db[-8]
     with pytest.raises(AmbiguousUid, match="'abcdef' matches 2 runs"):
         db["abcdef"]
     with pytest.raises(RunNotFound):  # case-sensitive, as MongoDB
@@ -183,7 +185,7 @@ def test_unbounded_residual_is_refused_naming_operator_and_server(
     db = Broker.from_config(_config(tiled_mongo_server, client_filter_limit=3))
     try:
         with pytest.raises(UnsupportedQuery, match=r"cannot evaluate '\$exists'.*MongoAdapter"
-                           r".*leaves 6 runs") as info:
+                           r".*leaves 7 runs") as info:
             db(sample={"$exists": False})
         assert info.value.operator == "$exists"
         # Narrowed by the server first, the same operator is checked here.
@@ -288,3 +290,135 @@ def test_insert_is_refused_before_anything_is_sent(db: Broker) -> None:
     with pytest.raises(ReadOnlyStore, match="Mongo layout.*backend: mongo.*Nothing was sent"):
         db.insert("start", {"uid": "never-written", "time": 1.0, "scan_id": 1})
     assert db.store.count_runs({"uid": "never-written"}) == 0
+
+
+# ---------------------------------------------------------------------- external data, filled
+IMAGE_RUN = "cafe0001-0000-4000-8000-000000000005"
+
+
+def _with_handlers(config: dict[str, Any], server: Any) -> dict[str, Any]:
+    return {**config, "handlers": {"NPY_SEQ": {"module": "handlers", "class": "NpySeqHandler"}},
+            "root_map": dict(server.root_map)}
+
+
+@pytest.fixture(scope="module")
+def filling(tiled_mongo_server: Any) -> Iterator[tuple[Broker, Broker]]:
+    """(tiled store, memory store) with the NPY_SEQ handler and the run's root_map."""
+    db = Broker.from_config(_with_handlers(_config(tiled_mongo_server), tiled_mongo_server))
+    ref = Broker.from_config(_with_handlers({"store": {"backend": "memory"},
+                                             "timezone": "US/Eastern"}, tiled_mongo_server))
+    for docs in tiled_mongo_server.mongo_runs:
+        for name, doc in docs:
+            ref.insert(name, doc)
+    yield db, ref
+    db.store.close()
+
+
+def _plain(value: Any) -> Any:
+    return {k: _plain(v) for k, v in dict(value).items()} if hasattr(value, "keys") else value
+
+
+def _same_docs(here: list[Any], there: list[Any]) -> None:
+    """Documents (or events) equal, numpy frames compared by value."""
+    import numpy as np
+
+    assert len(here) == len(there)
+    for a, b in zip(here, there):
+        if isinstance(a, tuple):
+            assert a[0] == b[0]
+            a, b = a[1], b[1]
+        a, b = dict(a), dict(b)  # v1 events are doct-style documents
+        data_a, data_b = dict(a.get("data", {})), dict(b.get("data", {}))
+        assert a.keys() == b.keys() and data_a.keys() == data_b.keys()
+        assert ({k: _plain(v) for k, v in a.items() if k != "data"}
+                == {k: _plain(v) for k, v in b.items() if k != "data"})
+        for key in data_a:
+            np.testing.assert_array_equal(data_a[key], data_b[key])
+
+
+def test_filled_reads_match_memory(filling: tuple[Broker, Broker]) -> None:
+    """fill=True and fill=['img'] in get_events, get_table and get_documents read the frames
+    through the client's handler and root_map, as the memory store does."""
+    import numpy as np
+
+    db, ref = filling
+    here, there = db[IMAGE_RUN], ref[IMAGE_RUN]
+    for fill in (True, ["img"]):
+        events = list(db.get_events(here, fill=fill))
+        _same_docs(events, list(ref.get_events(there, fill=fill)))
+        assert dict(events[4]["filled"]) == {"img": list(ref.get_table(there)["img"])[4]}
+        np.testing.assert_array_equal(events[4]["data"]["img"],
+                                      np.arange(48.0).reshape(6, 8) * 5)
+        table, expected = db.get_table(here, fill=fill), ref.get_table(there, fill=fill)
+        assert list(table.columns) == list(expected.columns)
+        assert table["cam_stats"].equals(expected["cam_stats"])
+        np.testing.assert_array_equal(np.stack(table["img"].to_numpy()),
+                                      np.stack(expected["img"].to_numpy()))
+    _same_docs(list(db.get_documents(here, fill=True)),
+               list(ref.get_documents(there, fill=True)))
+    # Unfilled, the datum ids are the detector's own.
+    assert (list(db.get_table(here)["img"]) == list(ref.get_table(there)["img"])
+            and list(db.get_table(here)["img"])[0].startswith(
+                ref.store.get_datum(list(ref.get_table(there)["img"])[0])["resource"]))
+
+
+def test_get_images_and_v2_read_match_memory(filling: tuple[Broker, Broker]) -> None:
+    """get_images slices and the v2 shim's read() give the memory store's frames."""
+    import warnings
+
+    import numpy as np
+
+    db, ref = filling
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # get_images is deprecated (v1 says so)
+        images = db.get_images(db[IMAGE_RUN], "img")
+        expected = ref.get_images(ref[IMAGE_RUN], "img")
+    assert images.shape == expected.shape == (5, 6, 8)
+    np.testing.assert_array_equal(images[1:4], expected[1:4])
+    np.testing.assert_array_equal(images[-1], expected[-1])
+    read, reference = db.v2[IMAGE_RUN].primary.read(), ref.v2[IMAGE_RUN].primary.read()
+    assert read.identical(reference)
+    assert read["img"].shape == (5, 6, 8)
+
+
+def test_filling_a_fresh_store_finds_resources_and_datums(tiled_mongo_server: Any,
+                                                          filling: tuple[Broker, Broker],
+                                                          monkeypatch: Any) -> None:
+    """Events handed to fill_events by another reader are filled by a store that never read
+    the run (their datums are found through the run named by the descriptor), also once the
+    run's documents were evicted from the store's cache."""
+    from broker_v1.stores.tiled import _mongo_layout
+
+    monkeypatch.setattr(_mongo_layout, "_BODY_CACHE", 1)
+    _, ref = filling
+    events = list(ref.get_events(ref[IMAGE_RUN]))
+    descriptors = ref[IMAGE_RUN].descriptors
+    fresh = Broker.from_config(_with_handlers(_config(tiled_mongo_server), tiled_mongo_server))
+    try:
+        _same_docs(list(fresh.fill_events(events, descriptors)),
+                   list(ref.fill_events(events, descriptors)))
+        list(fresh.get_events(fresh[1]))  # evicts the image run's documents
+        _same_docs(list(fresh.fill_events(events[2:], descriptors)),
+                   list(ref.fill_events(events[2:], descriptors)))
+    finally:
+        fresh.store.close()
+
+
+def test_fill_without_handler_or_root_map_names_what_to_do(tiled_mongo_server: Any) -> None:
+    """No handler: MissingHandler naming the spec; no root_map: ExternalDataError naming the
+    beamline root the resource holds."""
+    from broker_v1.errors import ExternalDataError, MissingHandler
+
+    config = _config(tiled_mongo_server)
+    bare = Broker.from_config(config, auto_register=False)
+    no_map = Broker.from_config({**_with_handlers(config, tiled_mongo_server), "root_map": {}})
+    try:
+        with pytest.raises(MissingHandler, match="'NPY_SEQ'"):
+            bare.get_table(bare[IMAGE_RUN], fill=True)
+        from tiled_server import IMAGE_ROOT
+
+        with pytest.raises(ExternalDataError, match=IMAGE_ROOT):
+            no_map.get_table(no_map[IMAGE_RUN], fill=True)
+    finally:
+        bare.store.close()
+        no_map.store.close()

@@ -554,9 +554,10 @@ class MongoStore(DocumentStore):
             )
         return _datum(doc)
 
-    def get_datums(self, datum_ids: Iterable[str]) -> dict[str, Doc]:
+    def get_datums(self, datum_ids: Iterable[str], *,
+                   run_start: str | None = None) -> dict[str, Doc]:
         """Several datums with one ``$in`` query per thousand ids; an unknown id raises
-        :class:`~broker_v1.errors.DatumNotFound`."""
+        :class:`~broker_v1.errors.DatumNotFound` (``run_start`` is not needed here)."""
         ids = list(dict.fromkeys(datum_ids))
         found: dict[str, Doc] = {}
         coll = self._coll("datum")

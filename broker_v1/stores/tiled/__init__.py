@@ -21,17 +21,21 @@ this package that holds each:
   silently ignores filters it does not know, so only conditions the SQL catalog answers with
   MongoDB's meaning are sent; the rest is evaluated here on the runs the server returns when
   they are at most ``client_filter_limit``, else refused with
-  :class:`~broker_v1.errors.UnsupportedQuery` naming the operator and the server.
+  :class:`~broker_v1.errors.UnsupportedQuery` naming the operator and the server; a
+  ``$text`` of one plain word is narrowed by the SQL catalog's ``FullText`` index, then checked.
 * **Runs in pages, tables in one request** (``_store``, ``_layout``): searches fetch start
   and stop of 300 runs per request (the server's cap) and remember the run clients; a
-  stream's ``internal`` table is read in one Arrow request and turned into one event page.
+  stream's ``internal`` table is read in one Arrow request and turned into one event page;
+  a request the server does not answer within ``store.timeout`` is split (a table by
+  columns, an array node by rows, ``_paging``).
 * **What the SQL layout lost is rebuilt the same way every time** (``_layout``): event uids
   ``event-<descriptor uid>-<seq_num>`` (as tiled's own document export makes them); no
   resources, datums or ``filled``.
 * **The Mongo layout's documents come back exact** (``_mongo_layout``): descriptors from the
   stream nodes, events, resources and datums from one ``documents()`` request per run; the
   MongoAdapter answers equality, ``$ne``, ``$in``, ``$nin``, comparisons and ``$regex`` with
-  MongoDB's meaning, and the rest (``$exists`` among them) is checked here as above.
+  MongoDB's meaning, and the rest (``$exists`` and ``$text`` among them) is checked here as
+  above; external data is filled through the client's handlers and ``root_map``.
 """
 
 from __future__ import annotations

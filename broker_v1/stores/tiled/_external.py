@@ -31,7 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ...errors import DatumNotFound, StoreUnavailable
+from ...errors import DatumNotFound
+from ._paging import read_rows
 
 __all__ = ["REQUEST_BYTES", "ExternalReader", "external_keys", "placeholder", "resource_name"]
 
@@ -205,15 +206,4 @@ class ExternalReader:
 
     def _read(self, array: Any, lo: int, hi: int, where: str) -> Any:
         """Rows ``lo:hi`` in one request; on a timeout, in two halves (down to one row)."""
-        import httpx
-        import numpy as np
-
-        try:
-            with self._conn.errors(f"read rows {lo}-{hi - 1} of the external {where}"):
-                return np.asarray(array.read(slice=(slice(lo, hi),)))
-        except StoreUnavailable as err:
-            if hi - lo == 1 or not isinstance(err.__cause__, httpx.TimeoutException):
-                raise
-        mid = (lo + hi) // 2
-        return np.concatenate([self._read(array, lo, mid, where),
-                               self._read(array, mid, hi, where)])
+        return read_rows(self._conn, array, lo, hi, f"the external {where}")

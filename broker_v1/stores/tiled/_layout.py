@@ -23,19 +23,16 @@ What the layout does not keep, and what is returned instead (the same on every c
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ._external import ExternalReader, external_keys
 from ._layout_api import Layout, StreamRef
+from ._paging import read_rows, read_table
 
 __all__ = ["SqlLayout", "descriptors_of_stream", "event_pages", "event_uid"]
 
 Doc = dict[str, Any]
-
-_ARROW = "application/vnd.apache.arrow.file"
-
 
 def event_uid(descriptor_uid: str, seq_num: int) -> str:
     """The uid given to an event the layout stored without one."""
@@ -64,15 +61,15 @@ def _owner(times: Sequence[tuple[float, str]], row_time: float) -> str:
     return owner
 
 
-def read_columns(stream: Any, descriptor: Mapping[str, Any],
-                 fields: Iterable[str] | None) -> dict[str, list[Any]]:
-    """Columns of one stream: the ``internal`` table in one request, plus in-event arrays.
+def read_columns(stream: Any, descriptor: Mapping[str, Any], fields: Iterable[str] | None,
+                 conn: Any, where: str) -> dict[str, list[Any]]:
+    """Columns of one stream: the ``internal`` table in one request, plus in-event arrays
+    (one request each); a request that times out is split (:mod:`._paging`).
 
     Returns ``{column: values}`` with ``seq_num``, ``time``, data fields and ``ts_<field>``
-    columns, as plain Python values.
+    columns, as plain Python values.  ``conn`` translates errors; ``where`` names the stream
+    in messages.
     """
-    import pyarrow.ipc
-
     base = stream.base
     parts = set(base)
     data_keys = descriptor["data_keys"]
@@ -86,16 +83,15 @@ def read_columns(stream: Any, descriptor: Mapping[str, Any],
         present = set(table_client.columns)
         names = ["seq_num", "time"] + [c for k in wanted for c in (k, f"ts_{k}")
                                        if c in present]
-        buffer = io.BytesIO()
-        table_client.export(buffer, columns=names, format=_ARROW)
-        table = pyarrow.ipc.open_file(buffer.getvalue()).read_all()
-        columns = {name: table.column(name).to_pylist() for name in names
-                   if name in table.column_names}
+        columns = read_table(conn, table_client, names, f"the table of {where}")
     for key in wanted:
         if key in columns or key not in parts:
             continue
         # A larger in-event array: its own node, one row per event along the first axis.
-        columns[key] = base[key].read().tolist()
+        node = base[key]
+        rows = int(node.shape[0]) if node.shape else 0
+        columns[key] = (read_rows(conn, node, 0, rows, f"the array field {key!r} of {where}")
+                        .tolist() if rows else [])
     return columns
 
 
@@ -134,7 +130,7 @@ class SqlLayout(Layout):
 
     name = "SQL catalog (CatalogOfBlueskyRuns 3.x, written by TiledWriter)"
     answers = ("field equality, $in, $gt/$gte/$lt/$lte on numbers, $exists, since/until, "
-               "uid prefixes")
+               "uid prefixes, text_search of one plain word")
 
     def plan(self, query: Mapping[str, Any]) -> Any:
         from ._queries import plan_query
@@ -150,12 +146,14 @@ class SqlLayout(Layout):
                     run_uid: str) -> list[Doc]:
         return descriptors_of_stream(metadata, stream_name, run_uid)
 
-    def __init__(self, external: ExternalReader) -> None:
+    def __init__(self, external: ExternalReader, conn: Any) -> None:
         self._external = external
+        self._conn = conn
 
     def event_pages(self, stream: StreamRef,
                     fields: Iterable[str] | None) -> Iterator[Doc]:
-        columns = read_columns(stream.client, stream.descriptor, fields)
+        columns = read_columns(stream.client, stream.descriptor, fields, self._conn,
+                               f"stream {stream.name!r} of run {stream.run_uid}")
         # The stream's array node is named after its first descriptor, as tiled's export does.
         self._external.add_placeholders(columns, stream.times[0][1],
                                         external_keys(stream.descriptor, fields))

@@ -76,5 +76,9 @@ class Layout(abc.ABC):
         """A datum document, or ``None`` when this layout does not know it."""
         return None
 
+    def find_datums(self, datum_ids: Iterable[str], run_uid: str) -> None:  # noqa: B027
+        """Learn where ``datum_ids``, held by events of run ``run_uid``, are (optional:
+        only layouts that find datums through their run override it)."""
+
     def forget(self) -> None:  # noqa: B027 (optional: only layouts that cache override it)
         """Drop what was cached (the store is being closed)."""

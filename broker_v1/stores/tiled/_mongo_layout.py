@@ -14,7 +14,9 @@ collection (the ``start.`` prefix removed), so equality (lists included), ``$ne`
 ``$nin``, comparisons and ``$regex`` keep MongoDB's meaning exactly and are sent.  It has no
 translation for ``KeyPresent`` or ``Like`` (a server silently ignores what it does not know,
 so ``$exists`` is never sent) and none for ``$or``, ``$nor``, ``$not``, ``$elemMatch``,
-``$size``, ``$all``, ``$type``, ``$mod``: those are residual, checked here.  Sorting names the
+``$size``, ``$all``, ``$type``, ``$mod``: those are residual, checked here; so is ``$text``
+(``FullText``), which the adapter hands to MongoDB, which answers it only with a text index
+on ``run_start`` that databroker does not make.  Sorting names the
 start document's fields directly (``time``, not ``start.time``), and only the first sort key
 is sent: the adapter pages by cursor on each key separately, which loses runs past its
 internal batch of 100 when there are two keys; ties are then in insertion order.
@@ -70,6 +72,8 @@ def plan_mongo_query(query: Mapping[str, Any]) -> Plan:
 
     plan = Plan()
     for key, condition in conditions(query):
+        # $text included: the adapter hands it to MongoDB, which answers only with a text
+        # index on run_start that databroker never makes (without one the server fails).
         if key.startswith("$"):
             plan.residual.append(key)
             continue
@@ -242,6 +246,12 @@ class MongoLayout(Layout):
         from event_model import pack_datum_page
 
         return iter([dict(pack_datum_page(*datums))])  # type: ignore[arg-type]
+
+    def find_datums(self, datum_ids: Iterable[str], run_uid: str) -> None:
+        with self._lock:
+            unknown = any(d not in self._datum_runs for d in datum_ids)
+        if unknown:
+            self._body(run_uid)  # its documents name their resources and datums
 
     def get_datum(self, datum_id: str) -> Doc | None:
         with self._lock:

@@ -9,7 +9,8 @@ stores use.  The residual check always sees the whole filter, so the server's pa
 narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
-numbers and uid prefixes.  Not expressible, and documented: MongoDB's equality also matches
+numbers, uid prefixes and ``$text`` searches of one plain word (see
+:func:`full_text_prefilter`).  Not expressible, and documented: MongoDB's equality also matches
 a list *containing* the value; the server's does not.
 
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
@@ -28,8 +29,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "is_number", "is_scalar",
-           "plan_query", "tiled_sort"]
+__all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "full_text_prefilter",
+           "is_number", "is_scalar", "plan_query", "tiled_sort"]
 
 #: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
 #: one table both directions use (this store sends them; ``broker_v1.serve`` receives them).
@@ -38,6 +39,8 @@ MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le
 #: httpx refuses beyond 64 KiB (about 1,500 uids).
 MAX_IN = 200
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
+_WORD = re.compile(r"\w+", re.UNICODE)  # a word of MongoDB's $text, as broker_v1 matches it
+_PLAIN_WORD = re.compile(r"[a-z0-9]+")  # a bare word to FTS5 and to_tsquery alike
 _PREFIX = re.compile(r"^\^((?:[^.^$*+?{}\[\]\\|()]|\\[.^$*+?{}\[\]\\|()])*)$")
 
 
@@ -106,6 +109,14 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
 
     plan = Plan()
     for key, condition in conditions(query):
+        if key == "$text":
+            prefilter = full_text_prefilter(condition)
+            if prefilter is None:
+                plan.residual.append(key)
+            else:
+                plan.queries.append(prefilter)
+                plan.recheck.append(key)
+            continue
         if key.startswith("$"):
             plan.residual.append(key)
             continue
@@ -141,6 +152,31 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
             else:
                 plan.residual.append(op)
     return plan
+
+
+def full_text_prefilter(text: Any) -> Any:
+    """A tiled ``FullText`` query the SQL catalog answers with at least the runs a ``$text``
+    search matches (they are checked again here), or ``None`` when there is none.
+
+    The catalog hands the text to its database's own search syntax over an index of each
+    run's metadata: SQLite's FTS5 ``MATCH`` or PostgreSQL's ``to_tsquery`` (which have no
+    common way to write "any of these words", and tokenize differently from MongoDB).  So
+    only a search whose words (exclusions aside, checked here) are one plain ASCII word is
+    sent, as that bare word, which both read as "runs holding this token", a superset of the
+    runs MongoDB's whole-word match gives.  Several words, a "quoted phrase" (a substring to
+    MongoDB) or other characters are not sent.
+    """
+    from tiled.queries import FullText
+
+    search = text.get("$search") if isinstance(text, Mapping) else None
+    if not isinstance(search, str) or '"' in search:
+        return None
+    words = {w for token in search.lower().split() if not token.startswith("-")
+             for w in _WORD.findall(token)}
+    if len(words) != 1:
+        return None
+    (word,) = words
+    return FullText(word) if _PLAIN_WORD.fullmatch(word) else None
 
 
 def tiled_sort(sort: Any) -> list[tuple[str, int]]:

@@ -78,7 +78,9 @@ class TiledStore(DocumentStore):
 
     backend: ClassVar[str] = "tiled"
     supports_writes: ClassVar[bool] = True
-    supports_text_search: ClassVar[bool] = False
+    #: ``$text``: prefiltered by the SQL catalog's full-text index, else checked here on a
+    #: bounded set of runs (see :meth:`_bounded`).
+    supports_text_search: ClassVar[bool] = True
     layout_losses: ClassVar[Mapping[str, str]] = {
         "event_uids": "the SQL layout keeps no event uids (they read back as "
                       "event-<descriptor uid>-<seq_num>)",
@@ -311,7 +313,7 @@ class TiledStore(DocumentStore):
                 if self._reader is None:
                     self._reader = (MongoLayout(self._run, _plain)
                                     if self._conn.layout == "mongo"
-                                    else SqlLayout(self._external))
+                                    else SqlLayout(self._external, self._conn))
         return self._reader
 
     def _remember(self, uid: str, run: Any) -> Any:
@@ -400,7 +402,7 @@ class TiledStore(DocumentStore):
         if not plan.exact:
             from .._query import QueryMatcher
 
-            matcher = QueryMatcher(query, store=self.describe(), supports_text=False)
+            matcher = QueryMatcher(query, store=self.describe(), supports_text=True)
         return self._iter_search(node, matcher, skip, limit)
 
     def _iter_search(self, node: Any, matcher: Any, skip: int,
@@ -549,6 +551,22 @@ class TiledStore(DocumentStore):
         pages = self._layout_document("iter_datum_pages", resource_uid,
                                f"read the datums of resource {resource_uid}")
         yield from (_doc(p) for p in list(pages))
+
+    def get_datums(self, datum_ids: Iterable[str], *,
+                   run_start: str | None = None) -> dict[str, Doc]:
+        """Several datums as :meth:`get_datum`; on the Mongo layout, ``run_start`` (the run
+        whose events hold the ids) is read first when they are not known yet."""
+        ids = list(dict.fromkeys(datum_ids))
+        if run_start is not None:
+            try:
+                self._layout_document_of_run(ids, run_start)
+            except RunNotFound:
+                pass  # the not-found error below names the datum
+        return {d: self.get_datum(d) for d in ids}
+
+    def _layout_document_of_run(self, datum_ids: list[str], run_start: str) -> None:
+        with self._conn.errors(f"read the documents of run {run_start}", uid=run_start):
+            self._layout().find_datums(datum_ids, run_start)
 
     def get_datum(self, datum_id: str) -> Doc:
         """A datum of a run whose events were read (Mongo layout); else
