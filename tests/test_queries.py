@@ -117,3 +117,20 @@ def test_searchable_text_collects_every_string_value_in_order():
     assert searchable_text(doc) == expected
     assert "zed\nalpha" in expected and "keys are not text" not in expected
     assert searchable_text({}) == ""
+
+
+def test_regex_options_inside_not_and_or() -> None:
+    """$options are applied wherever a $regex sits (mongomock lacks them inside $not, so
+    this is checked on the matcher the server-less stores share)."""
+    from broker_v1.stores._query import QueryMatcher
+
+    def matches(query: dict) -> bool:
+        return QueryMatcher(query, store="memory")({"a": "abc\nD"})
+
+    assert matches({"a": {"$regex": "^AB", "$options": "i"}})
+    assert not matches({"a": {"$regex": "^AB", "$options": ""}})
+    assert not matches({"a": {"$not": {"$regex": "^AB", "$options": "i"}}})
+    assert matches({"$or": [{"a": {"$regex": "c$", "$options": "m"}}]})
+    assert not matches({"$or": [{"a": {"$regex": "c$"}}]})
+    assert matches({"a": {"$regex": "a b c", "$options": "x"}})
+    assert not matches({"a": {"$regex": "a b c"}})

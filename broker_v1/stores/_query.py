@@ -358,10 +358,33 @@ def _first_operator(node: Any, operators: frozenset[str]) -> str | None:
 _SCALARS = (str, int, float)
 
 
+#: ``$options`` letters as Python's flags ('u' is always on for str patterns).
+_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "u": 0}
+
+
+def _with_regex_flags(node: Any) -> Any:
+    """``node`` with every ``{"$regex": p, "$options": o}`` as one compiled pattern.
+
+    mongoquery has no ``$options`` (it raises NotImplementedError once the pattern matched),
+    but honours a compiled pattern's flags, so the options MongoDB applies are folded in.
+    """
+    if isinstance(node, Mapping):
+        out = {k: _with_regex_flags(v) for k, v in node.items() if k != "$options"}
+        if "$options" in node and isinstance(node.get("$regex"), str):
+            flags = 0
+            for letter in node["$options"]:
+                flags |= _REGEX_FLAGS[letter]
+            out["$regex"] = re.compile(node["$regex"], flags)
+        return out
+    if isinstance(node, list):
+        return [_with_regex_flags(v) for v in node]
+    return node
+
+
 def _compile(query: Mapping[str, Any], store: str) -> Callable[[Any], bool]:
     if not query:
         return lambda doc: True
-    compiled = mongoquery.Query(query)
+    compiled = mongoquery.Query(_with_regex_flags(query))
 
     def match(doc: Any) -> bool:
         try:

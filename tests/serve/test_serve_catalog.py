@@ -22,6 +22,7 @@ pytest.importorskip("tiled.server", reason='the serve extra is not installed '
                     '(pip install -e ".[test,serve]")')
 pytest.importorskip("bluesky_tiled_plugins", reason="bluesky-tiled-plugins is not installed")
 
+from conftest import insert_all, make_run, sample_runs  # noqa: E402
 from handlers import NpySeqHandler  # noqa: E402
 from tiled.client import Context, from_context  # noqa: E402
 from tiled.queries import (  # noqa: E402
@@ -40,7 +41,6 @@ from tiled.queries import (  # noqa: E402
 from broker_v1 import Broker  # noqa: E402
 from broker_v1.serve import build_app  # noqa: E402
 from broker_v1.stores.base import DocumentStore  # noqa: E402
-from conftest import insert_all, make_run, sample_runs  # noqa: E402
 
 # tiled's in-process client is built on starlette's TestClient, which warns about httpx.
 pytestmark = pytest.mark.filterwarnings(

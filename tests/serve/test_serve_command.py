@@ -27,9 +27,10 @@ pytest.importorskip("tiled.server", reason='the serve extra is not installed '
                     '(pip install -e ".[test,serve]")')
 pytest.importorskip("bluesky_tiled_plugins", reason="bluesky-tiled-plugins is not installed")
 
+from conftest import SampleRun, insert_all, sample_runs  # noqa: E402
+
 from broker_v1 import Broker  # noqa: E402
 from broker_v1.stores import store_from_config  # noqa: E402
-from conftest import SampleRun, insert_all, sample_runs  # noqa: E402
 
 KEY = "servecommandkey"
 

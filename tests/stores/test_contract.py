@@ -134,6 +134,9 @@ def test_runs_come_newest_first_with_uid_tiebreak(store):
         ({"sample.name": "silicon"}, [2]),
         ({"operator": {"$exists": False}}, [3, 1]),
         ({"plan_name": {"$regex": "^co"}}, [3, 1]),
+        ({"plan_name": {"$regex": "^CO"}}, []),
+        # $options as MongoDB applies them (mongoquery alone has none).
+        ({"plan_name": {"$regex": "^CO", "$options": "i"}}, [3, 1]),
         ({"$or": [{"scan_id": 1}, {"operator": "Michael"}]}, [2, 1]),
         ({"$and": [{"plan_name": "scan"}, {"operator": "Dmitri"}]}, [4, 2]),
         ({"time": {"$gte": 1_700_000_100.0, "$lte": 1_700_000_300.0}}, [3, 2, 2]),

@@ -18,6 +18,7 @@ from typing import Any
 import pymongo
 import pytest
 from bson import ObjectId
+from conftest import insert_all, make_run, sample_runs
 
 from broker_v1 import Broker
 from broker_v1.documents import pack_events
@@ -32,7 +33,6 @@ from broker_v1.errors import (
 from broker_v1.stores.memory import MemoryStore
 from broker_v1.stores.mongo import MissingIndexWarning, MongoStore, make_client
 from broker_v1.stores.mongo import _store as mongo_module
-from conftest import insert_all, make_run, sample_runs
 
 TARGETS = ["mongomock", "mongo"]
 
