@@ -230,12 +230,8 @@ class DocumentStore(abc.ABC):
         return None
 
     def stored_form(self, name: str, doc: Mapping[str, Any]) -> Doc:
-        """``doc`` as this store reads it back once stored, to compare a document with what
-        the store holds (a copy that resumes, a duplicate check).
-
-        The default returns it unchanged; a store whose layout changes documents (the tiled
-        store adds to descriptors) overrides it.
-        """
+        """``doc`` as this store reads it back once stored (for copies that resume and
+        duplicate checks); a store whose layout changes documents (tiled's) overrides it."""
         return dict(doc)
 
     def config(self) -> dict[str, Any]:
@@ -462,21 +458,15 @@ class DocumentStore(abc.ABC):
 
     def get_datums(self, datum_ids: Iterable[str], *,
                    run_start: str | None = None) -> dict[str, Doc]:
-        """Several datums by id; unknown ids raise :class:`DatumNotFound`.
-
-        ``run_start`` is the uid of the run whose events hold these ids, when the caller
-        knows it (a filler does, from the descriptor): a store that finds datums only
-        through their run (tiled's Mongo layout) reads that run's documents first.
-        """
+        """Several datums by id; unknown ids raise :class:`DatumNotFound`.  ``run_start``,
+        the run holding them when the caller knows it, lets a store that finds datums only
+        through their run (tiled's Mongo layout) read that run first."""
         return {d: self.get_datum(d) for d in datum_ids}
 
     def read_external(self, datum_ids: Sequence[str]) -> dict[str, Any] | None:
-        """External data the store reads itself, ``{datum id: value}``; ``None`` (the
-        default) when the ids are to be read through the client's handlers and ``root_map``.
-
-        A store whose server serves the files' contents (tiled's array nodes) overrides this
-        to read many ids in few requests.  It answers for all ``datum_ids`` or for none.
-        """
+        """External data the store reads itself (``{datum id: value}``, for all ids or
+        none), e.g. through tiled's array nodes; ``None`` (the default): read them through
+        the client's handlers and ``root_map``."""
         return None
 
     def iter_documents(
