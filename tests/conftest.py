@@ -466,3 +466,20 @@ def no_retries() -> Any:
     stamina.set_testing(True, attempts=1)
     yield
     stamina.set_testing(False)
+
+
+@pytest.fixture
+def open_tiled_broker() -> Any:
+    """``Broker`` over the tiled server at a URI (the test key, ``store`` options as keywords),
+    its store closed after the test."""
+    from tiled_server import broker_config
+
+    opened: list[Broker] = []
+
+    def open_(uri: str, **options: Any) -> Broker:
+        opened.append(Broker.from_config(broker_config(uri, **options)))
+        return opened[-1]
+
+    yield open_
+    for db in opened:
+        db.store.close()

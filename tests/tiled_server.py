@@ -82,6 +82,12 @@ trees:
 """
 
 
+def broker_config(uri: str, **options: Any) -> dict[str, Any]:
+    """A broker_v1 config whose store reads the tiled server at ``uri`` with the test key."""
+    return {"store": {"backend": "tiled", "uri": uri, "api_key": API_KEY, **options},
+            "timezone": "US/Eastern"}
+
+
 def server_venv() -> Path | None:
     """The venv holding ``tiled serve`` and the RunEngine, or None when there is none."""
     configured = os.environ.get("BROKER_V1_TILED_VENV")

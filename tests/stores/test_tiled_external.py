@@ -14,21 +14,15 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from tiled_server import broker_config
 
 from broker_v1 import Broker
 from broker_v1.errors import DatumNotFound, StoreUnavailable
-
-
-def _config(uri: str, **options: Any) -> dict[str, Any]:
-    from tiled_server import API_KEY
-
-    return {"store": {"backend": "tiled", "uri": uri, "api_key": API_KEY, **options},
-            "timezone": "US/Eastern"}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +33,7 @@ def uid(tiled_server: Any) -> str:
 
 @pytest.fixture(scope="module")
 def db(tiled_server: Any) -> Iterator[Broker]:
-    db = Broker.from_config(_config(tiled_server.uri))
+    db = Broker.from_config(broker_config(tiled_server.uri))
     yield db
     db.store.close()
 
@@ -56,19 +50,6 @@ def memory(tiled_server: Any) -> Broker:
         name, doc = json.loads(line)
         ref.insert(name, doc)
     return ref
-
-
-@pytest.fixture
-def open_broker() -> Iterator[Callable[..., Broker]]:
-    opened: list[Broker] = []
-
-    def open_(uri: str, **options: Any) -> Broker:
-        opened.append(Broker.from_config(_config(uri, **options)))
-        return opened[-1]
-
-    yield open_
-    for b in opened:
-        b.store.close()
 
 
 def _array_requests(server: Any, uid: str) -> int:
@@ -91,7 +72,7 @@ def test_unfilled_events_carry_stable_placeholders(db: Broker, memory: Broker, u
     assert descriptor["data_keys"]["img"]["external"] == "FILESTORE"
     assert [e["data"]["img"] for e in ours] == [
         f"sr-{descriptor['uid']}-img/{n}" for n in range(5)]
-    again = Broker.from_config(_config(tiled_server.uri))
+    again = Broker.from_config(broker_config(tiled_server.uri))
     try:
         assert [e["data"]["img"] for e in again.get_events(again[uid])] == [
             e["data"]["img"] for e in ours]
@@ -185,24 +166,24 @@ def test_field_reads_and_lazy_reads(db: Broker, memory: Broker, uid: str) -> Non
     np.testing.assert_array_equal(np.stack([np.asarray(d) for d in delayed]), ref)
 
 
-def test_one_request_per_stream_and_field(tiled_server: Any, open_broker: Any,
+def test_one_request_per_stream_and_field(tiled_server: Any, open_tiled_broker: Any,
                                           uid: str) -> None:
     """The server sees one array request for get_table(fill=True), one for
     get_documents(fill=True) (filled event by event) and one for get_images[:]."""
-    db = open_broker(tiled_server.uri)
+    db = open_tiled_broker(tiled_server.uri)
     h = db[uid]
     before = _array_requests(tiled_server, uid)
     db.get_table(h, fill=True)
     assert _array_requests(tiled_server, uid) == before + 1
-    fresh = open_broker(tiled_server.uri)
+    fresh = open_tiled_broker(tiled_server.uri)
     list(fresh.get_documents(fresh[uid], fill=True))
     assert _array_requests(tiled_server, uid) == before + 2
-    other = open_broker(tiled_server.uri)
+    other = open_tiled_broker(tiled_server.uri)
     _images(other, uid)[:]
     assert _array_requests(tiled_server, uid) == before + 3
 
 
-def test_large_reads_are_split_into_bounded_requests(tiled_server: Any, open_broker: Any,
+def test_large_reads_are_split_into_bounded_requests(tiled_server: Any, open_tiled_broker: Any,
                                                       memory: Broker, uid: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """With room for two frames per request, the five frames come in three requests and are
@@ -210,7 +191,7 @@ def test_large_reads_are_split_into_bounded_requests(tiled_server: Any, open_bro
     from broker_v1.stores.tiled import _external
 
     monkeypatch.setattr(_external, "REQUEST_BYTES", 2 * 6 * 8 * 8)
-    db = open_broker(tiled_server.uri)
+    db = open_tiled_broker(tiled_server.uri)
     before = _array_requests(tiled_server, uid)
     frames = np.stack(db.get_table(db[uid], fill=True)["img"].to_numpy())
     assert _array_requests(tiled_server, uid) == before + 3
@@ -230,11 +211,11 @@ def test_unknown_placeholders_are_not_datums(db: Broker, uid: str) -> None:
         db.store.read_external([beyond])
 
 
-def test_changing_a_filled_frame_changes_no_later_read(tiled_server: Any, open_broker: Any,
+def test_changing_a_filled_frame_changes_no_later_read(tiled_server: Any, open_tiled_broker: Any,
                                                        memory: Broker, uid: str) -> None:
     """Frames handed out are the caller's: zeroing them (event by event, where the store
     keeps the block it read ahead) leaves later reads as the files are."""
-    db = open_broker(tiled_server.uri)
+    db = open_tiled_broker(tiled_server.uri)
     for _, doc in db.get_documents(db[uid], fill=True):
         if "img" in doc.get("data", {}):
             doc["data"]["img"][:] = 0
@@ -245,24 +226,24 @@ def test_changing_a_filled_frame_changes_no_later_read(tiled_server: Any, open_b
 # ---------------------------------------------------------------------- failures, for real
 # tiled's Context leaves an HTTP client unclosed when a request fails mid-way.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_read_that_times_out_is_paged(slow_proxy: Any, open_broker: Any, memory: Broker,
+def test_a_read_that_times_out_is_paged(slow_proxy: Any, open_tiled_broker: Any, memory: Broker,
                                         uid: str, no_retries: None) -> None:
     """Through a server that answers reads of more than two frames after 3 s, a store with
     timeout=1 splits the read (5 -> 2 + 3 -> 1 + 2) and gets every frame right."""
     proxy = slow_proxy(2, 3.0)
-    db = open_broker(proxy.uri, timeout=1)
+    db = open_tiled_broker(proxy.uri, timeout=1)
     frames = np.stack(db.get_table(db[uid], fill=True)["img"].to_numpy())
     np.testing.assert_array_equal(frames, np.asarray(_images(memory, uid)))
     assert proxy.sizes == [5, 2, 3, 1, 2]
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
-def test_a_frame_that_times_out_names_the_setting(slow_proxy: Any, open_broker: Any,
+def test_a_frame_that_times_out_names_the_setting(slow_proxy: Any, open_tiled_broker: Any,
                                                   uid: str, no_retries: None) -> None:
     """When even one frame is slower than store.timeout, the error names the server, the
     field and the setting."""
     proxy = slow_proxy(0, 2.0)
-    db = open_broker(proxy.uri, timeout=0.5)
+    db = open_tiled_broker(proxy.uri, timeout=0.5)
     with pytest.raises(StoreUnavailable, match=r"did not answer in time while trying to read "
                        r"rows 0-0 of the external field 'img'.*store\.timeout") as info:
         db.get_table(db[uid], fill=True)
@@ -270,12 +251,12 @@ def test_a_frame_that_times_out_names_the_setting(slow_proxy: Any, open_broker: 
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
-def test_a_server_gone_while_filling(slow_proxy: Any, open_broker: Any, uid: str,
+def test_a_server_gone_while_filling(slow_proxy: Any, open_tiled_broker: Any, uid: str,
                                      no_retries: None) -> None:
     """A server that stops between reading the events and filling them is StoreUnavailable
     naming it and the field being read."""
     proxy = slow_proxy(99, 0.0)
-    db = open_broker(proxy.uri)
+    db = open_tiled_broker(proxy.uri)
     h = db[uid]
     events, descriptors = list(db.get_events(h)), h.descriptors
     proxy.stop()
@@ -285,7 +266,7 @@ def test_a_server_gone_while_filling(slow_proxy: Any, open_broker: Any, uid: str
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
-def test_a_5xx_carries_the_request_id(tiled_server: Any, open_broker: Any, uid: str,
+def test_a_5xx_carries_the_request_id(tiled_server: Any, open_tiled_broker: Any, uid: str,
                                       no_retries: None) -> None:
     """A frame file gone from the server's disk is the server's 500: StoreUnavailable with its
     status, the server, and the request id to look up in the server's log."""
@@ -293,7 +274,7 @@ def test_a_5xx_carries_the_request_id(tiled_server: Any, open_broker: Any, uid: 
     away = frame.with_suffix(".away")
     frame.rename(away)
     try:
-        db = open_broker(tiled_server.uri)
+        db = open_tiled_broker(tiled_server.uri)
         with pytest.raises(StoreUnavailable, match=r"failed \(500\) while trying to read rows "
                            r"0-4 of the external field 'img'.*\(request id [0-9a-f]+\)") as info:
             db.get_table(db[uid], fill=True)

@@ -8,34 +8,12 @@ request gives, or fail naming the server, what it read and ``store.timeout``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from broker_v1 import Broker
 from broker_v1.errors import StoreUnavailable
-
-
-def _config(uri: str, **options: Any) -> dict[str, Any]:
-    from tiled_server import API_KEY
-
-    return {"store": {"backend": "tiled", "uri": uri, "api_key": API_KEY, **options},
-            "timezone": "US/Eastern"}
-
-
-@pytest.fixture
-def open_broker() -> Iterator[Callable[..., Broker]]:
-    opened: list[Broker] = []
-
-    def open_(uri: str, **options: Any) -> Broker:
-        opened.append(Broker.from_config(_config(uri, **options)))
-        return opened[-1]
-
-    yield open_
-    for b in opened:
-        b.store.close()
 
 
 def _uid(server: Any, scan_id: int) -> str:
@@ -46,15 +24,15 @@ def _uid(server: Any, scan_id: int) -> str:
 # tiled's Context leaves an HTTP client unclosed when a request fails mid-way.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_table_read_that_times_out_is_split_by_columns(
-        tiled_server: Any, slow_proxy: Any, open_broker: Any, no_retries: None) -> None:
+        tiled_server: Any, slow_proxy: Any, open_tiled_broker: Any, no_retries: None) -> None:
     """Through a server that answers table reads of more than four columns after 3 s, a
     store with timeout=1 reads the list_scan's table in pieces of two data columns (each
     with seq_num and time) and gives the table one request gives."""
     uid = _uid(tiled_server, 3)
-    ref = open_broker(tiled_server.uri)
+    ref = open_tiled_broker(tiled_server.uri)
     expected = ref.get_table(ref[uid])
     proxy = slow_proxy(99, 3.0, max_columns=4)
-    db = open_broker(proxy.uri, timeout=1)
+    db = open_tiled_broker(proxy.uri, timeout=1)
     table = db.get_table(db[uid])
     assert table.equals(expected)
     assert len(table.columns) == 5  # det1, det2, motor, motor_setpoint, time
@@ -64,12 +42,12 @@ def test_a_table_read_that_times_out_is_split_by_columns(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
 def test_a_column_that_times_out_names_the_setting(
-        tiled_server: Any, slow_proxy: Any, open_broker: Any, no_retries: None) -> None:
+        tiled_server: Any, slow_proxy: Any, open_tiled_broker: Any, no_retries: None) -> None:
     """When even one column is slower than store.timeout, the error names the server, the
     column, the stream and the setting."""
     uid = _uid(tiled_server, 3)
     proxy = slow_proxy(99, 2.0, max_columns=0)
-    db = open_broker(proxy.uri, timeout=0.5)
+    db = open_tiled_broker(proxy.uri, timeout=0.5)
     with pytest.raises(StoreUnavailable, match=r"did not answer in time while trying to read "
                        r"column 'det1' of the table of stream 'primary' of run "
                        rf"{uid}.*store\.timeout") as info:
@@ -80,14 +58,14 @@ def test_a_column_that_times_out_names_the_setting(
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # as above
 def test_an_array_field_that_times_out_is_read_in_rows(
-        tiled_server: Any, slow_proxy: Any, open_broker: Any, no_retries: None) -> None:
+        tiled_server: Any, slow_proxy: Any, open_tiled_broker: Any, no_retries: None) -> None:
     """In-event arrays stored as their own array nodes are read in halves of rows when the
     whole node does not come within store.timeout."""
     uid = _uid(tiled_server, 6)
-    ref = open_broker(tiled_server.uri)
+    ref = open_tiled_broker(tiled_server.uri)
     expected = ref.get_table(ref[uid])
     proxy = slow_proxy(1, 3.0)
-    db = open_broker(proxy.uri, timeout=1)
+    db = open_tiled_broker(proxy.uri, timeout=1)
     table = db.get_table(db[uid])
     assert list(table.columns) == list(expected.columns)
     for column in expected.columns:
