@@ -59,7 +59,7 @@ class _Lookup:
         name = known.get(uid)
         if name is not None:
             return name
-        name = self._index.member_file(kind, uid)
+        name = self._writer.member_file(kind, uid)  # descriptors: open runs too
         if name is None:
             self._refresh(deep=True)
             name = self._index.member_file(kind, uid)
@@ -123,7 +123,7 @@ class _Lookup:
                 doc = state.docs.get(("descriptor", key))
                 if doc is not None:
                     return doc
-            file = self._writer.desc_file.get(key) or self._index.member_file("descriptor", key)
+            file = self._writer.member_file("descriptor", key)
             if file is None:
                 return None
             rd = self._runs.load(file)

@@ -140,6 +140,7 @@ class FileStore(DocumentStore):
             self._runs,
             self._syncs,
             self._scan.refresh_file,
+            self._scan.refresh_open,
             fsync_interval=self.fsync_interval,
             columnar_cache=self.columnar_cache,
             cache_max_bytes=self.cache_max_bytes,

@@ -62,6 +62,8 @@ class _RunState:
         "datum_ids",
         "docs",
         "pending_datums",
+        "pending_descriptors",
+        "started_here",
         "acc",
         "doc_lines",
         "acc_bytes",
@@ -81,6 +83,12 @@ class _RunState:
         self.datum_ids: set[str] = set()
         self.docs: dict[tuple[str, str], Doc] = {}  # (kind, uid) -> descriptor / resource
         self.pending_datums: list[str] = []
+        # Descriptors of a run this process started, recorded in the index with its stop
+        # (or by the fsync timer); until then readers find them in the file (see member_file).
+        self.pending_descriptors: list[str] = []
+        # This process wrote the run's start and not yet its stop: the index holds the run
+        # as open ("volatile"), so other processes' refreshes read the file's new lines.
+        self.started_here = False
         # What a run this process created holds, kept for the columnar cache at stop: events
         # column-wise per descriptor, every other document as its JSON line.
         self.acc: dict[str, _ColumnAcc] | None = None
@@ -102,6 +110,14 @@ def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
         state.acc, state.doc_lines = None, []
 
 
+
+
+def _pending_members(state: _RunState) -> list[tuple[str, str, str]]:
+    """The index rows of the descriptors and datums a file got that are not recorded yet."""
+    name = state.name
+    rows = [("descriptor", uid, name) for uid in state.pending_descriptors]
+    rows.extend(("datum", d, name) for d in state.pending_datums)
+    return rows
 
 
 def _dir_mtime(path: Path) -> int:
@@ -136,6 +152,9 @@ class _Writer:
         The deferred fsyncs (a stop inside ``deferred_sync()`` is synced in the background).
     refresh_file
         ``refresh_file(name)``: re-index a file another process may have written.
+    refresh_open
+        ``refresh_open(skip)``: re-index the open run files that grew, but those
+        ``skip(name)`` names; True when any was re-indexed.
     fsync_interval, columnar_cache, cache_max_bytes
         The store's options of the same names.
     """
@@ -150,6 +169,7 @@ class _Writer:
         runs: _RunCache,
         syncs: _Syncs,
         refresh_file: Callable[[str], None],
+        refresh_open: Callable[[Callable[[str], bool]], bool],
         *,
         fsync_interval: float,
         columnar_cache: bool,
@@ -163,6 +183,7 @@ class _Writer:
         self._runs = runs
         self._syncs = syncs
         self._refresh_file = refresh_file
+        self._refresh_open = refresh_open
         self.fsync_interval = fsync_interval
         self.columnar_cache = columnar_cache
         self.cache_max_bytes = cache_max_bytes
@@ -199,14 +220,28 @@ class _Writer:
     def prepare(self, kind: str, uid: Any) -> None:
         if not isinstance(uid, str):
             return
-        known = self.desc_file if kind == "descriptor" else self.res_file
-        name = known.get(uid) or self._index.member_file(kind, uid)
+        name = self.member_file(kind, uid)
         if name is None:
             return
         state = self.states.get(name)
         if state is not None and state.uids_loaded:
             return
         self.adopt(name)
+
+    def member_file(self, kind: str, uid: str) -> str | None:
+        """The file holding a descriptor or resource: this process's writes, the index, and
+        for a descriptor not found there, the runs other processes are still writing (their
+        descriptors reach the index with their stop; until then their files hold them)."""
+        known = self.desc_file if kind == "descriptor" else self.res_file
+        name = known.get(uid) or self._index.member_file(kind, uid)
+        if name is None and kind == "descriptor" and self.index_open_runs():
+            name = self._index.member_file(kind, uid)
+        return name
+
+    def index_open_runs(self) -> bool:
+        """Index what the open runs other processes (or an interrupted writer) write have
+        gained since they were last indexed; True when anything was."""
+        return self._refresh_open(self.writing)
 
     def adopt(self, name: str) -> _RunState:
         """Register an existing file's uids so duplicates of its documents are detected."""
@@ -366,10 +401,10 @@ class _Writer:
         "datum" read it too."""
         if name == "event_page":
             parent, ids, single = doc["descriptor"], doc["uid"], "event"
-            file = self.desc_file.get(parent) or self._index.member_file("descriptor", parent)
+            file = self.member_file("descriptor", parent)
         else:
             parent, ids, single = doc["resource"], doc["datum_id"], "datum"
-            file = self.res_file.get(parent) or self._index.member_file("resource", parent)
+            file = self.member_file("resource", parent)
         assert file is not None  # the insert path checked the link
         state = self._writable(file)
         if len(ids) == 1:
@@ -391,7 +426,11 @@ class _Writer:
                 self._append(state, "descriptor", doc)
                 self.desc_file[doc["uid"]] = file
                 state.docs[("descriptor", doc["uid"])] = doc
-                self._flush_state(state, [("descriptor", doc["uid"], file)])
+                if state.started_here:
+                    # One index transaction per run: the stop records it (see member_file).
+                    state.pending_descriptors.append(doc["uid"])
+                else:
+                    self._flush_state(state, [("descriptor", doc["uid"], file)])
             elif name == "event_page":
                 if not doc["uid"]:
                     return  # an empty page holds nothing to keep
@@ -427,9 +466,7 @@ class _Writer:
         if not event.keys() <= _EVENT_KEYS_KEPT:
             event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
         with self._lock:
-            file = self.desc_file.get(event["descriptor"]) or self._index.member_file(
-                "descriptor", event["descriptor"]
-            )
+            file = self.member_file("descriptor", event["descriptor"])
             assert file is not None
             state = self._writable(file)
             self._append(state, "event", event)
@@ -508,6 +545,7 @@ class _Writer:
                 os.close(state.fd)  # left by an earlier attempt that could not write
         state.fd, state.size, state.lines = fd, 0, 0
         state.new_entry = state.uids_loaded = True
+        state.started_here, state.pending_descriptors = False, []
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
         # One encoding serves the line, its checksum and the index row.
@@ -534,6 +572,7 @@ class _Writer:
             record_link(conn, before, after)
 
         self._index.write(record)
+        state.started_here = True
 
     def _resource_target(self, doc: Doc) -> str:
         run = doc.get("run_start")
@@ -570,7 +609,7 @@ class _Writer:
         st = os.fstat(state.fd)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
+            self._index.record_members(conn, _pending_members(state))
             self._index.record_stop(conn, doc["run_start"], doc, text)
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
@@ -580,6 +619,8 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
+        state.pending_descriptors.clear()
+        state.started_here = False
         acc, doc_lines, lines = state.acc, state.doc_lines, state.lines
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
@@ -639,7 +680,7 @@ class _Writer:
 
     def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
         """Record a file's new members (and buffered datums) and how far it is indexed."""
-        rows = members + [("datum", d, state.name) for d in state.pending_datums]
+        rows = members + _pending_members(state)
         name = state.name
         size = state.size
         st = os.fstat(state.fd) if state.fd is not None else os.stat(self.path / name)
@@ -658,6 +699,7 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
+        state.pending_descriptors.clear()
 
     def _schedule_sync(self) -> None:
         if self._sync_timer is None:
@@ -679,7 +721,7 @@ class _Writer:
                         os.fsync(state.fd)
                     self._entry_durable(state)
                     state.dirty = False
-                if state.pending_datums:
+                if state.pending_datums or state.pending_descriptors:
                     with contextlib.suppress(sqlite3.Error):
                         self._flush_state(state, [])
 
@@ -697,6 +739,7 @@ class _Writer:
             if close:
                 os.close(state.fd)
                 state.fd = None
+                state.started_here = False
                 state.acc, state.doc_lines = None, []
         if close:
             self.last_started = None
