@@ -156,3 +156,35 @@ def test_new_run_file_drops_stale_rows_of_its_name(tmp_path: Path) -> None:
         store.insert(*run_docs("r6")[0])
         assert store._index.read("SELECT uid FROM members WHERE file = 'r6.jsonl'") == []
         assert store._index.read("SELECT uid FROM runs WHERE file = 'r6.jsonl'") == [("r6",)]
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 150])
+def test_column_accumulator_spreads_single_events_in_batches(n: int) -> None:
+    """Single events wait in batches before they are spread into columns: the columns (and
+    their order, pages between events included) are those of the events as written, and an
+    event whose keys do not match gives the cache up, wherever it falls in a batch."""
+    from broker_v1.stores.files._cache import _ColumnAcc
+
+    def event(i: int, **extra: Any) -> dict[str, Any]:
+        return {"uid": f"e{i}", "time": T0 + i, "seq_num": i, "data": {"x": i, "y": str(i)},
+                "timestamps": {"x": T0, "y": T0 + i}, **extra}
+
+    acc = _ColumnAcc(event(0))
+    for i in range(n):
+        assert acc.add_event(event(i))
+    page = {"uid": ["p"], "time": [T0], "seq_num": [n], "data": {"x": [-1], "y": ["p"]},
+            "timestamps": {"x": [T0], "y": [T0]}}
+    assert acc.add(page)
+    assert acc.add_event(event(n + 1))
+    cols = acc.columns()
+    assert cols is not None
+    order = [*range(n), "page", n + 1]
+    assert cols.uid == [f"e{i}" if i != "page" else "p" for i in order]
+    assert cols.data["x"] == [i if i != "page" else -1 for i in order]
+    assert cols.timestamps["y"] == [T0 + i if i != "page" else T0 for i in order]
+    for bad_at in (0, n // 2, n - 1):
+        acc = _ColumnAcc(event(0))
+        verdicts = [acc.add_event(event(i, filled={}) if i == bad_at else event(i))
+                    for i in range(n)]
+        assert all(verdicts[:63])  # found when its batch is spread: at the 64th event,
+        assert False in verdicts or acc.columns() is None  # or at the latest by columns()

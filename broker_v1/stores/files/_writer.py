@@ -155,7 +155,7 @@ class _Writer:
     refresh_open
         ``refresh_open(skip)``: re-index the open run files that grew, but those
         ``skip(name)`` names; True when any was re-indexed.
-    fsync_interval, columnar_cache, cache_max_bytes
+    fsync_interval, columnar_cache, cache_max_bytes, cache_min_bytes
         The store's options of the same names.
     """
 
@@ -174,6 +174,7 @@ class _Writer:
         fsync_interval: float,
         columnar_cache: bool,
         cache_max_bytes: int,
+        cache_min_bytes: int,
     ) -> None:
         self.path = path
         self._label = label
@@ -187,6 +188,7 @@ class _Writer:
         self.fsync_interval = fsync_interval
         self.columnar_cache = columnar_cache
         self.cache_max_bytes = cache_max_bytes
+        self.cache_min_bytes = cache_min_bytes
         self.states: OrderedDict[str, _RunState] = OrderedDict()
         self.event_owner: dict[str, str] = {}
         self.datum_owner: dict[str, str] = {}
@@ -628,7 +630,7 @@ class _Writer:
         if self.last_started == file:
             self.last_started = None
         self._trim_states()
-        if acc is not None:
+        if acc is not None and state.size >= self.cache_min_bytes:
             # Derived data: written after the stop returns, never fsynced.  Queued last: the
             # thread that writes it holds the GIL while it encodes, and a system call made
             # here after waking it (the close) would wait for that.
