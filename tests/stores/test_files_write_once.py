@@ -89,6 +89,24 @@ def test_open_run_link_checks_do_not_read_the_runs_table(tmp_path: Path) -> None
         assert not [s for s in statements if "FROM runs WHERE uid" in s]
 
 
+def test_stop_of_a_run_this_process_records_reads_only_the_stop_uid(tmp_path: Path) -> None:
+    """The stop of a run this process started and has not stopped has no other stop to be
+    checked against (one process writes a run); only its own uid is looked up."""
+    docs = run_docs("r7")
+    with FileStore(path=tmp_path) as store:
+        for name, doc in docs[:-1]:
+            store.insert(name, doc)
+        statements: list[str] = []
+        store._index.conn().set_trace_callback(statements.append)
+        store.insert(*docs[-1])
+        store._index.conn().set_trace_callback(None)
+        reads = statements[: statements.index("BEGIN IMMEDIATE")]
+        assert reads == ["SELECT stop FROM runs WHERE stop_uid = 'r7-stop'"]
+        assert store.get_run_stop("r7") == docs[-1][1]
+        with pytest.raises(DuplicateDocument, match="already has a stop"):
+            store.insert("stop", dict(docs[-1][1], uid="r7-stop2"))
+
+
 def test_open_run_start_reinserted_is_a_no_op_or_refused(tmp_path: Path) -> None:
     docs = run_docs("r3")
     with FileStore(path=tmp_path) as store:

@@ -305,7 +305,7 @@ class FileStore(DocumentStore):
 
     def get_run_stop(self, run_start_uid: str) -> Doc | None:
         """The run's stop document, or ``None`` while it is open or after a crash."""
-        if not isinstance(run_start_uid, str):
+        if not isinstance(run_start_uid, str) or self._writer.recording(run_start_uid):
             return None
         row = self._index.run_row(run_start_uid)
         if row is None:

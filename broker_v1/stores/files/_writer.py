@@ -301,6 +301,13 @@ class _Writer:
             return None
         return state.docs.get(("start", run_uid))
 
+    def recording(self, run_uid: str) -> bool:
+        """Whether this process started the run and has not written its stop (one process
+        writes a run at a time, so it has no stop anywhere)."""
+        name = self.run_file.get(run_uid)
+        state = None if name is None else self.states.get(name)
+        return state is not None and state.started_here
+
     def run_file_name(self, run_uid: str) -> str | None:
         name = self.run_file.get(run_uid)
         if name is None:
