@@ -34,6 +34,7 @@ from ._format import (
     _EVENT_KEYS_KEPT,
     ASSETS_NAME,
     _dump_line,
+    _encode,
     _last_byte,
     _line_of,
     _read_first_line,
@@ -558,7 +559,7 @@ class _Writer:
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
         # One encoding serves the line, its checksum and the index row.
-        text = json.dumps(doc)
+        text = _encode(doc)
         line = _line_of("start", text)
         self._append(state, "start", doc, line)
         state.docs[("start", uid)] = doc
@@ -601,7 +602,7 @@ class _Writer:
         file = self.run_file_name(doc["run_start"])
         assert file is not None
         state = self._writable(file)
-        text = json.dumps(doc)
+        text = _encode(doc)
         self._append(state, "stop", doc, _line_of("stop", text))
         assert state.fd is not None
         if self._syncs.deferred:
