@@ -9,6 +9,7 @@ from the parsed-run cache.  The insert path's duplicate checks look documents up
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class _Lookup:
         refresh_file: Callable[[str], None],
     ) -> None:
         self.path = path
+        self._dirname = os.fspath(path)
         self._index = index
         self._runs = runs
         self._writer = writer
@@ -113,7 +115,8 @@ class _Lookup:
             if row is None and _uid_problem(key) is None:
                 # Written by another process and not indexed yet?
                 for suffix in _SUFFIXES:
-                    if (self.path / (key + suffix)).is_file():
+                    # os.path: a pathlib join and is_file cost about 20 µs per start here.
+                    if os.path.isfile(os.path.join(self._dirname, key + suffix)):
                         self._refresh_file(key + suffix)
                         row = self._index.run_row(key)
                         break
