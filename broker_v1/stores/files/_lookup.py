@@ -1,9 +1,11 @@
 """Where a document is: what this process wrote, the index, and a deep refresh on a miss.
 
 Descriptors, resources and datums are found through the writer's record of where this
-process put them, then the index's ``members`` table, then (for the thorough lookups of
-the read path) the index again after a full directory scan; their documents are read
-from the parsed-run cache.  The insert path's duplicate checks look documents up here too.
+process put them, then the index's ``members`` table (for descriptors, after indexing what
+the runs still open elsewhere gained: a writer records a run's descriptors with its stop),
+then (for the thorough lookups of the read path) the index again after a full directory
+scan; their documents are read from the parsed-run cache.  The insert path's duplicate checks
+look documents up here too.
 """
 
 from __future__ import annotations

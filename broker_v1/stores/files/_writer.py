@@ -135,7 +135,8 @@ class _Writer:
     It knows, for this process, which file each run, descriptor, resource, event and datum
     went to (``run_file``, ``desc_file``, ``res_file``, ``event_owner``, ``datum_owner``)
     and the state of every file it has open (``states``), and records new members and
-    stops in the index as it writes.
+    stops in the index as it writes (a run it started gets two index transactions: its
+    start, and its stop with its descriptors and datums).
 
     Parameters
     ----------
