@@ -333,6 +333,22 @@ def test_msgpack_runs_are_read_only(tmp_path):
     store.close()
 
 
+def test_start_of_a_run_file_not_indexed_yet_is_found_before_writing(tmp_path):
+    """A start whose run another program has just put in the folder (here a msgpack run,
+    which no .jsonl name collides with), not yet indexed: inserting it again is a no-op and
+    a different start with its uid is refused, without a second file for the run."""
+    runs = copy_real_set("pack-msgpack", tmp_path / "elsewhere")
+    run = runs[0]
+    store = FileStore(path=tmp_path / "store")
+    assert store.count_runs() == 0  # indexed and refreshed before the file arrives
+    shutil.copy(tmp_path / "elsewhere" / f"{run.uid}.msgpack", tmp_path / "store")
+    store.insert("start", run.start)
+    with pytest.raises(DuplicateDocument, match=run.uid):
+        store.insert("start", dict(run.start, plan_name="other"))
+    assert sorted(os.listdir(tmp_path / "store")) == [".broker_v1", f"{run.uid}.msgpack"]
+    store.close()
+
+
 def test_missing_msgpack_names_the_install_command(tmp_path, monkeypatch):
     """Without msgpack installed, a store holding .msgpack runs says what to install."""
     copy_real_set("pack-msgpack", tmp_path / "store")

@@ -99,7 +99,7 @@ def test_stop_waits_for_one_file_fsync_and_the_directory_entry(tmp_path: Path,
 def test_columnar_cache_is_written_after_the_stop_and_read_back(tmp_path: Path) -> None:
     """The cache is written in the background; a read in this process right after the stop
     waits for it and uses it, and another process's reader finds it after close()."""
-    store = FileStore(path=tmp_path / "s")
+    store = FileStore(path=tmp_path / "s", cache_min_bytes=0)  # a cache for a short run too
     for name, doc in run_docs("run-b", 5):
         store.insert(name, doc)
     cache = tmp_path / "s" / ".broker_v1" / "cache" / "run-b.jsonl.cols"
@@ -114,10 +114,42 @@ def test_columnar_cache_is_written_after_the_stop_and_read_back(tmp_path: Path) 
 
 def test_close_finishes_background_work(tmp_path: Path) -> None:
     """close() returns only when every queued cache is written."""
-    store = FileStore(path=tmp_path / "s")
+    store = FileStore(path=tmp_path / "s", cache_min_bytes=0)
     for i in range(5):
         for name, doc in run_docs(f"run-{i}"):
             store.insert(name, doc)
     store.close()
     caches = sorted(p.name for p in (tmp_path / "s" / ".broker_v1" / "cache").iterdir())
     assert caches == [f"run-{i}.jsonl.cols" for i in range(5)]
+
+
+def test_writer_caches_runs_from_cache_min_bytes_and_readers_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer queues the cache only of a run of at least ``cache_min_bytes``; a shorter
+    run gets its cache on first read, as a run another program wrote; both read the same as
+    without a cache."""
+    queued: list[str] = []
+    real = syncs_module._Syncs.cache_soon
+
+    def cache_soon(self: Any, name: str, *args: Any) -> None:
+        queued.append(name)
+        real(self, name, *args)
+
+    monkeypatch.setattr(syncs_module._Syncs, "cache_soon", cache_soon)
+    store = FileStore(path=tmp_path / "s", cache_min_bytes=10_000)
+    for name, doc in run_docs("short", 3) + run_docs("long", 120):
+        store.insert(name, doc)
+    assert (tmp_path / "s" / "short.jsonl").stat().st_size < 10_000
+    assert (tmp_path / "s" / "long.jsonl").stat().st_size >= 10_000
+    assert queued == ["long.jsonl"]
+    store.close()
+    cache = tmp_path / "s" / ".broker_v1" / "cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["long.jsonl.cols"]
+    plain = FileStore(path=tmp_path / "s", read_only=True, columnar_cache=False)
+    expected = {u: list(plain.iter_events(f"{u}-primary")) for u in ("short", "long")}
+    plain.close()
+    reader = FileStore(path=tmp_path / "s")
+    assert {u: list(reader.iter_events(f"{u}-primary")) for u in expected} == expected
+    reader.close()
+    assert sorted(p.name for p in cache.iterdir()) == ["long.jsonl.cols", "short.jsonl.cols"]
+    assert [e["data"]["x"] for e in expected["long"]] == [float(i) for i in range(120)]

@@ -83,8 +83,28 @@ def test_open_run_link_checks_do_not_read_the_runs_table(tmp_path: Path) -> None
         store._index.conn().set_trace_callback(statements.append)
         store.insert(*docs[1])
         store._index.conn().set_trace_callback(None)
-        assert statements  # the descriptor's own rows are still written
+        # The descriptor's duplicate check still asks the index; its rows are written with
+        # the run's stop (tests/stores/test_files_open_runs.py), so nothing else runs here.
+        assert statements and all(s.startswith("SELECT") for s in statements)
         assert not [s for s in statements if "FROM runs WHERE uid" in s]
+
+
+def test_stop_of_a_run_this_process_records_reads_only_the_stop_uid(tmp_path: Path) -> None:
+    """The stop of a run this process started and has not stopped has no other stop to be
+    checked against (one process writes a run); only its own uid is looked up."""
+    docs = run_docs("r7")
+    with FileStore(path=tmp_path) as store:
+        for name, doc in docs[:-1]:
+            store.insert(name, doc)
+        statements: list[str] = []
+        store._index.conn().set_trace_callback(statements.append)
+        store.insert(*docs[-1])
+        store._index.conn().set_trace_callback(None)
+        reads = statements[: statements.index("BEGIN IMMEDIATE")]
+        assert reads == ["SELECT stop FROM runs WHERE stop_uid = 'r7-stop'"]
+        assert store.get_run_stop("r7") == docs[-1][1]
+        with pytest.raises(DuplicateDocument, match="already has a stop"):
+            store.insert("stop", dict(docs[-1][1], uid="r7-stop2"))
 
 
 def test_open_run_start_reinserted_is_a_no_op_or_refused(tmp_path: Path) -> None:
@@ -154,3 +174,35 @@ def test_new_run_file_drops_stale_rows_of_its_name(tmp_path: Path) -> None:
         store.insert(*run_docs("r6")[0])
         assert store._index.read("SELECT uid FROM members WHERE file = 'r6.jsonl'") == []
         assert store._index.read("SELECT uid FROM runs WHERE file = 'r6.jsonl'") == [("r6",)]
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 150])
+def test_column_accumulator_spreads_single_events_in_batches(n: int) -> None:
+    """Single events wait in batches before they are spread into columns: the columns (and
+    their order, pages between events included) are those of the events as written, and an
+    event whose keys do not match gives the cache up, wherever it falls in a batch."""
+    from broker_v1.stores.files._cache import _ColumnAcc
+
+    def event(i: int, **extra: Any) -> dict[str, Any]:
+        return {"uid": f"e{i}", "time": T0 + i, "seq_num": i, "data": {"x": i, "y": str(i)},
+                "timestamps": {"x": T0, "y": T0 + i}, **extra}
+
+    acc = _ColumnAcc(event(0))
+    for i in range(n):
+        assert acc.add_event(event(i))
+    page = {"uid": ["p"], "time": [T0], "seq_num": [n], "data": {"x": [-1], "y": ["p"]},
+            "timestamps": {"x": [T0], "y": [T0]}}
+    assert acc.add(page)
+    assert acc.add_event(event(n + 1))
+    cols = acc.columns()
+    assert cols is not None
+    order = [*range(n), "page", n + 1]
+    assert cols.uid == [f"e{i}" if i != "page" else "p" for i in order]
+    assert cols.data["x"] == [i if i != "page" else -1 for i in order]
+    assert cols.timestamps["y"] == [T0 + i if i != "page" else T0 for i in order]
+    for bad_at in (0, n // 2, n - 1):
+        acc = _ColumnAcc(event(0))
+        verdicts = [acc.add_event(event(i, filled={}) if i == bad_at else event(i))
+                    for i in range(n)]
+        assert all(verdicts[:63])  # found when its batch is spread: at the 64th event,
+        assert False in verdicts or acc.columns() is None  # or at the latest by columns()

@@ -60,6 +60,10 @@ def _decode_column(enc: str, blob: memoryview | bytes) -> list[Any]:
     return json.loads(bytes(blob))  # type: ignore[no-any-return]
 
 
+#: Single events a :class:`_ColumnAcc` keeps before spreading them into its columns.
+_WAITING_MAX = 64
+
+
 class _ColumnAcc:
     """One descriptor's events, column-wise, as this process writes them (for the cache).
 
@@ -67,7 +71,7 @@ class _ColumnAcc:
     costs little and does not make the cyclic garbage collector walk every written event.
     """
 
-    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled")
+    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "waiting")
 
     def __init__(self, page: Doc) -> None:
         self.time: list[Any] = []
@@ -78,9 +82,14 @@ class _ColumnAcc:
         self.filled: dict[str, list[Any]] | None = (
             {k: [] for k in page["filled"]} if "filled" in page else None
         )
+        # Single events not yet spread into the columns: that is done a batch at a time, so
+        # the events of a short run whose cache is never written are never spread.
+        self.waiting: list[Doc] = []
 
     def add(self, page: Doc) -> bool:
         """Append a page; False when its keys do not match (the cache is then given up)."""
+        if not self._spread_waiting():
+            return False
         if ("filled" in page) != (self.filled is not None):
             return False
         try:
@@ -102,7 +111,18 @@ class _ColumnAcc:
         return True
 
     def add_event(self, event: Doc) -> bool:
-        """Append one event; False when its keys do not match (as :meth:`add`)."""
+        """Append one event (kept as it is until a batch is full); False when its keys, or
+        those of an earlier event of the batch, do not match (as :meth:`add`)."""
+        self.waiting.append(event)
+        if len(self.waiting) < _WAITING_MAX:
+            return True
+        return self._spread_waiting()
+
+    def _spread_waiting(self) -> bool:
+        waiting, self.waiting = self.waiting, []
+        return all(map(self._spread, waiting))
+
+    def _spread(self, event: Doc) -> bool:
         if ("filled" in event) != (self.filled is not None):
             return False
         data, timestamps = self.data, self.timestamps
@@ -124,6 +144,8 @@ class _ColumnAcc:
         return True
 
     def columns(self) -> _Columns | None:
+        if not self._spread_waiting():
+            return None
         n = len(self.uid)
         parts = [self.time, self.seq_num, *self.data.values(), *self.timestamps.values()]
         parts.extend((self.filled or {}).values())

@@ -530,6 +530,9 @@ class _Importer:
         """True when none of the run's uids is in this store already."""
         if self._any_member(plan.members):
             return False
+        # A run another process is writing has its descriptors indexed with its stop.
+        if self._writer.index_open_runs() and self._any_member(plan.members):
+            return False
         return not self._index.read("SELECT 1 FROM runs WHERE stop_uid = ?", (plan.stop["uid"],))
 
     def _any_member(self, members: list[tuple[str, str, str]]) -> bool:

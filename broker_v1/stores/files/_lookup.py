@@ -1,14 +1,17 @@
 """Where a document is: what this process wrote, the index, and a deep refresh on a miss.
 
 Descriptors, resources and datums are found through the writer's record of where this
-process put them, then the index's ``members`` table, then (for the thorough lookups of
-the read path) the index again after a full directory scan; their documents are read
-from the parsed-run cache.  The insert path's duplicate checks look documents up here too.
+process put them, then the index's ``members`` table (for descriptors, after indexing what
+the runs still open elsewhere gained: a writer records a run's descriptors with its stop),
+then (for the thorough lookups of the read path) the index again after a full directory
+scan; their documents are read from the parsed-run cache.  The insert path's duplicate checks
+look documents up here too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +50,7 @@ class _Lookup:
         refresh_file: Callable[[str], None],
     ) -> None:
         self.path = path
+        self._dirname = os.fspath(path)
         self._index = index
         self._runs = runs
         self._writer = writer
@@ -59,7 +63,7 @@ class _Lookup:
         name = known.get(uid)
         if name is not None:
             return name
-        name = self._index.member_file(kind, uid)
+        name = self._writer.member_file(kind, uid)  # descriptors: open runs too
         if name is None:
             self._refresh(deep=True)
             name = self._index.member_file(kind, uid)
@@ -113,7 +117,8 @@ class _Lookup:
             if row is None and _uid_problem(key) is None:
                 # Written by another process and not indexed yet?
                 for suffix in _SUFFIXES:
-                    if (self.path / (key + suffix)).is_file():
+                    # os.path: a pathlib join and is_file cost about 20 µs per start here.
+                    if os.path.isfile(os.path.join(self._dirname, key + suffix)):
                         self._refresh_file(key + suffix)
                         row = self._index.run_row(key)
                         break
@@ -123,7 +128,7 @@ class _Lookup:
                 doc = state.docs.get(("descriptor", key))
                 if doc is not None:
                     return doc
-            file = self._writer.desc_file.get(key) or self._index.member_file("descriptor", key)
+            file = self._writer.member_file("descriptor", key)
             if file is None:
                 return None
             rd = self._runs.load(file)

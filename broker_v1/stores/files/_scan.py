@@ -227,10 +227,19 @@ class _Scanner:
             self._index_files(changed[i : i + 200])
         self._settle(dir_stat, listed_at)
 
-    def _check_volatile(self) -> None:
+    def refresh_open(self, skip: Callable[[str], bool]) -> bool:
+        """Index what the open run files, but those ``skip(name)`` names, gained since they
+        were last indexed (a writer records a run's descriptors with its stop; readers find
+        them sooner this way); True when any file was re-indexed."""
+        with self._lock:
+            return self._check_volatile(skip)
+
+    def _check_volatile(self, skip: Callable[[str], bool] | None = None) -> bool:
         rows = self._index.file_rows("WHERE volatile = 1")
         changed = []
         for name, row in rows.items():
+            if skip is not None and skip(name):
+                continue
             try:
                 st = os.stat(self.path / name)
             except FileNotFoundError:
@@ -240,6 +249,7 @@ class _Scanner:
                 changed.append((name, st, row))
         if changed:
             self._index_files(changed)
+        return bool(changed)
 
     def _index_files(
         self, items: Sequence[tuple[str, os.stat_result, tuple[Any, ...] | None]]

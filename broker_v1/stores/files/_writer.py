@@ -34,6 +34,7 @@ from ._format import (
     _EVENT_KEYS_KEPT,
     ASSETS_NAME,
     _dump_line,
+    _encode,
     _last_byte,
     _line_of,
     _read_first_line,
@@ -62,6 +63,8 @@ class _RunState:
         "datum_ids",
         "docs",
         "pending_datums",
+        "pending_descriptors",
+        "started_here",
         "acc",
         "doc_lines",
         "acc_bytes",
@@ -81,6 +84,12 @@ class _RunState:
         self.datum_ids: set[str] = set()
         self.docs: dict[tuple[str, str], Doc] = {}  # (kind, uid) -> descriptor / resource
         self.pending_datums: list[str] = []
+        # Descriptors of a run this process started, recorded in the index with its stop
+        # (or by the fsync timer); until then readers find them in the file (see member_file).
+        self.pending_descriptors: list[str] = []
+        # This process wrote the run's start and not yet its stop: the index holds the run
+        # as open ("volatile"), so other processes' refreshes read the file's new lines.
+        self.started_here = False
         # What a run this process created holds, kept for the columnar cache at stop: events
         # column-wise per descriptor, every other document as its JSON line.
         self.acc: dict[str, _ColumnAcc] | None = None
@@ -104,6 +113,14 @@ def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
 
 
 
+def _pending_members(state: _RunState) -> list[tuple[str, str, str]]:
+    """The index rows of the descriptors and datums a file got that are not recorded yet."""
+    name = state.name
+    rows = [("descriptor", uid, name) for uid in state.pending_descriptors]
+    rows.extend(("datum", d, name) for d in state.pending_datums)
+    return rows
+
+
 def _dir_mtime(path: Path) -> int:
     """The directory's mtime in ns (-1 when it cannot be read: no link is recorded)."""
     try:
@@ -118,7 +135,8 @@ class _Writer:
     It knows, for this process, which file each run, descriptor, resource, event and datum
     went to (``run_file``, ``desc_file``, ``res_file``, ``event_owner``, ``datum_owner``)
     and the state of every file it has open (``states``), and records new members and
-    stops in the index as it writes.
+    stops in the index as it writes (a run it started gets two index transactions: its
+    start, and its stop with its descriptors and datums).
 
     Parameters
     ----------
@@ -136,7 +154,10 @@ class _Writer:
         The deferred fsyncs (a stop inside ``deferred_sync()`` is synced in the background).
     refresh_file
         ``refresh_file(name)``: re-index a file another process may have written.
-    fsync_interval, columnar_cache, cache_max_bytes
+    refresh_open
+        ``refresh_open(skip)``: re-index the open run files that grew, but those
+        ``skip(name)`` names; True when any was re-indexed.
+    fsync_interval, columnar_cache, cache_max_bytes, cache_min_bytes
         The store's options of the same names.
     """
 
@@ -150,10 +171,12 @@ class _Writer:
         runs: _RunCache,
         syncs: _Syncs,
         refresh_file: Callable[[str], None],
+        refresh_open: Callable[[Callable[[str], bool]], bool],
         *,
         fsync_interval: float,
         columnar_cache: bool,
         cache_max_bytes: int,
+        cache_min_bytes: int,
     ) -> None:
         self.path = path
         self._label = label
@@ -163,9 +186,11 @@ class _Writer:
         self._runs = runs
         self._syncs = syncs
         self._refresh_file = refresh_file
+        self._refresh_open = refresh_open
         self.fsync_interval = fsync_interval
         self.columnar_cache = columnar_cache
         self.cache_max_bytes = cache_max_bytes
+        self.cache_min_bytes = cache_min_bytes
         self.states: OrderedDict[str, _RunState] = OrderedDict()
         self.event_owner: dict[str, str] = {}
         self.datum_owner: dict[str, str] = {}
@@ -199,14 +224,28 @@ class _Writer:
     def prepare(self, kind: str, uid: Any) -> None:
         if not isinstance(uid, str):
             return
-        known = self.desc_file if kind == "descriptor" else self.res_file
-        name = known.get(uid) or self._index.member_file(kind, uid)
+        name = self.member_file(kind, uid)
         if name is None:
             return
         state = self.states.get(name)
         if state is not None and state.uids_loaded:
             return
         self.adopt(name)
+
+    def member_file(self, kind: str, uid: str) -> str | None:
+        """The file holding a descriptor or resource: this process's writes, the index, and
+        for a descriptor not found there, the runs other processes are still writing (their
+        descriptors reach the index with their stop; until then their files hold them)."""
+        known = self.desc_file if kind == "descriptor" else self.res_file
+        name = known.get(uid) or self._index.member_file(kind, uid)
+        if name is None and kind == "descriptor" and self.index_open_runs():
+            name = self._index.member_file(kind, uid)
+        return name
+
+    def index_open_runs(self) -> bool:
+        """Index what the open runs other processes (or an interrupted writer) write have
+        gained since they were last indexed; True when anything was."""
+        return self._refresh_open(self.writing)
 
     def adopt(self, name: str) -> _RunState:
         """Register an existing file's uids so duplicates of its documents are detected."""
@@ -263,6 +302,13 @@ class _Writer:
         if state is None or state.fd is None:
             return None
         return state.docs.get(("start", run_uid))
+
+    def recording(self, run_uid: str) -> bool:
+        """Whether this process started the run and has not written its stop (one process
+        writes a run at a time, so it has no stop anywhere)."""
+        name = self.run_file.get(run_uid)
+        state = None if name is None else self.states.get(name)
+        return state is not None and state.started_here
 
     def run_file_name(self, run_uid: str) -> str | None:
         name = self.run_file.get(run_uid)
@@ -366,10 +412,10 @@ class _Writer:
         "datum" read it too."""
         if name == "event_page":
             parent, ids, single = doc["descriptor"], doc["uid"], "event"
-            file = self.desc_file.get(parent) or self._index.member_file("descriptor", parent)
+            file = self.member_file("descriptor", parent)
         else:
             parent, ids, single = doc["resource"], doc["datum_id"], "datum"
-            file = self.res_file.get(parent) or self._index.member_file("resource", parent)
+            file = self.member_file("resource", parent)
         assert file is not None  # the insert path checked the link
         state = self._writable(file)
         if len(ids) == 1:
@@ -391,7 +437,11 @@ class _Writer:
                 self._append(state, "descriptor", doc)
                 self.desc_file[doc["uid"]] = file
                 state.docs[("descriptor", doc["uid"])] = doc
-                self._flush_state(state, [("descriptor", doc["uid"], file)])
+                if state.started_here:
+                    # One index transaction per run: the stop records it (see member_file).
+                    state.pending_descriptors.append(doc["uid"])
+                else:
+                    self._flush_state(state, [("descriptor", doc["uid"], file)])
             elif name == "event_page":
                 if not doc["uid"]:
                     return  # an empty page holds nothing to keep
@@ -427,9 +477,7 @@ class _Writer:
         if not event.keys() <= _EVENT_KEYS_KEPT:
             event = {k: v for k, v in event.items() if k in _EVENT_KEYS_KEPT}
         with self._lock:
-            file = self.desc_file.get(event["descriptor"]) or self._index.member_file(
-                "descriptor", event["descriptor"]
-            )
+            file = self.member_file("descriptor", event["descriptor"])
             assert file is not None
             state = self._writable(file)
             self._append(state, "event", event)
@@ -508,10 +556,11 @@ class _Writer:
                 os.close(state.fd)  # left by an earlier attempt that could not write
         state.fd, state.size, state.lines = fd, 0, 0
         state.new_entry = state.uids_loaded = True
+        state.started_here, state.pending_descriptors = False, []
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
         # One encoding serves the line, its checksum and the index row.
-        text = json.dumps(doc)
+        text = _encode(doc)
         line = _line_of("start", text)
         self._append(state, "start", doc, line)
         state.docs[("start", uid)] = doc
@@ -534,6 +583,7 @@ class _Writer:
             record_link(conn, before, after)
 
         self._index.write(record)
+        state.started_here = True
 
     def _resource_target(self, doc: Doc) -> str:
         run = doc.get("run_start")
@@ -553,7 +603,7 @@ class _Writer:
         file = self.run_file_name(doc["run_start"])
         assert file is not None
         state = self._writable(file)
-        text = json.dumps(doc)
+        text = _encode(doc)
         self._append(state, "stop", doc, _line_of("stop", text))
         assert state.fd is not None
         if self._syncs.deferred:
@@ -570,7 +620,7 @@ class _Writer:
         st = os.fstat(state.fd)
 
         def record(conn: sqlite3.Connection) -> None:
-            self._index.record_members(conn, [("datum", d, file) for d in state.pending_datums])
+            self._index.record_members(conn, _pending_members(state))
             self._index.record_stop(conn, doc["run_start"], doc, text)
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
@@ -580,6 +630,8 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
+        state.pending_descriptors.clear()
+        state.started_here = False
         acc, doc_lines, lines = state.acc, state.doc_lines, state.lines
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
@@ -587,7 +639,7 @@ class _Writer:
         if self.last_started == file:
             self.last_started = None
         self._trim_states()
-        if acc is not None:
+        if acc is not None and state.size >= self.cache_min_bytes:
             # Derived data: written after the stop returns, never fsynced.  Queued last: the
             # thread that writes it holds the GIL while it encodes, and a system call made
             # here after waking it (the close) would wait for that.
@@ -639,7 +691,7 @@ class _Writer:
 
     def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
         """Record a file's new members (and buffered datums) and how far it is indexed."""
-        rows = members + [("datum", d, state.name) for d in state.pending_datums]
+        rows = members + _pending_members(state)
         name = state.name
         size = state.size
         st = os.fstat(state.fd) if state.fd is not None else os.stat(self.path / name)
@@ -658,6 +710,7 @@ class _Writer:
 
         self._index.write(record)
         state.pending_datums.clear()
+        state.pending_descriptors.clear()
 
     def _schedule_sync(self) -> None:
         if self._sync_timer is None:
@@ -679,7 +732,7 @@ class _Writer:
                         os.fsync(state.fd)
                     self._entry_durable(state)
                     state.dirty = False
-                if state.pending_datums:
+                if state.pending_datums or state.pending_descriptors:
                     with contextlib.suppress(sqlite3.Error):
                         self._flush_state(state, [])
 
@@ -697,6 +750,7 @@ class _Writer:
             if close:
                 os.close(state.fd)
                 state.fd = None
+                state.started_here = False
                 state.acc, state.doc_lines = None, []
         if close:
             self.last_started = None

@@ -1,0 +1,177 @@
+"""Descriptors of a run that is still being written: one index transaction per run.
+
+A files store that writes a run records its descriptors in the index together with the stop
+(one transaction at start, one at stop), not one transaction per descriptor.  Until the stop,
+the run file holds them, and every lookup by descriptor uid that misses the index reads the
+new lines of the runs other processes (or an interrupted writer) left open.  These tests
+check that readers in another process see what they always saw while a run records, that a
+writer killed before its stop leaves a run that is read and completed as before, and that
+duplicates are refused across processes as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_v1 import Broker
+from broker_v1.errors import DuplicateDocument
+from broker_v1.stores.files import FileStore
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_000.0
+
+
+def run_docs(uid: str, n_events: int = 4) -> list[tuple[str, dict[str, Any]]]:
+    """Start, ``baseline`` and ``primary`` descriptors, events of both, stop."""
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": uid, "time": T0, "scan_id": 3, "plan_name": "scan"})]
+    for i, stream in enumerate(("baseline", "primary")):
+        docs.append(("descriptor", {
+            "uid": f"{uid}-{stream}", "run_start": uid, "time": T0 + 0.1 * (i + 1),
+            "name": stream, "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}},
+        }))
+    for i in range(n_events):
+        stream = "baseline" if i == 0 else "primary"
+        docs.append(("event", {"uid": f"{uid}-e{i}", "descriptor": f"{uid}-{stream}",
+                               "time": T0 + 1 + i, "seq_num": i + 1 if i else 1,
+                               "data": {"x": float(i)}, "timestamps": {"x": T0 + 1 + i}}))
+    docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + 99,
+                          "exit_status": "success"}))
+    return docs
+
+
+def _members(store: FileStore) -> set[tuple[str, str]]:
+    return {(k, u) for k, u in store._index_rows("SELECT kind, uid FROM members")}
+
+
+# What another process sees of the newest run: its descriptors, one of them by uid, and the
+# primary stream's values so far (get_table while it runs).
+READER = r"""
+import json, sys
+from broker_v1 import Broker
+from broker_v1.stores.files import FileStore
+store = FileStore(path=sys.argv[1])
+db = Broker(store, timezone="UTC")
+h = db[-1]
+uid = h.start["uid"]
+print(json.dumps({
+    "uid": uid,
+    "descriptors": sorted(d["uid"] for d in h.descriptors),
+    "by_uid": store.get_descriptor(uid + "-primary")["name"],
+    "primary": [float(x) for x in db.get_table(h, stream_name="primary")["x"]],
+    "pages": sum(len(p["uid"]) for p in store.iter_event_pages(uid + "-baseline")),
+}))
+store.close()
+"""
+
+# Writes all but the stop, then dies without closing the store (a killed RunEngine).
+DYING_WRITER = r"""
+import json, os, sys
+from broker_v1.stores.files import FileStore
+store = FileStore(path=sys.argv[1])
+for name, doc in json.loads(sys.argv[2]):
+    store.insert(name, doc)
+os._exit(0)
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code, *args], check=True, env=env,
+                          timeout=120, capture_output=True, text=True)
+    return done.stdout
+
+
+def test_descriptors_are_indexed_with_the_stop_in_one_transaction(tmp_path: Path) -> None:
+    """Between a run's start and its stop, the writer commits nothing to the index; the stop's
+    one transaction records the descriptors."""
+    docs = run_docs("r1")
+    with FileStore(path=tmp_path) as store:
+        store.insert(*docs[0])
+        statements: list[str] = []
+        store._index.conn().set_trace_callback(statements.append)
+        for name, doc in docs[1:-1]:
+            store.insert(name, doc)
+        assert not [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE")]
+        assert _members(store) == set()
+        store.insert(*docs[-1])
+        store._index.conn().set_trace_callback(None)
+        assert sum(s.startswith("BEGIN") for s in statements) == 1
+        assert _members(store) == {("descriptor", "r1-baseline"), ("descriptor", "r1-primary")}
+
+
+def test_another_process_reads_descriptors_of_a_run_being_written(tmp_path: Path) -> None:
+    """``db[-1]`` of a running scan, its descriptors, ``get_descriptor``, ``get_table`` and
+    event pages in another process, before the stop; then the completed run."""
+    docs = run_docs("r2")
+    writer = FileStore(path=tmp_path)
+    for name, doc in docs[:-1]:
+        writer.insert(name, doc)
+    seen = json.loads(_python(READER, str(tmp_path)))
+    assert seen == {"uid": "r2", "descriptors": ["r2-baseline", "r2-primary"],
+                    "by_uid": "primary", "primary": [1.0, 2.0, 3.0], "pages": 1}
+    writer.insert(*docs[-1])
+    writer.close()
+    assert json.loads(_python(READER, str(tmp_path))) == seen
+
+
+def test_a_second_store_finds_an_open_runs_descriptor_by_uid_at_once(tmp_path: Path) -> None:
+    """A store that has already refreshed (so nothing tells it to rescan) still finds a
+    descriptor the writer appended afterwards, and its events."""
+    docs = run_docs("r3")
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        writer.insert(*docs[0])
+        assert Broker(reader)[-1].start["uid"] == "r3"
+        for name, doc in docs[1:-1]:
+            writer.insert(name, doc)
+        assert reader.get_descriptor("r3-primary")["name"] == "primary"
+        assert [e["data"]["x"] for e in reader.iter_events("r3-primary")] == [1.0, 2.0, 3.0]
+
+
+def test_run_of_a_killed_writer_is_read_and_completed(tmp_path: Path) -> None:
+    """A writer killed after its descriptors and events, before the stop: another process
+    reads the run, appends to it (its events are checked against the descriptors in the
+    file) and stops it; the index then holds the descriptors as for any stopped run."""
+    docs = run_docs("r4", n_events=6)
+    _python(DYING_WRITER, str(tmp_path), json.dumps(docs[:6]))
+    with FileStore(path=tmp_path) as store:
+        db = Broker(store, timezone="UTC")
+        assert not db[-1].stop  # no stop yet
+        assert sorted(d["uid"] for d in db[-1].descriptors) == ["r4-baseline", "r4-primary"]
+        assert store.get_descriptor("r4-baseline")["name"] == "baseline"
+        store.insert(*docs[5])  # identical: a no-op
+        for name, doc in docs[6:]:
+            store.insert(name, doc)
+        assert list(db.get_table(db["r4"])["x"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    with FileStore(path=tmp_path) as fresh:
+        assert {("descriptor", "r4-baseline"), ("descriptor", "r4-primary")} <= _members(fresh)
+        assert fresh.get_run_stop("r4") == docs[-1][1]
+    lines = (tmp_path / "r4.jsonl").read_text().splitlines()
+    assert [json.loads(line)[0] for line in lines] == [name for name, _ in docs]
+
+
+def test_duplicates_of_an_open_runs_descriptor_are_found_across_stores(tmp_path: Path) -> None:
+    """Another store given a descriptor of a run being written elsewhere finds it: identical
+    is a no-op, different is refused, as when the descriptor was indexed at once."""
+    docs = run_docs("r5")
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as other:
+        writer.insert(*docs[0])
+        assert Broker(other)[-1].start["uid"] == "r5"  # refreshed before the appends below
+        for name, doc in docs[1:3]:
+            writer.insert(name, doc)
+        other.insert("descriptor", dict(docs[2][1]))
+        changed = dict(docs[2][1], name="other")
+        with pytest.raises(DuplicateDocument, match="r5-primary"):
+            other.insert("descriptor", changed)
+        other_run = run_docs("r6")
+        other.insert(*other_run[0])
+        with pytest.raises(DuplicateDocument, match="r5-primary"):
+            other.insert("descriptor", dict(changed, run_start="r6"))
+    assert (tmp_path / "r5.jsonl").read_bytes().count(b"\n") == 3
