@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "full_text_prefilter",
-           "is_number", "is_scalar", "plan_query", "tiled_sort"]
+           "is_number", "is_scalar", "plan_query", "tiled_sort", "walk_query"]
 
 #: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
 #: one table both directions use (this store sends them; ``broker_v1.serve`` receives them).
@@ -93,6 +93,39 @@ def conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             yield key, value
 
 
+def walk_query(query: Mapping[str, Any], plan: Plan, sendable: Callable[[Any], bool]
+               ) -> Iterator[tuple[str, str | None, Any]]:
+    """The steps both layouts' planners share: walk the AND-ed conditions of ``query``,
+    sending plain equality with a value the server compares as MongoDB does (``sendable``)
+    as ``Eq`` and leaving other plain equality, and equality with a document, residual.
+
+    Yields what is left to the layout's planner: ``(operator, None, condition)`` for a
+    top-level ``$`` key and ``(field, "start.<field>", {op: value})`` for a field's
+    operators.
+    """
+    from tiled.queries import Eq
+
+    for key, condition in conditions(query):
+        if key.startswith("$"):
+            yield key, None, condition
+            continue
+        target = f"start.{key}"
+        if not isinstance(condition, Mapping):
+            if sendable(condition):
+                plan.queries.append(Eq(target, condition))
+            else:
+                plan.residual.append(f"{key}={condition!r}")
+        elif not condition or not all(op.startswith("$") for op in condition):
+            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
+        else:
+            yield key, target, condition
+
+
+def _sql_sendable(value: Any) -> bool:
+    # The SQL catalog fails on Eq with a list and matches no null like MongoDB does.
+    return is_scalar(value) and value is not None
+
+
 def plan_query(query: Mapping[str, Any]) -> Plan:
     """Split a checked Mongo-dialect filter into tiled queries and a residual.
 
@@ -108,30 +141,17 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     from tiled.queries import Comparison, Eq, In, KeyPresent, Like
 
     plan = Plan()
-    for key, condition in conditions(query):
-        if key == "$text":
-            prefilter = full_text_prefilter(condition)
+    for key, target, condition in walk_query(query, plan, _sql_sendable):
+        if target is None:
+            prefilter = full_text_prefilter(condition) if key == "$text" else None
             if prefilter is None:
                 plan.residual.append(key)
             else:
                 plan.queries.append(prefilter)
                 plan.recheck.append(key)
             continue
-        if key.startswith("$"):
-            plan.residual.append(key)
-            continue
-        target = f"start.{key}"
-        if not isinstance(condition, Mapping):
-            if is_scalar(condition) and condition is not None:
-                plan.queries.append(Eq(target, condition))
-            else:
-                plan.residual.append(f"{key}={condition!r}")
-            continue
-        if not condition or not all(op.startswith("$") for op in condition):
-            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
-            continue
         for op, value in condition.items():
-            if op == "$eq" and is_scalar(value) and value is not None:
+            if op == "$eq" and _sql_sendable(value):
                 plan.queries.append(Eq(target, value))
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
                     is_scalar(v) and v is not None for v in value):

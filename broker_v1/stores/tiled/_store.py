@@ -549,7 +549,7 @@ class TiledStore(DocumentStore):
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """The datums of a resource known as in :meth:`get_resource` (nothing otherwise)."""
         pages = self._layout_document("iter_datum_pages", resource_uid,
-                               f"read the datums of resource {resource_uid}")
+                                      f"read the datums of resource {resource_uid}")
         yield from (_doc(p) for p in list(pages))
 
     def get_datums(self, datum_ids: Iterable[str], *,
