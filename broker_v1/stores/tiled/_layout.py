@@ -130,7 +130,7 @@ class SqlLayout(Layout):
 
     name = "SQL catalog (CatalogOfBlueskyRuns 3.x, written by TiledWriter)"
     answers = ("field equality, $in, $gt/$gte/$lt/$lte on numbers, $exists, since/until, "
-               "uid prefixes, text_search of one plain word")
+               "uid prefixes, text_search of plain words")
 
     def plan(self, query: Mapping[str, Any]) -> Any:
         from ._queries import plan_query

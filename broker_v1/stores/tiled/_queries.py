@@ -9,9 +9,10 @@ stores use.  The residual check always sees the whole filter, so the server's pa
 narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
-numbers, uid prefixes and ``$text`` searches of one plain word (see
-:func:`full_text_prefilter`).  Not expressible, and documented: MongoDB's equality also matches
-a list *containing* the value; the server's does not.
+numbers, uid prefixes and ``$text`` searches of plain words (one search per word, merged
+here: see :func:`full_text_queries` and :attr:`Plan.alternatives`).  Not expressible, and
+documented: MongoDB's equality also matches a list *containing* the value; the server's does
+not.
 
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "full_text_prefilter",
+           "full_text_queries",
            "is_number", "is_scalar", "plan_query", "tiled_sort", "walk_query"]
 
 #: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
@@ -38,6 +40,8 @@ MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le
 #: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
 #: httpx refuses beyond 64 KiB (about 1,500 uids).
 MAX_IN = 200
+#: Words of a ``$text`` search sent as searches of their own (their answers are merged).
+MAX_TEXT_WORDS = 8
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
 _WORD = re.compile(r"\w+", re.UNICODE)  # a word of MongoDB's $text, as broker_v1 matches it
 _PLAIN_WORD = re.compile(r"[a-z0-9]+")  # a bare word to FTS5 and to_tsquery alike
@@ -66,6 +70,10 @@ class Plan:
     queries: list[Any] = field(default_factory=list)
     residual: list[str] = field(default_factory=list)
     recheck: list[str] = field(default_factory=list)
+    #: tiled queries of which a run must match at least one (tiled ANDs queries, so each
+    #: is sent as its own search, AND-ed with ``queries``, and the answers are merged in
+    #: sort order here); empty: one search.
+    alternatives: list[Any] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -143,12 +151,15 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     plan = Plan()
     for key, target, condition in walk_query(query, plan, _sql_sendable):
         if target is None:
-            prefilter = full_text_prefilter(condition) if key == "$text" else None
-            if prefilter is None:
+            words = full_text_queries(condition) if key == "$text" else None
+            if words is None or (len(words) > 1 and plan.alternatives):
                 plan.residual.append(key)
+                continue
+            if len(words) == 1:
+                plan.queries.extend(words)
             else:
-                plan.queries.append(prefilter)
-                plan.recheck.append(key)
+                plan.alternatives = words  # any word matches: one search per word
+            plan.recheck.append(key)
             continue
         for op, value in condition.items():
             if op == "$eq" and _sql_sendable(value):
@@ -174,29 +185,38 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     return plan
 
 
-def full_text_prefilter(text: Any) -> Any:
-    """A tiled ``FullText`` query the SQL catalog answers with at least the runs a ``$text``
-    search matches (they are checked again here), or ``None`` when there is none.
+def full_text_queries(text: Any) -> list[Any] | None:
+    """One tiled ``FullText`` query per word of a ``$text`` search, whose answers together
+    hold at least the runs the search matches (they are checked again here), or ``None``
+    when the search cannot be sent.
 
     The catalog hands the text to its database's own search syntax over an index of each
     run's metadata: SQLite's FTS5 ``MATCH`` or PostgreSQL's ``to_tsquery`` (which have no
     common way to write "any of these words", and tokenize differently from MongoDB).  So
-    only a search whose words (exclusions aside, checked here) are one plain ASCII word is
-    sent, as that bare word, which both read as "runs holding this token", a superset of the
-    runs MongoDB's whole-word match gives.  Several words, a "quoted phrase" (a substring to
-    MongoDB) or other characters are not sent.
+    each word (exclusions aside, checked here) is sent alone, as a bare word, which both
+    read as "runs holding this token", a superset of the runs MongoDB's whole-word match
+    gives; MongoDB's "any word" is the union of those searches.  A "quoted phrase" (a
+    substring to MongoDB), words with other characters than ASCII letters and digits, or
+    more than :data:`MAX_TEXT_WORDS` words are not sent.
     """
     from tiled.queries import FullText
 
     search = text.get("$search") if isinstance(text, Mapping) else None
     if not isinstance(search, str) or '"' in search:
         return None
-    words = {w for token in search.lower().split() if not token.startswith("-")
-             for w in _WORD.findall(token)}
-    if len(words) != 1:
+    words = sorted({w for token in search.lower().split() if not token.startswith("-")
+                    for w in _WORD.findall(token)})
+    if not 0 < len(words) <= MAX_TEXT_WORDS or not all(_PLAIN_WORD.fullmatch(w)
+                                                       for w in words):
         return None
-    (word,) = words
-    return FullText(word) if _PLAIN_WORD.fullmatch(word) else None
+    return [FullText(word) for word in words]
+
+
+def full_text_prefilter(text: Any) -> Any:
+    """The one ``FullText`` query of a ``$text`` search of one word (see
+    :func:`full_text_queries`), else ``None``."""
+    queries = full_text_queries(text)
+    return queries[0] if queries is not None and len(queries) == 1 else None
 
 
 def tiled_sort(sort: Any) -> list[tuple[str, int]]:
