@@ -653,6 +653,56 @@ def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
         "silicon"]
 
 
+def test_exact_list_equality_matches_lists_holding_the_value(tiled_server: Any,
+                                                             open_broker: Any) -> None:
+    """With exact_list_equality, equality with a string also finds runs whose field is a
+    list holding it (two searches merged, then rechecked), as MongoDB does, with sort,
+    skip and limit; a second string condition narrows; without the option only the field's
+    own value matches (the documented difference)."""
+    db = open_broker(_config(tiled_server, exact_list_equality=True, client_filter_limit=0))
+    plain = open_broker(_config(tiled_server))
+    starts = [h.start for h in plain()]
+
+    def holds(start: dict[str, Any], key: str, value: str) -> bool:
+        field = start.get(key)
+        return field == value or (isinstance(field, list) and value in field)
+
+    expected = [s["uid"] for s in starts if holds(s, "detectors", "det")]
+    assert len(expected) >= 3
+    assert [h.start["uid"] for h in db(detectors="det")] == expected
+    assert db.store.count_runs({"detectors": "det"}) == len(expected)
+    assert [s["uid"] for s in db.store.find_run_starts(
+        {"detectors": "det"}, sort=[("time", 1)], skip=1, limit=2)] == expected[::-1][1:3]
+    both = [s["uid"] for s in starts
+            if holds(s, "detectors", "det") and holds(s, "plan_name", "scan")]
+    assert [h.start["uid"] for h in db(detectors="det", plan_name="scan")] == both != []
+    assert [h.start["uid"] for h in db(plan_name="scan")] == [
+        s["uid"] for s in starts if s["plan_name"] == "scan"]
+    assert list(plain(detectors="det")) == []  # the server's equality: the value itself
+    with pytest.raises(UnsupportedQuery, match=r"'\$in'"):
+        db(detectors={"$in": ["det"]})  # checked here, and client_filter_limit is 0
+
+
+def test_list_equality_plan() -> None:
+    """exact_list_equality's plan: the first string equality is Eq or a Like of the list's
+    JSON text, later ones a Like narrowing it; values a pattern cannot hold and $in with
+    strings are checked here; numbers stay Eq."""
+    pytest.importorskip("tiled.queries", reason="the tiled extra is not installed")
+    from tiled.queries import Eq, Like
+
+    from broker_v1.stores.tiled._queries import plan_query
+
+    plan = plan_query({"detectors": "det", "plan_name": {"$eq": "scan"}, "scan_id": 3,
+                       "sample": "caf\u00e9", "motors": {"$in": ["m1"]}}, list_equality=True)
+    assert [(type(q), q.pattern if isinstance(q, Like) else q.value)
+            for q in plan.alternatives] == [(Eq, "det"), (Like, '%"det"%')]
+    assert [(type(q), getattr(q, "pattern", None)) for q in plan.queries] == [
+        (Like, "%scan%"), (Eq, None)]
+    assert plan.residual == ["sample='caf\u00e9'", "$in"]
+    assert plan.recheck == ["detectors='det'", "plan_name='scan'"]
+    assert not plan_query({"detectors": "det"}).alternatives  # the default: Eq alone
+
+
 def test_merged_searches_keep_the_sort_order_and_each_run_once() -> None:
     """Answers of several searches merge in the order the server sorts (descending time,
     then uid), each run once, reading each answer only as far as needed."""

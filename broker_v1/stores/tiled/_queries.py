@@ -10,9 +10,9 @@ narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
 numbers, uid prefixes and ``$text`` searches of plain words (one search per word, merged
-here: see :func:`full_text_queries` and :attr:`Plan.alternatives`).  Not expressible, and
-documented: MongoDB's equality also matches a list *containing* the value; the server's does
-not.
+here: see :func:`full_text_queries` and :attr:`Plan.alternatives`).  MongoDB's equality also
+matches a list *containing* the value; the server's does not, unless the store's
+``exact_list_equality`` asks for a second search (:func:`_list_equality`, documented).
 
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
@@ -104,15 +104,13 @@ def conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
 def walk_query(query: Mapping[str, Any], plan: Plan, sendable: Callable[[Any], bool]
                ) -> Iterator[tuple[str, str | None, Any]]:
     """The steps both layouts' planners share: walk the AND-ed conditions of ``query``,
-    sending plain equality with a value the server compares as MongoDB does (``sendable``)
-    as ``Eq`` and leaving other plain equality, and equality with a document, residual.
+    leaving plain equality with a value the server cannot compare as MongoDB does (not
+    ``sendable``), and equality with a document, residual.
 
     Yields what is left to the layout's planner: ``(operator, None, condition)`` for a
     top-level ``$`` key and ``(field, "start.<field>", {op: value})`` for a field's
-    operators.
+    operators, plain equality with a ``sendable`` value given as ``{"$eq": value}``.
     """
-    from tiled.queries import Eq
-
     for key, condition in conditions(query):
         if key.startswith("$"):
             yield key, None, condition
@@ -120,7 +118,7 @@ def walk_query(query: Mapping[str, Any], plan: Plan, sendable: Callable[[Any], b
         target = f"start.{key}"
         if not isinstance(condition, Mapping):
             if sendable(condition):
-                plan.queries.append(Eq(target, condition))
+                yield key, target, {"$eq": condition}  # as the planner sends $eq
             else:
                 plan.residual.append(f"{key}={condition!r}")
         elif not condition or not all(op.startswith("$") for op in condition):
@@ -134,13 +132,44 @@ def _sql_sendable(value: Any) -> bool:
     return is_scalar(value) and value is not None
 
 
-def plan_query(query: Mapping[str, Any]) -> Plan:
+def _list_element_pattern(value: str) -> str | None:
+    """A ``LIKE`` pattern matching the JSON text of a list holding ``value`` (``%"det"%``),
+    for values whose JSON form is themselves in quotes (printable ASCII, no quote or
+    backslash); else None."""
+    if not value.isascii() or not value.isprintable() or '"' in value or "\\" in value:
+        return None
+    return f'%"{value}"%'
+
+
+def _list_equality(plan: Plan, key: str, target: str, value: str) -> None:
+    """Equality with a string as MongoDB means it: the field equals it or is a list holding
+    it.  The first such condition is two searches whose answers are merged (``Eq``, and a
+    ``Like`` on the list's JSON text); later ones a ``Like`` of the value anywhere in the
+    field (a superset: wildcards and case are rechecked here), narrowed by the first."""
+    from tiled.queries import Eq, Like
+
+    pattern = _list_element_pattern(value)
+    if pattern is None:
+        plan.residual.append(f"{key}={value!r}")
+        return
+    if not plan.alternatives:
+        plan.alternatives = [Eq(target, value), Like(target, pattern)]
+    else:
+        plan.queries.append(Like(target, f"%{value}%"))
+    plan.recheck.append(f"{key}={value!r}")
+
+
+def plan_query(query: Mapping[str, Any], *, list_equality: bool = False) -> Plan:
     """Split a checked Mongo-dialect filter into tiled queries and a residual.
 
     Parameters
     ----------
     query
         A filter on start-document fields (already checked by ``check_query``).
+    list_equality
+        Give equality with a string MongoDB's meaning (the field equals it or is a list
+        holding it) at the cost of a second search (:func:`_list_equality`); ``$in`` with
+        strings is then checked here.  Without it, equality matches the field's value only.
 
     Returns
     -------
@@ -162,10 +191,13 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
             plan.recheck.append(key)
             continue
         for op, value in condition.items():
-            if op == "$eq" and _sql_sendable(value):
+            if op == "$eq" and list_equality and isinstance(value, str):
+                _list_equality(plan, key, target, value)
+            elif op == "$eq" and _sql_sendable(value):
                 plan.queries.append(Eq(target, value))
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
-                    is_scalar(v) and v is not None for v in value):
+                    is_scalar(v) and v is not None for v in value) and not (
+                    list_equality and any(isinstance(v, str) for v in value)):
                 plan.queries.append(In(target, list(value)))
             elif op in MONGO_TO_TILED_COMPARISON and is_number(value):
                 plan.queries.append(Comparison(MONGO_TO_TILED_COMPARISON[op], target, value))
