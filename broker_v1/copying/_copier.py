@@ -264,7 +264,7 @@ class _Copier:
             resources = len(new)
         left = set(ids) - written
         for k in keys:
-            held = sum(1 for v in page["data"].get(k, ()) if v in left)
+            held = sum(1 for v in page["data"].get(k, ()) if isinstance(v, str) and v in left)
             if held:
                 where = (self.current_run, k)
                 self.report.unresolved[where] = self.report.unresolved.get(where, 0) + held
