@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "brokerv1testkey"  # tiled accepts only alphanumeric keys
 
-CONFIG = """\
-authentication: {{single_user_api_key: "{key}", allow_anonymous_access: {anonymous}}}
+# The SQL catalog TiledWriter writes into (both SQL-layout configs serve it).
+_SQL_TREES = """\
 trees:
   - path: /
     tree: catalog
@@ -41,6 +41,11 @@ trees:
       specs: [{{name: CatalogOfBlueskyRuns, version: "3.0"}}]
       writable_storage: ["{data}/data", "sqlite:///{data}/tabular.db"]
       readable_storage: ["{data}/external"]
+"""
+
+CONFIG = """\
+authentication: {{single_user_api_key: "{key}", allow_anonymous_access: {anonymous}}}
+""" + _SQL_TREES + """\
 media_types:
   BlueskyRun: {{application/json-seq: bluesky_tiled_plugins.exporters:json_seq_exporter}}
 """
@@ -70,16 +75,7 @@ authentication:
 database:
   uri: "sqlite:///{data}/auth.db"
   init_if_not_exists: true
-trees:
-  - path: /
-    tree: catalog
-    args:
-      uri: "sqlite:///{data}/catalog.db"
-      init_if_not_exists: true
-      specs: [{{name: CatalogOfBlueskyRuns, version: "3.0"}}]
-      writable_storage: ["{data}/data", "sqlite:///{data}/tabular.db"]
-      readable_storage: ["{data}/external"]
-"""
+""" + _SQL_TREES
 
 
 def broker_config(uri: str, **options: Any) -> dict[str, Any]:

@@ -31,10 +31,17 @@ file ``root/resource_path`` itself can be found; a resource whose files cannot b
 either way is copied unchanged (root not rewritten) and listed in the report, so a missing
 handler never silently produces a resource that points at nothing.
 
+Datum ids with no datum in the source (a source that resolves its own ids, such as the tiled
+store's SQL layout) are, with ``copy_files=True``, resolved through the source's
+``read_external`` and written as ``NPY_SEQ`` files under ``new_root`` with a resource and
+datums whose ids are the events' own (``_frames``); without it they are copied as they are and
+counted in :attr:`CopyReport.unresolved`, which the summary explains.
+
 The modules of this package: ``_copy`` (:func:`copy_runs`: the loop over runs, progress,
 deferred syncs), ``_copier`` (one run: write, resume, compare, verify), ``_source`` (start
 documents paged by key, announced ahead to the destination), ``_files`` (external files:
-listing through handlers, SHA-256-verified copies), ``_report`` (:class:`CopyReport` and the
+listing through handlers, SHA-256-verified copies), ``_frames`` (data the source reads itself,
+written as files), ``_report`` (:class:`CopyReport` and the
 per-run and per-file results) and ``_export`` (``Broker.export`` and ``Broker.export_size``).
 """
 

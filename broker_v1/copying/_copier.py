@@ -20,6 +20,7 @@ from ..errors import (
 from ..replay import external_keys
 from ..stores.base import Doc, DocumentStore
 from ._files import _copy_file, _datum_kwargs, _handler_registry, _resource_base, resource_files
+from ._frames import SPEC, FrameWriteFailed, FrameWriter
 from ._report import CopyReport, FileCopy, FileProblem, RunResult
 
 
@@ -68,6 +69,7 @@ class _Copier:
         self.resources_done: set[str] = set()
         # Resources copied for the current run: uid -> datums the source holds for it.
         self.run_resources: dict[str, int] = {}
+        self.current_run = ""
         # Into an empty destination no run can be there already (each source run is visited
         # once), so the per-run lookup is skipped; the insert path still refuses a different
         # document written meanwhile by someone else (DuplicateDocument → conflict).
@@ -181,6 +183,7 @@ class _Copier:
     ) -> tuple[int, dict[str, int]]:
         """Insert every document of a run; ``(documents, events per descriptor)``."""
         self.run_resources = {}
+        self.current_run = start["uid"]
         n = 1
         self._insert("start", start)
         external: dict[str, list[str]] = {}
@@ -226,7 +229,7 @@ class _Copier:
                     datums[w] = self.src.get_datum(w)
                 except DatumNotFound:
                     datums_seen.add(w)  # an event pointing nowhere still copies, as it reads
-        n = 0
+        n = self._unresolved([w for w in wanted if w not in datums], page, keys)
         for datum in datums.values():
             if datum["datum_id"] in datums_seen:
                 continue
@@ -239,6 +242,38 @@ class _Copier:
                 datums_seen.add(datum["datum_id"])
                 n += 1
         return n
+
+    def _unresolved(self, ids: list[str], page: Mapping[str, Any], keys: list[str]) -> int:
+        """Datum ids without a datum in the source: with ``copy_files``, the data the source
+        reads itself is written into files with resources and datums (:mod:`._frames`);
+        what remains is counted in the report per field.  Documents written."""
+        if not ids:
+            return 0
+        written: set[str] = set()
+        resources = 0
+        if self.copy_files:
+            assert self.new_root is not None
+            before = set(self.run_resources)
+            writer = FrameWriter(self.src, self.new_root, self._insert, self._record_file)
+            try:
+                written = set(writer.write(self.current_run, ids, self.run_resources))
+            except FrameWriteFailed as err:
+                self._file_failed(err.resource, SPEC, err.path, err.message)
+            new = set(self.run_resources) - before
+            self.resources_done.update(new)
+            resources = len(new)
+        left = set(ids) - written
+        for k in keys:
+            held = sum(1 for v in page["data"].get(k, ()) if isinstance(v, str) and v in left)
+            if held:
+                where = (self.current_run, k)
+                self.report.unresolved[where] = self.report.unresolved.get(where, 0) + held
+        return len(written) + resources
+
+    def _record_file(self, copy: FileCopy) -> None:
+        self.report.files.append(copy)
+        if copy.status == "copied":
+            self.report.file_bytes += copy.size
 
     def _copy_resource(self, res_uid: str, datums_seen: set[str]) -> int:
         """Write a resource (its files first, with ``copy_files``) and all its datums."""

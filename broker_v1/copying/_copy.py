@@ -44,7 +44,9 @@ def copy_runs(
         Copy at most this many runs (the newest matching).
     copy_files
         Also copy the external files of every resource to ``new_root`` and write the resources
-        with ``root`` replaced by ``new_root``.
+        with ``root`` replaced by ``new_root``; data behind datum ids the source resolves
+        itself (tiled's SQL layout) is written there as ``NPY_SEQ`` files with resources and
+        datums.
     new_root
         Where external files go; required with ``copy_files``.
     root_map
@@ -94,7 +96,7 @@ def copy_runs(
         raise ValueError("Give either query or uids, not both.")
     if page_size < 1:
         raise ValueError(f"page_size must be at least 1, got {page_size}.")
-    report = CopyReport(src_store.describe(), dst_store.describe())
+    report = CopyReport(src_store.describe(), dst_store.describe(), copy_files=copy_files)
     copier = _Copier(
         src_store, dst_store, report, copy_files=copy_files,
         new_root=None if new_root is None else os.fspath(new_root),

@@ -141,3 +141,29 @@ def _copy_file(source: str, destination: str) -> tuple[int, str, str]:
             os.unlink(partial)
         raise
     return size, digest, "copied"
+
+
+def _write_file(data: bytes, destination: str) -> tuple[int, str, str]:
+    """Write ``data`` as :func:`_copy_file` copies a file: ``(size, sha256, "copied" |
+    "present")``, through a partial file renamed into place, never over different content."""
+    digest = hashlib.sha256(data).hexdigest()
+    if os.path.exists(destination):
+        held = _sha256(destination)
+        if held != digest:
+            raise FileExistsError(
+                f"{destination} already exists with different content (sha256 {held[:12]} "
+                f"vs {digest[:12]} of the data to write); not overwritten")
+        return len(data), digest, "present"
+    os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+    partial = f"{destination}.part-{os.getpid()}"
+    try:
+        with open(partial, "wb") as fout:
+            fout.write(data)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(partial, destination)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return len(data), digest, "copied"

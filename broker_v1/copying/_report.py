@@ -88,6 +88,11 @@ class CopyReport:
     file_bytes: int = 0
     elapsed: float = 0.0
     interrupted: bool = False
+    #: ``{(run uid, field): values}`` of external values with no datum in the source (e.g.
+    #: the placeholders of tiled's SQL layout) copied as they are: the copy cannot fill them.
+    unresolved: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Whether files were copied (``copy_files``): says what to do about :attr:`unresolved`.
+    copy_files: bool = False
 
     def _with(self, status: str) -> list[RunResult]:
         return [r for r in self.runs if r.status == status]
@@ -151,6 +156,8 @@ class CopyReport:
                 f"({_human_bytes(self.file_bytes)}), {present} already present, "
                 f"{len(self.file_problems)} problems."
             )
+        if self.unresolved:
+            lines.append(self._unresolved_note())
         for r in self.conflicts + self.failed:
             lines.append(f"  {r.status}: run {r.uid}: {r.message}")
         for p in self.file_problems[:20]:
@@ -160,6 +167,20 @@ class CopyReport:
         if self.interrupted:
             lines.append("Run the same copy again to resume; nothing will be duplicated.")
         return "\n".join(lines)
+
+    def _unresolved_note(self) -> str:
+        fields = sorted({f for _, f in self.unresolved})
+        runs = len({r for r, _ in self.unresolved})
+        note = (f"External data not copied: {sum(self.unresolved.values()):,} values of "
+                f"{'field' if len(fields) == 1 else 'fields'} {', '.join(fields)} in "
+                f"{_plural(runs, 'run')} have no resource or datum document in the source (its "
+                "own placeholder ids, as tiled's SQL layout gives), so they were copied as they "
+                "are and the copy cannot fill them.")
+        if self.copy_files:
+            return note + " The source could not read them either."
+        return note + (" Copy into a new destination with --copy-files (copy_files=True) to "
+                       "write the data into files with resources and datums, or read it from "
+                       "the source with fill=True.")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable form (the CLI's ``--json``)."""
@@ -178,6 +199,8 @@ class CopyReport:
             "elapsed": self.elapsed,
             "files": [f.__dict__ for f in self.files],
             "file_problems": [p.__dict__ for p in self.file_problems],
+            "unresolved": [{"uid": r, "field": f, "values": n}
+                           for (r, f), n in self.unresolved.items()],
         }
 
 

@@ -7,8 +7,10 @@ Databases are seeded with raw inserts in the shapes old databroker versions wrot
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -76,6 +78,49 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
         client.close()
 
 
+# Every store a test opens, closed after it: pymongo clients left to the garbage collector
+# warn (ResourceWarning, unclosed sockets) in whichever later test collects them.
+_OPENED: list[MongoStore] = []
+
+
+def _track(store: MongoStore) -> MongoStore:
+    _OPENED.append(store)
+    return store
+
+
+def new_store(**kwargs: Any) -> MongoStore:
+    """``MongoStore(**kwargs)``, closed after the test."""
+    return _track(MongoStore(**kwargs))
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Close the test's stores."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _nothing_left_open() -> Iterator[None]:
+    """After the module, collecting garbage finds no client or socket left open (a
+    ResourceWarning, or an error raised while finalizing one).  Once per module: a full
+    collection costs ~0.1 s here."""
+    yield
+    unraisable: list[Any] = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", ResourceWarning)
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    leaks = [str(w.message).splitlines()[0] for w in seen
+             if issubclass(w.category, ResourceWarning)]
+    leaks += [repr(u.exc_value) for u in unraisable]
+    assert not leaks, f"left open by this module's tests: {leaks}"
+
+
 def all_indexes(db: Any) -> dict[str, Any]:
     """index_information() of every collection, for before/after comparisons."""
     return {name: db[name].index_information() for name in sorted(db.list_collection_names())}
@@ -137,7 +182,7 @@ def seed_legacy(db: Any) -> dict[str, Any]:
 
 def open_store(uri: str, **kwargs: Any) -> MongoStore:
     """A store on ``uri`` whose first contact may warn about the seeded DB's missing indexes."""
-    store = MongoStore(uri=uri, **kwargs)
+    store = new_store(uri=uri, **kwargs)
     with pytest.warns(MissingIndexWarning):
         store.count_runs()
     return store
@@ -211,7 +256,7 @@ def test_results_never_carry_mongo_ids(target: Target) -> None:
 def test_written_layout_is_what_old_readers_read(target: Target) -> None:
     """Writes land as single documents in databroker's collections, with their exact fields."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     run = make_run(t0=1e9, external=True, n_events=3)
     insert_all(store, [run])
     # An event_page is unpacked: one stored document per event.
@@ -247,12 +292,12 @@ def test_separate_assets_database(target: Target) -> None:
     """With asset_uri, resources, datums and the sentinel go to the assets database only."""
     meta_uri, meta = target.new_db()
     asset_uri, assets = target.new_db()
-    store = MongoStore(uri=meta_uri, asset_uri=asset_uri)
+    store = new_store(uri=meta_uri, asset_uri=asset_uri)
     insert_all(store, [make_run(t0=1e9, external=True)])
     assert {"resource", "datum", "sentinel"} <= set(assets.list_collection_names())
     assert not {"resource", "datum", "sentinel"} & set(meta.list_collection_names())
     assert "(assets: " in store.describe()
-    reopened = MongoStore(uri=meta_uri, asset_uri=asset_uri)
+    reopened = new_store(uri=meta_uri, asset_uri=asset_uri)
     assert len(list(reopened.iter_documents(next(reopened.find_run_starts())["uid"]))) > 5
 
 
@@ -290,7 +335,7 @@ def test_reads_never_create_indexes(target: Target) -> None:
 def test_ensure_indexes_creates_the_layout_once(target: Target) -> None:
     """ensure_indexes() creates databroker's indexes (unique where it matters) and is idempotent."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     created = store.ensure_indexes(text=False)
     assert "event (descriptor, time)" in created and len(created) == 14
     assert store.ensure_indexes(text=False) == []
@@ -308,7 +353,7 @@ def test_ensure_indexes_creates_the_layout_once(target: Target) -> None:
 def test_first_write_creates_indexes(target: Target) -> None:
     """Indexes appear with the first write, not before."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     list(store.find_run_starts({}))
     assert raw.list_collection_names() == []
     store.insert("start", make_run(t0=1.0).start)
@@ -322,7 +367,7 @@ def test_existing_databroker_indexes_are_reused(target: Target) -> None:
     raw.event.create_index([("descriptor", 1), ("time", 1)])
     raw.event.create_index([("uid", 1)])
     raw.run_start.create_index([("time", -1), ("scan_id", -1)])
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     with pytest.warns(MissingIndexWarning, match=r"run_start \(uid\) unique"):
         created = store.ensure_indexes(text=False)
     assert not [c for c in created if c.startswith("event ")]
@@ -340,7 +385,7 @@ def test_unique_index_impossible_on_old_data(target: Target) -> None:
     with pytest.raises(DuplicateDocument, match=r"run_stop \(run_start\) unique.*None"):
         store.ensure_indexes(text=False)
     with pytest.warns(MissingIndexWarning, match="Cannot create the unique index"):
-        MongoStore(uri=uri).insert("start", make_run(t0=1.0).start)
+        new_store(uri=uri).insert("start", make_run(t0=1.0).start)
 
 
 def test_missing_index_warning_names_them_once(target: Target) -> None:
@@ -353,16 +398,16 @@ def test_missing_index_warning_names_them_once(target: Target) -> None:
     raw.run_start.create_index([("time", -1), ("scan_id", -1)])
     with pytest.warns(MissingIndexWarning, match=r"event \(uid\) unique, event \(descriptor, time\)"
                       ) as record:
-        MongoStore(uri=uri).get_run_start("s")
+        new_store(uri=uri).get_run_start("s")
     assert "run_start" not in str(record[0].message)
     assert "ensure_indexes()" in str(record[0].message)
-    MongoStore(uri=uri).get_run_start("s")  # once per database: no second warning
+    new_store(uri=uri).get_run_start("s")  # once per database: no second warning
 
 
 def test_empty_database_does_not_warn(target: Target) -> None:
     """A fresh database with no collections opens without any warning."""
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     assert list(store.find_run_starts({})) == [] and store.count_runs() == 0
 
 
@@ -372,7 +417,7 @@ def test_pages_agree_with_memory_store(target: Target, monkeypatch: pytest.Monke
     monkeypatch.setattr(mongo_module, "_START_PAGE", 3)
     monkeypatch.setattr(mongo_module, "_CLIENT_SKIP", 4)
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri, page_size=4)
+    store = new_store(uri=uri, page_size=4)
     memory = MemoryStore()
     times = [5.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0, 2.0, 5.0, 4.0, 3.0, 6.0, 1.0]
     runs = [make_run(t0=t, uid=f"{i:02x}" + "0" * 6 + "-0000-4000-8000-000000000000",
@@ -409,7 +454,7 @@ def test_pages_agree_with_memory_store(target: Target, monkeypatch: pytest.Monke
 def test_newest_run_hint_never_changes_answers(target: Target) -> None:
     """db[-1] stays right when newer runs arrive and when the runs it remembered are gone."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     db = Broker(store)
     runs = [make_run(t0=float(i), n_events=0, with_baseline=False) for i in range(1, 6)]
     insert_all(store, runs)
@@ -428,7 +473,7 @@ def test_newest_run_hint_never_changes_answers(target: Target) -> None:
 def test_event_page_with_a_conflicting_event_writes_nothing(target: Target) -> None:
     """A page reusing a stored uid with different data is refused whole; identical is a no-op."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     run = make_run(t0=1e9, with_baseline=False, n_events=2)
     insert_all(store, [run])
     events = [doc for name, doc in run.docs if name == "event"]
@@ -453,10 +498,10 @@ def closed_port() -> int:
 def test_unreachable_server_names_host_timeout_and_config() -> None:
     """An unreachable server raises StoreUnavailable naming host, timeout and the config key."""
     port = closed_port()
-    store = MongoStore.from_config(
+    store = _track(MongoStore.from_config(
         {"uri": f"mongodb://127.0.0.1:{port}/csx?serverSelectionTimeoutMS=200"},
         source="/etc/databroker/csx.yml",
-    )
+    ))
     with pytest.raises(StoreUnavailable) as info:
         store.get_run_start("x")
     message = str(info.value)
@@ -470,7 +515,7 @@ def test_credentials_never_shown() -> None:
     port = closed_port()
     uri = (f"mongodb://alice:s3cr%40t@127.0.0.1:{port}/csx?authSource=admin"
            "&serverSelectionTimeoutMS=200")
-    store = MongoStore(uri=uri, asset_uri=uri.replace("/csx?", "/csx-assets?"))
+    store = new_store(uri=uri, asset_uri=uri.replace("/csx?", "/csx-assets?"))
     shown = [store.describe(), repr(store), str(store.config())]
     with pytest.raises(StoreUnavailable) as info:
         store.count_runs()
@@ -485,7 +530,7 @@ def test_credentials_never_shown() -> None:
 @pytest.mark.parametrize("operator", ["$where", "$function", "$expr"])
 def test_code_operators_refused_before_the_server(operator: str) -> None:
     """$where and friends are refused without contacting the server (it is not even there)."""
-    store = MongoStore(uri=f"mongodb://127.0.0.1:{closed_port()}/db?serverSelectionTimeoutMS=5000")
+    store = new_store(uri=f"mongodb://127.0.0.1:{closed_port()}/db?serverSelectionTimeoutMS=5000")
     with pytest.raises(UnsupportedQuery, match="executes code"):
         list(store.find_run_starts({operator: "sleep(100)"}))
     with pytest.raises(UnsupportedQuery, match="executes code"):
@@ -501,7 +546,7 @@ def test_code_operators_refused_before_the_server(operator: str) -> None:
 def test_bad_uris_are_config_errors(uri: Any) -> None:
     """A URI that is not MongoDB's, or names no usable database, is a ConfigError."""
     with pytest.raises(ConfigError, match="store.uri"):
-        MongoStore(uri=uri)
+        new_store(uri=uri)
 
 
 def test_config_errors_name_the_file() -> None:
@@ -514,7 +559,7 @@ def test_config_errors_name_the_file() -> None:
 def test_write_refused_by_the_server_is_read_only_store(target: Target) -> None:
     """A server that refuses a write for lack of permission raises ReadOnlyStore."""
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     store.ensure_indexes(text=False)
     coll = store._coll("run_start")
 
@@ -541,7 +586,7 @@ def test_write_refused_by_the_server_is_read_only_store(target: Target) -> None:
 def test_read_only_store_creates_nothing(target: Target) -> None:
     """read_only=True refuses ensure_indexes and inserts and leaves the database untouched."""
     uri, raw = target.new_db()
-    store = MongoStore(uri=uri, read_only=True)
+    store = new_store(uri=uri, read_only=True)
     with pytest.raises(ReadOnlyStore):
         store.ensure_indexes()
     with pytest.raises(ReadOnlyStore):
@@ -553,7 +598,7 @@ def test_read_only_store_creates_nothing(target: Target) -> None:
 def test_text_search_refusal_says_how(target: Target) -> None:
     """Without usable text search the refusal names $text and says what to do."""
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     insert_all(store, sample_runs()[:1])
     if store.supports_text_search:
         pytest.skip(f"{store.describe()} has text search; the contract suite covers it")
@@ -568,9 +613,9 @@ def test_mongomock_patch_reaches_the_client_factory() -> None:
     """mongodb:// URIs go through pymongo.MongoClient looked up at call time (mongomock.patch)."""
     mongomock = pytest.importorskip("mongomock")
     with mongomock.patch(servers=(("db.example.org", 27017),)):
-        store = MongoStore(uri="mongodb://db.example.org/csx")
+        store = new_store(uri="mongodb://db.example.org/csx")
         insert_all(store, sample_runs()[:2])
-        again = MongoStore(uri="mongodb://db.example.org/csx")
+        again = new_store(uri="mongodb://db.example.org/csx")
         assert again.count_runs() == 2
         assert again.describe() == "mongo store csx on db.example.org"
 
@@ -603,7 +648,7 @@ def test_recording_a_run_costs_one_write_per_document(
     monkeypatch.setattr(pymongo, "MongoClient",
                         lambda *a, **k: real(*a, event_listeners=[listener], **k))
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     insert_all(store, [make_run(t0=1.0, uid=str(uuid.uuid4()))])  # first contact, indexes
     listener.names.clear()
     run = make_run(t0=100.0, uid=str(uuid.uuid4()), n_events=5)
@@ -634,7 +679,7 @@ def test_writing_first_refuses_and_ignores_as_the_lookups_did(target: Target) ->
     import math
 
     uri, _ = target.new_db()
-    stores = [MemoryStore(), MongoStore(uri=uri)]
+    stores = [MemoryStore(), new_store(uri=uri)]
     first = make_run(t0=1000.0, uid=str(uuid.uuid4()), n_events=2,
                      metadata={"note": math.nan})
     second = make_run(t0=2000.0, uid=str(uuid.uuid4()), n_events=2, with_stop=False)
@@ -666,7 +711,7 @@ def test_a_duplicate_is_reported_before_a_value_bson_cannot_hold(target: Target)
     """Writing first changes no verdict: a different start with a stored uid is a duplicate
     even when it also holds an integer BSON cannot encode, which alone is refused as such."""
     uri, _ = target.new_db()
-    store = MongoStore(uri=uri)
+    store = new_store(uri=uri)
     start = make_run(t0=1.0, uid=str(uuid.uuid4())).start
     store.insert("start", start)
     with pytest.raises(DuplicateDocument, match="A different start document"):

@@ -619,21 +619,31 @@ def test_text_search_matches_mongodb_s_rule_on_every_run(layout_server: Any,
 def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
                                                          open_broker: Any) -> None:
     """Beyond client_filter_limit, a $text the server cannot answer is UnsupportedQuery
-    naming '$text' and the server, at the db(...) call: a phrase or several words on the SQL
-    catalog (its index matches tokens, and its syntax depends on the database), any search on
-    the MongoAdapter (no text index).  One plain
-    word on the SQL catalog is answered by its full-text index, then checked here."""
+    naming '$text' and the server, at the db(...) call: a phrase on the SQL catalog (its
+    index matches tokens), any search on the MongoAdapter (no text index).  Plain words on
+    the SQL catalog are answered by its full-text index (one search per word, merged here),
+    then checked here: no bound, paging included."""
     db = open_broker(_config(layout_server, client_filter_limit=0))
     layout = "SQL catalog" if layout_server.layout == "sql" else "MongoAdapter"
-    for search in ('"gold"', "gold silicon"):
+    refused = ['"gold"'] + (["gold silicon", "gold"] if layout_server.layout == "mongo" else [])
+    for search in refused:
         with pytest.raises(UnsupportedQuery,
                            match=rf"cannot evaluate '\$text'.*{layout}") as info:
             db(text_search=search)
         assert info.value.operator == "$text"
     if layout_server.layout == "mongo":
-        with pytest.raises(UnsupportedQuery, match=rf"'\$text'.*{layout}"):
-            db(text_search="gold")
         return
+    from broker_v1.stores._query import searchable_text, text_matches
+
+    everything = open_broker(_config(layout_server))
+    starts = [h.start for h in everything()]
+    expected = [s["uid"] for s in starts if text_matches("Gold silicon", searchable_text(s))]
+    assert len(expected) == 2
+    assert [h.start["uid"] for h in db(text_search="Gold silicon")] == expected
+    query = {"$text": {"$search": "gold silicon"}}
+    assert [s["uid"] for s in db.store.find_run_starts(query, skip=1, limit=1)] == expected[1:]
+    assert [s["uid"] for s in db.store.find_run_starts(query, sort=[("time", 1)])] == (
+        expected[::-1])
     from tiled.queries import FullText
 
     catalog = db.store._conn.catalog()
@@ -643,15 +653,90 @@ def test_text_search_the_server_cannot_answer_is_refused(layout_server: Any,
         "silicon"]
 
 
+def test_exact_list_equality_matches_lists_holding_the_value(tiled_server: Any,
+                                                             open_broker: Any) -> None:
+    """With exact_list_equality, equality with a string also finds runs whose field is a
+    list holding it (two searches merged, then rechecked), as MongoDB does, with sort,
+    skip and limit; a second string condition narrows; without the option only the field's
+    own value matches (the documented difference)."""
+    db = open_broker(_config(tiled_server, exact_list_equality=True, client_filter_limit=0))
+    plain = open_broker(_config(tiled_server))
+    starts = [h.start for h in plain()]
+
+    def holds(start: dict[str, Any], key: str, value: str) -> bool:
+        field = start.get(key)
+        return field == value or (isinstance(field, list) and value in field)
+
+    expected = [s["uid"] for s in starts if holds(s, "detectors", "det")]
+    assert len(expected) >= 3
+    assert [h.start["uid"] for h in db(detectors="det")] == expected
+    assert db.store.count_runs({"detectors": "det"}) == len(expected)
+    assert [s["uid"] for s in db.store.find_run_starts(
+        {"detectors": "det"}, sort=[("time", 1)], skip=1, limit=2)] == expected[::-1][1:3]
+    both = [s["uid"] for s in starts
+            if holds(s, "detectors", "det") and holds(s, "plan_name", "scan")]
+    assert [h.start["uid"] for h in db(detectors="det", plan_name="scan")] == both != []
+    assert [h.start["uid"] for h in db(plan_name="scan")] == [
+        s["uid"] for s in starts if s["plan_name"] == "scan"]
+    assert list(plain(detectors="det")) == []  # the server's equality: the value itself
+    with pytest.raises(UnsupportedQuery, match=r"'\$in'"):
+        db(detectors={"$in": ["det"]})  # checked here, and client_filter_limit is 0
+
+
+def test_list_equality_plan() -> None:
+    """exact_list_equality's plan: the first string equality is Eq or a Like of the list's
+    JSON text, later ones a Like narrowing it; values a pattern cannot hold and $in with
+    strings are checked here; numbers stay Eq."""
+    pytest.importorskip("tiled.queries", reason="the tiled extra is not installed")
+    from tiled.queries import Eq, Like
+
+    from broker_v1.stores.tiled._queries import plan_query
+
+    plan = plan_query({"detectors": "det", "plan_name": {"$eq": "scan"}, "scan_id": 3,
+                       "sample": "caf\u00e9", "motors": {"$in": ["m1"]}}, list_equality=True)
+    assert [(type(q), q.pattern if isinstance(q, Like) else q.value)
+            for q in plan.alternatives] == [(Eq, "det"), (Like, '%"det"%')]
+    assert [(type(q), getattr(q, "pattern", None)) for q in plan.queries] == [
+        (Like, "%scan%"), (Eq, None)]
+    assert plan.residual == ["sample='caf\u00e9'", "$in"]
+    assert plan.recheck == ["detectors='det'", "plan_name='scan'"]
+    assert not plan_query({"detectors": "det"}).alternatives  # the default: Eq alone
+
+
+def test_merged_searches_keep_the_sort_order_and_each_run_once() -> None:
+    """Answers of several searches merge in the order the server sorts (descending time,
+    then uid), each run once, reading each answer only as far as needed."""
+    from broker_v1.stores.tiled._merge import merge_runs
+
+    def answer(starts: list[dict[str, Any]]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+        for start in starts:
+            yield start["uid"], None, start
+        raise AssertionError("read past what was asked")  # pragma: no cover
+
+    a, b, c, d = ({"uid": u, "time": t} for u, t in (("a", 3.0), ("b", 2.0), ("c", 2.0),
+                                                        ("d", 1.0)))
+    merged = merge_runs([answer([a, c, d]), answer([c, b])], [("time", -1), ("uid", -1)])
+    assert [next(merged)[0] for _ in range(3)] == ["a", "c", "b"]
+    ascending = merge_runs([iter([("d", None, d), ("b", None, b)]),
+                            iter([("x", None, {"uid": "x"}), ("a", None, a)])],
+                           [("time", 1), ("uid", 1)])
+    assert [uid for uid, _, _ in ascending] == ["x", "d", "b", "a"]  # missing time first
+
+
 def test_full_text_prefilter_sends_only_what_the_index_answers() -> None:
     """One plain word goes to the SQL catalog as that bare word (exclusions dropped, checked
-    here), a form SQLite's FTS5 and PostgreSQL's to_tsquery both read; several words, a
-    phrase or only exclusions send nothing; the MongoAdapter never gets $text."""
+    here), a form SQLite's FTS5 and PostgreSQL's to_tsquery both read, and several words as
+    one such search each; a phrase, other characters or only exclusions send nothing; the
+    MongoAdapter never gets $text."""
     pytest.importorskip("tiled.queries", reason="the tiled extra is not installed")
     from tiled.queries import FullText
 
     from broker_v1.stores.tiled._mongo_layout import plan_mongo_query
-    from broker_v1.stores.tiled._queries import full_text_prefilter, plan_query
+    from broker_v1.stores.tiled._queries import (
+        full_text_prefilter,
+        full_text_queries,
+        plan_query,
+    )
 
     sent = full_text_prefilter({"$search": "Gold  -dmitri gold"})
     assert isinstance(sent, FullText) and sent.text == "gold"
@@ -660,6 +745,14 @@ def test_full_text_prefilter_sends_only_what_the_index_answers() -> None:
         assert full_text_prefilter({"$search": search}) is None, search
     plan = plan_query({"$text": {"$search": "gold"}, "plan_name": "scan"})
     assert plan.recheck == ["$text"] and not plan.residual and len(plan.queries) == 2
+    # Several plain words: one FullText search each (any word matches), merged here.
+    assert [q.text for q in full_text_queries({"$search": "Silicon gold -x GOLD"})] == [
+        "gold", "silicon"]
+    for search in ('"a phrase" gold', "gold café", " ".join(f"w{n}" for n in range(9))):
+        assert full_text_queries({"$search": search}) is None, search
+    plan = plan_query({"$text": {"$search": "gold silicon"}, "plan_name": "scan"})
+    assert plan.recheck == ["$text"] and not plan.residual and len(plan.queries) == 1
+    assert [q.text for q in plan.alternatives] == ["gold", "silicon"]
     assert plan_query({"$text": {"$search": '"gold"'}}).residual == ["$text"]
     mongo = plan_mongo_query({"$text": {"$search": "gold"}})
     assert mongo.residual == ["$text"] and mongo.queries == []

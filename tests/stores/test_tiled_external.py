@@ -45,7 +45,8 @@ def memory(tiled_server: Any) -> Broker:
     from handlers import NpySeqHandler
 
     ref = Broker.from_config({"store": {"backend": "memory"}, "timezone": "US/Eastern"})
-    ref.reg.register_handler("NPY_SEQ", NpySeqHandler)
+    # ophyd (in the test extra) advertises its own NPY_SEQ handler: this one reads the same.
+    ref.reg.register_handler("NPY_SEQ", NpySeqHandler, overwrite=True)
     for line in tiled_server.documents.read_text().splitlines():
         name, doc = json.loads(line)
         ref.insert(name, doc)

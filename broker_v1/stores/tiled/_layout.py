@@ -130,12 +130,12 @@ class SqlLayout(Layout):
 
     name = "SQL catalog (CatalogOfBlueskyRuns 3.x, written by TiledWriter)"
     answers = ("field equality, $in, $gt/$gte/$lt/$lte on numbers, $exists, since/until, "
-               "uid prefixes, text_search of one plain word")
+               "uid prefixes, text_search of plain words")
 
     def plan(self, query: Mapping[str, Any]) -> Any:
         from ._queries import plan_query
 
-        return plan_query(query)
+        return plan_query(query, list_equality=self._list_equality)
 
     def sort(self, sort: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
         from ._queries import tiled_sort
@@ -146,9 +146,11 @@ class SqlLayout(Layout):
                     run_uid: str) -> list[Doc]:
         return descriptors_of_stream(metadata, stream_name, run_uid)
 
-    def __init__(self, external: ExternalReader, conn: Any) -> None:
+    def __init__(self, external: ExternalReader, conn: Any, *,
+                 list_equality: bool = False) -> None:
         self._external = external
         self._conn = conn
+        self._list_equality = list_equality
 
     def event_pages(self, stream: StreamRef,
                     fields: Iterable[str] | None) -> Iterator[Doc]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._layout_api import Layout, StreamRef
-from ._queries import MAX_IN, MONGO_TO_TILED_COMPARISON, Plan, conditions, is_number, is_scalar
+from ._queries import MAX_IN, MONGO_TO_TILED_COMPARISON, Plan, is_number, is_scalar, walk_query
 
 __all__ = ["MongoLayout", "plan_mongo_query"]
 
@@ -71,21 +71,11 @@ def plan_mongo_query(query: Mapping[str, Any]) -> Plan:
     from tiled.queries import Comparison, Eq, In, NotEq, NotIn, Regex
 
     plan = Plan()
-    for key, condition in conditions(query):
-        # $text included: the adapter hands it to MongoDB, which answers only with a text
-        # index on run_start that databroker never makes (without one the server fails).
-        if key.startswith("$"):
+    for key, target, condition in walk_query(query, plan, _sendable):
+        if target is None:
+            # $text included: the adapter hands it to MongoDB, which answers only with a
+            # text index on run_start that databroker never makes (without one it fails).
             plan.residual.append(key)
-            continue
-        target = f"start.{key}"
-        if not isinstance(condition, Mapping):
-            if _sendable(condition):
-                plan.queries.append(Eq(target, condition))
-            else:
-                plan.residual.append(f"{key}={condition!r}")
-            continue
-        if not condition or not all(op.startswith("$") for op in condition):
-            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
             continue
         for op, value in condition.items():
             if op == "$options" and "$regex" in condition:

@@ -9,9 +9,10 @@ stores use.  The residual check always sees the whole filter, so the server's pa
 narrows the candidates and never decides alone.
 
 Sent, then rechecked here (the server may return a few runs too many): comparisons with
-numbers, uid prefixes and ``$text`` searches of one plain word (see
-:func:`full_text_prefilter`).  Not expressible, and documented: MongoDB's equality also matches
-a list *containing* the value; the server's does not.
+numbers, uid prefixes and ``$text`` searches of plain words (one search per word, merged
+here: see :func:`full_text_queries` and :attr:`Plan.alternatives`).  MongoDB's equality also
+matches a list *containing* the value; the server's does not, unless the store's
+``exact_list_equality`` asks for a second search (:func:`_list_equality`, documented).
 
 Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MONGO_TO_TILED_COMPARISON", "Plan", "conditions", "full_text_prefilter",
-           "is_number", "is_scalar", "plan_query", "tiled_sort"]
+           "full_text_queries",
+           "is_number", "is_scalar", "plan_query", "tiled_sort", "walk_query"]
 
 #: MongoDB comparison operators and the ``operator`` names of tiled's ``Comparison`` query, the
 #: one table both directions use (this store sends them; ``broker_v1.serve`` receives them).
@@ -38,6 +40,8 @@ MONGO_TO_TILED_COMPARISON = {"$gt": "gt", "$gte": "ge", "$lt": "lt", "$lte": "le
 #: Longer ``$in`` lists are checked here: tiled's client sends queries in the URL, which
 #: httpx refuses beyond 64 KiB (about 1,500 uids).
 MAX_IN = 200
+#: Words of a ``$text`` search sent as searches of their own (their answers are merged).
+MAX_TEXT_WORDS = 8
 # An anchored prefix of plain characters, as broker_v1.stores._query.prefix_regex writes it.
 _WORD = re.compile(r"\w+", re.UNICODE)  # a word of MongoDB's $text, as broker_v1 matches it
 _PLAIN_WORD = re.compile(r"[a-z0-9]+")  # a bare word to FTS5 and to_tsquery alike
@@ -66,6 +70,10 @@ class Plan:
     queries: list[Any] = field(default_factory=list)
     residual: list[str] = field(default_factory=list)
     recheck: list[str] = field(default_factory=list)
+    #: tiled queries of which a run must match at least one (tiled ANDs queries, so each
+    #: is sent as its own search, AND-ed with ``queries``, and the answers are merged in
+    #: sort order here); empty: one search.
+    alternatives: list[Any] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -93,13 +101,75 @@ def conditions(query: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
             yield key, value
 
 
-def plan_query(query: Mapping[str, Any]) -> Plan:
+def walk_query(query: Mapping[str, Any], plan: Plan, sendable: Callable[[Any], bool]
+               ) -> Iterator[tuple[str, str | None, Any]]:
+    """The steps both layouts' planners share: walk the AND-ed conditions of ``query``,
+    leaving plain equality with a value the server cannot compare as MongoDB does (not
+    ``sendable``), and equality with a document, residual.
+
+    Yields what is left to the layout's planner: ``(operator, None, condition)`` for a
+    top-level ``$`` key and ``(field, "start.<field>", {op: value})`` for a field's
+    operators, plain equality with a ``sendable`` value given as ``{"$eq": value}``.
+    """
+    for key, condition in conditions(query):
+        if key.startswith("$"):
+            yield key, None, condition
+            continue
+        target = f"start.{key}"
+        if not isinstance(condition, Mapping):
+            if sendable(condition):
+                yield key, target, {"$eq": condition}  # as the planner sends $eq
+            else:
+                plan.residual.append(f"{key}={condition!r}")
+        elif not condition or not all(op.startswith("$") for op in condition):
+            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
+        else:
+            yield key, target, condition
+
+
+def _sql_sendable(value: Any) -> bool:
+    # The SQL catalog fails on Eq with a list and matches no null like MongoDB does.
+    return is_scalar(value) and value is not None
+
+
+def _list_element_pattern(value: str) -> str | None:
+    """A ``LIKE`` pattern matching the JSON text of a list holding ``value`` (``%"det"%``),
+    for values whose JSON form is themselves in quotes (printable ASCII, no quote or
+    backslash); else None."""
+    if not value.isascii() or not value.isprintable() or '"' in value or "\\" in value:
+        return None
+    return f'%"{value}"%'
+
+
+def _list_equality(plan: Plan, key: str, target: str, value: str) -> None:
+    """Equality with a string as MongoDB means it: the field equals it or is a list holding
+    it.  The first such condition is two searches whose answers are merged (``Eq``, and a
+    ``Like`` on the list's JSON text); later ones a ``Like`` of the value anywhere in the
+    field (a superset: wildcards and case are rechecked here), narrowed by the first."""
+    from tiled.queries import Eq, Like
+
+    pattern = _list_element_pattern(value)
+    if pattern is None:
+        plan.residual.append(f"{key}={value!r}")
+        return
+    if not plan.alternatives:
+        plan.alternatives = [Eq(target, value), Like(target, pattern)]
+    else:
+        plan.queries.append(Like(target, f"%{value}%"))
+    plan.recheck.append(f"{key}={value!r}")
+
+
+def plan_query(query: Mapping[str, Any], *, list_equality: bool = False) -> Plan:
     """Split a checked Mongo-dialect filter into tiled queries and a residual.
 
     Parameters
     ----------
     query
         A filter on start-document fields (already checked by ``check_query``).
+    list_equality
+        Give equality with a string MongoDB's meaning (the field equals it or is a list
+        holding it) at the cost of a second search (:func:`_list_equality`); ``$in`` with
+        strings is then checked here.  Without it, equality matches the field's value only.
 
     Returns
     -------
@@ -108,33 +178,26 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     from tiled.queries import Comparison, Eq, In, KeyPresent, Like
 
     plan = Plan()
-    for key, condition in conditions(query):
-        if key == "$text":
-            prefilter = full_text_prefilter(condition)
-            if prefilter is None:
+    for key, target, condition in walk_query(query, plan, _sql_sendable):
+        if target is None:
+            words = full_text_queries(condition) if key == "$text" else None
+            if words is None or (len(words) > 1 and plan.alternatives):
                 plan.residual.append(key)
+                continue
+            if len(words) == 1:
+                plan.queries.extend(words)
             else:
-                plan.queries.append(prefilter)
-                plan.recheck.append(key)
-            continue
-        if key.startswith("$"):
-            plan.residual.append(key)
-            continue
-        target = f"start.{key}"
-        if not isinstance(condition, Mapping):
-            if is_scalar(condition) and condition is not None:
-                plan.queries.append(Eq(target, condition))
-            else:
-                plan.residual.append(f"{key}={condition!r}")
-            continue
-        if not condition or not all(op.startswith("$") for op in condition):
-            plan.residual.append(f"{key}={dict(condition)!r}")  # equality with a document
+                plan.alternatives = words  # any word matches: one search per word
+            plan.recheck.append(key)
             continue
         for op, value in condition.items():
-            if op == "$eq" and is_scalar(value) and value is not None:
+            if op == "$eq" and list_equality and isinstance(value, str):
+                _list_equality(plan, key, target, value)
+            elif op == "$eq" and _sql_sendable(value):
                 plan.queries.append(Eq(target, value))
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
-                    is_scalar(v) and v is not None for v in value):
+                    is_scalar(v) and v is not None for v in value) and not (
+                    list_equality and any(isinstance(v, str) for v in value)):
                 plan.queries.append(In(target, list(value)))
             elif op in MONGO_TO_TILED_COMPARISON and is_number(value):
                 plan.queries.append(Comparison(MONGO_TO_TILED_COMPARISON[op], target, value))
@@ -154,29 +217,38 @@ def plan_query(query: Mapping[str, Any]) -> Plan:
     return plan
 
 
-def full_text_prefilter(text: Any) -> Any:
-    """A tiled ``FullText`` query the SQL catalog answers with at least the runs a ``$text``
-    search matches (they are checked again here), or ``None`` when there is none.
+def full_text_queries(text: Any) -> list[Any] | None:
+    """One tiled ``FullText`` query per word of a ``$text`` search, whose answers together
+    hold at least the runs the search matches (they are checked again here), or ``None``
+    when the search cannot be sent.
 
     The catalog hands the text to its database's own search syntax over an index of each
     run's metadata: SQLite's FTS5 ``MATCH`` or PostgreSQL's ``to_tsquery`` (which have no
     common way to write "any of these words", and tokenize differently from MongoDB).  So
-    only a search whose words (exclusions aside, checked here) are one plain ASCII word is
-    sent, as that bare word, which both read as "runs holding this token", a superset of the
-    runs MongoDB's whole-word match gives.  Several words, a "quoted phrase" (a substring to
-    MongoDB) or other characters are not sent.
+    each word (exclusions aside, checked here) is sent alone, as a bare word, which both
+    read as "runs holding this token", a superset of the runs MongoDB's whole-word match
+    gives; MongoDB's "any word" is the union of those searches.  A "quoted phrase" (a
+    substring to MongoDB), words with other characters than ASCII letters and digits, or
+    more than :data:`MAX_TEXT_WORDS` words are not sent.
     """
     from tiled.queries import FullText
 
     search = text.get("$search") if isinstance(text, Mapping) else None
     if not isinstance(search, str) or '"' in search:
         return None
-    words = {w for token in search.lower().split() if not token.startswith("-")
-             for w in _WORD.findall(token)}
-    if len(words) != 1:
+    words = sorted({w for token in search.lower().split() if not token.startswith("-")
+                    for w in _WORD.findall(token)})
+    if not 0 < len(words) <= MAX_TEXT_WORDS or not all(_PLAIN_WORD.fullmatch(w)
+                                                       for w in words):
         return None
-    (word,) = words
-    return FullText(word) if _PLAIN_WORD.fullmatch(word) else None
+    return [FullText(word) for word in words]
+
+
+def full_text_prefilter(text: Any) -> Any:
+    """The one ``FullText`` query of a ``$text`` search of one word (see
+    :func:`full_text_queries`), else ``None``."""
+    queries = full_text_queries(text)
+    return queries[0] if queries is not None and len(queries) == 1 else None
 
 
 def tiled_sort(sort: Any) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...errors import (
@@ -67,6 +67,11 @@ class TiledStore(DocumentStore):
     write_batch_size
         Event rows of a stream kept before they are sent (TiledWriter's batching; rows are
         also sent at the run's stop and before this store reads).
+    exact_list_equality
+        On the SQL layout, give equality with a string MongoDB's meaning (it also matches a
+        list holding the string) at the cost of a second search per page of runs; ``$in``
+        with strings is then checked here (under ``client_filter_limit``).  The Mongo layout
+        always has it.
     read_only, validate
         As for every store.
 
@@ -92,7 +97,7 @@ class TiledStore(DocumentStore):
         "exact_numbers": "the SQL layout keeps one type per event column, and metadata "
                          "loses NaN and clamps numbers beyond +-2**53 and infinities",
         "list_equality": "the SQL catalog's equality does not match a list containing the "
-                         "value, as MongoDB's does",
+                         "value, as MongoDB's does (exact_list_equality: true makes it)",
         "schema_free_documents": "TiledWriter checks every document against event-model's "
                                  "schema, so insert(trusted=True) cannot store one that "
                                  "fails it",
@@ -106,6 +111,7 @@ class TiledStore(DocumentStore):
         client_filter_limit: int = 1000,
         timeout: float | None = None,
         write_batch_size: int = DEFAULT_BATCH_SIZE,
+        exact_list_equality: bool = False,
         read_only: bool = False,
         validate: str = "compatible",
     ) -> None:
@@ -127,6 +133,14 @@ class TiledStore(DocumentStore):
             raise ValueError(
                 f"write_batch_size must be a whole number >= 1, got {write_batch_size!r}")
         self.write_batch_size = write_batch_size
+        if not isinstance(exact_list_equality, bool):
+            raise ValueError("exact_list_equality must be true or false, got "
+                             f"{exact_list_equality!r}")
+        self.exact_list_equality = exact_list_equality
+        if exact_list_equality:
+            # An instance's own list: the contract suite then checks list equality here too.
+            kept = {k: v for k, v in type(self).layout_losses.items() if k != "list_equality"}
+            self.layout_losses = kept  # type: ignore[misc]
         self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
         self._recorder = RunRecorder(self._conn, label=self.describe(),
                                      batch_size=write_batch_size)
@@ -162,6 +176,8 @@ class TiledStore(DocumentStore):
             out["timeout"] = self.timeout
         if self.write_batch_size != DEFAULT_BATCH_SIZE:
             out["write_batch_size"] = self.write_batch_size
+        if self.exact_list_equality:
+            out["exact_list_equality"] = True
         return out
 
     def insert(self, name: str, doc: Mapping[str, Any], *, trusted: bool = False) -> None:
@@ -313,7 +329,8 @@ class TiledStore(DocumentStore):
                 if self._reader is None:
                     self._reader = (MongoLayout(self._run, _plain)
                                     if self._conn.layout == "mongo"
-                                    else SqlLayout(self._external, self._conn))
+                                    else SqlLayout(self._external, self._conn,
+                                                   list_equality=self.exact_list_equality))
         return self._reader
 
     def _remember(self, uid: str, run: Any) -> Any:
@@ -362,18 +379,23 @@ class TiledStore(DocumentStore):
         return _plain(stop) if stop else None
 
     # ------------------------------------------------------------------ search
-    def _candidates(self, plan: Plan, sort: Sort) -> Any:
+    def _candidates(self, plan: Plan, sort: Sort) -> list[Any]:
+        """The searches whose answers together hold the candidates: one, or one per
+        alternative of the plan (merged by :meth:`_iter_search`)."""
         node = self._conn.catalog()
         for query in plan.queries:
             node = node.search(query)
-        return node.sort(*self._layout().sort(sort))
+        sorting = self._layout().sort(sort)
+        if not plan.alternatives:
+            return [node.sort(*sorting)]
+        return [node.search(query).sort(*sorting) for query in plan.alternatives]
 
-    def _bounded(self, query: Mapping[str, Any], plan: Plan, node: Any) -> None:
+    def _bounded(self, query: Mapping[str, Any], plan: Plan, nodes: list[Any]) -> None:
         """Refuse a query with a residual unless the server narrowed it to few runs."""
         if not plan.residual:
             return
         with self._conn.errors("count the runs of a search"):
-            count = len(node)
+            count = sum(len(node) for node in nodes)
         if count > self.client_filter_limit:
             operator = plan.residual[0]
             raise UnsupportedQuery(
@@ -396,43 +418,58 @@ class TiledStore(DocumentStore):
         self, query: dict[str, Any], *, sort: Sort, skip: int, limit: int | None
     ) -> Iterator[Doc]:
         plan = self._layout().plan(query)
-        node = self._candidates(plan, sort)
-        self._bounded(query, plan, node)
+        nodes = self._candidates(plan, sort)
+        self._bounded(query, plan, nodes)
         matcher = None
         if not plan.exact:
             from .._query import QueryMatcher
 
             matcher = QueryMatcher(query, store=self.describe(), supports_text=True)
-        return self._iter_search(node, matcher, skip, limit)
+        return self._iter_search(nodes, sort, matcher, skip, limit)
 
-    def _iter_search(self, node: Any, matcher: Any, skip: int,
+    def _iter_search(self, nodes: list[Any], sort: Sort, matcher: Any, skip: int,
                      limit: int | None) -> Iterator[Doc]:
         # With a residual, skip/limit apply after filtering here; without, the server pages.
         offset = 0 if matcher is not None else skip
         to_skip = skip if matcher is not None else 0
         produced = 0
+
+        def wanted() -> int | None:
+            return None if limit is None else limit - produced + to_skip
+
+        if len(nodes) == 1:
+            found = self._answer(nodes[0], offset, wanted)
+        else:
+            from ._merge import merge_runs
+
+            found = merge_runs([self._answer(node, 0, wanted) for node in nodes], sort)
+        for _uid, _run, start in found:
+            if matcher is not None and not matcher(start):
+                continue
+            if to_skip:
+                to_skip -= 1
+                continue
+            yield _plain(start)
+            produced += 1
+            if limit is not None and produced >= limit:
+                return
+
+    def _answer(self, node: Any, offset: int,
+                wanted: Callable[[], int | None]) -> Iterator[tuple[str, Any, Any]]:
+        """``(uid, run, start)`` of one search from ``offset`` on, page by page."""
         # The first page is small, so the first header comes quickly; pages then grow to
         # _PAGE, so iterating thousands of runs takes few requests.
         page_size = _FIRST_PAGE
         while True:
             # Ask for what is still wanted (most candidates match even when checked here).
-            wanted = None if limit is None else limit - produced + to_skip
-            size = page_size if wanted is None else max(1, min(page_size, wanted))
+            still = wanted()
+            size = page_size if still is None else max(1, min(page_size, still))
             page_size = min(_PAGE, page_size * 4)
             with self._conn.errors("search runs"):
                 page = node.items()[offset:offset + size]
             for uid, run in page:
                 self._remember(uid, run)
-                start = run.metadata["start"]
-                if matcher is not None and not matcher(start):
-                    continue
-                if to_skip:
-                    to_skip -= 1
-                    continue
-                yield _plain(start)
-                produced += 1
-                if limit is not None and produced >= limit:
-                    return
+                yield uid, run, run.metadata["start"]
             if len(page) < size:
                 return
             offset += size
@@ -443,7 +480,7 @@ class TiledStore(DocumentStore):
         plan = self._layout().plan(query) if query else Plan()
         if not plan.exact:
             return super().count_runs(query)
-        node = self._candidates(plan, (("time", -1),))
+        (node,) = self._candidates(plan, (("time", -1),))  # exact: no alternatives
         with self._conn.errors("count runs"):
             return len(node)
 
@@ -549,7 +586,7 @@ class TiledStore(DocumentStore):
     def iter_datum_pages(self, resource_uid: str) -> Iterator[Doc]:
         """The datums of a resource known as in :meth:`get_resource` (nothing otherwise)."""
         pages = self._layout_document("iter_datum_pages", resource_uid,
-                               f"read the datums of resource {resource_uid}")
+                                      f"read the datums of resource {resource_uid}")
         yield from (_doc(p) for p in list(pages))
 
     def get_datums(self, datum_ids: Iterable[str], *,
