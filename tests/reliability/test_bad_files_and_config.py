@@ -244,6 +244,32 @@ def check_garbage(tmp_path: Path, sound_run: tuple[str, bytes], seed: int) -> No
     record("files/garbage bytes", "files")
 
 
+@pytest.mark.parametrize("damage", [b'"datum_kwargz"', b'"datum_kwargs": 7, "x"'],
+                         ids=["key_renamed", "not_a_mapping"])
+def test_damaged_datum_kwargs_raise_corrupt_run_file(tmp_path: Path, damage: bytes) -> None:
+    """A datum line that still parses but lost its ``datum_kwargs`` (damage found by the
+    garbage test with seed 109781: a KeyError escaped) raises CorruptRunFile naming the file
+    when the resource's datums are read; the run's other documents still read."""
+    directory = tmp_path / "store"
+    directory.mkdir()
+    uid = "2d2d2d2d-0000-4000-8000-000000000001"
+    data = write_run(directory, uid)
+    lines = data.split(b"\n")
+    hit = next(i for i, line in enumerate(lines) if line.startswith(b'["datum"'))
+    lines[hit] = lines[hit].replace(b'"datum_kwargs"', damage, 1)
+    path = directory / f"{uid}.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    store = FileStore(path=directory, torn_grace=0)
+    with pytest.raises(CorruptRunFile) as caught:
+        list(store.iter_datums(f"{uid}-r"))
+    assert caught.value.path == str(path)
+    assert str(path) in str(caught.value) and "datum_kwargs" in str(caught.value)
+    assert [d["uid"] for d in store.get_descriptors(uid)] == [f"{uid}-d", f"{uid}-b"]
+    assert len(list(store.iter_events(f"{uid}-d"))) == 4
+    store.close()
+    record("files/damaged datum", "files")
+
+
 JUNK_FILES: list[tuple[str, bytes]] = [
     ("empty", b""),
     ("only_newlines", b"\n\n\n"),

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import DatumNotFound, ReadOnlyStore, ResourceNotFound
+from ...errors import CorruptRunFile, DatumNotFound, ReadOnlyStore, ResourceNotFound
 from .._util import datum_page, json_copy
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, DocumentStore, RunCopy, Sort, not_found_run
@@ -391,6 +391,16 @@ class FileStore(DocumentStore):
             rd = None if found is None else found[1]
             datums = [] if rd is None else [
                 rd.datums[i] for i in rd.datums_by_resource.get(resource_uid, ())]
+        damaged = next((d for d in datums if not isinstance(d.get("datum_kwargs"), dict)), None)
+        if damaged is not None:
+            assert found is not None
+            path = self.path / found[0]
+            raise CorruptRunFile(
+                f"{path} holds datum {damaged.get('datum_id')!r} of resource {resource_uid!r} "
+                f"without a 'datum_kwargs' mapping, so the resource's datums cannot be read. "
+                f"Repair the file by hand.",
+                path=str(path),
+            )
         if datums:
             yield datum_page(resource_uid, datums)
 
