@@ -157,6 +157,27 @@ def test_equality_also_matches_list_elements(loaded):
     assert loaded.count_runs({"detectors": "det"}) == 5
 
 
+@pytest.mark.parametrize(
+    "query, expected_scan_ids",
+    [
+        ({"detectors": {"$eq": "det"}}, [4, 3, 2, 2, 1]),
+        ({"detectors": {"$ne": "det"}}, []),
+        ({"detectors": {"$not": {"$eq": "det"}}}, []),
+        ({"detectors": {"$nin": ["det"]}}, []),
+        ({"motors": {"$lt": "n"}}, [4, 3, 2, 2, 1]),
+        ({"motors": {"$gt": "n"}}, []),
+        ({"detectors": {"$regex": "^de"}}, [4, 3, 2, 2, 1]),
+        ({"detectors": {"$not": {"$regex": "^de"}}}, []),
+    ],
+)
+def test_operators_on_list_fields_test_their_elements(loaded, query, expected_scan_ids):
+    """As in MongoDB, an operator on a field holding a list matches when an element does
+    (``$ne`` / ``$nin`` / ``$not``: when none does), in every store."""
+    require_kept(loaded, "list_equality")
+    assert [s["scan_id"] for s in loaded.find_run_starts(query)] == expected_scan_ids
+    assert loaded.count_runs(query) == len(expected_scan_ids)
+
+
 def test_uid_prefix_and_scan_id_lookups(loaded):
     """Prefix lookups are anchored and case-sensitive; scan_id lookups put the newest first."""
     assert [s["uid"][:8] for s in loaded.find_runs_by_uid_prefix("abcdef")] == [
