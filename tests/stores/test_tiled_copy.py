@@ -206,3 +206,39 @@ def test_mongo_layout_copies_the_detector_s_files(tiled_mongo_server: Any,
     finally:
         portable.store.close()
         source.store.close()
+
+
+def test_a_portable_copy_goes_back_into_tiled_with_its_files(
+        tiled_server: Any, db: Broker, image_uid: str, npy_seq_handler: Any,
+        tmp_path: Path) -> None:
+    """Both ways: the SQL layout's image run copied out with --copy-files, then from that
+    portable store into a fresh catalog with --copy-files and a --new-root the server may
+    read; TiledWriter registers the NPY_SEQ files and the server's frames equal the first
+    server's."""
+    from conftest import _TILED_WRITABLE, new_tiled_catalog
+
+    from broker_v1.copying import copy_runs
+    from broker_v1.stores.files import FileStore
+    from broker_v1.stores.tiled import TiledStore
+
+    out = _copy(tiled_server.uri, tmp_path / "portable", "--uid", image_uid, "--copy-files",
+                home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    uri = new_tiled_catalog(tmp_path)
+    # Inside the writable server's readable_storage ({data}/external), as a beamline's
+    # files must be where its server may read them.
+    served = _TILED_WRITABLE["server"].folder / "catalog" / "external" / tmp_path.name
+    with FileStore(path=tmp_path / "portable") as portable, \
+            TiledStore(uri=uri, api_key=API_KEY) as target:
+        report = copy_runs(portable, target, uids=[image_uid], copy_files=True,
+                           new_root=served, handler_registry={"NPY_SEQ": npy_seq_handler},
+                           progress=False)
+        assert report.ok and report.copied == [image_uid], report.to_dict()["failed"]
+        assert [f.status for f in report.files] == ["copied"] * 5
+    back = Broker.from_config(broker_config(uri))
+    try:
+        np.testing.assert_array_equal(_images(back, image_uid), _images(db, image_uid))
+        assert back[image_uid].table().drop(columns="img").equals(
+            db[image_uid].table().drop(columns="img"))
+    finally:
+        back.store.close()
