@@ -202,12 +202,17 @@ class CatalogAdapter(Node):
         """The uids of the page at ``cursor``, and the next cursor."""
         return await anyio.to_thread.run_sync(self._page_sync, cursor or 0, limit, False)
 
-    async def items_range(self, offset: int, limit: int) -> list[tuple[str, RunAdapter]]:
-        """The runs at ``offset`` .. ``offset + limit``."""
+    async def items_range(self, offset: int = 0, limit: int | None = None
+                          ) -> list[tuple[str, RunAdapter]]:
+        """The runs at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        if limit is None:
+            return await super().items_range(offset, None)
         return (await self.items_page(Listings.cursor(offset), limit))[0]
 
-    async def keys_range(self, offset: int, limit: int) -> list[str]:
-        """The uids at ``offset`` .. ``offset + limit``."""
+    async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """The uids at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        if limit is None:
+            return await super().keys_range(offset, None)
         return (await self.keys_page(Listings.cursor(offset), limit))[0]
 
     def _page_sync(self, cursor: int, limit: int, items: bool) -> tuple[list[Any], int | None]:

@@ -294,6 +294,10 @@ class EventTable:
         """No metadata of its own (the stream holds the descriptor)."""
         return {}
 
+    def warm(self) -> None:
+        """Build the table now (tiled's ``structure()`` needs it; see ``_nodes.warm``)."""
+        self.frame()
+
     def frame(self) -> pandas.DataFrame:
         """The whole table (built once per request, or taken from :data:`FRAMES`)."""
         if self._frame is None:

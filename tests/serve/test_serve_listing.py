@@ -7,6 +7,7 @@ counts the queries it is asked (the real store, its answers unchanged).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,7 @@ pytest.importorskip("tiled.server", reason='the serve extra is not installed '
 pytest.importorskip("bluesky_tiled_plugins", reason="bluesky-tiled-plugins is not installed")
 
 import event_model  # noqa: E402
+from conftest import insert_all, sample_runs  # noqa: E402
 from tiled.client import Context, from_context  # noqa: E402
 from tiled.queries import Key  # noqa: E402
 
@@ -200,3 +202,51 @@ def test_listings_refuse_nonsense() -> None:
         Listings(fresh=5, keep=1)
     with pytest.raises(ValueError, match="cursor"):
         Listings().page("k", lambda s, n: [], -1, 5)
+
+
+class LoopWatchingStore(MemoryStore):
+    """A memory store noting each read it answers on a thread running an event loop."""
+
+    READS = ("find_run_starts", "count_runs", "get_run_start", "get_run_stop",
+             "get_run_stops", "get_descriptors", "iter_event_pages", "find_run_stop_uids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_loop: list[str] = []
+        self.reads = 0
+
+    def __getattribute__(self, name: str) -> Any:
+        found = super().__getattribute__(name)
+        if name in LoopWatchingStore.READS:
+            def watched(*args: Any, **kwargs: Any) -> Any:
+                self.reads += 1
+                try:
+                    asyncio.get_running_loop()
+                    self.in_loop.append(name)
+                except RuntimeError:  # no loop in this thread: a worker thread
+                    pass
+                return found(*args, **kwargs)
+            return watched
+        return found
+
+
+def test_store_reads_run_off_the_event_loop() -> None:
+    """Lookups, listings, searches and table reads ask the store from worker threads, never
+    from the thread running tiled's event loop (a slow read would stall every request)."""
+    store = LoopWatchingStore()
+    runs = sample_runs()
+    insert_all(store, runs)
+    context, c = serve(store, 0)
+    try:
+        assert c[-1].start["uid"] == runs[-1].uid
+        assert c[runs[1].uid].start["uid"] == runs[1].uid
+        assert c[runs[1].uid[:8]].start["uid"] == runs[1].uid
+        assert c[4].start["uid"] == runs[-1].uid
+        assert len(c.search(Key("plan_name") == "scan")) == 3
+        assert [k for k, _ in c.items()] == [r.uid for r in runs]
+        assert c[-1]["primary"].read()["det"].size == 5
+        assert sorted(c[-1]) == ["baseline", "primary"]
+    finally:
+        context.close()
+    assert store.reads > 10
+    assert store.in_loop == []
