@@ -169,9 +169,13 @@ class CatalogAdapter(Node):
         return list(self.store.find_run_starts(query, sort=self._sort, skip=skip,
                                                limit=limit))
 
-    def _runs(self, starts: list[dict[str, Any]]) -> list[tuple[str, RunAdapter]]:
-        # Stops change (a run ends), so each page asks for them afresh: one request.
-        stops = self.store.get_run_stops([s["uid"] for s in starts])
+    def _runs(self, starts: list[dict[str, Any]], known: dict[str, Any] | None = None
+              ) -> list[tuple[str, RunAdapter]]:
+        # A stop, once written, never changes; a run without one (yet) is asked again.
+        stops = dict(known or {})
+        missing = [s["uid"] for s in starts if s["uid"] not in stops]
+        if missing:
+            stops.update(self.store.get_run_stops(missing))
         return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler))
                 for s in starts]
 
@@ -216,11 +220,19 @@ class CatalogAdapter(Node):
         return (await self.keys_page(Listings.cursor(offset), limit))[0]
 
     def _page_sync(self, cursor: int, limit: int, items: bool) -> tuple[list[Any], int | None]:
+        key = self._key()
         with store_errors():
-            starts, following = self.listings.page(self._key(), self._fetch, cursor, limit)
-            if items:
-                return self._runs(starts), following
-            return [s["uid"] for s in starts], following
+            starts, following = self.listings.page(key, self._fetch, cursor, limit)
+            if not items:
+                return [s["uid"] for s in starts], following
+            runs = self._runs(starts, self.listings.ahead.take((key, cursor)))
+        if following is not None and limit > 1:  # a listing, not c[-1] or .first()
+            # The stops of the page the client will ask next, read while it reads this one.
+            upcoming = [s["uid"] for s in self.listings.peek(key, following, limit)]
+            if upcoming:
+                self.listings.ahead.start((key, following),
+                                          lambda: self.store.get_run_stops(upcoming))
+        return runs, following
 
     def __getitem__(self, key: str) -> RunAdapter:
         if not isinstance(key, str):

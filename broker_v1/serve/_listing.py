@@ -26,7 +26,11 @@ in the catalog's own order (oldest first) ends with the runs written while it wa
 recently used snapshots go first, and a snapshot bigger than the bound keeps only its most
 recent part (a listing moves forward).  Snapshots unused for ``keep`` seconds are dropped.
 
-Nothing here knows tiled or the store: the catalog passes a ``fetch`` callable.
+**Ahead.**  While a client reads one page, :class:`Ahead` may already do the next page's
+own work (the catalog reads the next page's stop documents) in a background thread, so a
+listing's pages cost the client only tiled's time.
+
+Nothing here knows tiled or the store: the catalog passes ``fetch`` and ``ahead`` callables.
 """
 
 from __future__ import annotations
@@ -36,9 +40,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["Fetch", "Listings"]
+__all__ = ["Ahead", "Fetch", "Listings"]
 
 Doc = dict[str, Any]
 #: ``fetch(skip, limit)`` -> up to ``limit`` starts in the search's order from position
@@ -105,6 +110,8 @@ class Listings:
         self._lock = threading.Lock()
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()  # token -> , LRU order
         self._counts: dict[Hashable, tuple[int, float]] = {}
+        #: Work started for the pages clients will ask next.
+        self.ahead = Ahead()
 
     # ------------------------------------------------------------------ counts
     def count(self, key: Hashable, counter: Callable[[], int]) -> int:
@@ -150,6 +157,19 @@ class Listings:
             snap.used = self._clock()
         self._trim(snap)
         return rows, (self.cursor(position + limit, snap.token) if more and limit else None)
+
+    def peek(self, key: Hashable, cursor: int, limit: int) -> list[Doc]:
+        """The page at ``cursor`` if its snapshot holds all of it already (nothing is
+        fetched), else ``[]``."""
+        position, token = cursor >> _TOKEN_BITS, cursor & _TOKEN_MASK
+        with self._lock:
+            snap = self._snapshots.get(token) if token else None
+        if snap is None or snap.key != key:
+            return []
+        with snap.lock:
+            if not snap.base <= position or position + limit > snap.end:
+                return []
+            return snap.starts[position - snap.base:position - snap.base + limit]
 
     def _find(self, key: Hashable, position: int, token: int) -> _Snapshot:
         now = self._clock()
@@ -223,3 +243,44 @@ class Listings:
         """Start documents held now (for tests and monitoring)."""
         with self._lock:
             return sum(len(s.starts) for s in self._snapshots.values())
+
+
+class Ahead:
+    """Work for the page a client will ask next, started in the background meanwhile.
+
+    Parameters
+    ----------
+    keep
+        Started works remembered (the oldest untaken are dropped; their result is lost,
+        never wrong: the page then does the work itself).
+    """
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._works: OrderedDict[Hashable, Future[Any]] = OrderedDict()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self, key: Hashable, work: Callable[[], Any]) -> None:
+        """Run ``work()`` in a background thread, for :meth:`take` with the same ``key``."""
+        with self._lock:
+            if key in self._works:
+                return
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix="broker-v1-ahead")
+            self._works[key] = self._executor.submit(work)
+            while len(self._works) > self.keep:
+                self._works.popitem(last=False)[1].cancel()
+
+    def take(self, key: Hashable) -> Any:
+        """What the work started for ``key`` returned (waiting for it), or ``None`` when none
+        was started or it failed (the caller then does the work itself)."""
+        with self._lock:
+            work = self._works.pop(key, None)
+        if work is None:
+            return None
+        try:
+            return work.result()
+        except Exception:  # noqa: BLE001 (the page redoes the work and reports its error)
+            return None

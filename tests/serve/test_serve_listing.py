@@ -250,3 +250,45 @@ def test_store_reads_run_off_the_event_loop() -> None:
         context.close()
     assert store.reads > 10
     assert store.in_loop == []
+
+
+def test_a_run_ending_while_the_previous_page_is_read_shows_its_stop() -> None:
+    """The next page's stops are read ahead; a run that ends meanwhile still shows its stop
+    (runs without one are asked again when their page is sent)."""
+    store = CountingStore()
+    bundles = []
+    for i in range(6):
+        bundle = event_model.compose_run(time=T0 + i, metadata={"plan_name": "scan"})
+        store.insert("start", bundle.start_doc)
+        bundles.append(bundle)
+    for bundle in bundles[:2]:
+        store.insert("stop", bundle.compose_stop(time=T0 + 10))
+    context, c = serve(store, 60)
+    try:
+        stops = {}
+        for n, (uid, run) in enumerate(c.items().page_size(2)):
+            stops[uid] = run.metadata["stop"]
+            if n == 0:  # page 2's stops are being read ahead (none written yet)
+                for bundle in bundles[2:4]:
+                    store.insert("stop", bundle.compose_stop(time=T0 + 20))
+        uids = [b.start_doc["uid"] for b in bundles]
+        assert list(stops) == uids
+        assert [s and s["time"] for s in stops.values()] == [T0 + 10] * 2 + [T0 + 20] * 2 + [
+            None, None]
+    finally:
+        context.close()
+
+
+def test_work_ahead_that_fails_is_redone_by_the_page() -> None:
+    from broker_v1.serve._listing import Ahead
+
+    ahead = Ahead(keep=2)
+    ahead.start("a", lambda: 1 / 0)
+    ahead.start("b", lambda: {"x": 1})
+    assert ahead.take("a") is None
+    assert ahead.take("b") == {"x": 1}
+    assert ahead.take("b") is None  # taken once
+    for key in "cde":
+        ahead.start(key, lambda: 2)
+    assert ahead.take("c") is None  # beyond keep: dropped
+    assert ahead.take("e") == 2
