@@ -222,16 +222,20 @@ class CatalogAdapter(Node):
     def _page_sync(self, cursor: int, limit: int, items: bool) -> tuple[list[Any], int | None]:
         key = self._key()
         with store_errors():
-            starts, following = self.listings.page(key, self._fetch, cursor, limit)
+            # A listing's next chunk of runs, and its next page's stops, are read ahead.
+            starts, following = self.listings.page(key, self._fetch, cursor, limit,
+                                                   ahead=items and limit > 1)
             if not items:
                 return [s["uid"] for s in starts], following
             runs = self._runs(starts, self.listings.ahead.take((key, cursor)))
         if following is not None and limit > 1:  # a listing, not c[-1] or .first()
-            # The stops of the page the client will ask next, read while it reads this one.
-            upcoming = [s["uid"] for s in self.listings.peek(key, following, limit)]
-            if upcoming:
-                self.listings.ahead.start((key, following),
-                                          lambda: self.store.get_run_stops(upcoming))
+            # The stops of the page the client will ask next, read while it reads this one
+            # (after the chunk read ahead above, if any: one background thread, in order).
+            def stops_ahead() -> dict[str, Any]:
+                upcoming = [s["uid"] for s in self.listings.peek(key, following, limit)]
+                return self.store.get_run_stops(upcoming) if upcoming else {}
+
+            self.listings.ahead.start((key, following), stops_ahead)
         return runs, following
 
     def __getitem__(self, key: str) -> RunAdapter:

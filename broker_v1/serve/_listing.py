@@ -136,10 +136,11 @@ class Listings:
         """The cursor of the page at ``position`` of the snapshot ``token`` (0: none)."""
         return (position << _TOKEN_BITS) | token
 
-    def page(self, key: Hashable, fetch: Fetch, cursor: int, limit: int
-             ) -> tuple[list[Doc], int | None]:
+    def page(self, key: Hashable, fetch: Fetch, cursor: int, limit: int, *,
+             ahead: bool = False) -> tuple[list[Doc], int | None]:
         """The page at ``cursor`` of search ``key``, and the cursor of the next page
-        (``None`` when nothing lies beyond, as far as the store said).
+        (``None`` when nothing lies beyond, as far as the store said).  With ``ahead``, the
+        snapshot is extended in the background to hold the next page too, if it does not.
 
         Raises
         ------
@@ -155,8 +156,17 @@ class Listings:
             rows = snap.starts[position - snap.base:position - snap.base + limit]
             more = position + limit < snap.end
             snap.used = self._clock()
+            until = position + 2 * limit + 1
+            extend = ahead and more and until > snap.end and not snap.complete
         self._trim(snap)
+        if extend:
+            self.ahead.run(lambda: self._extend_now(snap, fetch, until))
         return rows, (self.cursor(position + limit, snap.token) if more and limit else None)
+
+    def _extend_now(self, snap: _Snapshot, fetch: Fetch, until: int) -> None:
+        with snap.lock:
+            self._extend(snap, fetch, until)
+        self._trim(snap)
 
     def peek(self, key: Hashable, cursor: int, limit: int) -> list[Doc]:
         """The page at ``cursor`` if its snapshot holds all of it already (nothing is
@@ -167,7 +177,8 @@ class Listings:
         if snap is None or snap.key != key:
             return []
         with snap.lock:
-            if not snap.base <= position or position + limit > snap.end:
+            if not snap.base <= position or (position + limit > snap.end
+                                              and not snap.complete):
                 return []
             return snap.starts[position - snap.base:position - snap.base + limit]
 
@@ -266,12 +277,15 @@ class Ahead:
         with self._lock:
             if key in self._works:
                 return
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=1,
-                                                    thread_name_prefix="broker-v1-ahead")
-            self._works[key] = self._executor.submit(work)
+            self._works[key] = self._submit(work)
             while len(self._works) > self.keep:
                 self._works.popitem(last=False)[1].cancel()
+
+    def run(self, work: Callable[[], Any]) -> None:
+        """Run ``work()`` in the background, for its effect only (errors are dropped: the
+        request that needs the effect does the work again, and reports them)."""
+        with self._lock:
+            self._submit(_quietly(work))
 
     def take(self, key: Hashable) -> Any:
         """What the work started for ``key`` returned (waiting for it), or ``None`` when none
@@ -284,3 +298,19 @@ class Ahead:
             return work.result()
         except Exception:  # noqa: BLE001 (the page redoes the work and reports its error)
             return None
+
+    def _submit(self, work: Callable[[], Any]) -> Future[Any]:
+        # One background thread: works run in the order they were started.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="broker-v1-ahead")
+        return self._executor.submit(work)
+
+
+def _quietly(work: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # noqa: BLE001, S110 (see Ahead.run)
+            pass
+    return run
