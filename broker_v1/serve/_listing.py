@@ -24,7 +24,8 @@ in the catalog's own order (oldest first) ends with the runs written while it wa
 
 **Memory.**  At most ``max_starts`` start documents are held over all snapshots; the least
 recently used snapshots go first, and a snapshot bigger than the bound keeps only its most
-recent part (a listing moves forward).  Snapshots unused for ``keep`` seconds are dropped.
+recent part (a listing moves forward).  Snapshots unused for ``keep`` seconds are dropped, and
+no more than 1,024 are held (any cursor a client sends may start one).
 
 **Ahead.**  While a client reads one page, :class:`Ahead` may already do the next page's
 own work (the catalog reads the next page's stop documents) in a background thread, so a
@@ -55,6 +56,8 @@ _TOKEN_MASK = (1 << _TOKEN_BITS) - 1
 #: The first chunk of a snapshot is the page asked for (plus one row, to know if more exist);
 #: each later chunk is this many times what the snapshot holds.
 _GROWTH = 4
+#: Snapshots held at most (each costs little without starts, but cursors are the client's).
+_MAX_SNAPSHOTS = 1024
 
 
 class _Snapshot:
@@ -199,6 +202,8 @@ class Listings:
                         return other
             snap = _Snapshot(key, position, now)
             self._snapshots[snap.token] = snap
+            while len(self._snapshots) > _MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
             return snap
 
     def _extend(self, snap: _Snapshot, fetch: Fetch, until: int) -> None:

@@ -296,3 +296,16 @@ def test_work_ahead_that_fails_is_redone_by_the_page() -> None:
         ahead.start(key, lambda: 2)
     assert ahead.take("c") is None  # beyond keep: dropped
     assert ahead.take("e") == 2
+
+
+def test_cursors_beyond_the_end_are_empty_pages_and_snapshots_stay_bounded() -> None:
+    """Any cursor a client makes up is a page (empty beyond the end), never an error, and
+    the snapshots such cursors start are bounded in number."""
+    from broker_v1.serve import _listing
+
+    listings = Listings()
+    for n in range(_listing._MAX_SNAPSHOTS + 50):
+        rows, following = listings.page("k", lambda skip, limit: [], Listings.cursor(2**40 + n),
+                                        3)
+        assert rows == [] and following is None
+    assert len(listings._snapshots) == _listing._MAX_SNAPSHOTS
