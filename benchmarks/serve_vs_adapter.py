@@ -177,20 +177,7 @@ def startup(server: Server) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- measuring
-def count_requests(context: Any) -> list[int]:
-    """Count the HTTP requests a tiled client context sends (a one-element list)."""
-    counter = [0]
-    client = context.http_client
-    send = client.send
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return send(*args, **kwargs)
-
-    client.send = counted
-    return counter
-
-
+# count_requests: bench_tiled.py's (imported in figures(), where benchmarks/ is on the path).
 def alternate(calls: list[tuple[Callable[[], Any], list[int] | None]], budget: float,
               repeat: int = 5) -> list[tuple[float, int | None, float]]:
     """For each call: median seconds, HTTP requests of one call, and seconds of the first
@@ -225,6 +212,7 @@ def figures(serve_url: str, adapter_url: str, mongo_uri: str, info: dict[str, An
             n_list: int, budget: float) -> list[tuple[str, tuple[float, int | None],
                                                       tuple[float, int | None], float | None]]:
     """Each figure: (label, serve, adapter, floor)."""
+    from bench_tiled import count_requests
     from tiled.client import from_uri
     from tiled.queries import Key
 

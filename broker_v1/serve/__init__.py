@@ -20,6 +20,7 @@ Modules, one concern each:
 
 * ``_nodes``: the container protocol tiled's server reads, slicing, error translation;
 * ``_catalog``: the root, every run of the store (search, sort, paging, lookup by uid);
+* ``_listing``: short-lived snapshots of a search's runs and counts, behind tiled's cursors;
 * ``_run``: one run (``{start, stop}``, its streams);
 * ``_stream``: one stream (descriptor metadata, the ``internal`` event table, arrays);
 * ``_external``: external fields as arrays filled on the server through the handlers;
@@ -38,8 +39,10 @@ __all__ = ["build_app"]
 
 
 def build_app(store: Any, *, api_key: str | None = None, public: bool = False,
-              metadata: dict[str, Any] | None = None, filler: Any = None) -> Any:
+              metadata: dict[str, Any] | None = None, filler: Any = None,
+              fresh_seconds: float = 1.0) -> Any:
     """tiled's ASGI app over ``store`` (see :func:`broker_v1.serve._app.build_app`)."""
     from ._app import build_app as build
 
-    return build(store, api_key=api_key, public=public, metadata=metadata, filler=filler)
+    return build(store, api_key=api_key, public=public, metadata=metadata, filler=filler,
+                 fresh_seconds=fresh_seconds)

@@ -41,7 +41,8 @@ def check_api_key(api_key: str) -> str:
 
 
 def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool = False,
-              metadata: dict[str, Any] | None = None, filler: Any = None) -> Any:
+              metadata: dict[str, Any] | None = None, filler: Any = None,
+              fresh_seconds: float = 1.0) -> Any:
     """A tiled ASGI application serving every run of ``store`` read-only.
 
     Parameters
@@ -57,6 +58,10 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
     filler
         A data filler (``db.reg.filler(db.store)``: the Broker's handlers and ``root_map``);
         with one, external fields are served as arrays filled on the server.
+    fresh_seconds
+        How long a count or a listing's runs, once read from the store, may answer new
+        requests (runs written meanwhile appear after at most this long; 0: always ask the
+        store).  A listing a client is paging through is continued from what it was shown.
 
     Returns
     -------
@@ -72,6 +77,7 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
 
     from ._catalog import CatalogAdapter
     from ._guards import refuse_unknown_filters, safe_query_registry
+    from ._listing import Listings
     from ._serializers import serialization_registry
 
     if (api_key is None) == (not public):
@@ -84,7 +90,11 @@ def build_app(store: DocumentStore, *, api_key: str | None = None, public: bool 
     else:
         authentication = Authentication(single_user_api_key=check_api_key(api_key or ""),
                                         allow_anonymous_access=False)
-    tree = CatalogAdapter(store, metadata=metadata, filler=filler)
+    if not isinstance(fresh_seconds, int | float) or not 0 <= fresh_seconds <= 60:
+        raise ConfigError(f"fresh_seconds must be a number of seconds from 0 to 60, got "
+                          f"{fresh_seconds!r}.", key="fresh_seconds")
+    tree = CatalogAdapter(store, metadata=metadata, filler=filler,
+                          listings=Listings(fresh=fresh_seconds))
     registry = safe_query_registry()
     app = tiled_build_app(tree, authentication=authentication, query_registry=registry,
                           serialization_registry=serialization_registry())

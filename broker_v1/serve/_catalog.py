@@ -3,7 +3,11 @@
 Nothing is read when the catalog is built: each request asks the store's own index
 (``find_run_starts``, ``count_runs``, ``get_run_start``), so runs a RunEngine writes into the
 store meanwhile appear without a restart, and a 100,000-run store starts as fast as an empty
-one.
+one.  Listings and counts go through :class:`~._listing.Listings` (tiled's cursor paging:
+``items_page``/``keys_page``): a search's count and its consecutive pages come from a few
+store queries, not one count and one skipping query per page, and stay at most ``fresh``
+seconds (1 s) behind the store for new requests.  Those store reads run in a worker thread,
+off tiled's event loop.
 
 Order: oldest first by start ``time`` (ties by ``uid``), as a catalog written by TiledWriter
 lists its runs, so the plugins' ``c[-1]`` (tiled's default order, reversed) is the newest run
@@ -12,9 +16,11 @@ and ``c[-3:]``-style reads go newest first.  Clients may also sort by ``start.<f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 from fastapi import HTTPException
 from tiled.queries import QueryValueError
 from tiled.structures.core import Spec
@@ -22,6 +28,7 @@ from tiled.structures.core import Spec
 from ..errors import InvalidQuery, RunNotFound, UnsafeUid, UnsupportedQuery
 from ..stores._query import check_query
 from ..stores.base import DocumentStore
+from ._listing import Listings
 from ._nodes import Node, store_errors
 from ._queries import QUERIES
 from ._run import RunAdapter
@@ -48,16 +55,20 @@ class CatalogAdapter(Node):
     filler
         broker_v1's data filler (``db.reg.filler(db.store)``): external fields are then
         served as arrays filled on the server.
+    listings
+        The snapshots and counts shared by the requests of this server process (default:
+        a new :class:`~._listing.Listings`, fresh for 1 s).
     """
 
     specs = [Spec("CatalogOfBlueskyRuns", version=SPEC_VERSION)]
     query_registry = QUERIES
 
     def __init__(self, store: DocumentStore, *, metadata: dict[str, Any] | None = None,
-                 filler: Any = None) -> None:
+                 filler: Any = None, listings: Listings | None = None) -> None:
         super().__init__(metadata=metadata)
         self.store = store
         self.filler = filler
+        self.listings = listings if listings is not None else Listings()
         self._start: list[dict[str, Any]] = []  # AND-ed conditions on start documents
         self._stop: list[dict[str, Any]] = []  # AND-ed conditions on stop documents
         self._sort: Sort = _OWN_ORDER
@@ -136,9 +147,37 @@ class CatalogAdapter(Node):
                    f"{self.store.describe()}); export one run or one stream instead.")
 
     def __len__(self) -> int:
+        # tiled calls len() in a worker thread, with every page and for the client's len().
         with store_errors():
-            query = self._query()
-            return 0 if query is None else self.store.count_runs(query)
+            return self.listings.count(self._key(with_sort=False), self._count)
+
+    def _count(self) -> int:
+        query = self._query()
+        return 0 if query is None else self.store.count_runs(query)
+
+    def _key(self, *, with_sort: bool = True) -> str:
+        """This search (and its order) as a key of :class:`Listings`."""
+        parts: list[Any] = [self._start, self._stop]
+        if with_sort:
+            parts.append(self._sort)
+        return json.dumps(parts, sort_keys=True, default=repr)
+
+    def _fetch(self, skip: int, limit: int) -> list[dict[str, Any]]:
+        query = self._query()
+        if query is None:
+            return []
+        return list(self.store.find_run_starts(query, sort=self._sort, skip=skip,
+                                               limit=limit))
+
+    def _runs(self, starts: list[dict[str, Any]], known: dict[str, Any] | None = None
+              ) -> list[tuple[str, RunAdapter]]:
+        # A stop, once written, never changes; a run without one (yet) is asked again.
+        stops = dict(known or {})
+        missing = [s["uid"] for s in starts if s["uid"] not in stops]
+        if missing:
+            stops.update(self.store.get_run_stops(missing))
+        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler))
+                for s in starts]
 
     def _entries(self, offset: int, limit: int | None, direction: int
                  ) -> list[tuple[str, Any]]:
@@ -147,10 +186,57 @@ class CatalogAdapter(Node):
             return []
         sort = tuple((name, way * direction) for name, way in self._sort)
         starts = list(self.store.find_run_starts(query, sort=sort, skip=offset, limit=limit))
-        # One request for every stop of the page.
-        stops = self.store.get_run_stops([s["uid"] for s in starts])
-        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler))
-                for s in starts]
+        return self._runs(starts)
+
+    # ---------------------------------------------------------- tiled's cursor paging
+    # tiled's search route uses these (async) instead of slicing keys()/items(): a new
+    # listing's page comes through cursor_for_offset + items_page, the following ones through
+    # the cursor of the page's 'next' link.  Store reads run in a worker thread.
+    async def cursor_for_offset(self, offset: int) -> int:
+        """The cursor of the page at ``offset`` of a new listing."""
+        return Listings.cursor(offset)
+
+    async def items_page(self, cursor: int | None, limit: int
+                         ) -> tuple[list[tuple[str, RunAdapter]], int | None]:
+        """The runs of the page at ``cursor`` (``None``: the first), and the next cursor."""
+        return await anyio.to_thread.run_sync(self._page_sync, cursor or 0, limit, True)
+
+    async def keys_page(self, cursor: int | None, limit: int
+                        ) -> tuple[list[str], int | None]:
+        """The uids of the page at ``cursor``, and the next cursor."""
+        return await anyio.to_thread.run_sync(self._page_sync, cursor or 0, limit, False)
+
+    async def items_range(self, offset: int = 0, limit: int | None = None
+                          ) -> list[tuple[str, RunAdapter]]:
+        """The runs at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        if limit is None:
+            return await super().items_range(offset, None)
+        return (await self.items_page(Listings.cursor(offset), limit))[0]
+
+    async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """The uids at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        if limit is None:
+            return await super().keys_range(offset, None)
+        return (await self.keys_page(Listings.cursor(offset), limit))[0]
+
+    def _page_sync(self, cursor: int, limit: int, items: bool) -> tuple[list[Any], int | None]:
+        key = self._key()
+        with store_errors():
+            # A listing's next chunk of runs, and its next page's stops, are read ahead.
+            starts, following = self.listings.page(key, self._fetch, cursor, limit,
+                                                   ahead=items and limit > 1)
+            if not items:
+                return [s["uid"] for s in starts], following
+            runs = self._runs(starts, self.listings.ahead.take((key, cursor)))
+        if following is not None and limit > 1:  # a listing, not c[-1] or .first()
+            # The stops of the page the client will ask next, read while it reads this one
+            # (after the chunk read ahead above, if any: one background thread, in order).
+            def stops_ahead() -> dict[str, Any]:
+                upcoming = [s["uid"] for s in self.listings.peek(key, following, limit)]
+                return self.store.get_run_stops(upcoming) if upcoming else {}
+
+            self.listings.ahead.start((key, following), stops_ahead)
+        return runs, following
 
     def __getitem__(self, key: str) -> RunAdapter:
         if not isinstance(key, str):

@@ -6,6 +6,15 @@ tiled's server reads a container adapter through a small protocol: ``structure_f
 :class:`Node` gives those over two methods a subclass writes: ``_entries(offset, limit,
 direction)`` and ``__getitem__``.
 
+tiled's async routes call a node's sync methods in the event loop (one slow store read would
+hold up every other request of the worker), except ``len()`` and ``read()``, which it runs in a
+worker thread.  :class:`Node` therefore also offers tiled's async forms, which run the store
+reads in a worker thread: ``lookup_adapter`` (path segments, e.g. ``c[uid]``), and the cursor
+paging of a listing (``items_page``, ``keys_page``, ``items_range``, ``keys_range``,
+``cursor_for_offset``; here the cursor is the offset).  A node an answer will describe is
+*warmed* there too (a table builds its frame, which tiled's ``structure()`` would otherwise
+build in the loop).
+
 broker_v1's errors never reach tiled's catch-all handler (a bare 500): :func:`store_errors`
 turns them into HTTP answers with the message (400 for a query the store refuses, 503 when
 the store cannot be reached, 500 naming the store's problem otherwise).
@@ -17,12 +26,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 from fastapi import HTTPException
+from tiled.server.core import NoEntry
 from tiled.structures.core import Spec, StructureFamily
 
 from ..errors import BrokerError, InvalidQuery, StoreUnavailable, UnsupportedQuery
 
-__all__ = ["Node", "Slice", "store_errors"]
+__all__ = ["Node", "Slice", "store_errors", "warm"]
 
 #: ``(key, adapter)`` pairs of one page; the adapter may be ``None`` when only keys are wanted.
 Fetch = Callable[[int, "int | None", int], list[tuple[str, Any]]]
@@ -39,6 +50,13 @@ def store_errors() -> Iterator[None]:
         raise HTTPException(status_code=503, detail=str(err)) from err
     except BrokerError as err:
         raise HTTPException(status_code=500, detail=f"{type(err).__name__}: {err}") from err
+
+
+def warm(node: Any) -> None:
+    """Let ``node`` do now (in a worker thread) the reads its description will need."""
+    prepare = getattr(node, "warm", None)
+    if prepare is not None:
+        prepare()
 
 
 class Slice:
@@ -136,6 +154,59 @@ class Node:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+    # -- tiled's async forms: the same answers, store reads in a worker thread
+    async def lookup_adapter(self, segments: list[str]) -> Any:
+        """The node at ``segments`` below this one (tiled's ``NoEntry``, a 404, if none)."""
+        return await anyio.to_thread.run_sync(self._lookup, list(segments))
+
+    def _lookup(self, segments: list[str]) -> Any:
+        node: Any = self
+        for segment in segments:
+            try:
+                node = node[segment]
+            except (KeyError, TypeError):
+                raise NoEntry(segments) from None
+        warm(node)
+        return node
+
+    async def cursor_for_offset(self, offset: int) -> int:
+        """The cursor of the page at ``offset`` (here: the offset)."""
+        return offset
+
+    async def items_page(self, cursor: int | None, limit: int
+                         ) -> tuple[list[tuple[str, Any]], int | None]:
+        """The entries of the page at ``cursor``, and the next page's cursor (or ``None``)."""
+        return await anyio.to_thread.run_sync(self._cursor_page, cursor or 0, limit, True)
+
+    async def keys_page(self, cursor: int | None, limit: int
+                        ) -> tuple[list[str], int | None]:
+        """The keys of the page at ``cursor``, and the next page's cursor (or ``None``)."""
+        return await anyio.to_thread.run_sync(self._cursor_page, cursor or 0, limit, False)
+
+    async def items_range(self, offset: int = 0, limit: int | None = None
+                          ) -> list[tuple[str, Any]]:
+        """The entries at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        return (await anyio.to_thread.run_sync(self._cursor_page, offset, limit, True))[0]
+
+    async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """The keys at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
+        return (await anyio.to_thread.run_sync(self._cursor_page, offset, limit, False))[0]
+
+    def _cursor_page(self, offset: int, limit: int | None, items: bool
+                     ) -> tuple[list[Any], int | None]:
+        if limit is not None and limit <= 0:
+            return [], None
+        # One entry more than asked says whether a next page exists.
+        entries = self._page(offset, None if limit is None else limit + 1, 1)
+        following = None
+        if limit is not None and len(entries) > limit:
+            following, entries = offset + limit, entries[:limit]
+        if not items:
+            return [key for key, _ in entries], following
+        for _, node in entries:
+            warm(node)
+        return entries, following
 
     def __len__(self) -> int:
         return len(self._page(0, None, 1))

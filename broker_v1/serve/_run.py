@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from tiled.structures.core import Spec
 
 from ..stores.base import DocumentStore
@@ -78,6 +79,8 @@ class RunAdapter(Node):
         counts = stop.get("num_events")
         if self._streams is None and isinstance(counts, dict) and counts:
             return len(counts)
+        if self._streams is None:  # a store read: off the event loop
+            await anyio.to_thread.run_sync(self.streams)
         return len(self.streams())
 
     def __getitem__(self, key: str) -> StreamAdapter:

@@ -11,8 +11,11 @@
   ``time, dim_int_1, ...`` named by size as TiledWriter names them.
 
 Fields marked ``external`` are served as arrays filled on the server when the app has a
-filler (``_external``), else not at all; fields named ``time`` or ``seq_num`` are not served
-(TiledWriter renames them; they would collide with the table's own columns).  The table is
+filler (``_external``), else not at all.  Fields named ``time`` or ``seq_num`` would collide
+with the table's own columns: they are served as ``time_`` and ``seq_num_`` (in the table, its
+``ts_`` columns and the metadata's ``data_keys``), TiledWriter's renaming, with one more
+``_`` while the name is taken by another field of the stream (:func:`served_names`).  The
+documents (``run.documents()``) keep the recorded names.  The table is
 built from the store's event pages when it is read or listed, not before; a finished run's
 tables are kept for the next request in a small cache (:data:`FRAMES`).
 """
@@ -34,7 +37,8 @@ from tiled.structures.table import TableStructure
 from ..stores.base import DocumentStore
 from ._nodes import Node, store_errors
 
-__all__ = ["FRAMES", "MAX_TABLE_ARRAY", "EventTable", "StreamAdapter", "stream_metadata"]
+__all__ = ["FRAMES", "MAX_TABLE_ARRAY", "EventTable", "StreamAdapter", "served_names",
+           "stream_metadata"]
 
 #: In-event arrays with at most this many elements stay in the table (TiledWriter's default).
 MAX_TABLE_ARRAY = 16
@@ -45,15 +49,36 @@ _EMPTY_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "st
 Doc = dict[str, Any]
 
 
+def served_names(data_keys: Mapping[str, Any]) -> dict[str, str]:
+    """``{served name: recorded name}`` of a stream's fields, in the descriptor's order.
+
+    A field named ``time`` or ``seq_num`` is served as ``time_``/``seq_num_`` (as TiledWriter
+    writes it), with more ``_`` while that name is another field's; other names unchanged.
+    """
+    names: dict[str, str] = {}
+    for key in data_keys:
+        served = key
+        if key in _RESERVED:
+            served = f"{key}_"
+            while served in data_keys or served in names:
+                served += "_"
+        names[served] = key
+    return names
+
+
 def stream_metadata(descriptors: list[Doc]) -> Doc:
-    """The stream node's metadata from its descriptors (first, then configuration updates)."""
+    """The stream node's metadata from its descriptors (first, then configuration updates);
+    ``data_keys`` are named as served (:func:`served_names`)."""
     first = descriptors[0]
     metadata = {k: v for k, v in first.items() if k not in ("name", "object_keys", "run_start")}
-    data_keys = {k: dict(v) for k, v in first.get("data_keys", {}).items()}
+    recorded = first.get("data_keys", {})
+    names = served_names(recorded)
+    data_keys = {served: dict(recorded[key]) for served, key in names.items()}
+    as_served = {key: served for served, key in names.items()}
     for object_name, keys in (first.get("object_keys") or {}).items():
         for key in keys:
-            if key in data_keys:
-                data_keys[key]["object_name"] = object_name
+            if key in as_served:
+                data_keys[as_served[key]]["object_name"] = object_name
     metadata["data_keys"] = data_keys
     updates = []
     for later in descriptors[1:]:
@@ -64,6 +89,12 @@ def stream_metadata(descriptors: list[Doc]) -> Doc:
     if updates:
         metadata["_config_updates"] = updates
     return metadata
+
+
+def stream_data_keys(descriptor: Doc, names: Mapping[str, str]) -> dict[str, Doc]:
+    """The descriptor's data keys under their served names."""
+    recorded = descriptor.get("data_keys", {})
+    return {served: recorded[key] for served, key in names.items()}
 
 
 def _in_table(data_key: Mapping[str, Any]) -> bool:
@@ -105,14 +136,15 @@ class StreamAdapter(Node):
         self.run_uid = run_uid
         self.name = name
         self.descriptors = descriptors
-        data_keys = descriptors[0].get("data_keys", {})
-        served = [k for k, v in data_keys.items()
-                  if not v.get("external") and k not in _RESERVED]
+        #: ``{served name: recorded name}`` of every field; the lists below hold served names.
+        self.names = served_names(descriptors[0].get("data_keys", {}))
+        data_keys = self.data_keys = stream_data_keys(descriptors[0], self.names)
+        served = [k for k, v in data_keys.items() if not v.get("external")]
         self.table_fields = [k for k in served if _in_table(data_keys[k])]
         self.array_fields = [k for k in served if not _in_table(data_keys[k])]
         # External fields become arrays only when there is a filler to read them with.
         self.external_fields = [] if filler is None else [
-            k for k, v in data_keys.items() if v.get("external") and k not in _RESERVED]
+            k for k, v in data_keys.items() if v.get("external")]
         self._externals: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -127,7 +159,7 @@ class StreamAdapter(Node):
         if key not in self._externals:
             from ._external import ExternalArray
 
-            data_key = self.descriptors[0]["data_keys"][key]
+            data_key = self.data_keys[key]
             ndim = len(data_key.get("shape") or ())
             dims = ("time", *(f"{key}_dim_{i}" for i in range(1, ndim + 1)))
             self._externals[key] = ExternalArray(self.filler, self.columns([key])[key],
@@ -155,20 +187,22 @@ class StreamAdapter(Node):
         raise KeyError(key)
 
     def columns(self, fields: Iterable[str]) -> dict[str, list[Any]]:
-        """``seq_num``, ``time`` and, per field, values and timestamps of every event."""
+        """``seq_num``, ``time`` and, per field (served names), values and timestamps of
+        every event."""
         fields = list(fields)
+        recorded = [self.names.get(k, k) for k in fields]
         out: dict[str, list[Any]] = {"seq_num": [], "time": []}
         out.update({k: [] for k in fields})
         stamps: dict[str, list[Any]] = {k: [] for k in fields}
         with store_errors():
             for descriptor in self.descriptors:
-                for page in self.store.iter_event_pages(descriptor["uid"], fields=fields):
+                for page in self.store.iter_event_pages(descriptor["uid"], fields=recorded):
                     n = len(page["seq_num"])
                     out["seq_num"].extend(page["seq_num"])
                     out["time"].extend(page["time"])
-                    for k in fields:
-                        out[k].extend(page["data"].get(k, [None] * n))
-                        stamps[k].extend(page["timestamps"].get(k, [None] * n))
+                    for k, r in zip(fields, recorded):
+                        out[k].extend(page["data"].get(r, [None] * n))
+                        stamps[k].extend(page["timestamps"].get(r, [None] * n))
         if len(self.descriptors) > 1:
             # Pages come per descriptor; the stream's rows go by (time, seq_num).
             order = sorted(range(len(out["seq_num"])),
@@ -180,7 +214,7 @@ class StreamAdapter(Node):
 
     def _array(self, key: str) -> ArrayAdapter:
         values = self.columns([key])[key]
-        shape = tuple(self.descriptors[0]["data_keys"][key].get("shape") or ())
+        shape = tuple(self.data_keys[key].get("shape") or ())
         array = numpy.asarray(values) if values else numpy.zeros((0, *shape))
         return ArrayAdapter.from_array(array, dims=self._dims(array.shape))
 
@@ -189,7 +223,7 @@ class StreamAdapter(Node):
         # so they line up in the client's xarray.Dataset.
         sizes: dict[int, str] = {}
         for key in self.array_fields:
-            for size in (self.descriptors[0]["data_keys"][key].get("shape") or ()):
+            for size in (self.data_keys[key].get("shape") or ()):
                 sizes.setdefault(size, f"dim_int_{len(sizes) + 1}")
         return ("time", *(sizes.get(size, f"dim_{axis}")
                           for axis, size in enumerate(shape[1:], start=1)))
@@ -260,6 +294,10 @@ class EventTable:
         """No metadata of its own (the stream holds the descriptor)."""
         return {}
 
+    def warm(self) -> None:
+        """Build the table now (tiled's ``structure()`` needs it; see ``_nodes.warm``)."""
+        self.frame()
+
     def frame(self) -> pandas.DataFrame:
         """The whole table (built once per request, or taken from :data:`FRAMES`)."""
         if self._frame is None:
@@ -274,7 +312,7 @@ class EventTable:
     def _build(self) -> pandas.DataFrame:
         fields = self._stream.table_fields
         columns = self._stream.columns(fields)
-        data_keys = self._stream.descriptors[0]["data_keys"]
+        data_keys = self._stream.data_keys
         frame: dict[str, Any] = {}
         for name, values in columns.items():
             if values:

@@ -22,6 +22,7 @@ pytest.importorskip("tiled.server", reason='the serve extra is not installed '
                     '(pip install -e ".[test,serve]")')
 pytest.importorskip("bluesky_tiled_plugins", reason="bluesky-tiled-plugins is not installed")
 
+import event_model  # noqa: E402
 from conftest import insert_all, make_run, sample_runs  # noqa: E402
 from handlers import NpySeqHandler  # noqa: E402
 from tiled.client import Context, from_context  # noqa: E402
@@ -472,5 +473,46 @@ def test_unreadable_external_data_is_left_out(tmp_path: Path) -> None:
         response = context.http_client.get(f"/api/v1/array/full/{runs[2].uid}/primary/img")
         assert response.status_code == 500
         assert "NpySeqHandler" in response.json()["detail"]
+    finally:
+        context.close()
+
+
+def test_fields_named_time_or_seq_num_are_served_renamed(tmp_path: Path) -> None:
+    """'time' and 'seq_num' fields are served as 'time_'/'seq_num_' (TiledWriter's names),
+    with one more '_' while the name is taken ('time_' recorded too: 'time' -> 'time__');
+    the documents keep the recorded names."""
+    store = _store("memory", tmp_path)
+    bundle = event_model.compose_run(time=1_700_000_000.0, metadata={"plan_name": "odd"})
+    number = {"source": "SIM:x", "dtype": "number", "shape": []}
+    desc = bundle.compose_descriptor(
+        name="primary", data_keys={"time": number, "seq_num": number, "time_": number,
+                                   "det": number},
+        object_keys={"clock": ["time", "time_"], "det": ["det", "seq_num"]})
+    store.insert("start", bundle.start_doc)
+    store.insert("descriptor", desc.descriptor_doc)
+    for i in range(3):
+        data = {"time": 100.0 + i, "seq_num": 7.0 * i, "time_": -1.0 * i, "det": 0.5 * i}
+        store.insert("event", desc.compose_event(
+            data=data, timestamps={k: 1_700_000_001.0 + i for k in data},
+            time=1_700_000_001.0 + i))
+    store.insert("stop", bundle.compose_stop(time=1_700_000_010.0))
+    context = Context.from_app(build_app(store, api_key=KEY), api_key=KEY)
+    try:
+        run = from_context(context)[-1]
+        keys = run["primary"].metadata["data_keys"]
+        assert list(keys) == ["time__", "seq_num_", "time_", "det"]
+        assert keys["time__"]["object_name"] == "clock"
+        assert keys["seq_num_"]["object_name"] == "det"
+        table = run["primary"].base["internal"].read()
+        assert table["time__"].tolist() == [100.0, 101.0, 102.0]
+        assert table["seq_num_"].tolist() == [0.0, 7.0, 14.0]
+        assert table["time_"].tolist() == [0.0, -1.0, -2.0]
+        assert table["seq_num"].tolist() == [1, 2, 3]  # the table's own columns unchanged
+        assert table["time"].tolist() == [1_700_000_001.0, 1_700_000_002.0, 1_700_000_003.0]
+        assert table["ts_time__"].tolist() == table["time"].tolist()
+        assert run["primary"].read()["seq_num_"].values.tolist() == [0.0, 7.0, 14.0]
+        events = [doc for name, doc in run.documents() if name == "event"]
+        assert [e["data"]["time"] for e in events] == [100.0, 101.0, 102.0]
+        assert set(events[0]["data"]) == {"time", "seq_num", "time_", "det"}
     finally:
         context.close()
