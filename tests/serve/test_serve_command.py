@@ -257,6 +257,69 @@ def test_workers_serve_the_same_store_publicly(server: Server, tmp_path: Path) -
             proc.wait(timeout=30)
 
 
+def test_a_runengine_recording_meanwhile_is_read_by_connected_clients(
+        server: Server, tmp_path: Path) -> None:
+    """A real RunEngine records into the served directory (``RE.subscribe(db.insert)``)
+    while a client stays connected: each run is readable by its uid while it runs, is the
+    client's ``c[-1]`` once stopped (within the server's 1 s freshness) and its primary and
+    baseline tables equal the files store's, with no restart.  (Runs last in the module:
+    the earlier tests count on the sample runs being the newest.)"""
+    pytest.importorskip("bluesky", reason='bluesky is in the test extra (pip install -e ".[test]")')
+    pytest.importorskip("ophyd", reason='ophyd is in the test extra (pip install -e ".[test]")')
+    import tempfile
+
+    from tiled.client import from_uri
+
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path)  # ophyd.sim's import-time folders
+    try:
+        from bluesky import RunEngine
+        from bluesky.plans import scan
+        from bluesky.preprocessors import SupplementalData
+        from ophyd.sim import det, motor, motor1
+    finally:
+        tempfile.tempdir = saved
+
+    db = Broker.from_config({"store": {"backend": "files", "path": str(server.folder)}})
+    client = from_uri(server.url, api_key=KEY)
+    seen_while_running: dict[str, Any] = {}  # run uid -> (its start uid, its stop) as served
+
+    def read_the_open_run(name: str, doc: dict[str, Any]) -> None:
+        if name == "event" and doc["seq_num"] == 2:
+            run_uid = db.store.get_descriptor(doc["descriptor"])["run_start"]
+            if run_uid not in seen_while_running:
+                run = client[run_uid]
+                seen_while_running[run_uid] = (run.start["uid"], run.stop)
+
+    RE = RunEngine({})
+    RE.preprocessors.append(SupplementalData(baseline=[motor1]))
+    RE.subscribe(db.insert)
+    RE.subscribe(read_the_open_run)  # after db.insert: the event is stored when it runs
+    try:
+        before = len(client)
+        uids = []
+        for points in (3, 5):
+            (uid,) = RE(scan([det], motor, -1, 1, points), purpose="served while recording")
+            uids.append(uid)
+            deadline = time.monotonic() + 15
+            while client[-1].start["uid"] != uid and time.monotonic() < deadline:
+                time.sleep(0.2)
+            newest = client[-1]
+            assert newest.start["uid"] == uid
+            assert newest.stop["exit_status"] == "success"
+            primary = newest["primary"].read()
+            table = db.get_table(db[uid])
+            assert list(primary["det"].values) == table["det"].tolist()
+            assert list(primary["motor"].values) == table["motor"].tolist()
+            baseline = newest["baseline"].read()
+            assert list(baseline["motor1"].values) == \
+                db.get_table(db[uid], stream_name="baseline")["motor1"].tolist()
+        assert seen_while_running == {uid: (uid, None) for uid in uids}
+        assert len(client) == before + 2
+    finally:
+        client.context.close()
+        db.store.close()
+
+
 def test_sigterm_stops_the_server(server: Server) -> None:
     """SIGTERM ends the server promptly; the key never appears in its output.
 
