@@ -549,6 +549,53 @@ def test_config_and_describe_hide_the_key(layout_server: Any, open_broker: Any) 
     assert reopened[-1].start["uid"] == _newest_uid(layout_server)
 
 
+def test_store_from_a_tiled_profile(layout_server: Any, tmp_path: Path) -> None:
+    """``store: {backend: tiled, profile: NAME}`` reads the server of tiled's client profile
+    NAME (its uri, found where tiled looks: ``TILED_PROFILES`` here; the key from
+    ``TILED_API_KEY``, as tiled's profiles hold none); config() names the profile; an
+    unknown profile is a ConfigError listing the profiles found and where."""
+    from tiled_server import API_KEY
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "beamline.yml").write_text(f"beamline:\n  uri: {layout_server.uri}\n")
+    script = "\n".join([
+        "import json",
+        "from broker_v1 import Broker",
+        "from broker_v1.errors import ConfigError",
+        "db = Broker.from_config({'store': {'backend': 'tiled', 'profile': 'beamline'}})",
+        "out = {'newest': db[-1].start['uid'], 'config': db.store.config(),",
+        "       'describe': db.store.describe()}",
+        "try:",
+        "    Broker.from_config({'store': {'backend': 'tiled', 'profile': 'elsewhere'}})",
+        "except ConfigError as err:",
+        "    out['unknown'] = str(err)",
+        "db.store.close()",
+        "print(json.dumps(out))",
+    ])
+    env = {**os.environ, "TILED_API_KEY": API_KEY, "TILED_PROFILES": str(profiles),
+           "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["newest"] == _newest_uid(layout_server)
+    assert out["config"] == {"backend": "tiled", "profile": "beamline", "read_only": False}
+    assert out["describe"] == f"tiled store {layout_server.uri}"
+    assert "'elsewhere'" in out["unknown"] and "beamline" in out["unknown"]
+    assert str(profiles) in out["unknown"]
+
+
+@pytest.mark.parametrize("store, given", [
+    ({"backend": "tiled"}, "neither"),
+    ({"backend": "tiled", "uri": "http://localhost:1", "profile": "beamline"}, "both"),
+])
+def test_one_of_uri_and_profile_is_required(store: dict[str, Any], given: str) -> None:
+    """A tiled store names its server once: by uri or by profile."""
+    with pytest.raises(ConfigError, match=f"store.uri .* store.profile .*gives {given}"):
+        Broker.from_config({"store": store})
+
+
 # ---------------------------------------------------------------------- query translation
 def test_every_operator_is_translated_or_checked_here() -> None:
     """No part of a filter is dropped: each operator becomes a tiled query or a residual

@@ -49,6 +49,36 @@ def check_uri(uri: Any) -> str:
     return uri
 
 
+def profile_uri(name: Any) -> str:
+    """The ``uri`` of tiled's client profile ``name``.
+
+    Profiles are found where tiled's own tools look (``tiled profile paths``, the
+    ``TILED_PROFILES`` environment variable).  tiled's profiles hold no API key: the key
+    still comes from ``api_key`` or ``TILED_API_KEY``.  Unknown names and profiles that run
+    a server in-process are :class:`ConfigError`.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"store.profile must be the name of a tiled profile, got {name!r}.",
+                          key="store.profile")
+    from tiled.profiles import load_profiles, paths
+
+    profiles = load_profiles()
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        where = ", ".join(str(p) for p in paths)
+        raise ConfigError(
+            f"No tiled profile {name!r} (profiles found: {known}; looked in {where}). Create "
+            f"it with `tiled profile create URI --name {name}`, or give store.uri instead.",
+            key="store.profile")
+    source, content = profiles[name]
+    uri = content.get("uri")
+    if uri is None:
+        raise ConfigError(
+            f"tiled profile {name!r} ({source}) names no uri (a profile that runs a server "
+            "in-process is not supported); give store.uri instead.", key="store.profile")
+    return check_uri(uri)
+
+
 def redact_uri(uri: str) -> str:
     """The URI with a password in it and secret query parameters replaced by ``***``."""
     parts = urlsplit(uri)

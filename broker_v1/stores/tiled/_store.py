@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ...errors import (
+    ConfigError,
     DatumNotFound,
     DuplicateDocument,
     ResourceNotFound,
@@ -15,7 +16,7 @@ from ...errors import (
     UnsupportedQuery,
 )
 from ..base import DocumentStore, Sort, not_found_run
-from ._client import TiledConnection, check_uri
+from ._client import TiledConnection, check_uri, profile_uri
 from ._external import ExternalReader
 from ._layout import SqlLayout
 from ._layout_api import Layout, StreamRef
@@ -55,6 +56,9 @@ class TiledStore(DocumentStore):
     ----------
     uri
         ``http(s)://host:port[/sub/path]`` of the catalog node.
+    profile
+        Instead of ``uri``: the name of a tiled client profile (``tiled profile list``),
+        whose ``uri`` is used.
     api_key
         The API key; by default the ``TILED_API_KEY`` environment variable (or none).
     client_filter_limit
@@ -106,7 +110,8 @@ class TiledStore(DocumentStore):
     def __init__(
         self,
         *,
-        uri: str,
+        uri: str | None = None,
+        profile: str | None = None,
         api_key: str | None = None,
         client_filter_limit: int = 1000,
         timeout: float | None = None,
@@ -116,7 +121,14 @@ class TiledStore(DocumentStore):
         validate: str = "compatible",
     ) -> None:
         super().__init__(read_only=read_only, validate=validate)
-        self.uri = check_uri(uri)
+        if (uri is None) == (profile is None):
+            raise ConfigError(
+                "A tiled store needs one of store.uri (http://host:port/path) and "
+                "store.profile (a tiled profile name); this config gives "
+                + ("both." if uri is not None else "neither."),
+                key="store.uri")
+        self.profile = profile
+        self.uri = profile_uri(profile) if profile is not None else check_uri(uri)
         if api_key is not None and not isinstance(api_key, str):
             raise ValueError(f"api_key must be a string, got {type(api_key).__name__}")
         if (isinstance(client_filter_limit, bool) or not isinstance(client_filter_limit, int)
@@ -141,7 +153,8 @@ class TiledStore(DocumentStore):
             # An instance's own list: the contract suite then checks list equality here too.
             kept = {k: v for k, v in type(self).layout_losses.items() if k != "list_equality"}
             self.layout_losses = kept  # type: ignore[misc]
-        self._conn = TiledConnection(uri, api_key, label=self.describe(), timeout=self.timeout)
+        self._conn = TiledConnection(self.uri, api_key, label=self.describe(),
+                                     timeout=self.timeout)
         self._recorder = RunRecorder(self._conn, label=self.describe(),
                                      batch_size=write_batch_size)
         self._event_ids: OrderedDict[str, tuple[str, int]] = OrderedDict()
@@ -168,7 +181,10 @@ class TiledStore(DocumentStore):
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` section without the API key (give it again, or set TILED_API_KEY)."""
-        out: dict[str, Any] = {"backend": self.backend, "uri": self._conn.redacted,
+        # Reopened through the profile when there is one.
+        where = ("profile", self.profile) if self.profile is not None else (
+            "uri", self._conn.redacted)
+        out: dict[str, Any] = {"backend": self.backend, where[0]: where[1],
                                "read_only": self.read_only}
         if self.client_filter_limit != 1000:
             out["client_filter_limit"] = self.client_filter_limit
