@@ -803,3 +803,29 @@ def test_full_text_prefilter_sends_only_what_the_index_answers() -> None:
     assert plan_query({"$text": {"$search": '"gold"'}}).residual == ["$text"]
     mongo = plan_mongo_query({"$text": {"$search": "gold"}})
     assert mongo.residual == ["$text"] and mongo.queries == []
+
+
+def test_event_pages_of_one_descriptor_in_order_equal_the_row_by_row_path() -> None:
+    """Rows of one descriptor already in (time, seq_num) order become the page directly; the
+    page equals the one the row-by-row path (several descriptors) builds, and rows out of
+    order still come out ordered."""
+    import random
+
+    from broker_v1.stores.tiled._layout import event_pages
+
+    n = 50
+    columns = {"seq_num": list(range(1, n + 1)), "time": [100.0 + i // 2 for i in range(n)],
+               "x": [float(i) for i in range(n)], "ts_x": [200.0 + i for i in range(n)],
+               "y": [str(i) for i in range(n)]}  # no ts_y: timestamps fall back to time
+    keys = ["x", "y", "absent"]
+    (direct,) = event_pages(columns, "d1", [(0.0, "d1")], keys)
+    (row_by_row,) = event_pages(columns, "d1", [(0.0, "d1"), (1e12, "d2")], keys)
+    assert direct == row_by_row
+    assert direct["uid"][0] == "event-d1-1" and direct["timestamps"]["y"] == columns["time"]
+    assert set(direct["data"]) == {"x", "y"}
+    order = list(range(n))
+    random.Random(5).shuffle(order)
+    shuffled = {k: [v[i] for i in order] for k, v in columns.items()}
+    (reordered,) = event_pages(shuffled, "d1", [(0.0, "d1")], keys)
+    assert reordered == direct
+    assert list(event_pages({"seq_num": [], "time": []}, "d1", [(0.0, "d1")], keys)) == []

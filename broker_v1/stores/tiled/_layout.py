@@ -61,6 +61,12 @@ def _owner(times: Sequence[tuple[float, str]], row_time: float) -> str:
     return owner
 
 
+def _in_order(times: Sequence[Any], seq: Sequence[Any]) -> bool:
+    """True when rows are already ordered by (time, seq_num)."""
+    return all(t0 < t1 or (t0 == t1 and s0 <= s1)
+               for t0, t1, s0, s1 in zip(times, times[1:], seq, seq[1:]))
+
+
 def read_columns(stream: Any, descriptor: Mapping[str, Any], fields: Iterable[str] | None,
                  conn: Any, where: str) -> dict[str, list[Any]]:
     """Columns of one stream: the ``internal`` table in one request, plus in-event arrays
@@ -106,6 +112,19 @@ def event_pages(columns: Mapping[str, list[Any]], descriptor_uid: str,
     seq = columns.get("seq_num") or []
     times = columns.get("time") or []
     keys = [k for k in data_keys if k in columns]
+    if len(descriptor_times) == 1 and _in_order(times, seq):
+        # The common case (one descriptor, rows as written): the columns are the page.
+        if not seq:
+            return
+        yield {
+            "descriptor": descriptor_uid,
+            "uid": [event_uid(descriptor_uid, n) for n in seq],
+            "seq_num": list(seq),
+            "time": list(times),
+            "data": {k: list(columns[k]) for k in keys},
+            "timestamps": {k: list(columns.get(f"ts_{k}") or times) for k in keys},
+        }
+        return
     rows = [i for i in range(len(seq))
             if _owner(descriptor_times, times[i]) == descriptor_uid]
     if not rows:
