@@ -232,7 +232,9 @@ def test_ls_json_query_terms_and_limits(cli: CLI, named: str, store_dir: Path) -
     assert scan_ids("plan_name=scan") == [5, 3, 2]
     assert scan_ids("scan_id=3") == [3]  # an int, not the string "3"
     assert scan_ids("num_points=3.5") == [3]
-    assert scan_ids("purpose=null") == [5]
+    # null is None (MongoDB's null also matches runs without the field); only 5 holds it.
+    assert scan_ids("purpose=null") == [5, 4, 3, 2, 1]
+    assert scan_ids('purpose={"$type": "null"}') == [5]
     assert scan_ids('scan_id={"$gte": 4}') == [5, 4]
     assert scan_ids("plan_name=scan", "sample=Au") == [3, 2]
     assert scan_ids("--since", "2023-11-14 22:15", "--until", "2023-11-14 22:18") == [3, 2]

@@ -3,7 +3,8 @@
 :func:`check_query` guards every store (MongoDB included): it refuses operators that execute
 code on a server and malformed shapes before anything is evaluated.  Server-less stores then
 evaluate queries with :class:`QueryMatcher`: the ``mongoquery`` library for the Mongo dialect,
-plus ``$text`` with MongoDB's semantics (which mongoquery lacks) evaluated here.
+answering as a MongoDB server does (:mod:`broker_v1.stores._matching`), plus ``$text`` with
+MongoDB's semantics (which mongoquery lacks) evaluated here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import mongoquery
 
 from ..errors import InvalidQuery, UnsupportedQuery
+from ._matching import MongoSemantics
 
 __all__ = [
     "FORBIDDEN_OPERATORS",
@@ -381,52 +383,10 @@ def _with_regex_flags(node: Any) -> Any:
     return node
 
 
-def _is_array(value: Any) -> bool:
-    return isinstance(value, (list, tuple))
-
-
-def _any_element(base: Callable[[Any, Any], bool], *, skip_type_errors: bool = False
-                 ) -> Callable[[Any, Any, Any], bool]:
-    """``base(condition, value)`` with MongoDB's reading of arrays: a field holding an array
-    matches when the array itself or any of its elements does."""
-
-    def matches(self: Any, condition: Any, entry: Any) -> bool:
-        if not _is_array(entry):
-            return base(condition, entry)
-        for value in (entry, *entry):
-            try:
-                if base(condition, value):
-                    return True
-            except TypeError:
-                if not skip_type_errors:
-                    raise
-        return False
-
-    return matches
-
-
-class _MongoArrays(mongoquery.Query):
-    """mongoquery, but operators on a field holding an array test its elements as MongoDB
-    does (mongoquery does so only for plain equality and ``$in``): ``{'n': {'$gt': 2}}``
-    matches ``n: [1, 3]``, and ``$ne`` / ``$not`` exclude a list holding the value."""
-
-    _eq = _any_element(mongoquery.Query._eq)
-    _gt = _any_element(mongoquery.Query._gt)
-    _gte = _any_element(mongoquery.Query._gte)
-    _lt = _any_element(mongoquery.Query._lt)
-    _lte = _any_element(mongoquery.Query._lte)
-    _regex = _any_element(mongoquery.Query._regex)
-    _type = _any_element(mongoquery.Query._type)
-    _mod = _any_element(mongoquery.Query._mod, skip_type_errors=True)
-
-    def _ne(self, condition: Any, entry: Any) -> bool:
-        return not self._eq(condition, entry)
-
-
 def _compile(query: Mapping[str, Any], store: str) -> Callable[[Any], bool]:
     if not query:
         return lambda doc: True
-    compiled = _MongoArrays(_with_regex_flags(query))
+    compiled = MongoSemantics(_with_regex_flags(query))
 
     def match(doc: Any) -> bool:
         try:

@@ -178,6 +178,58 @@ def test_operators_on_list_fields_test_their_elements(loaded, query, expected_sc
     assert loaded.count_runs(query) == len(expected_scan_ids)
 
 
+#: Where mongomock, the in-process MongoDB double, answers otherwise than a MongoDB server.
+MONGOMOCK_DIFFERS = {
+    "$gte null": "mongomock's $gte: None does not match missing fields",
+    "$mod": "mongomock has no $mod",
+    "bool": "mongomock compares True equal to 1",
+}
+
+
+@pytest.mark.parametrize(
+    "query, expected_scan_ids, mongomock_differs",
+    [
+        # A missing field equals null, as on a MongoDB server.
+        ({"operator": None}, [3, 1], None),
+        ({"operator": {"$eq": None}}, [3, 1], None),
+        ({"operator": {"$ne": None}}, [4, 2, 2], None),
+        ({"operator": {"$in": [None, "Michael"]}}, [3, 2, 1], None),
+        ({"operator": {"$nin": [None]}}, [4, 2, 2], None),
+        ({"operator": {"$gte": None}}, [3, 1], "$gte null"),
+        # $mod tests numbers and skips everything else (it used to fail the whole query).
+        ({"sample.position": {"$mod": [2, 1]}}, [2], "$mod"),
+        ({"scan_id": {"$mod": [2, 0]}}, [4, 2, 2], "$mod"),
+        ({"plan_name": {"$mod": [2, 0]}}, [], "$mod"),
+        # Values of different kinds are never equal or ordered: True is not 1.
+        ({"scan_id": True}, [], "bool"),
+        ({"scan_id": {"$in": [True, False]}}, [], "bool"),
+        ({"scan_id": {"$gt": False}}, [], None),
+        ({"scan_id": {"$lt": "5"}}, [], None),
+        ({"plan_name": {"$gt": 1}}, [], None),
+        # A literal document is compared whole (silicon's sample also has a position).
+        ({"sample": {"name": "gold"}}, [2], None),
+        ({"sample": {"name": "silicon"}}, [], None),
+        ({"sample.name": {"$type": "string"}}, [2, 2], None),
+        ({"scan_id": {"$type": "int"}}, [4, 3, 2, 2, 1], None),
+        # Strings are not arrays: no $elemMatch, no paths into their characters.
+        ({"plan_name": {"$elemMatch": {"$eq": "scan"}}}, [], None),
+        ({"plan_name.0": {"$exists": True}}, [], None),
+        ({"detectors": {"$elemMatch": {"$eq": "det"}}}, [4, 3, 2, 2, 1], None),
+        ({"detectors": {"$all": ["det"]}}, [4, 3, 2, 2, 1], None),
+        ({"detectors.0": "det"}, [4, 3, 2, 2, 1], None),
+        ({"detectors.1": {"$exists": False}}, [4, 3, 2, 2, 1], None),
+    ],
+)
+def test_queries_answer_as_a_mongodb_server_does(loaded, query, expected_scan_ids,
+                                                 mongomock_differs):
+    """Null and missing fields, $mod, values of different kinds, literal documents and
+    strings under array operators: the same runs in every store as on a MongoDB server."""
+    if mongomock_differs and "mongomock://" in loaded.describe():
+        pytest.skip(MONGOMOCK_DIFFERS[mongomock_differs])
+    assert [s["scan_id"] for s in loaded.find_run_starts(query)] == expected_scan_ids
+    assert loaded.count_runs(query) == len(expected_scan_ids)
+
+
 def test_uid_prefix_and_scan_id_lookups(loaded):
     """Prefix lookups are anchored and case-sensitive; scan_id lookups put the newest first."""
     assert [s["uid"][:8] for s in loaded.find_runs_by_uid_prefix("abcdef")] == [

@@ -14,7 +14,9 @@ here: see :func:`full_text_queries` and :attr:`Plan.alternatives`).  MongoDB's e
 matches a list *containing* the value; the server's does not, unless the store's
 ``exact_list_equality`` asks for a second search (:func:`_list_equality`, documented).
 
-Left residual on purpose (the SQL catalog's answer differs from MongoDB's): ``$ne``/``$nin``
+Equality with ``True``/``False`` is sent and rechecked (SQLite's JSON reads ``true`` as
+``1``).  Left residual on purpose (the SQL catalog's answer differs from MongoDB's): paths
+with an array index (``detectors.0``), ``$ne``/``$nin``
 (the server does not match runs lacking the field), comparisons with non-numbers (MongoDB
 compares within a type only), equality with lists or documents (the server fails or compares
 differently), ``$regex`` other than an anchored uid prefix (the SQL catalog has no regex),
@@ -190,15 +192,24 @@ def plan_query(query: Mapping[str, Any], *, list_equality: bool = False) -> Plan
                 plan.alternatives = words  # any word matches: one search per word
             plan.recheck.append(key)
             continue
+        if any(part.isdigit() for part in key.split(".")):
+            # MongoDB reads "detectors.0" as an array index (and a field name); the
+            # catalog's JSON paths do not.
+            plan.residual.append(key)
+            continue
         for op, value in condition.items():
             if op == "$eq" and list_equality and isinstance(value, str):
                 _list_equality(plan, key, target, value)
             elif op == "$eq" and _sql_sendable(value):
                 plan.queries.append(Eq(target, value))
+                if isinstance(value, bool):
+                    plan.recheck.append(f"{key}={value!r}")  # SQLite's JSON true equals 1
             elif op == "$in" and isinstance(value, list) and 0 < len(value) <= MAX_IN and all(
                     is_scalar(v) and v is not None for v in value) and not (
                     list_equality and any(isinstance(v, str) for v in value)):
                 plan.queries.append(In(target, list(value)))
+                if any(isinstance(v, bool) for v in value):
+                    plan.recheck.append(f"{key} $in {value!r}")
             elif op in MONGO_TO_TILED_COMPARISON and is_number(value):
                 plan.queries.append(Comparison(MONGO_TO_TILED_COMPARISON[op], target, value))
                 # The SQL catalog also matches runs whose field is a string here (MongoDB
