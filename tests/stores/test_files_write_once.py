@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from broker_v1.errors import DuplicateDocument, InvalidDocument
 from broker_v1.stores._util import loads_json
 from broker_v1.stores.files import FileStore
-from broker_v1.stores.files._format import _NAME_RE, _dump_line, _encode, _line_of
+from broker_v1.stores.files._format import _DESC_RE, _NAME_RE, _dump_line, _encode, _line_of
 
 T0 = 1_700_000_000.0
 
@@ -107,6 +107,17 @@ def test_line_parses_back_to_the_same_document(name: str, doc: dict[str, Any]) -
         assert b"NaN" in line or b"Infinity" in line  # the tokens json and suitcase write
     if "deep" not in doc:
         assert same(loads_json(line), [name, doc])  # the store's own reader agrees
+
+
+@pytest.mark.parametrize("event", [
+    {"descriptor": "d-1", "uid": "e", "data": {"x": 1.5}},  # orjson's compact text
+    {"descriptor": "d-1", "uid": "e", "data": {"x": math.nan}},  # json's, with a NaN token
+])
+def test_an_event_lines_descriptor_is_read_off_without_parsing(event: dict[str, Any]) -> None:
+    """Readers sort event lines by descriptor from the raw bytes (``_DESC_RE``) before
+    parsing them; both encoders' lines give it up."""
+    line = _dump_line("event", event)
+    assert _DESC_RE.findall(line) == [b"d-1"]
 
 
 def test_subclasses_and_enums_are_written_as_json_writes_them() -> None:
