@@ -2,12 +2,14 @@
 must: a start's and a stop's JSON serve the run file line, the index row and the checksum,
 and the link checks of a run this process is writing take its start from memory.
 
-What is stored, and which documents are accepted or refused, is what it always was: these
-tests compare the bytes and rows against the plain encodings, and check the refusals.
-"""
+Lines are written by orjson where its text says exactly what Python's json says, and by json
+otherwise: every line parses back to the same document, value and type (NaN, Infinity, big
+integers, lone surrogates, unicode), and run files written by the old encoder still read.
+Which documents are accepted or refused is what it always was."""
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import sqlite3
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker_v1.errors import DuplicateDocument, InvalidDocument
+from broker_v1.stores._util import loads_json
 from broker_v1.stores.files import FileStore
-from broker_v1.stores.files._format import _dump_line, _line_of
+from broker_v1.stores.files._format import _DESC_RE, _NAME_RE, _dump_line, _encode, _line_of
 
 T0 = 1_700_000_000.0
 
@@ -38,16 +43,131 @@ def run_docs(uid: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-@pytest.mark.parametrize("doc", [
+class _Label(str, enum.Enum):
+    A = "label-a"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Tag(str):
+    """A str subclass: orjson is told to refuse it, so json writes it (as before)."""
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of equal types, NaN equal to NaN and -0.0 told from 0.0."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if type(a) is list:
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if type(a) is float:
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return bool(a == b)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"next": [value]}
+    return value
+
+
+ODD_DOCS = [
     {},
-    {"uid": "a", "time": 1.0},
-    {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
-    {"text": "é ✓ \u2028 \x00 \"quoted\" \\ slash", "surrogate": "\ud800"},
-    {"nested": {"list": [1, 2.5, None, True, [{"deep": "x"}]]}, "big": 2**80, "neg": -0.0},
-])
+    {"uid": "a", "time": 1.0, "null": None, "text": "null and NaN"},
+    {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "none": None},
+    {"list": [None, 1.0, math.nan], "ok": True},
+    {"text": "é ✓ \u2028 \x00 \x7f \"quoted\" \\ slash", "surrogate": "\ud800"},
+    {"unicode": "ünïcode ✓", "cjk": "测量", "emoji": "🔬"},
+    {"big": 2**80, "u64": 2**64 - 1, "i64": 2**63, "min": -(2**63), "below": -(2**63) - 1},
+    {"neg": -0.0, "e16": 1e16, "tiny": 5e-324, "max": 1.7976931348623157e308, "third": 1 / 3},
+    {"nested": {"list": [1, 2.5, None, True, False, [{"deep": "x"}]], "empty": {}}},
+    {"deep": _nested(130)},  # 261 containers deep: deeper than orjson writes
+]
+
+
+@pytest.mark.parametrize("doc", ODD_DOCS)
 @pytest.mark.parametrize("name", ["start", "stop", "descriptor", "event"])
-def test_line_from_text_is_the_dumped_line(name: str, doc: dict[str, Any]) -> None:
-    assert _line_of(name, json.dumps(doc)) == _dump_line(name, doc)
+def test_line_parses_back_to_the_same_document(name: str, doc: dict[str, Any]) -> None:
+    line = _dump_line(name, doc)
+    assert line.isascii() and line.endswith(b"\n") and line.count(b"\n") == 1
+    # The line is a suitcase-jsonl [name, doc] pair that json reads back equal, type for type.
+    assert same(json.loads(line), [name, doc])
+    match = _NAME_RE.match(line)
+    assert match is not None and match.group(1) == name.encode()
+    # The writer builds a start's and a stop's line from the text the index keeps.
+    assert _line_of(name, _encode(doc)) == line
+    assert same(json.loads(_encode(doc)), doc)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in doc.values()):
+        assert b"NaN" in line or b"Infinity" in line  # the tokens json and suitcase write
+    if "deep" not in doc:
+        assert same(loads_json(line), [name, doc])  # the store's own reader agrees
+
+
+@pytest.mark.parametrize("event", [
+    {"descriptor": "d-1", "uid": "e", "data": {"x": 1.5}},  # orjson's compact text
+    {"descriptor": "d-1", "uid": "e", "data": {"x": math.nan}},  # json's, with a NaN token
+])
+def test_an_event_lines_descriptor_is_read_off_without_parsing(event: dict[str, Any]) -> None:
+    """Readers sort event lines by descriptor from the raw bytes (``_DESC_RE``) before
+    parsing them; both encoders' lines give it up."""
+    line = _dump_line("event", event)
+    assert _DESC_RE.findall(line) == [b"d-1"]
+
+
+def test_subclasses_and_enums_are_written_as_json_writes_them() -> None:
+    doc = {_Tag("key"): _Tag("value"), "label": _Label.A, "level": _Level.HIGH}
+    assert _encode(doc) == json.dumps(doc).encode("ascii")  # the str subclass: json wrote it
+    enums = {"label": _Label.A, "level": _Level.HIGH}
+    assert same(json.loads(_encode(enums)), json.loads(json.dumps(enums)))
+
+
+_JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+    | st.sampled_from(["null", "NaN", "Infinity", "\ud800", "-0.0"])
+)
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), _JSON_VALUES, max_size=6))
+def test_any_json_like_document_round_trips(doc: dict[str, Any]) -> None:
+    line = _dump_line("event", doc)
+    assert line.isascii() and line.count(b"\n") == 1
+    assert same(json.loads(line), ["event", doc])
+
+
+def test_runs_written_by_the_old_encoder_still_read(tmp_path: Path) -> None:
+    """A run file written before orjson wrote lines (Python's json, ``["name", {...}]``) reads
+    back as it did; a run left open in such a file is stopped by the new writer, and the
+    file, now mixing both encodings, reads back whole."""
+    old_encode = json.JSONEncoder(check_circular=False).encode  # what wrote lines before
+    closed, open_ = run_docs("old1"), run_docs("old2")
+    (tmp_path / "old1.jsonl").write_bytes(
+        b"".join((old_encode([n, d]) + "\n").encode("ascii") for n, d in closed))
+    (tmp_path / "old2.jsonl").write_bytes(
+        b"".join((old_encode([n, d]) + "\n").encode("ascii") for n, d in open_[:-1]))
+    with FileStore(path=tmp_path) as store:
+        assert store.get_run_stop("old2") is None
+        store.insert(*open_[-1])
+    with FileStore(path=tmp_path) as store:
+        for uid, docs in (("old1", closed), ("old2", open_)):
+            got = list(store.iter_documents(uid))
+            assert [n for n, _ in got] == [n for n, _ in docs]
+            assert all(same(g, d) for (_, g), (_, d) in zip(got, docs)), got
+            assert same(store.get_run_start(uid), docs[0][1])
+            assert same(store.get_run_stop(uid), docs[-1][1])
+    lines = (tmp_path / "old2.jsonl").read_bytes().splitlines(keepends=True)
+    assert lines[-1] == _dump_line("stop", open_[-1][1])
 
 
 def _index_rows(store: FileStore, uid: str) -> tuple[str, str, int]:
@@ -62,7 +182,7 @@ def _index_rows(store: FileStore, uid: str) -> tuple[str, str, int]:
     return start, stop, crc
 
 
-def test_run_file_and_index_hold_the_plain_encodings(tmp_path: Path) -> None:
+def test_run_file_and_index_hold_the_same_documents(tmp_path: Path) -> None:
     docs = run_docs("r1")
     with FileStore(path=tmp_path) as store:
         for name, doc in docs:
@@ -70,8 +190,12 @@ def test_run_file_and_index_hold_the_plain_encodings(tmp_path: Path) -> None:
         start_text, stop_text, crc = _index_rows(store, "r1")
     lines = (tmp_path / "r1.jsonl").read_bytes().splitlines(keepends=True)
     assert lines == [_dump_line(name, doc) for name, doc in docs]
-    assert start_text == json.dumps(docs[0][1])
-    assert stop_text == json.dumps(docs[-1][1])
+    assert all(same(json.loads(line), list(pair)) for line, pair in zip(lines, docs))
+    # The index keeps the very text of the start's and the stop's lines.
+    assert _line_of("start", start_text.encode("ascii")) == lines[0]
+    assert _line_of("stop", stop_text.encode("ascii")) == lines[-1]
+    assert same(json.loads(start_text), docs[0][1])
+    assert same(json.loads(stop_text), docs[-1][1])
     assert crc == zlib.crc32(lines[0])
 
 

@@ -126,7 +126,7 @@ def _run_row_values(
 ) -> tuple[Any, ...]:
     """What the index's runs table (and its full-text table, last) holds of a run, all but
     the file name; pure, so the checking process can compute it ahead.  ``start_text`` is
-    ``json.dumps(start)`` when the caller already has it."""
+    the start's JSON text (as its run file line holds it) when the caller already has it."""
     text = json.dumps(start) if start_text is None else start_text
     scan_id = start.get("scan_id")
     odd = 0
@@ -627,7 +627,7 @@ class _Index:
         stop: Doc,
         text: str | None = None,
     ) -> None:
-        """Record a run's stop; ``text`` is ``json.dumps(stop)`` when already computed."""
+        """Record a run's stop; ``text`` is its JSON text when already computed."""
         uid = stop.get("uid")
         conn.execute(
             "UPDATE runs SET stop = ?, stop_uid = ? WHERE uid = ?",

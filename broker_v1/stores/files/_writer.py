@@ -573,7 +573,7 @@ class _Writer:
         self.last_started = name
         st = os.fstat(fd)
         head_crc = zlib.crc32(line)
-        row = _run_row_values(doc, None, start_text=text)
+        row = _run_row_values(doc, None, start_text=text.decode("ascii"))
 
         def record(conn: sqlite3.Connection) -> None:
             if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
@@ -621,7 +621,7 @@ class _Writer:
 
         def record(conn: sqlite3.Connection) -> None:
             self._index.record_members(conn, _pending_members(state))
-            self._index.record_stop(conn, doc["run_start"], doc, text)
+            self._index.record_stop(conn, doc["run_start"], doc, text.decode("ascii"))
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
                 "volatile = 0 WHERE name = ?",
