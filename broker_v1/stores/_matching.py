@@ -11,10 +11,9 @@ keeps mongoquery's parsing of a filter and replaces what it gets wrong:
 - a missing field equals null; values of different kinds (``True`` and ``1``, ``'5'`` and
   ``5``) are never equal or ordered; a literal document is compared whole;
 - ``$mod``, ``$type``, ``$elemMatch``, ``$size`` and ``$all`` skip what they cannot apply to
-  instead of failing the query or walking a string's characters.
-
-Left as mongoquery has it: ordering of documents and arrays (``{'$gt': [1]}``), which MongoDB
-defines by BSON's comparison order and start documents hardly ever need.
+  instead of failing the query or walking a string's characters;
+- ``$gt``/``$lt`` and friends compare documents with documents and arrays with arrays in
+  BSON's order.
 """
 
 from __future__ import annotations
@@ -150,10 +149,46 @@ def _equal(wanted: Any, value: Any) -> bool:
     return bool(wanted == value)
 
 
+#: BSON's order of the kinds a JSON value can have (MongoDB compares values of different kinds
+#: inside documents and arrays by it).
+_KIND_ORDER = {"null": 1, "number": 2, "string": 3, "object": 4, "array": 5, "bool": 6}
+
+
+def _sign(a: Any, b: Any) -> int:
+    return (a > b) - (a < b)
+
+
+def _kind_rank(value: Any) -> int:
+    return _KIND_ORDER.get(_kind(value), 9)
+
+
+def _compare(a: Any, b: Any) -> int:
+    """BSON's order of two values: -1, 0 or 1.  Kinds first; documents pair by pair (the
+    value's kind, then the field name, then the value); arrays element by element; a prefix
+    before what extends it."""
+    order = _sign(_kind_rank(a), _kind_rank(b))
+    if order or a is None or a is _MISSING:
+        return order
+    if isinstance(a, Mapping):
+        for (name_a, value_a), (name_b, value_b) in zip(a.items(), b.items(), strict=False):
+            order = (_sign(_kind_rank(value_a), _kind_rank(value_b)) or _sign(name_a, name_b)
+                     or _compare(value_a, value_b))
+            if order:
+                return order
+        return _sign(len(a), len(b))
+    if _is_array(a):
+        for value_a, value_b in zip(a, b, strict=False):
+            order = _compare(value_a, value_b)
+            if order:
+                return order
+        return _sign(len(a), len(b))
+    return _sign(a, b)
+
+
 def _ordered(test: Callable[[Any, Any], bool], *, or_equal: bool
              ) -> Callable[[Any, Any], bool]:
-    """``$gt``-like comparison within one kind (numbers, strings, booleans); null is only
-    ever equal to null (``$gte: None`` matches null and missing fields)."""
+    """``$gt``-like comparison within one kind (documents and arrays in BSON's order); null is
+    only ever equal to null (``$gte: None`` matches null and missing fields)."""
 
     def compare(wanted: Any, value: Any) -> bool:
         kind = _kind(wanted)
@@ -161,8 +196,8 @@ def _ordered(test: Callable[[Any, Any], bool], *, or_equal: bool
             return False
         if kind == "null":
             return or_equal
-        if kind not in ("number", "string", "bool"):
-            return False  # documents and arrays: BSON's order, not kept here
+        if kind in ("object", "array"):
+            return test(_compare(value, wanted), 0)
         return test(value, wanted)
 
     return compare

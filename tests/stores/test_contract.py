@@ -206,6 +206,11 @@ MONGOMOCK_DIFFERS = {
         ({"scan_id": {"$gt": False}}, [], None),
         ({"scan_id": {"$lt": "5"}}, [], None),
         ({"plan_name": {"$gt": 1}}, [], None),
+        # Documents with documents and arrays with arrays compare in BSON's order.
+        ({"sample": {"$gt": {"name": "h"}}}, [2], None),
+        ({"sample": {"$lt": {"name": "h"}}}, [2], None),
+        ({"detectors": {"$gte": ["det"]}}, [4, 3, 2, 2, 1], None),
+        ({"detectors": {"$lt": ["det"]}}, [], None),
         # A literal document is compared whole (silicon's sample also has a position).
         ({"sample": {"name": "gold"}}, [2], None),
         ({"sample": {"name": "silicon"}}, [], None),
