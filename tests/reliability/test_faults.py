@@ -44,6 +44,7 @@ from rel_corpus import (  # noqa: F401
 from broker_v1 import Broker
 from broker_v1.errors import StoreUnavailable
 from broker_v1.stores.files import FileStore
+from broker_v1.stores.files import _spares as spares_module
 from broker_v1.stores.files import _writer as files_module
 
 T0 = 1_700_000_000.0
@@ -342,6 +343,12 @@ class _FaultyOs(types.ModuleType):
             raise OSError(self.fail_open, os.strerror(self.fail_open), str(path))
         return os.open(path, flags, *args)
 
+    def link(self, source: Any, target: Any) -> None:
+        # A run file made ahead of its run gets its name by a link: the same refusal.
+        if self.fail_open is not None:
+            raise OSError(self.fail_open, os.strerror(self.fail_open), str(target))
+        os.link(source, target)
+
     def fsync(self, fd: int) -> None:
         if self.fail_fsync is not None:
             raise OSError(self.fail_fsync, os.strerror(self.fail_fsync))
@@ -353,6 +360,7 @@ def faulty_os(monkeypatch: pytest.MonkeyPatch) -> _FaultyOs:
     """Inject faults into the file store's os calls (this module's store only, no subprocess)."""
     fake = _FaultyOs()
     monkeypatch.setattr(files_module, "os", fake)
+    monkeypatch.setattr(spares_module, "os", fake)
     return fake
 
 

@@ -517,6 +517,7 @@ class FileStore(DocumentStore):
             if os.getpid() == self._index.pid:
                 self._writer.flush_all(close=True)
                 self._syncs.drain()
+                self._writer.discard_spare()
                 self._index.commit_batch()
                 self._index.close()
 

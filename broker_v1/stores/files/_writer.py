@@ -44,6 +44,7 @@ from ._format import (
 )
 from ._index import _NAME_INDEXED, _Index, _run_row_values, record_link
 from ._runs import _RunCache
+from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
 
 
@@ -199,6 +200,7 @@ class _Writer:
         self.run_file: dict[str, str] = {}
         self.last_started: str | None = None
         self._sync_timer: threading.Timer | None = None
+        self._spares = _SpareFiles(path, syncs)
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -220,6 +222,11 @@ class _Writer:
         self.states.clear()
         self.event_owner.clear()
         self.datum_owner.clear()
+        self._spares.forget_after_fork()
+
+    def discard_spare(self) -> None:
+        """Remove the run file made ahead for the next run (the store is closing)."""
+        self._spares.discard()
 
     def prepare(self, kind: str, uid: Any) -> None:
         if not isinstance(uid, str):
@@ -504,19 +511,21 @@ class _Writer:
                 "str(uuid.uuid4())."
             )
         name = uid + ".jsonl"
-        path = self.path / name
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        where = os.path.join(self.path, name)
         # The directory mtime before and after the file is created: a reader that sees this
         # change in the index's links knows the directory need not be listed for it.
         before = _dir_mtime(self.path)
         try:
-            fd = os.open(path, flags, 0o644)
+            fd = self._spares.take(where)
+            if fd is None:
+                fd = os.open(where, RUN_FILE_FLAGS, 0o644)
         except FileExistsError:
             fd = -1
         except OSError as err:
-            raise self.cannot_open(path, err) from err
+            raise self.cannot_open(Path(where), err) from err
         after = _dir_mtime(self.path) if fd >= 0 else before
         if fd < 0:
+            path = Path(where)
             if not path.is_file():  # a dangling symbolic link, a directory, ...
                 raise CorruptRunFile(
                     f"{path} already exists but is not a regular run file (a dangling symbolic "
@@ -545,7 +554,7 @@ class _Writer:
                     path=str(path),
                 ) from None
             try:
-                fd = os.open(path, flags & ~os.O_EXCL & ~os.O_CREAT)
+                fd = os.open(path, RUN_FILE_FLAGS & ~os.O_EXCL & ~os.O_CREAT)
             except OSError as err:
                 raise self.cannot_open(path, err) from err
         state = self.states.get(name)

@@ -1,0 +1,189 @@
+"""Run files made ahead of their runs (``stores/files/_spares.py``).
+
+The store's background thread creates the next run's file as an empty spare in
+``.broker_v1/spare/``; a start links it to ``<uid>.jsonl`` (failing, as ``O_EXCL`` did, when
+the name exists) and drops the spare's name.  These tests check the file a run gets is that
+spare, that nothing is left behind (at close, or by processes that are gone), and that a
+spare that cannot be used never costs a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_v1.stores.files import FileStore
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="spare run files are POSIX-only")
+
+T0 = 1_700_000_000.0
+
+
+def run_docs(uid: str, n_events: int = 2) -> list[tuple[str, dict[str, Any]]]:
+    desc = f"{uid}-primary"
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": uid, "time": T0, "scan_id": 1, "plan_name": "count"}),
+        ("descriptor", {"uid": desc, "run_start": uid, "time": T0, "name": "primary",
+                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}}),
+    ]
+    for i in range(n_events):
+        docs.append(("event", {"uid": f"{uid}-e{i}", "descriptor": desc, "time": T0 + i,
+                               "seq_num": i + 1, "data": {"x": float(i)},
+                               "timestamps": {"x": T0 + i}}))
+    docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + n_events,
+                          "exit_status": "success"}))
+    return docs
+
+
+def record(store: FileStore, uid: str) -> None:
+    for name, doc in run_docs(uid):
+        store.insert(name, doc)
+
+
+def spare_folder(directory: Path) -> Path:
+    return directory / ".broker_v1" / "spare"
+
+
+def wait_for_spares(directory: Path, count: int = 1) -> list[Path]:
+    """The spare files once ``count`` exist (the background thread makes them)."""
+    deadline = time.monotonic() + 10
+    while True:
+        folder = spare_folder(directory)
+        found = sorted(folder.iterdir()) if folder.is_dir() else []
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.005)
+
+
+def check_run(store: FileStore, uid: str) -> None:
+    assert store.get_run_start(uid)["uid"] == uid
+    assert store.get_run_stop(uid)["uid"] == f"{uid}-stop"
+    events = [e for d in store.get_descriptors(uid) for e in store.iter_events(d["uid"])]
+    assert [e["data"]["x"] for e in events] == [0.0, 1.0]
+
+
+def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "first")  # its start asks for the first spare
+    spares = wait_for_spares(directory)
+    assert len(spares) == 1 and spares[0].stat().st_size == 0
+    spare_inode = spares[0].stat().st_ino
+    record(store, "second")
+    run_file = directory / "second.jsonl"
+    assert run_file.stat().st_ino == spare_inode
+    assert run_file.stat().st_nlink == 1  # the spare's own name is gone
+    assert not spares[0].exists()
+    # The same permissions as a file created directly (the first run's was).
+    assert run_file.stat().st_mode == (directory / "first.jsonl").stat().st_mode
+    check_run(store, "second")
+    store.close()
+    reopened = FileStore(path=directory)
+    check_run(reopened, "first")
+    check_run(reopened, "second")
+    reopened.close()
+
+
+def test_closing_the_store_removes_its_unused_spare(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "one")
+    assert wait_for_spares(directory)
+    store.close()
+    assert list(spare_folder(directory).iterdir()) == []
+
+
+def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
+    """A killed writer's unused spare and a second name it left for a run file are swept by
+    the next writer; a running process's spare and the run file itself are kept."""
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "kept")
+    store.close()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    folder = spare_folder(directory)
+    (folder / f"{dead_pid}-unused.jsonl").write_bytes(b"")
+    os.link(directory / "kept.jsonl", folder / f"{dead_pid}-linked.jsonl")
+    alive = folder / "1-of-a-running-process.jsonl"  # pid 1 always runs
+    alive.write_bytes(b"")
+    assert (directory / "kept.jsonl").stat().st_nlink == 2
+
+    store = FileStore(path=directory)
+    record(store, "next")
+    deadline = time.monotonic() + 10
+    while (folder / f"{dead_pid}-unused.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    names = {p.name for p in folder.iterdir()}
+    assert f"{dead_pid}-unused.jsonl" not in names
+    assert f"{dead_pid}-linked.jsonl" not in names
+    assert alive.name in names
+    assert (directory / "kept.jsonl").stat().st_nlink == 1
+    check_run(store, "kept")
+    check_run(store, "next")
+    store.close()
+
+
+def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "a")
+    for spare in wait_for_spares(directory):
+        spare.unlink()  # e.g. someone cleaned the hidden folder
+    record(store, "b")  # created directly
+    assert wait_for_spares(directory)  # and spares are made again
+    record(store, "c")
+    for uid in "abc":
+        check_run(store, uid)
+        assert (directory / f"{uid}.jsonl").stat().st_nlink == 1
+    store.close()
+
+
+def test_a_start_already_stored_keeps_the_spare_for_the_next_run(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "a")
+    spares = wait_for_spares(directory)
+    inode = spares[0].stat().st_ino
+    store.insert(*run_docs("a")[0])  # the same start again: a no-op
+    assert spares[0].exists()
+    record(store, "b")
+    assert (directory / "b.jsonl").stat().st_ino == inode
+    check_run(store, "b")
+    store.close()
+
+
+def _child_records(directory: str) -> None:
+    store = FileStore(path=directory)
+    record(store, "child")
+    store.close()
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="needs the fork start method")
+def test_a_forked_child_never_uses_its_parents_spare(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    record(store, "parent-1")
+    assert wait_for_spares(directory)
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_records, args=(str(directory),))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    record(store, "parent-2")
+    inodes = {(directory / f"{uid}.jsonl").stat().st_ino
+              for uid in ("parent-1", "child", "parent-2")}
+    assert len(inodes) == 3
+    for uid in ("parent-1", "child", "parent-2"):
+        assert (directory / f"{uid}.jsonl").stat().st_nlink == 1
+        check_run(store, uid)
+    store.close()
