@@ -62,6 +62,13 @@ def wait_for_spares(directory: Path, count: int = 1) -> list[Path]:
         time.sleep(0.005)
 
 
+def spare_ready(store: FileStore) -> None:
+    """Wait until the spare being made is handed over (its file appears a moment before)."""
+    made = store._writer._spares._next
+    if made is not None:
+        made.result(timeout=10)
+
+
 def check_run(store: FileStore, uid: str) -> None:
     assert store.get_run_start(uid)["uid"] == uid
     assert store.get_run_stop(uid)["uid"] == f"{uid}-stop"
@@ -74,6 +81,7 @@ def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
     store = FileStore(path=directory)
     record(store, "first")  # its start asks for the first spare
     spares = wait_for_spares(directory)
+    spare_ready(store)
     assert len(spares) == 1 and spares[0].stat().st_size == 0
     spare_inode = spares[0].stat().st_ino
     record(store, "second")
@@ -136,7 +144,9 @@ def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = FileStore(path=directory)
     record(store, "a")
-    for spare in wait_for_spares(directory):
+    wait_for_spares(directory)
+    spare_ready(store)
+    for spare in spare_folder(directory).iterdir():
         spare.unlink()  # e.g. someone cleaned the hidden folder
     record(store, "b")  # created directly
     assert wait_for_spares(directory)  # and spares are made again
@@ -152,6 +162,7 @@ def test_a_start_already_stored_keeps_the_spare_for_the_next_run(tmp_path: Path)
     store = FileStore(path=directory)
     record(store, "a")
     spares = wait_for_spares(directory)
+    spare_ready(store)
     inode = spares[0].stat().st_ino
     store.insert(*run_docs("a")[0])  # the same start again: a no-op
     assert spares[0].exists()

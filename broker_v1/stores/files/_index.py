@@ -80,6 +80,28 @@ _SCAN_ID_ODD_INDEX = (
 )
 
 
+def _only_stopped_runs_in_stop_uid_index(conn: sqlite3.Connection) -> None:
+    """Make ``runs_stop_uid`` partial (``WHERE stop_uid IS NOT NULL``) in an index made
+    before it was: a start then writes one page less, a stop deletes no NULL entry.  Lookups
+    (``stop_uid = ?``) use either."""
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'runs_stop_uid'"
+    ).fetchone()
+    if row is None or "WHERE" in (row[0] or "").upper():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DROP INDEX IF EXISTS runs_stop_uid")
+        conn.execute(
+            "CREATE INDEX runs_stop_uid ON runs (stop_uid) WHERE stop_uid IS NOT NULL"
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE files (
@@ -109,7 +131,7 @@ CREATE TABLE runs (
 CREATE INDEX runs_time ON runs (time, uid);
 CREATE INDEX runs_scan_id ON runs (scan_id);
 CREATE INDEX runs_scan_id_odd ON runs (scan_id_odd) WHERE scan_id_odd = 1;
-CREATE INDEX runs_stop_uid ON runs (stop_uid);
+CREATE INDEX runs_stop_uid ON runs (stop_uid) WHERE stop_uid IS NOT NULL;
 CREATE INDEX runs_file ON runs (file);
 CREATE TABLE members (
     kind TEXT NOT NULL,
@@ -367,6 +389,7 @@ class _Index:
             # answers "scan_id IN (...) OR scan_id_odd = 1" from two indexes, not a scan).
             with contextlib.suppress(sqlite3.OperationalError):  # a read-only index file
                 conn.execute(_SCAN_ID_ODD_INDEX)
+                _only_stopped_runs_in_stop_uid_index(conn)
         row = conn.execute("SELECT value FROM meta WHERE key = 'fts'").fetchone()
         self.fts = bool(row and row[0] == "1")
         row = conn.execute("SELECT value FROM meta WHERE key = 'dir_mtime'").fetchone()

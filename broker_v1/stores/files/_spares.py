@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -67,11 +68,13 @@ class _SpareFiles:
         # pid can be asked whether it runs.
         self.enabled: bool | None = None
         self._next: Future[tuple[int, str] | None] | None = None
+        self._used: str | None = None  # the spare name of the file just taken, to drop
         self._swept = False
 
     def take(self, path: str) -> int | None:
         """Give the ready spare the name ``path``: its descriptor (open for appending), or
-        None when no spare is ready (the caller creates the file itself).
+        None when no spare is ready (the caller creates the file itself).  Call
+        :meth:`after_start` next, whatever this returned.
 
         Raises
         ------
@@ -80,12 +83,8 @@ class _SpareFiles:
         """
         if self.enabled is None:
             self.enabled = os.name == "posix" and os.path.isdir(os.path.dirname(self.folder))
-        if not self.enabled:
-            return None
         ready = self._next
-        if ready is None or not ready.done():
-            if ready is None:
-                self._next = self._syncs.soon(self._make)
+        if not self.enabled or ready is None or not ready.done():
             return None
         made = ready.result()  # _make never raises
         self._next = None
@@ -105,15 +104,41 @@ class _SpareFiles:
                 self._next = ready  # the directory refuses new names now (the caller's
                 return None  # create says why); the spare waits for the next run
             os.close(fd)  # gone, or of no use
-            with contextlib.suppress(OSError):
-                os.unlink(spare)
-            if self.enabled:
-                self._next = self._syncs.soon(self._make)
+            self._used = spare
             return None
-        with contextlib.suppress(OSError):
-            os.unlink(spare)  # a leftover name would be swept; the run file keeps its own
-        self._next = self._syncs.soon(self._make)
+        self._used = spare
         return fd
+
+    def after_start(self, first: Callable[[], None] | None) -> Future[None] | None:
+        """Queue, as one task of the background thread, ``first`` (the new run file's
+        directory fsync), then dropping the name of the spare just used and making the
+        next one; the future of ``first`` (None without ``first``)."""
+        used, self._used = self._used, None
+        make = bool(self.enabled) and self._next is None
+        if not make and used is None:
+            return None if first is None else self._syncs.soon(first)
+        first_done: Future[None] | None = None if first is None else Future()
+        made: Future[tuple[int, str] | None] | None = Future() if make else None
+        if made is not None:
+            self._next = made
+
+        def work() -> None:
+            if first is not None:
+                assert first_done is not None
+                try:
+                    first()
+                except BaseException as err:  # handed to whoever waits for it
+                    first_done.set_exception(err)
+                else:
+                    first_done.set_result(None)
+            if used is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(used)  # the run file keeps its own name
+            if made is not None:
+                made.set_result(self._make())
+
+        self._syncs.soon(work)
+        return first_done
 
     def _make(self) -> tuple[int, str] | None:
         """Create one empty spare run file (on the background thread)."""
@@ -136,9 +161,14 @@ class _SpareFiles:
                     os.unlink(entry.path)
 
     def discard(self) -> None:
-        """Close and remove the unused spare (the store is closing)."""
+        """Close and remove the unused spare (the store is closing; its background thread
+        has finished)."""
+        used, self._used = self._used, None
+        if used is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(used)
         ready, self._next = self._next, None
-        if ready is None:
+        if ready is None or not ready.done():
             return
         made = ready.result()
         if made is not None:
@@ -150,6 +180,7 @@ class _SpareFiles:
     def forget_after_fork(self) -> None:
         """In a forked child: the spare is the parent's; make the child's own when needed."""
         ready, self._next = self._next, None
+        self._used = None  # the parent drops that name
         if ready is not None and ready.done():
             made = ready.result()
             if made is not None:

@@ -575,9 +575,11 @@ class _Writer:
         state.docs[("start", uid)] = doc
         if state.new_entry and not self._syncs.deferred:
             # The new directory entry is made durable while the run records; its stop waits
-            # for this only if it has not finished.
-            state.dir_sync = self._syncs.soon(self._syncs.fsync_directory)
+            # for this only if it has not finished.  The next run's file is made after it.
+            state.dir_sync = self._spares.after_start(self._syncs.fsync_directory)
             state.new_entry = False
+        else:
+            self._spares.after_start(None)
         self.run_file[uid] = name
         self.last_started = name
         st = os.fstat(fd)
