@@ -27,6 +27,7 @@ from .._util import valid_unicode as _sqlable
 from ..base import Doc
 from ._checkpoint import BACKSTOP_PAGES, _Checkpointer
 from ._format import STATE_DIR
+from ._text_pending import PENDING_LIMIT, _PendingText, delete_all_markers, delete_marker
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "1"
@@ -245,6 +246,8 @@ class _Index:
         self.dir_mtime: int | None = None
         self.fts = False
         self.json1 = False
+        # full-text rows of runs this process started, written in batches
+        self._pending_text = _PendingText()
         # the transaction whole-run copies keep open inside deferred_sync()
         self._batch_runs = 0
         self._batch_began = 0.0
@@ -415,6 +418,7 @@ class _Index:
             if os.getpid() != self._pid:
                 # A forked child must not use its parent's connection; leave it unclosed.
                 self._db = None
+                self._pending_text.forget()
                 self.on_fork()
             self.connect()
         assert self._db is not None
@@ -425,6 +429,7 @@ class _Index:
         with self._lock:
             location = getattr(self, "_db_location", self._index_location())
             self.close()
+            self._pending_text.forget()
             if location == ":memory:":
                 self._open_db(location)
                 self.dir_mtime = None
@@ -593,6 +598,7 @@ class _Index:
         for (rowid,) in conn.execute("SELECT id FROM runs WHERE file = ?", (name,)).fetchall():
             if self.fts:
                 conn.execute("DELETE FROM runs_fts WHERE rowid = ?", (rowid,))
+                delete_marker(conn, rowid)
             conn.execute("DELETE FROM runs WHERE id = ?", (rowid,))
         conn.execute("DELETE FROM members WHERE file = ?", (name,))
         conn.execute("DELETE FROM files WHERE name = ?", (name,))
@@ -621,18 +627,46 @@ class _Index:
         start: Doc,
         stop: Doc | None = None,
         row: tuple[Any, ...] | None = None,
+        *,
+        text_later: bool = False,
     ) -> None:
-        """Index a run; ``row`` is ``_run_row_values(start, stop)`` when already computed."""
+        """Index a run; ``row`` is ``_run_row_values(start, stop)`` when already computed.
+
+        With ``text_later`` its full-text row is left pending (see ``_text_pending``) and
+        written with those of other runs this process starts, in this transaction once
+        enough are pending.
+        """
         values = _run_row_values(start, stop) if row is None else row
         cur = conn.execute(
             "INSERT INTO runs (uid, file, time, scan_id, scan_id_odd, start, json_ok, text, "
             "stop, stop_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (values[0], name, *values[1:-1]),
         )
+        if not self.fts:
+            return
+        rowid = cur.lastrowid
+        assert rowid is not None
+        if not text_later:
+            conn.execute("INSERT INTO runs_fts (rowid, words) VALUES (?, ?)", (rowid, values[-1]))
+            return
+        self._pending_text.add(conn, rowid, values[0], values[-1])
+        if len(self._pending_text) >= PENDING_LIMIT:
+            self._pending_text.complete(conn)
+
+    def write_pending_text(self) -> None:
+        """Write the full-text rows this process left pending (and any other pending ones)
+        in one transaction; nothing when this process has none."""
+        with self._lock:
+            if self.fts and len(self._pending_text) and not self.disconnected():
+                self.write(self._pending_text.complete)
+
+    def delete_all_text(self, conn: sqlite3.Connection) -> None:
+        """Empty the full-text table and drop every pending marker (all runs rows are being
+        deleted in this transaction)."""
         if self.fts:
-            conn.execute(
-                "INSERT INTO runs_fts (rowid, words) VALUES (?, ?)", (cur.lastrowid, values[-1])
-            )
+            conn.execute("DELETE FROM runs_fts")
+            delete_all_markers(conn)
+        self._pending_text.forget()
 
     def record_members(
         self, conn: sqlite3.Connection, members: list[tuple[str, str, str]]

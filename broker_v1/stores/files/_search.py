@@ -6,16 +6,20 @@ filter); the :class:`~broker_v1.stores._query.QueryMatcher` decides on every can
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ...errors import StoreUnavailable
 from .._columns import _sort_key
 from .._query import QueryMatcher, split_text
 from .._util import valid_unicode as _sqlable
 from ..base import DEFAULT_SORT, Doc, Sort
 from ._index import _WORD, _Index, _is_number, _sql_text
+from ._text_pending import PENDING_ROWIDS_SQL
 
 _PHRASE = re.compile(r'"([^"]*)"')
 _ASCII_WORD = re.compile(r"[a-z0-9_]+")
@@ -138,6 +142,8 @@ class _Search:
         matcher = QueryMatcher(query, store=self.describe())
         where, params = self.pushdown(query)
         self._refresh()
+        if split_text(query)[1] is not None:
+            self._complete_pending_text()
         sort = tuple(tuple(s) for s in sort)  # type: ignore[misc]
         if sort in (tuple(DEFAULT_SORT), (("time", 1), ("uid", 1))):
             descending = sort[0][1] < 0
@@ -147,6 +153,12 @@ class _Search:
             docs.sort(key=_field_key(field), reverse=direction < 0)
         end = None if limit is None else skip + limit
         return iter(docs[skip:end])
+
+    def _complete_pending_text(self) -> None:
+        # Keeps the pending branch of a text search short; searches find pending runs
+        # anyway, so a failure to write (a locked or read-only index) is no error.
+        with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+            self._index.write_pending_text()
 
     def _all_candidates(self, where: list[str], params: list[Any]) -> Iterator[Doc]:
         sql = "SELECT start FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
@@ -208,7 +220,11 @@ class _Search:
         if text is not None:
             words = _fts_words(text) if self._index.fts else None
             if words:
-                conds.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
+                # Runs whose full-text row is still pending are candidates too.
+                conds.append(
+                    "(id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?) "
+                    f"OR id IN ({PENDING_ROWIDS_SQL}))"
+                )
                 params.append(" OR ".join('"' + w.replace('"', '""') + '"' for w in words))
             else:
                 conds.append("bv1_text(?, text)")

@@ -432,8 +432,7 @@ class FileStore(DocumentStore):
             def wipe(conn: sqlite3.Connection) -> None:
                 for table in ("members", "runs", "files"):
                     conn.execute(f"DELETE FROM {table}")
-                if self._index.fts:
-                    conn.execute("DELETE FROM runs_fts")
+                self._index.delete_all_text(conn)
                 conn.execute("DELETE FROM meta WHERE key = 'dir_mtime'")
 
             self._index.write(wipe)

@@ -589,7 +589,7 @@ class _Writer:
         def record(conn: sqlite3.Connection) -> None:
             if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
                 self._index.forget_file(conn, name)  # rows of an earlier file of this name
-            self._index.insert_run_row(conn, name, doc, row=row)
+            self._index.insert_run_row(conn, name, doc, row=row, text_later=True)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
             record_link(conn, before, after)
 
@@ -763,5 +763,10 @@ class _Writer:
                 state.fd = None
                 state.started_here = False
                 state.acc, state.doc_lines = None, []
+        if self._index.is_open():
+            # Deferrable: while the rows are pending, searches still find the runs, and any
+            # writer's next completion writes them.
+            with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+                self._index.write_pending_text()
         if close:
             self.last_started = None
