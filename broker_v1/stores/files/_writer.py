@@ -744,7 +744,10 @@ class _Writer:
                     self._entry_durable(state)
                     state.dirty = False
                 if state.pending_datums or state.pending_descriptors:
-                    with contextlib.suppress(sqlite3.Error):
+                    # The index write fails as StoreUnavailable (a full disk, say): the lines
+                    # are in the file, past what the index says is scanned, so a later scan
+                    # indexes them.
+                    with contextlib.suppress(sqlite3.Error, StoreUnavailable):
                         self._flush_state(state, [])
 
     def flush_all(self, close: bool = False) -> None:
@@ -756,7 +759,8 @@ class _Writer:
             self._entry_durable(state)
             state.dirty = False
             if self._index.is_open():
-                with contextlib.suppress(sqlite3.Error):
+                # As in _sync_dirty: what the index misses now, a later scan of the file finds.
+                with contextlib.suppress(sqlite3.Error, StoreUnavailable):
                     self._flush_state(state, [])
             if close:
                 os.close(state.fd)
