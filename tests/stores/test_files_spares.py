@@ -79,7 +79,7 @@ def check_run(store: FileStore, uid: str) -> None:
 def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = FileStore(path=directory)
-    record(store, "first")  # its start asks for the first spare
+    record(store, "first")  # its stop asks for the first spare
     spares = wait_for_spares(directory)
     spare_ready(store)
     assert len(spares) == 1 and spares[0].stat().st_size == 0
