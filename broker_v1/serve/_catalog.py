@@ -31,7 +31,7 @@ from ..stores.base import DocumentStore
 from ._listing import Listings
 from ._nodes import Node, store_errors
 from ._queries import QUERIES
-from ._run import RunAdapter
+from ._run import RunAdapter, streams_counted
 
 __all__ = ["CatalogAdapter", "SPEC_VERSION"]
 
@@ -40,6 +40,8 @@ __all__ = ["CatalogAdapter", "SPEC_VERSION"]
 SPEC_VERSION = "3.0"
 
 Sort = tuple[tuple[str, int], ...]
+#: Read ahead for a page: ``({run uid: stop}, {run uid: descriptors})``.
+_Known = tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]
 _OWN_ORDER: Sort = (("time", 1), ("uid", 1))
 
 
@@ -169,15 +171,27 @@ class CatalogAdapter(Node):
         return list(self.store.find_run_starts(query, sort=self._sort, skip=skip,
                                                limit=limit))
 
-    def _runs(self, starts: list[dict[str, Any]], known: dict[str, Any] | None = None
+    def _runs(self, starts: list[dict[str, Any]], known: _Known | None = None
               ) -> list[tuple[str, RunAdapter]]:
         # A stop, once written, never changes; a run without one (yet) is asked again.
-        stops = dict(known or {})
+        # Descriptors read ahead are only a finished run's, which no longer change either.
+        known_stops, known_descriptors = known or ({}, {})
+        stops = dict(known_stops)
         missing = [s["uid"] for s in starts if s["uid"] not in stops]
         if missing:
             stops.update(self.store.get_run_stops(missing))
-        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler))
+        return [(s["uid"], RunAdapter(self.store, s, stops.get(s["uid"]), filler=self.filler,
+                                      descriptors=known_descriptors.get(s["uid"])))
                 for s in starts]
+
+    def _ahead(self, uids: list[str]) -> _Known:
+        """What a page of ``uids`` will need: their stops, and the descriptors of the
+        finished runs whose stop does not count their streams (tiled asks each run's
+        length)."""
+        stops = self.store.get_run_stops(uids) if uids else {}
+        descriptors = {uid: self.store.get_descriptors(uid) for uid in uids
+                       if uid in stops and streams_counted(stops[uid]) is None}
+        return stops, descriptors
 
     def _entries(self, offset: int, limit: int | None, direction: int
                  ) -> list[tuple[str, Any]]:
@@ -228,14 +242,20 @@ class CatalogAdapter(Node):
             if not items:
                 return [s["uid"] for s in starts], following
             runs = self._runs(starts, self.listings.ahead.take((key, cursor)))
+            # tiled asks each run of the page for its length in the event loop; a run whose
+            # stop does not count its streams would each hop to a worker thread to read them
+            # (100 hops a page), so they are read here, in this thread, at once.
+            for _, run in runs:
+                run.warm()
         if following is not None and limit > 1:  # a listing, not c[-1] or .first()
-            # The stops of the page the client will ask next, read while it reads this one
-            # (after the chunk read ahead above, if any: one background thread, in order).
-            def stops_ahead() -> dict[str, Any]:
-                upcoming = [s["uid"] for s in self.listings.peek(key, following, limit)]
-                return self.store.get_run_stops(upcoming) if upcoming else {}
+            # The stops (and descriptors) of the page the client will ask next, read while it
+            # reads this one (after the chunk read ahead above, if any: one background
+            # thread, in order).
+            def ahead() -> _Known:
+                return self._ahead([s["uid"] for s in self.listings.peek(key, following,
+                                                                          limit)])
 
-            self.listings.ahead.start((key, following), stops_ahead)
+            self.listings.ahead.start((key, following), ahead)
         return runs, following
 
     def __getitem__(self, key: str) -> RunAdapter:

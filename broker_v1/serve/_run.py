@@ -16,7 +16,7 @@ from ..stores.base import DocumentStore
 from ._nodes import Node, store_errors
 from ._stream import StreamAdapter
 
-__all__ = ["RunAdapter"]
+__all__ = ["RunAdapter", "streams_counted"]
 
 
 class RunAdapter(Node):
@@ -31,17 +31,22 @@ class RunAdapter(Node):
         clients see ``stop: None``).
     filler
         broker_v1's data filler for external fields (``None``: they are not served).
+    descriptors
+        The run's descriptors when already read (only a finished run's: they no longer
+        change); ``None``: read from the store when first needed.
     """
 
     specs = [Spec("BlueskyRun", version="3.0")]
 
     def __init__(self, store: DocumentStore, start: dict[str, Any],
-                 stop: dict[str, Any] | None, *, filler: Any = None) -> None:
+                 stop: dict[str, Any] | None, *, filler: Any = None,
+                 descriptors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(metadata={"start": start, "stop": stop})
         self.store = store
         self.filler = filler
         self.uid: str = start["uid"]
-        self._streams: dict[str, list[dict[str, Any]]] | None = None
+        self._streams: dict[str, list[dict[str, Any]]] | None = (
+            None if descriptors is None else _grouped(descriptors))
 
     def __repr__(self) -> str:
         return f"<RunAdapter {self.uid}>"
@@ -50,11 +55,7 @@ class RunAdapter(Node):
         """``{stream name: its descriptors in time order}``, streams sorted by name."""
         if self._streams is None:
             with store_errors():
-                descriptors = self.store.get_descriptors(self.uid)
-            grouped: dict[str, list[dict[str, Any]]] = {}
-            for descriptor in descriptors:
-                grouped.setdefault(descriptor.get("name") or "primary", []).append(descriptor)
-            self._streams = dict(sorted(grouped.items()))
+                self._streams = _grouped(self.store.get_descriptors(self.uid))
         return self._streams
 
     def _entries(self, offset: int, limit: int | None, direction: int
@@ -68,6 +69,15 @@ class RunAdapter(Node):
     def __len__(self) -> int:
         return len(self.streams())
 
+    def warm(self) -> None:
+        """Read now (in a worker thread) what :meth:`approx_len` will need: the streams,
+        unless the stop document counts them."""
+        if self._streams is None and self._counted_by_stop() is None:
+            self.streams()
+
+    def _counted_by_stop(self) -> int | None:
+        return streams_counted(self._metadata.get("stop"))
+
     async def approx_len(self) -> int | None:
         """The number of streams as the stop document counts them, without reading the run.
 
@@ -75,11 +85,10 @@ class RunAdapter(Node):
         ``num_events`` names its streams, so a page of runs costs no descriptor reads.
         Open runs and stops without ``num_events`` give the exact count (descriptors read).
         """
-        stop = self._metadata.get("stop") or {}
-        counts = stop.get("num_events")
-        if self._streams is None and isinstance(counts, dict) and counts:
-            return len(counts)
-        if self._streams is None:  # a store read: off the event loop
+        counted = self._counted_by_stop()
+        if self._streams is None and counted is not None:
+            return counted
+        if self._streams is None:  # a store read: off the event loop (unless warmed)
             await anyio.to_thread.run_sync(self.streams)
         return len(self.streams())
 
@@ -90,3 +99,17 @@ class RunAdapter(Node):
         return StreamAdapter(self.store, self.uid, key, descriptors,
                              finished=self._metadata.get("stop") is not None,
                              filler=self.filler)
+
+
+def streams_counted(stop: dict[str, Any] | None) -> int | None:
+    """The number of streams a stop document's ``num_events`` names (``None``: it names
+    none, or there is no stop)."""
+    counts = (stop or {}).get("num_events")
+    return len(counts) if isinstance(counts, dict) and counts else None
+
+
+def _grouped(descriptors: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for descriptor in descriptors:
+        grouped.setdefault(descriptor.get("name") or "primary", []).append(descriptor)
+    return dict(sorted(grouped.items()))

@@ -309,3 +309,37 @@ def test_cursors_beyond_the_end_are_empty_pages_and_snapshots_stay_bounded() -> 
                                         3)
         assert rows == [] and following is None
     assert len(listings._snapshots) == _listing._MAX_SNAPSHOTS
+
+
+def test_stream_counts_of_pages_read_ahead() -> None:
+    """Runs whose stop does not count their streams (no ``num_events``): each page gives every
+    run's stream count, whether its descriptors were read with the page or ahead of it; an
+    open run's are asked again when its page is sent (a stream may start meanwhile)."""
+    store = CountingStore()
+    bundles = []
+    for i in range(6):
+        bundle = event_model.compose_run(time=T0 + i, metadata={"plan_name": "scan"})
+        store.insert("start", bundle.start_doc)
+        for name in ["primary", "baseline", "extra"][:i % 3 + 1]:
+            store.insert("descriptor", bundle.compose_descriptor(
+                name=name, data_keys={"x": {"source": "x", "dtype": "number", "shape": []}},
+                time=T0 + i).descriptor_doc)
+        if i != 3:  # run 3 stays open
+            stop = bundle.compose_stop(time=T0 + 10)
+            del stop["num_events"]
+            store.insert("stop", stop)
+        bundles.append(bundle)
+    context, c = serve(store, 60)
+    try:
+        counts = {}
+        for n, (uid, run) in enumerate(c.items().page_size(2)):
+            counts[uid] = run.item["attributes"]["structure"]["count"]
+            if n == 0:  # page 2 (runs 2 and 3) is being read ahead
+                store.insert("descriptor", bundles[3].compose_descriptor(
+                    name="late", data_keys={"y": {"source": "y", "dtype": "number",
+                                                  "shape": []}},
+                    time=T0 + 20).descriptor_doc)
+        assert list(counts) == [b.start_doc["uid"] for b in bundles]
+        assert list(counts.values()) == [1, 2, 3, 1 + 1, 2, 3]
+    finally:
+        context.close()
