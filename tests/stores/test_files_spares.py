@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from broker_v1.stores.files import FileStore
+from broker_v1.stores.files._spares import PROBE_EVERY
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="spare run files are POSIX-only")
 
@@ -40,6 +41,14 @@ def run_docs(uid: str, n_events: int = 2) -> list[tuple[str, dict[str, Any]]]:
     docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + n_events,
                           "exit_status": "success"}))
     return docs
+
+
+def store_making_spares(directory: Path) -> FileStore:
+    """A files store whose writer takes every create for a slow one, so it makes run files
+    ahead from its first run on (as it does on a disk where creating a file is slow)."""
+    store = FileStore(path=directory)
+    store._writer._spares.slow_create_s = 0.0
+    return store
 
 
 def record(store: FileStore, uid: str) -> None:
@@ -78,8 +87,8 @@ def check_run(store: FileStore, uid: str) -> None:
 
 def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
-    record(store, "first")  # its stop asks for the first spare
+    store = store_making_spares(directory)
+    record(store, "first")  # a slow create: its start asks for the first spare
     spares = wait_for_spares(directory)
     spare_ready(store)
     assert len(spares) == 1 and spares[0].stat().st_size == 0
@@ -101,7 +110,7 @@ def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
 
 def test_closing_the_store_removes_its_unused_spare(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "one")
     assert wait_for_spares(directory)
     store.close()
@@ -110,9 +119,10 @@ def test_closing_the_store_removes_its_unused_spare(tmp_path: Path) -> None:
 
 def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> None:
     """A killed writer's unused spare and a second name it left for a run file are swept by
-    the next writer; a running process's spare and the run file itself are kept."""
+    the next writer (one making no spares of its own too); a running process's spare and the
+    run file itself are kept."""
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "kept")
     store.close()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -126,6 +136,7 @@ def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> N
     assert (directory / "kept.jsonl").stat().st_nlink == 2
 
     store = FileStore(path=directory)
+    store._writer._spares.slow_create_s = 10.0  # every create quick: no spares made
     record(store, "next")
     deadline = time.monotonic() + 10
     while (folder / f"{dead_pid}-unused.jsonl").exists() and time.monotonic() < deadline:
@@ -142,7 +153,7 @@ def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> N
 
 def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "a")
     wait_for_spares(directory)
     spare_ready(store)
@@ -159,7 +170,7 @@ def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
 
 def test_a_start_already_stored_keeps_the_spare_for_the_next_run(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "a")
     spares = wait_for_spares(directory)
     spare_ready(store)
@@ -173,7 +184,7 @@ def test_a_start_already_stored_keeps_the_spare_for_the_next_run(tmp_path: Path)
 
 
 def _child_records(directory: str) -> None:
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "child")
     store.close()
 
@@ -182,7 +193,7 @@ def _child_records(directory: str) -> None:
                     reason="needs the fork start method")
 def test_a_forked_child_never_uses_its_parents_spare(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = FileStore(path=directory)
+    store = store_making_spares(directory)
     record(store, "parent-1")
     assert wait_for_spares(directory)
     child = multiprocessing.get_context("fork").Process(
@@ -198,3 +209,65 @@ def test_a_forked_child_never_uses_its_parents_spare(tmp_path: Path) -> None:
         assert (directory / f"{uid}.jsonl").stat().st_nlink == 1
         check_run(store, uid)
     store.close()
+
+
+def test_where_creating_files_is_quick_no_spares_are_made(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = FileStore(path=directory)
+    store._writer._spares.slow_create_s = 10.0  # every create is quicker than this
+    for uid in "abcde":
+        record(store, uid)
+    assert not spare_folder(directory).exists()
+    for uid in "abcde":
+        check_run(store, uid)
+    store.close()
+
+
+def test_spares_stop_when_a_timed_create_is_quick_and_resume_after_a_slow_one(
+        tmp_path: Path) -> None:
+    """While files are made ahead, every ``PROBE_EVERY`` runs one file is created directly and
+    timed; a quick one stops the spares (the one made is still used), the next slow create
+    starts them again."""
+    directory = tmp_path / "store"
+    store = store_making_spares(directory)
+    spares = store._writer._spares
+    inodes = []
+
+    def record_and_note(uid: str) -> None:
+        record(store, uid)
+        spare_ready(store)
+        inodes.append((directory / f"{uid}.jsonl").stat().st_ino)
+
+    record_and_note("slow")  # a slow create: a spare is made after its start
+    assert spares.ahead
+    for i in range(PROBE_EVERY):
+        record_and_note(f"ahead{i}")
+    assert spares.ahead  # every create slow so far; the next run is the probe
+    made = wait_for_spares(directory)
+    assert len(made) == 1
+    spare_inode = made[0].stat().st_ino
+    spares.slow_create_s = 10.0  # from now on every create is quick
+    record_and_note("probe")
+    assert not spares.ahead
+    assert inodes[-1] != spare_inode and made[0].exists()  # the spare waits for the next run
+    record_and_note("from-the-last-spare")
+    assert inodes[-1] == spare_inode
+    assert list(spare_folder(directory).iterdir()) == []
+    record_and_note("direct")
+    assert store._writer._spares._next is None
+    assert list(spare_folder(directory).iterdir()) == []
+    spares.slow_create_s = 0.0  # the disk is slow again
+    record_and_note("slow-again")
+    assert spares.ahead
+    made = wait_for_spares(directory)
+    assert len(made) == 1
+    inode = made[0].stat().st_ino
+    record_and_note("from-a-spare")
+    assert inodes[-1] == inode
+    assert len(set(inodes)) == len(inodes)
+    for uid in ["slow", *(f"ahead{i}" for i in range(PROBE_EVERY)), "probe",
+                "from-the-last-spare", "direct", "slow-again", "from-a-spare"]:
+        check_run(store, uid)
+        assert (directory / f"{uid}.jsonl").stat().st_nlink == 1
+    store.close()
+    assert list(spare_folder(directory).iterdir()) == []

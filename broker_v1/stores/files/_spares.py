@@ -2,8 +2,9 @@
 
 Creating a file allocates an inode, and that can be slow: ext4 without a journal skips, one
 check each, every inode of the group deleted in the last minutes (seen here: 20 µs on a quiet
-disk, 400-900 µs after a few thousand deletions nearby).  So the store's background thread
-creates the next run's file early (while a stop waits for its fsync), as an empty file in
+disk, 400-900 µs after a few thousand deletions nearby); on a network file system it is a
+round trip.  So, once a start's create has taken longer than ``SLOW_CREATE_S``, the store's
+background thread creates the next run's file early (after each start), as an empty file in
 ``.broker_v1/spare/``, and a start gives it its name with ``os.link`` (which, like
 ``O_EXCL``, fails when the name exists) and drops the spare name.  The run directory's
 mtime moves only at that link, as it did at the create, so the index's directory links stay
@@ -14,6 +15,13 @@ spare folder; a process killed with a spare unused leaves an empty file there.  
 writer in that store removes both kinds left by processes that are gone (on POSIX, where a
 pid can be asked whether it runs).  Where hard links are refused (some network and FAT file
 systems), the first start finds out and the writer creates files directly from then on.
+
+Where creating is quick, making spares costs more than it saves (the background thread's
+work contends with the recording thread's: 70-116 µs per run where a create takes 15 µs), so
+every ``PROBE_EVERY`` runs given a spare, one run's file is created directly and timed: if
+that was quick, the writer creates files directly until a create is slow again.  Only
+creates on the recording thread are timed: on the background thread, the time to get the
+GIL back after the call would count too.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -28,6 +38,10 @@ from ._format import STATE_DIR
 from ._syncs import _Syncs
 
 SPARE_DIR = "spare"
+#: A run file's create taking longer than this (seconds) makes the writer make files ahead.
+SLOW_CREATE_S = 100e-6
+#: While files are made ahead, every this many runs one file is created directly and timed.
+PROBE_EVERY = 64
 #: What ``os.link`` says where a file system has no hard links (or not across these folders).
 _NO_LINKS = frozenset(
     getattr(errno, name) for name in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "EXDEV", "EMLINK", "ENOSYS")
@@ -67,14 +81,19 @@ class _SpareFiles:
         # layout; creating it later would move the run directory's mtime unrecorded) and a
         # pid can be asked whether it runs.
         self.enabled: bool | None = None
+        #: Whether files are being made ahead now (creates were slow); see ``create``.
+        self.ahead = False
+        self.slow_create_s = SLOW_CREATE_S
+        self._taken_since_probe = 0
         self._next: Future[tuple[int, str] | None] | None = None
         self._used: str | None = None  # the spare name of the file just taken, to drop
         self._swept = False
+        self._folder_made = False
 
     def take(self, path: str) -> int | None:
         """Give the ready spare the name ``path``: its descriptor (open for appending), or
         None when no spare is ready (the caller creates the file itself).  Call
-        :meth:`replenish` later (at the run's stop), whatever this returned.
+        :meth:`after_start` next, whatever this returned.
 
         Raises
         ------
@@ -86,6 +105,9 @@ class _SpareFiles:
         ready = self._next
         if not self.enabled or ready is None or not ready.done():
             return None
+        if self._taken_since_probe >= PROBE_EVERY:
+            self._taken_since_probe = 0
+            return None  # this run's file is created directly, timed; the spare waits
         made = ready.result()  # _make never raises
         self._next = None
         if made is None:
@@ -107,25 +129,53 @@ class _SpareFiles:
             self._used = spare
             return None
         self._used = spare
+        self._taken_since_probe += 1
         return fd
 
-    def replenish(self) -> None:
-        """Queue, as one task of the background thread, dropping the name of the spare last
-        used and making the next one (nothing when neither is due).
+    def create(self, path: str) -> int:
+        """Create the run file ``path`` directly (no spare was ready), noting whether that
+        was slow enough to make the next ones ahead.
 
-        Called by a stop just before it waits for its fsync: the background thread's system
-        calls then run while the recording thread waits, not while it writes the next
-        run's descriptors and events (seen: 35-50 µs more per descriptor call when made
-        right after the start).
+        Raises
+        ------
+        OSError
+            As ``os.open`` (``FileExistsError`` when ``path`` exists).
+        """
+        began = time.perf_counter()
+        fd = os.open(path, RUN_FILE_FLAGS, 0o644)
+        self.ahead = time.perf_counter() - began > self.slow_create_s
+        return fd
+
+    def after_start(self, first: Callable[[], None] | None) -> Future[None] | None:
+        """Queue, as one task of the background thread, ``first`` (the new run file's
+        directory fsync), then dropping the name of the spare just used and making the
+        next one while files are made ahead; the future of ``first`` (None without it).
+
+        Made here, the next spare has a whole run to be ready; where creating is slow
+        (800 µs after deletions nearby) a spare made at the stop was often not ready at the
+        next start.
         """
         used, self._used = self._used, None
         made: Future[tuple[int, str] | None] | None = None
-        if self.enabled and self._next is None:
+        if self.enabled and self.ahead and self._next is None:
             made = self._next = Future()
-        if made is None and used is None:
-            return
+        # Leftovers of processes that are gone are removed once per writer, spares or not.
+        sweep = bool(self.enabled) and not self._swept
+        if made is None and used is None and not sweep:
+            return None if first is None else self._syncs.soon(first)
+        first_done: Future[None] | None = None if first is None else Future()
 
         def work() -> None:
+            if first is not None:
+                assert first_done is not None
+                try:
+                    first()
+                except BaseException as err:  # handed to whoever waits for it
+                    first_done.set_exception(err)
+                else:
+                    first_done.set_result(None)
+            if sweep:
+                self._sweep_once()
             if used is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(used)  # the run file keeps its own name
@@ -133,21 +183,29 @@ class _SpareFiles:
                 made.set_result(self._make())
 
         self._syncs.soon(work)
+        return first_done
 
     def _make(self) -> tuple[int, str] | None:
         """Create one empty spare run file (on the background thread)."""
         try:
-            if not self._swept:
+            if not self._folder_made:
                 os.makedirs(self.folder, exist_ok=True)
-                self._sweep()
-                self._swept = True
+                self._folder_made = True
+            self._sweep_once()
             spare = os.path.join(self.folder, f"{os.getpid()}-{os.urandom(8).hex()}.jsonl")
             return os.open(spare, RUN_FILE_FLAGS, 0o644), spare
         except OSError:
             return None
 
+    def _sweep_once(self) -> None:
+        """Remove the spares, used or not, of processes that are gone (once per writer)."""
+        if self._swept:
+            return
+        self._swept = True
+        with contextlib.suppress(OSError):  # e.g. no spare folder: no writer made spares here
+            self._sweep()
+
     def _sweep(self) -> None:
-        """Remove the spares, used or not, of processes that are gone."""
         for entry in os.scandir(self.folder):
             pid, dash, _ = entry.name.partition("-")
             if dash and pid.isdigit() and int(pid) != os.getpid() and _process_gone(int(pid)):

@@ -518,7 +518,7 @@ class _Writer:
         try:
             fd = self._spares.take(where)
             if fd is None:
-                fd = os.open(where, RUN_FILE_FLAGS, 0o644)
+                fd = self._spares.create(where)
         except FileExistsError:
             fd = -1
         except OSError as err:
@@ -575,9 +575,11 @@ class _Writer:
         state.docs[("start", uid)] = doc
         if state.new_entry and not self._syncs.deferred:
             # The new directory entry is made durable while the run records; its stop waits
-            # for this only if it has not finished.
-            state.dir_sync = self._syncs.soon(self._syncs.fsync_directory)
+            # for this only if it has not finished.  The next run's file is made after it.
+            state.dir_sync = self._spares.after_start(self._syncs.fsync_directory)
             state.new_entry = False
+        else:
+            self._spares.after_start(None)
         self.run_file[uid] = name
         self.last_started = name
         st = os.fstat(fd)
@@ -615,8 +617,6 @@ class _Writer:
         text = _encode(doc)
         self._append(state, "stop", doc, _line_of("stop", text))
         assert state.fd is not None
-        # The next run's file is made while this stop waits for its fsync.
-        self._spares.replenish()
         if self._syncs.deferred:
             self._sync_later(state)
             # The block's end syncs the directory (a sync begun at start may still run).
