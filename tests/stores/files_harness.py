@@ -14,6 +14,25 @@ from typing import Any
 from broker_v1.stores.files import FileStore
 
 
+def count_run_docs(uid: str, n_events: int) -> list[tuple[str, dict[str, Any]]]:
+    """A ``count`` run's documents in emission order: start, a ``primary`` descriptor with one
+    number ``x``, ``n_events`` events (``x`` = 0.0, 1.0, ...), stop (uids derived from ``uid``)."""
+    t0 = 1_700_000_000.0
+    desc = f"{uid}-primary"
+    docs: list[tuple[str, dict[str, Any]]] = [
+        ("start", {"uid": uid, "time": t0, "scan_id": 1, "plan_name": "count"}),
+        ("descriptor", {"uid": desc, "run_start": uid, "time": t0, "name": "primary",
+                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}}),
+    ]
+    for i in range(n_events):
+        docs.append(("event", {"uid": f"{uid}-e{i}", "descriptor": desc, "time": t0 + i,
+                               "seq_num": i + 1, "data": {"x": float(i)},
+                               "timestamps": {"x": t0 + i}}))
+    docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": t0 + n_events,
+                          "exit_status": "success"}))
+    return docs
+
+
 class RawFiles:
     """Direct access to the run files of a store directory, bypassing the store."""
 

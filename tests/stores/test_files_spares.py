@@ -18,29 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from files_harness import count_run_docs
 
 from broker_v1.stores.files import FileStore
 from broker_v1.stores.files._spares import PROBE_EVERY
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="spare run files are POSIX-only")
 
-T0 = 1_700_000_000.0
 
 
 def run_docs(uid: str, n_events: int = 2) -> list[tuple[str, dict[str, Any]]]:
-    desc = f"{uid}-primary"
-    docs: list[tuple[str, dict[str, Any]]] = [
-        ("start", {"uid": uid, "time": T0, "scan_id": 1, "plan_name": "count"}),
-        ("descriptor", {"uid": desc, "run_start": uid, "time": T0, "name": "primary",
-                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "sim"}}}),
-    ]
-    for i in range(n_events):
-        docs.append(("event", {"uid": f"{uid}-e{i}", "descriptor": desc, "time": T0 + i,
-                               "seq_num": i + 1, "data": {"x": float(i)},
-                               "timestamps": {"x": T0 + i}}))
-    docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + n_events,
-                          "exit_status": "success"}))
-    return docs
+    return count_run_docs(uid, n_events)
 
 
 def store_making_spares(directory: Path) -> FileStore:
