@@ -66,6 +66,17 @@ def spare_ready(store: FileStore) -> None:
         made.result(timeout=10)
 
 
+def store_with_a_spare(directory: Path, first_run: str) -> tuple[FileStore, Path]:
+    """A store making spares that has recorded ``first_run``, and the spare made after its
+    start, once it is ready for the next run."""
+    store = store_making_spares(directory)
+    record(store, first_run)  # a slow create: a spare is made after the start
+    spares = wait_for_spares(directory)
+    spare_ready(store)
+    assert len(spares) == 1
+    return store, spares[0]
+
+
 def check_run(store: FileStore, uid: str) -> None:
     assert store.get_run_start(uid)["uid"] == uid
     assert store.get_run_stop(uid)["uid"] == f"{uid}-stop"
@@ -75,17 +86,14 @@ def check_run(store: FileStore, uid: str) -> None:
 
 def test_a_run_gets_the_file_made_ahead_for_it(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = store_making_spares(directory)
-    record(store, "first")  # a slow create: its start asks for the first spare
-    spares = wait_for_spares(directory)
-    spare_ready(store)
-    assert len(spares) == 1 and spares[0].stat().st_size == 0
-    spare_inode = spares[0].stat().st_ino
+    store, spare = store_with_a_spare(directory, "first")
+    assert spare.stat().st_size == 0
+    spare_inode = spare.stat().st_ino
     record(store, "second")
     run_file = directory / "second.jsonl"
     assert run_file.stat().st_ino == spare_inode
     assert run_file.stat().st_nlink == 1  # the spare's own name is gone
-    assert not spares[0].exists()
+    assert not spare.exists()
     # The same permissions as a file created directly (the first run's was).
     assert run_file.stat().st_mode == (directory / "first.jsonl").stat().st_mode
     check_run(store, "second")
@@ -141,10 +149,7 @@ def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> N
 
 def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = store_making_spares(directory)
-    record(store, "a")
-    wait_for_spares(directory)
-    spare_ready(store)
+    store, _ = store_with_a_spare(directory, "a")
     for spare in spare_folder(directory).iterdir():
         spare.unlink()  # e.g. someone cleaned the hidden folder
     record(store, "b")  # created directly
@@ -158,13 +163,10 @@ def test_a_spare_removed_under_the_store_costs_no_run(tmp_path: Path) -> None:
 
 def test_a_start_already_stored_keeps_the_spare_for_the_next_run(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = store_making_spares(directory)
-    record(store, "a")
-    spares = wait_for_spares(directory)
-    spare_ready(store)
-    inode = spares[0].stat().st_ino
+    store, spare = store_with_a_spare(directory, "a")
+    inode = spare.stat().st_ino
     store.insert(*run_docs("a")[0])  # the same start again: a no-op
-    assert spares[0].exists()
+    assert spare.exists()
     record(store, "b")
     assert (directory / "b.jsonl").stat().st_ino == inode
     check_run(store, "b")

@@ -81,7 +81,7 @@ class _SpareFiles:
         # layout; creating it later would move the run directory's mtime unrecorded) and a
         # pid can be asked whether it runs.
         self.enabled: bool | None = None
-        #: Whether files are being made ahead now (creates were slow); see ``create``.
+        #: Whether files are being made ahead now (creates were slow); see ``_create``.
         self.ahead = False
         self.slow_create_s = SLOW_CREATE_S
         self._taken_since_probe = 0
@@ -90,16 +90,22 @@ class _SpareFiles:
         self._swept = False
         self._folder_made = False
 
-    def take(self, path: str) -> int | None:
-        """Give the ready spare the name ``path``: its descriptor (open for appending), or
-        None when no spare is ready (the caller creates the file itself).  Call
-        :meth:`after_start` next, whatever this returned.
+    def open_run_file(self, path: str) -> int:
+        """Create the run file ``path`` (open for appending): the ready spare given that
+        name, or a file created directly and timed.  Call :meth:`after_start` next.
 
         Raises
         ------
-        FileExistsError
-            ``path`` exists; the spare is kept for the next run.
+        OSError
+            As ``os.open`` with ``O_EXCL`` (``FileExistsError`` when ``path`` exists; a
+            ready spare is then kept for the next run).
         """
+        fd = self._take(path)
+        return self._create(path) if fd is None else fd
+
+    def _take(self, path: str) -> int | None:
+        """Give the ready spare the name ``path``: its descriptor, or None when no spare is
+        ready (or this run is the one whose create is timed)."""
         if self.enabled is None:
             self.enabled = os.name == "posix" and os.path.isdir(os.path.dirname(self.folder))
         ready = self._next
@@ -132,15 +138,9 @@ class _SpareFiles:
         self._taken_since_probe += 1
         return fd
 
-    def create(self, path: str) -> int:
-        """Create the run file ``path`` directly (no spare was ready), noting whether that
-        was slow enough to make the next ones ahead.
-
-        Raises
-        ------
-        OSError
-            As ``os.open`` (``FileExistsError`` when ``path`` exists).
-        """
+    def _create(self, path: str) -> int:
+        """Create the run file ``path`` directly, noting whether that was slow enough to
+        make the next ones ahead."""
         began = time.perf_counter()
         fd = os.open(path, RUN_FILE_FLAGS, 0o644)
         self.ahead = time.perf_counter() - began > self.slow_create_s

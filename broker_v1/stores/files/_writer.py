@@ -516,9 +516,7 @@ class _Writer:
         # change in the index's links knows the directory need not be listed for it.
         before = _dir_mtime(self.path)
         try:
-            fd = self._spares.take(where)
-            if fd is None:
-                fd = self._spares.create(where)
+            fd = self._spares.open_run_file(where)
         except FileExistsError:
             fd = -1
         except OSError as err:
