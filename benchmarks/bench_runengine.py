@@ -1,7 +1,7 @@
 """Recording at RunEngine speed: validated single-document inserts of short, real-shaped runs.
 
 Run: python benchmarks/bench_runengine.py [--runs 2000] [--stores memory,strict,files,mongo]
-[--mongo-uri mongodb://host:port] [--mongo-runs 50]
+[--mongo-uri mongodb://host:port] [--mongo-runs 50] [--existing-runs 20000]
 
 Each run is ``workload.runengine_run_documents``: start, a ``baseline`` descriptor, a
 ``primary`` descriptor with 10 data keys and three devices' configuration, 20 primary and 2
@@ -13,7 +13,11 @@ the Mongo store, the same documents inserted one by one with pymongo alone into 
 collections with the same indexes), the time ``insert`` takes per document type, and what
 validating one document of each type costs.  The mongo store runs when a server URI is given
 (``--mongo-uri`` or ``BROKER_V1_TEST_MONGO_URI``).  Garbage is collected before every timed
-pass, so each starts from the same heap.  No assertions: speed is measured, not asserted.
+pass, so each starts from the same heap.  With ``--existing-runs N`` the files store records
+into a store that already holds N such runs (written first, not timed; each repeat adds its
+runs, with new uids, to the same store), as a beamline's store does after months: a bigger
+directory and index cost more per run than a fresh store shows.  No assertions: speed is
+measured, not asserted.
 """
 
 from __future__ import annotations
@@ -253,10 +257,27 @@ def drop_store(kind: str, store: Any, folder: Path, mongo: str | None = None) ->
         client.close()
 
 
-def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
-                  mongo_base: str | None = None) -> dict[str, Any]:
-    """Median docs/s over ``repeat`` fresh stores, with the floor measured alternately."""
+def prefill(folder: Path, runs: int) -> None:
+    """Write ``runs`` RunEngine-shaped runs into a files store at ``folder`` (not timed;
+    fsyncs deferred to the end, as a bulk copy would)."""
     from broker_v1 import Broker
+    from broker_v1.stores.files import FileStore
+
+    store = FileStore(path=folder)
+    db = Broker(store, timezone="UTC")
+    with store.deferred_sync():
+        for name, doc in workload(runs):
+            db.insert(name, doc)
+    store.close()
+
+
+def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
+                  mongo_base: str | None = None, existing: int = 0) -> dict[str, Any]:
+    """Median docs/s over ``repeat`` fresh stores, with the floor measured alternately; with
+    ``existing`` (files store only), over ``repeat`` passes into one store that held that
+    many runs before the first pass (each pass records new runs)."""
+    from broker_v1 import Broker
+    from broker_v1.stores.files import FileStore
 
     rates, floors, fsyncs, per_name, cpus = [], [], [], defaultdict(list), []
     durables: list[float] = []
@@ -269,9 +290,17 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
     warm = make_store(kind, scratch / f"{kind}-warm", database("warm"))  # compiles validators
     timed_inserts(Broker(warm, timezone="UTC").insert, docs[:26])
     drop_store(kind, warm, scratch / f"{kind}-warm", database("warm"))
+    grown = scratch / f"{kind}-existing"
+    if existing:
+        prefill(grown, existing)
     for i in range(repeat):
         folder = scratch / f"{kind}-{i}"
-        store = make_store(kind, folder, database(str(i)))
+        if existing:
+            folder = grown
+            docs = workload(len(docs) // 26)  # new uids: this store holds the last pass's
+            store = FileStore(path=folder)
+        else:
+            store = make_store(kind, folder, database(str(i)))
         db = Broker(store, timezone="UTC")
         gc.collect()  # earlier passes' garbage would be collected on this pass's clock
         cpu = time.process_time()
@@ -364,6 +393,9 @@ def main() -> None:
                         help="a MongoDB server for the mongo store (default: "
                              "$BROKER_V1_TEST_MONGO_URI); a database per pass is created "
                              "and dropped")
+    parser.add_argument("--existing-runs", type=int, default=0,
+                        help="files store only: record into a store already holding this "
+                             "many runs (written first, not timed) instead of a fresh one")
     parser.add_argument("--mongo-runs", type=int, default=50,
                         help="runs for the mongo store and its floor (the wire test server "
                              "takes about 15 ms per write, so 2,000 runs would take an hour)")
@@ -382,6 +414,10 @@ def main() -> None:
                 print(f"  mongo: {args.mongo_runs:,} runs, {len(mongo_docs):,} documents")
                 r = measure_store(kind, mongo_docs, repeat=args.repeat, scratch=scratch,
                                   mongo_base=args.mongo_uri)
+            elif kind == "files" and args.existing_runs:
+                print(f"  files: into a store already holding {args.existing_runs:,} runs")
+                r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch,
+                                  existing=args.existing_runs)
             else:
                 r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch)
             label = {"memory": "memory (compatible)", "strict": "memory (strict)",
