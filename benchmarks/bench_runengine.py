@@ -279,6 +279,8 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
     from broker_v1 import Broker
     from broker_v1.stores.files import FileStore
 
+    if existing and kind != "files":
+        raise ValueError(f"existing runs apply to the files store only, not {kind!r}")
     rates, floors, fsyncs, per_name, cpus = [], [], [], defaultdict(list), []
     durables: list[float] = []
     creates: list[float] = []
@@ -294,12 +296,11 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
     if existing:
         prefill(grown, existing)
     for i in range(repeat):
-        folder = scratch / f"{kind}-{i}"
         if existing:
-            folder = grown
-            docs = workload(len(docs) // 26)  # new uids: this store holds the last pass's
-            store = FileStore(path=folder)
+            docs = workload(len(docs) // 26)  # new uids: the store holds the last pass's
+            folder, store = grown, FileStore(path=grown)
         else:
+            folder = scratch / f"{kind}-{i}"
             store = make_store(kind, folder, database(str(i)))
         db = Broker(store, timezone="UTC")
         gc.collect()  # earlier passes' garbage would be collected on this pass's clock
