@@ -190,6 +190,11 @@ _LINK_KEEP_NS = 60 * 10**9
 _LINK_HOPS = 64
 
 
+#: What a failed index write raises: callers whose write can wait (a later scan of the run
+#: file, or any writer's next completion, records what it would have) suppress these.
+INDEX_WRITE_ERRORS = (sqlite3.Error, StoreUnavailable)
+
+
 def link_key(mtime_ns: int) -> str:
     """The meta key of the link that starts at directory mtime ``mtime_ns``."""
     return f"{_LINK_PREFIX}{mtime_ns:020d}"

@@ -9,16 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from ...errors import StoreUnavailable
 from .._columns import _sort_key
 from .._query import QueryMatcher, split_text
 from .._util import valid_unicode as _sqlable
 from ..base import DEFAULT_SORT, Doc, Sort
-from ._index import _WORD, _Index, _is_number, _sql_text
+from ._index import _WORD, INDEX_WRITE_ERRORS, _Index, _is_number, _sql_text
 from ._text_pending import PENDING_ROWIDS_SQL
 
 _PHRASE = re.compile(r'"([^"]*)"')
@@ -157,7 +155,7 @@ class _Search:
     def _complete_pending_text(self) -> None:
         # Keeps the pending branch of a text search short; searches find pending runs
         # anyway, so a failure to write (a locked or read-only index) is no error.
-        with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+        with contextlib.suppress(*INDEX_WRITE_ERRORS):
             self._index.write_pending_text()
 
     def _all_candidates(self, where: list[str], params: list[Any]) -> Iterator[Doc]:

@@ -191,7 +191,6 @@ class _SpareFiles:
             if not self._folder_made:
                 os.makedirs(self.folder, exist_ok=True)
                 self._folder_made = True
-            self._sweep_once()
             spare = os.path.join(self.folder, f"{os.getpid()}-{os.urandom(8).hex()}.jsonl")
             return os.open(spare, RUN_FILE_FLAGS, 0o644), spare
         except OSError:

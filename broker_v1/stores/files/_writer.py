@@ -42,7 +42,13 @@ from ._format import (
     _single_event,
     _uid_problem,
 )
-from ._index import _NAME_INDEXED, _Index, _run_row_values, record_link
+from ._index import (
+    _NAME_INDEXED,
+    INDEX_WRITE_ERRORS,
+    _Index,
+    _run_row_values,
+    record_link,
+)
 from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
@@ -745,7 +751,7 @@ class _Writer:
                     # The index write fails as StoreUnavailable (a full disk, say): the lines
                     # are in the file, past what the index says is scanned, so a later scan
                     # indexes them.
-                    with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+                    with contextlib.suppress(*INDEX_WRITE_ERRORS):
                         self._flush_state(state, [])
 
     def flush_all(self, close: bool = False) -> None:
@@ -758,7 +764,7 @@ class _Writer:
             state.dirty = False
             if self._index.is_open():
                 # As in _sync_dirty: what the index misses now, a later scan of the file finds.
-                with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+                with contextlib.suppress(*INDEX_WRITE_ERRORS):
                     self._flush_state(state, [])
             if close:
                 os.close(state.fd)
@@ -768,7 +774,7 @@ class _Writer:
         if self._index.is_open():
             # Deferrable: while the rows are pending, searches still find the runs, and any
             # writer's next completion writes them.
-            with contextlib.suppress(sqlite3.Error, StoreUnavailable):
+            with contextlib.suppress(*INDEX_WRITE_ERRORS):
                 self._index.write_pending_text()
         if close:
             self.last_started = None
