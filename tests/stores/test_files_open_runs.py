@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import pytest
 from broker_v1 import Broker
 from broker_v1.errors import DuplicateDocument
 from broker_v1.stores.files import FileStore
+from broker_v1.stores.files._format import STATE_DIR
+from broker_v1.stores.files._index import INDEX_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -91,20 +95,69 @@ def _python(code: str, *args: str) -> str:
 
 def test_descriptors_are_indexed_with_the_stop_in_one_transaction(tmp_path: Path) -> None:
     """Between a run's start and its stop, the writer commits nothing to the index; the stop's
-    one transaction records the descriptors."""
+    rows (its descriptors among them) are written in the transaction of the next run's start,
+    so recording costs one index transaction per run."""
     docs = run_docs("r1")
     with FileStore(path=tmp_path) as store:
         store.insert(*docs[0])
         statements: list[str] = []
         store._index.conn().set_trace_callback(statements.append)
-        for name, doc in docs[1:-1]:
+        for name, doc in docs[1:]:
             store.insert(name, doc)
         assert not [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE")]
-        assert _members(store) == set()
-        store.insert(*docs[-1])
+        statements.clear()
+        second = run_docs("r2")
+        store.insert(*second[0])
         store._index.conn().set_trace_callback(None)
         assert sum(s.startswith("BEGIN") for s in statements) == 1
+        # r1's stop rows, then r2's start, in that one transaction.
+        written = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE")]
+        assert any("r1-primary" in s for s in written)
+        assert any(s.startswith("UPDATE runs SET stop") and "'r1'" in s for s in written)
+        assert any(s.startswith("INSERT INTO runs") and "'r2'" in s for s in written)
         assert _members(store) == {("descriptor", "r1-baseline"), ("descriptor", "r1-primary")}
+
+
+def test_a_stop_not_yet_in_the_index_is_read_at_once(tmp_path: Path) -> None:
+    """Right after ``insert('stop')`` returns, this store (its reads write the waiting rows
+    first), another store on the directory and a raw look at the index after the sync timer
+    all see the stop."""
+    docs = run_docs("r1")
+    with FileStore(path=tmp_path, fsync_interval=0.05) as store, \
+            FileStore(path=tmp_path) as other:
+        for name, doc in docs:
+            store.insert(name, doc)
+        assert other.get_run_stop("r1") == docs[-1][1]
+        assert store.get_run_stop("r1") == docs[-1][1]
+        raw = sqlite3.connect(store._index.location)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                row = raw.execute("SELECT stop_uid FROM runs WHERE uid = 'r1'").fetchone()
+                if row == ("r1-stop",):
+                    break
+                time.sleep(0.02)
+            assert row == ("r1-stop",)
+        finally:
+            raw.close()
+
+
+def test_the_index_of_a_writer_killed_right_after_a_stop_is_completed(tmp_path: Path) -> None:
+    """A process killed after ``insert('stop')`` returned, before the index got the stop's
+    rows: the file has the stop (synced), and the next store to open the directory indexes
+    it from there."""
+    docs = run_docs("r3")
+    _python(DYING_WRITER, str(tmp_path), json.dumps(docs))
+    raw = sqlite3.connect(tmp_path / STATE_DIR / INDEX_NAME)
+    try:
+        assert raw.execute("SELECT stop FROM runs WHERE uid = 'r3'").fetchone() == (None,)
+    finally:
+        raw.close()
+    with FileStore(path=tmp_path) as store:
+        assert store.get_run_stop("r3") == docs[-1][1]
+        assert store.count_runs() == 1
+        assert [d["uid"] for d in store.get_descriptors("r3")] == ["r3-baseline", "r3-primary"]
+        assert _members(store) >= {("descriptor", "r3-baseline"), ("descriptor", "r3-primary")}
 
 
 def test_another_process_reads_descriptors_of_a_run_being_written(tmp_path: Path) -> None:

@@ -255,6 +255,8 @@ class _Index:
         self._pending_text = _PendingText()
         # the transaction whole-run copies keep open inside deferred_sync()
         self._batch_runs = 0
+        # rows of runs this process stopped, written with its next index transaction
+        self._deferred: list[Callable[[sqlite3.Connection], None]] = []
         self._batch_began = 0.0
 
     def describe(self) -> str:
@@ -424,6 +426,7 @@ class _Index:
                 # A forked child must not use its parent's connection; leave it unclosed.
                 self._db = None
                 self._pending_text.forget()
+                self._deferred.clear()  # the parent writes them
                 self.on_fork()
             self.connect()
         assert self._db is not None
@@ -435,6 +438,7 @@ class _Index:
             location = getattr(self, "_db_location", self._index_location())
             self.close()
             self._pending_text.forget()
+            self._deferred.clear()  # the rebuild reads them from the files
             if location == ":memory:":
                 self._open_db(location)
                 self.dir_mtime = None
@@ -476,9 +480,17 @@ class _Index:
         finally:
             os.close(fd)
 
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read query, rebuilding a corrupt index once."""
+    def read(
+        self, sql: str, params: Sequence[Any] = (), *, deferred_matter: bool = True
+    ) -> list[Any]:
+        """Run a read query, rebuilding a corrupt index once.
+
+        The rows left for the next transaction (:meth:`defer`) are written first, unless
+        ``deferred_matter`` is False: for a query whose answer they cannot change.
+        """
         with self._lock:
+            if self._deferred and deferred_matter:
+                self.write_deferred()
             try:
                 return self.conn().execute(sql, params).fetchall()
             except sqlite3.DatabaseError as err:
@@ -508,6 +520,7 @@ class _Index:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    self._write_deferred_in(conn)
                     result = fn(conn)
                     conn.execute("COMMIT")
                 except BaseException:
@@ -519,6 +532,31 @@ class _Index:
             except sqlite3.DatabaseError as err:
                 self._index_write_failed(err)
                 return None
+
+    def defer(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """Leave ``fn`` for this process's next index transaction (or its next read,
+        whichever comes first), instead of a transaction of its own.
+
+        Only for rows a run file already says: until they are written, the index still marks
+        that file open (``volatile``), so other processes' refreshes read what it gained.  A
+        transaction that fails drops them (with the same effect: the file is read again).
+        """
+        with self._lock:
+            self._deferred.append(fn)
+
+    def write_deferred(self) -> None:
+        """Write the deferred rows now, in a transaction of their own; a failure is left to
+        the refreshes that read the files again (see :meth:`defer`)."""
+        with self._lock:
+            if self._deferred and not self.disconnected():
+                with contextlib.suppress(*INDEX_WRITE_ERRORS):
+                    self.write(lambda conn: None)
+            self._deferred.clear()
+
+    def _write_deferred_in(self, conn: sqlite3.Connection) -> None:
+        deferred, self._deferred = self._deferred, []
+        for fn in deferred:
+            fn(conn)
 
     def _index_write_failed(self, err: sqlite3.DatabaseError) -> None:
         """Rebuild a corrupt index from the files; raise for anything else."""
@@ -544,6 +582,7 @@ class _Index:
                 if not conn.in_transaction:
                     conn.execute("BEGIN IMMEDIATE")
                     self._batch_runs, self._batch_began = 0, time.monotonic()
+                self._write_deferred_in(conn)
                 fn(conn)
             except BaseException as err:
                 self._abandon_batch(conn)
@@ -710,4 +749,15 @@ class _Index:
         if not _sqlable(uid):
             return None
         rows = self.read("SELECT file, start, stop FROM runs WHERE uid = ?", (uid,))
+        return rows[0] if rows else None
+
+    def run_start(self, uid: str) -> tuple[str, str] | None:
+        """``(file, start text)`` of a run, or None; rows left for the next transaction
+        are not written first (they never add a run or change its start), so the start's
+        duplicate check does not cost the stop before it a transaction of its own."""
+        if not _sqlable(uid):
+            return None
+        rows = self.read(
+            "SELECT file, start FROM runs WHERE uid = ?", (uid,), deferred_matter=False
+        )
         return rows[0] if rows else None

@@ -180,6 +180,7 @@ class FileStore(DocumentStore):
         return self._index.location
 
     def _index_conn(self) -> sqlite3.Connection:
+        self._index.write_deferred()
         return self._index.conn()
 
     def _index_rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -311,8 +312,8 @@ class FileStore(DocumentStore):
         if row is None:
             return None
         if row[2] is None:
-            if self._writer.writing(row[0]):
-                return None  # we are writing it and have not written its stop
+            # Not started here (checked above): another process may have written its stop
+            # since, even into a file this store appends to too.
             self._scan.refresh_file(row[0])
             row = self._index.run_row(run_start_uid)
             if row is None or row[2] is None:

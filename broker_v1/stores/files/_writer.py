@@ -633,17 +633,24 @@ class _Writer:
             self._entry_durable(state)
         state.dirty = False
         st = os.fstat(state.fd)
+        members, scanned = _pending_members(state), state.size
 
         def record(conn: sqlite3.Connection) -> None:
-            self._index.record_members(conn, _pending_members(state))
+            self._index.record_members(conn, members)
             self._index.record_stop(conn, doc["run_start"], doc, text.decode("ascii"))
             conn.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, scanned = max(scanned, ?), "
                 "volatile = 0 WHERE name = ?",
-                (st.st_size, st.st_mtime_ns, state.size, file),
+                (st.st_size, st.st_mtime_ns, scanned, file),
             )
 
-        self._index.write(record)
+        if self.fsync_interval > 0:
+            # Written with the next run's start (one index transaction per run), or by the
+            # sync timer: the file, synced above, already says all of it.
+            self._index.defer(record)
+            self._schedule_sync()
+        else:
+            self._index.write(record)
         state.pending_datums.clear()
         state.pending_descriptors.clear()
         state.started_here = False
@@ -739,6 +746,7 @@ class _Writer:
             self._sync_timer = None
             if os.getpid() != self._index.pid:
                 return
+            self._index.write_deferred()
             for state in list(self.states.values()):
                 if state.fd is None:
                     continue
@@ -772,6 +780,7 @@ class _Writer:
                 state.started_here = False
                 state.acc, state.doc_lines = None, []
         if self._index.is_open():
+            self._index.write_deferred()
             # Deferrable: while the rows are pending, searches still find the runs, and any
             # writer's next completion writes them.
             with contextlib.suppress(*INDEX_WRITE_ERRORS):
