@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from ..documents import DOCUMENT_NAMES, describe_doc, doc_uid, validate_document
 from ..errors import DuplicateDocument, InvalidDocument
-from ._util import DocumentValueError, sanitize
+from ._util import DocumentValueError, copy_scalar_event, sanitize
 
 __all__ = [
     "Doc",
@@ -90,6 +90,10 @@ def prepare(name: str, doc: Any) -> Doc:
             f"{name} document must be a dict, got {type(doc).__name__}. Nothing was written.",
             name=name,
         )
+    if name == "event" and type(doc) is dict:
+        clean_event = copy_scalar_event(doc)  # most events: no walk through the document
+        if clean_event is not None:
+            return clean_event
     try:
         # sanitize copies a dict itself; other mappings become one first.
         clean: Doc = sanitize(doc if type(doc) is dict else dict(doc))

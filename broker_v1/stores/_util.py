@@ -218,6 +218,39 @@ def _copy_known_keys(value: dict[str, Any], _depth: int) -> dict[str, Any]:
     return out
 
 
+#: A single event's fields: scalar ones, and the mappings of data keys to scalars.
+_EVENT_SCALARS = ("uid", "time", "seq_num", "descriptor")
+_EVENT_MAPPINGS = ("data", "timestamps", "filled")
+_EVENT_KEYS = frozenset(_EVENT_SCALARS + _EVENT_MAPPINGS)
+
+
+def copy_scalar_event(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`sanitize` of a single event that holds plain scalars only (the common case: a
+    RunEngine reading of motors and counters), checked and copied in a few C calls, or None
+    for any other document, which :func:`sanitize` then copies or refuses.
+
+    The copy equals what :func:`sanitize` returns and shares nothing mutable with ``doc``.
+    Keys must be exact strs: at the top an event's own field names, inside ``data``,
+    ``timestamps`` and ``filled`` keys :func:`sanitize` has already passed.
+    """
+    # Key types first, so no str subclass's __eq__ or __hash__ runs.
+    if not (_STR_TYPE.issuperset(map(type, doc)) and doc.keys() <= _EVENT_KEYS
+            and _PLAIN_TYPES.issuperset(map(type, map(doc.get, _EVENT_SCALARS)))):
+        return None
+    out = doc.copy()
+    for field in _EVENT_MAPPINGS:
+        inner = doc.get(field)
+        cls = type(inner)
+        if cls is dict:
+            if not (_STR_TYPE.issuperset(map(type, inner)) and _KEYS_OK.issuperset(inner)
+                    and _PLAIN_TYPES.issuperset(map(type, inner.values()))):
+                return None
+            out[field] = inner.copy()
+        elif cls not in _PLAIN:
+            return None
+    return out
+
+
 def _too_deep(value: Any) -> DocumentValueError:
     return DocumentValueError(
         f"dicts and lists are nested more than {MAX_DEPTH} levels deep (MongoDB's limit, kept "

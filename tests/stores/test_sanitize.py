@@ -127,3 +127,82 @@ def test_key_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sanitize({"k99": 1}) == {"k99": 1}  # keys beyond the bound are still checked
     with pytest.raises(DocumentValueError, match="contains '.'"):
         sanitize({"k.99": 1})
+
+
+# --------------------------------------------------------------------- copy_scalar_event
+def _same(a: Any, b: Any) -> bool:
+    """Equal, with the same type at every level (``1 == 1.0 == True`` is not enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b or (a != a and b != b)  # NaN
+
+
+NAN = float("nan")
+#: Events, and whether the scalar fast path takes them (the others go to sanitize).
+EVENTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "RunEngine reading": (EVENT, True),
+    "no filled": ({k: v for k, v in EVENT.items() if k != "filled"}, True),
+    "datum ids in filled": (dict(EVENT, filled={"x": "res/1"}), True),
+    "NaN reading": (dict(EVENT, data={"x": NAN}, timestamps={"x": 1.0}), True),
+    "bool time": (dict(EVENT, time=True), True),
+    "data None": (dict(EVENT, data=None), True),
+    "missing fields": ({"uid": "u", "data": {"x": 1.0}}, True),
+    "array reading": (dict(EVENT, data={"x": [1.0, 2.0]}), False),
+    "tuple reading": (dict(EVENT, data={"x": (1.0, 2.0)}), False),
+    "nested dict reading": (dict(EVENT, data={"x": {"y": 1.0}}), False),
+    "extra field": (dict(EVENT, extra=1), False),
+    "list uid": (dict(EVENT, uid=["u"]), False),
+    "str subclass value": (dict(EVENT, data={"x": Key("v")}), False),
+    "str subclass data key": (dict(EVENT, data={Key("x"): 1.0}), False),
+    "str subclass field": ({Key("uid"): "u", "data": {}}, False),
+    "dotted data key": (dict(EVENT, data={"a.b": 1.0}), False),
+    "unseen data key": (dict(EVENT, data={"never_seen_before": 1.0}), False),
+    "opaque reading": (dict(EVENT, data={"x": Opaque()}), False),
+    "opaque uid": (dict(EVENT, uid=Opaque()), False),
+    "int data key": (dict(EVENT, data={1: 1.0}), False),
+}
+
+
+@pytest.mark.parametrize("label", sorted(EVENTS))
+def test_scalar_event_copy_equals_sanitize(label: str) -> None:
+    doc, fast = EVENTS[label]
+    _util._KEYS_OK.clear()
+    _learn_keys(EVENT)
+    copy = _util.copy_scalar_event(doc)
+    assert (copy is not None) is fast
+    if copy is None:
+        return
+    assert _same(copy, sanitize(doc))
+    for field in ("data", "timestamps", "filled"):
+        if isinstance(doc.get(field), dict):
+            assert copy[field] is not doc[field]
+            doc_before = dict(doc[field])
+            copy[field]["added"] = 1  # the copy shares nothing mutable with the input
+            assert doc[field] == doc_before
+
+
+def test_prepare_gives_events_the_same_copy_or_refusal_as_sanitize() -> None:
+    """Through the insert path's ``prepare``: every event above is stored as sanitize would
+    copy it, or refused with the message sanitize's refusal gives."""
+    from broker_v1.errors import InvalidDocument
+    from broker_v1.stores._checks import prepare
+
+    _learn_keys(EVENT)
+    for label, (doc, _) in EVENTS.items():
+        try:
+            expected: Any = ("ok", sanitize(doc))
+        except DocumentValueError as err:
+            expected = ("refused", str(err))
+        try:
+            got: Any = ("ok", prepare("event", doc))
+        except InvalidDocument as err:
+            got = ("refused", str(err))
+        assert got[0] == expected[0], label
+        if got[0] == "ok":
+            assert _same(got[1], expected[1]), label
+        else:
+            assert expected[1] in got[1], label
