@@ -255,9 +255,9 @@ class _Index:
         self._pending_text = _PendingText()
         # the transaction whole-run copies keep open inside deferred_sync()
         self._batch_runs = 0
+        self._batch_began = 0.0
         # rows of runs this process stopped, written with its next index transaction
         self._deferred: list[Callable[[sqlite3.Connection], None]] = []
-        self._batch_began = 0.0
 
     def describe(self) -> str:
         """The store's description, for messages."""

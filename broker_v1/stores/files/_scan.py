@@ -56,6 +56,8 @@ _DIR_TRUST_SECONDS = 1.0
 # in 100 here).
 _LINK_RECENT_NS = 50_000_000
 _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
+
+
 class _Scanner:
     """Keeps one directory's index up to date with its files.
 
