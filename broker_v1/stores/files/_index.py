@@ -745,19 +745,17 @@ class _Index:
         rows = self.read("SELECT file FROM members WHERE kind = ? AND uid = ?", (kind, uid))
         return rows[0][0] if rows else None
 
-    def run_row(self, uid: str) -> tuple[Any, ...] | None:
-        if not _sqlable(uid):
-            return None
-        rows = self.read("SELECT file, start, stop FROM runs WHERE uid = ?", (uid,))
-        return rows[0] if rows else None
-
-    def run_start(self, uid: str) -> tuple[str, str] | None:
-        """``(file, start text)`` of a run, or None; rows left for the next transaction
-        are not written first (they never add a run or change its start), so the start's
-        duplicate check does not cost the stop before it a transaction of its own."""
+    def run_row(
+        self, uid: str, *, deferred_matter: bool = True
+    ) -> tuple[Any, ...] | None:
+        """``(file, start text, stop text)`` of a run, or None.  The start's duplicate check
+        passes ``deferred_matter=False``: rows left for the next transaction never add a run
+        or change its start, and writing them there would cost the stop before it a
+        transaction of its own."""
         if not _sqlable(uid):
             return None
         rows = self.read(
-            "SELECT file, start FROM runs WHERE uid = ?", (uid,), deferred_matter=False
+            "SELECT file, start, stop FROM runs WHERE uid = ?", (uid,),
+            deferred_matter=deferred_matter,
         )
         return rows[0] if rows else None

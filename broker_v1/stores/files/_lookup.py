@@ -113,14 +113,14 @@ class _Lookup:
             start = self._writer.open_start(key)
             if start is not None:
                 return start
-            row = self._index.run_start(key)
+            row = self._index.run_row(key, deferred_matter=False)
             if row is None and _uid_problem(key) is None:
                 # Written by another process and not indexed yet?
                 for suffix in _SUFFIXES:
                     # os.path: a pathlib join and is_file cost about 20 µs per start here.
                     if os.path.isfile(os.path.join(self._dirname, key + suffix)):
                         self._refresh_file(key + suffix)
-                        row = self._index.run_start(key)
+                        row = self._index.run_row(key, deferred_matter=False)
                         break
             return None if row is None else json.loads(row[1])
         if name == "descriptor":
