@@ -118,6 +118,25 @@ def test_descriptors_are_indexed_with_the_stop_in_one_transaction(tmp_path: Path
         assert _members(store) == {("descriptor", "r1-baseline"), ("descriptor", "r1-primary")}
 
 
+def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) -> None:
+    """A descriptor the index does not know is checked against the index and the files it
+    marks open in one statement; one it knows is found by that statement too."""
+    docs = run_docs("r7")
+    with FileStore(path=tmp_path) as store:
+        store.insert(*docs[0])
+        statements: list[str] = []
+        store._index.conn().set_trace_callback(statements.append)
+        store.insert(*docs[1])
+        store._index.conn().set_trace_callback(None)
+        reads = [s for s in statements if s.startswith("SELECT")]
+        assert len(reads) == 1 and "r7-baseline" in reads[0] and "volatile" in reads[0]
+        for name, doc in docs[2:]:
+            store.insert(name, doc)
+    with FileStore(path=tmp_path) as fresh:  # knows nothing of r7 but what the index says
+        assert fresh._writer.member_file("descriptor", "r7-primary") == "r7.jsonl"
+        assert fresh._writer.member_file("descriptor", "r7-unknown") is None
+
+
 def test_a_stop_not_yet_in_the_index_is_read_at_once(tmp_path: Path) -> None:
     """Right after ``insert('stop')`` returns, this store (its reads write the waiting rows
     first), another store on the directory and a raw look at the index after the sync timer

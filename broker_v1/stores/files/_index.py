@@ -638,6 +638,26 @@ class _Index:
         )
         return {r[0]: r for r in rows}
 
+    def descriptor_file_or_open_files(
+        self, uid: str
+    ) -> tuple[str | None, dict[str, tuple[Any, ...]]]:
+        """The file the index gives descriptor ``uid``, or (when it gives none) the rows of
+        the files it marks open, as :meth:`file_rows` would give them: one statement where a
+        new descriptor's duplicate check would otherwise read twice."""
+        if not _sqlable(uid):
+            return None, self.file_rows("WHERE volatile = 1")
+        rows = self.read(
+            "SELECT file, NULL, NULL, NULL, NULL, NULL, NULL FROM members "
+            "WHERE kind = 'descriptor' AND uid = ? "
+            "UNION ALL SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files "
+            "WHERE volatile = 1 AND NOT EXISTS "
+            "(SELECT 1 FROM members WHERE kind = 'descriptor' AND uid = ?)",
+            (uid, uid),
+        )
+        if rows and rows[0][1] is None:  # a file row's size is never NULL
+            return rows[0][0], {}
+        return None, {r[0]: r for r in rows}
+
     def forget_file(self, conn: sqlite3.Connection, name: str) -> None:
         for (rowid,) in conn.execute("SELECT id FROM runs WHERE file = ?", (name,)).fetchall():
             if self.fts:

@@ -249,15 +249,25 @@ class _Scanner:
             self._index_files(changed[i : i + 200])
         self._settle(dir_stat, listed_at)
 
-    def refresh_open(self, skip: Callable[[str], bool]) -> bool:
+    def refresh_open(
+        self,
+        skip: Callable[[str], bool],
+        open_files: dict[str, tuple[Any, ...]] | None = None,
+    ) -> bool:
         """Index what the open run files, but those ``skip(name)`` names, gained since they
         were last indexed (a writer records a run's descriptors with its stop; readers find
-        them sooner this way); True when any file was re-indexed."""
+        them sooner this way); True when any file was re-indexed.  ``open_files``: the index's
+        rows of its open files when the caller has just read them."""
         with self._lock:
-            return self._check_volatile(skip)
+            return self._check_volatile(skip, open_files)
 
-    def _check_volatile(self, skip: Callable[[str], bool] | None = None) -> bool:
-        rows = self._index.file_rows("WHERE volatile = 1")
+    def _check_volatile(
+        self,
+        skip: Callable[[str], bool] | None = None,
+        rows: dict[str, tuple[Any, ...]] | None = None,
+    ) -> bool:
+        if rows is None:
+            rows = self._index.file_rows("WHERE volatile = 1")
         changed = []
         for name, row in rows.items():
             if skip is not None and skip(name):

@@ -249,9 +249,13 @@ class _Writer:
         """The file holding a descriptor or resource: this process's writes, the index, and
         for a descriptor not found there, the runs other processes are still writing (their
         descriptors reach the index with their stop; until then their files hold them)."""
-        known = self.desc_file if kind == "descriptor" else self.res_file
-        name = known.get(uid) or self._index.member_file(kind, uid)
-        if name is None and kind == "descriptor" and self.index_open_runs():
+        if kind != "descriptor":
+            return self.res_file.get(uid) or self._index.member_file(kind, uid)
+        name = self.desc_file.get(uid)
+        if name is not None:
+            return name
+        name, open_files = self._index.descriptor_file_or_open_files(uid)
+        if name is None and self._refresh_open(self.writing, open_files):
             name = self._index.member_file(kind, uid)
         return name
 
