@@ -7,6 +7,7 @@ filter); the :class:`~broker_v1.stores._query.QueryMatcher` decides on every can
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,11 @@ from ._text_pending import PENDING_ROWIDS_SQL
 _PHRASE = re.compile(r'"([^"]*)"')
 _ASCII_WORD = re.compile(r"[a-z0-9_]+")
 _EXACT_INT = 2**53
+#: Rows asked for by the pages of a time-ordered search, then the last size repeated.  The
+#: first page asks for one row: SQLite stops at the first match, where a bigger first page
+#: scanned the whole index for a value fewer runs hold than it asked for (160 ms at 100,000
+#: runs for ``next(iter(db(plan_name=...)))``).
+_PAGE_SIZES = (1, 20, 100, 500, 2000)
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str | None]:
@@ -173,14 +179,14 @@ class _Search:
         descending: bool,
     ) -> Iterator[Doc]:
         # Keyset pagination: short statements, no cursor held open between yields, and the
-        # first page small so the first result arrives quickly.
+        # first page one row so the first result arrives as soon as SQLite finds it.
         order = "DESC" if descending else "ASC"
         cmp = "<" if descending else ">"
         base = "SELECT time, uid, start FROM runs"
-        batch = 20
         last: tuple[float, str] | None = None
         produced = 0
-        while True:
+        for page in itertools.count():
+            batch = _PAGE_SIZES[min(page, len(_PAGE_SIZES) - 1)]
             conds = list(where)
             args = list(params)
             if last is not None:
@@ -206,7 +212,6 @@ class _Search:
             if len(rows) < batch:
                 return
             last = (rows[-1][0], rows[-1][1])
-            batch = min(batch * 5, 2000)
 
     def pushdown(self, query: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         """SQL conditions that every run matching ``query`` satisfies (a superset filter;
