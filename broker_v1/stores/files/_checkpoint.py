@@ -21,7 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 #: Commits of the store's connection between two background checkpoints: a RunEngine-shaped
-#: run commits four transactions of about seven pages each, so this is about every 60 runs.
+#: run commits one transaction of about 17 pages (its start with the previous run's stop
+#: rows), so this is about every 256 runs.
 #: Rarer is better on a shared disk: each checkpoint fsyncs twice, and those fsyncs queue
 #: with the stops' (measured in benchmarks/bench_runengine.py, 32 to 256 commits).
 CHECKPOINT_EVERY = 256
