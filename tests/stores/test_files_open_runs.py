@@ -137,6 +137,57 @@ def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) 
         assert fresh._writer.member_file("descriptor", "r7-unknown") is None
 
 
+def test_a_reader_commits_nothing_while_an_open_run_gains_only_events(tmp_path: Path) -> None:
+    """A store looking up while another appends events to an open run reads the new lines
+    but writes nothing to the index (so it never takes the write lock the writer needs); a
+    descriptor appended later is indexed at the next lookup, and the stop after it."""
+    docs = run_docs("r8", n_events=6)
+    extra = {"uid": "r8-extra", "run_start": "r8", "time": T0 + 50, "name": "extra",
+             "data_keys": {"y": {"dtype": "number", "shape": [], "source": "s"}}}
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        for name, doc in docs[:3]:  # the start and both descriptors
+            writer.insert(name, doc)
+        assert db[-1].start["uid"] == "r8"
+        statements: list[str] = []
+        reader._index.conn().set_trace_callback(statements.append)
+        for name, doc in docs[3:-1]:
+            writer.insert(name, doc)
+            assert db[-1].start["uid"] == "r8"
+            assert db["r8"].start["uid"] == "r8"
+        assert not [s for s in statements if s.startswith("BEGIN")]
+        assert [e["data"]["x"] for e in reader.iter_events("r8-primary")] == [
+            1.0, 2.0, 3.0, 4.0, 5.0]
+        writer.insert("descriptor", extra)
+        db[-1]
+        assert sum(s.startswith("BEGIN") for s in statements) == 1
+        reader._index.conn().set_trace_callback(None)
+        assert ("descriptor", "r8-extra") in _members(reader)
+        assert reader.get_descriptor("r8-extra")["name"] == "extra"
+        writer.insert(*docs[-1])
+        assert db["r8"].stop["uid"] == "r8-stop"
+
+
+def test_an_open_run_file_replaced_under_its_name_is_indexed_anew(tmp_path: Path) -> None:
+    """What a reader remembers of an open run file's events holds for that file only: the
+    same name holding another file (another start) is indexed from its first line."""
+    docs = run_docs("r9", n_events=3)
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        for name, doc in docs[:-2]:
+            writer.insert(name, doc)
+        assert db[-1].start["plan_name"] == "scan"
+        writer.insert(*docs[-2])  # an event: remembered, not indexed
+        assert db[-1].start["plan_name"] == "scan"
+        # Longer than the file it replaces, events past the length read: only the first line
+        # tells them apart.
+        other = [("start", dict(docs[0][1], plan_name="replaced"))] + run_docs("r9", 12)[1:-1]
+        (tmp_path / "r9.tmp").write_text("".join(json.dumps(list(d)) + "\n" for d in other))
+        assert (tmp_path / "r9.tmp").stat().st_size > (tmp_path / "r9.jsonl").stat().st_size
+        os.replace(tmp_path / "r9.tmp", tmp_path / "r9.jsonl")
+        assert db[-1].start["plan_name"] == "replaced"
+
+
 def test_a_stop_not_yet_in_the_index_is_read_at_once(tmp_path: Path) -> None:
     """Right after ``insert('stop')`` returns, this store (its reads write the waiting rows
     first), another store on the directory and a raw look at the index after the sync timer

@@ -56,6 +56,8 @@ _DIR_TRUST_SECONDS = 1.0
 # in 100 here).
 _LINK_RECENT_NS = 50_000_000
 _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
+#: Run file lines the index records nothing of (the start is recorded from the first line).
+_NOT_INDEXED = frozenset((b"event", b"event_page", b"start"))
 
 
 class _Scanner:
@@ -98,6 +100,10 @@ class _Scanner:
         self._stored_mtime: str | None = ""  # "": not known yet
         # The names of the last listing (None: compare the next one with the index).
         self._listed: set[str] | None = None
+        # Open run files this process found to have gained only events since the index
+        # recorded them, by name: (the row read against: size, mtime, scanned, head CRC; the
+        # inode; the size and mtime read; the offset read up to).  See _only_events_since.
+        self._events_only: dict[str, tuple[tuple[Any, ...], int, int, int, int]] = {}
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -268,6 +274,8 @@ class _Scanner:
     ) -> bool:
         if rows is None:
             rows = self._index.file_rows("WHERE volatile = 1")
+        for name in [n for n in self._events_only if n not in rows]:
+            del self._events_only[name]  # stopped or forgotten since
         changed = []
         for name, row in rows.items():
             if skip is not None and skip(name):
@@ -277,11 +285,53 @@ class _Scanner:
             except FileNotFoundError:
                 self._recheck_at = 0.0  # the directory changed after all: list it next time
                 continue
-            if row[1] != st.st_size or row[2] != st.st_mtime_ns:
+            if (row[1] != st.st_size or row[2] != st.st_mtime_ns) and not (
+                self._only_events_since(name, row, st)
+            ):
                 changed.append((name, st, row))
         if changed:
             self._index_files(changed)
         return bool(changed)
+
+    def _only_events_since(self, name: str, row: tuple[Any, ...], st: os.stat_result) -> bool:
+        """Whether the open run file ``name`` gained nothing the index records since ``row``
+        (its files row) was written: only events, or a line still being written.
+
+        Then no index transaction is needed, so a process looking up while a run records
+        does not take the index's write lock (which the writer waits for) at every lookup;
+        what was read is remembered, so the next look reads only what follows.  Descriptors,
+        resources, datums or a stop (or a file that is not the one the row describes) leave
+        the file to :meth:`_index_file`.
+        """
+        if row[5] != "run" or row[4] is None:
+            return False
+        read = self._events_only.get(name)
+        offset: int | None = None
+        if read is not None and read[0] == row[1:5] and read[1] == st.st_ino:
+            if (read[2], read[3]) == (st.st_size, st.st_mtime_ns):
+                return True  # nothing new since the last look
+            offset = read[4]
+        try:
+            with open(self.path / name, "rb") as f:
+                if offset is None:
+                    head = _read_first_line(f)
+                    if head is None or zlib.crc32(head) != row[4] or row[3] < len(head):
+                        return False  # another file under this name: index it anew
+                    offset = row[3]
+                if st.st_size < offset:
+                    return False  # shorter than what was read: let _index_file decide
+                f.seek(offset)
+                data = f.read(st.st_size - offset)
+        except OSError:
+            return False
+        end = data.rfind(b"\n") + 1
+        for line in data[:end].split(b"\n"):
+            # The lines _scan_members would record; others it skips, as here.
+            m = _NAME_RE.match(line)
+            if m is not None and m.group(1) not in _NOT_INDEXED:
+                return False
+        self._events_only[name] = (row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end)
+        return True
 
     def _index_files(
         self, items: Sequence[tuple[str, os.stat_result, tuple[Any, ...] | None]]
@@ -429,8 +479,7 @@ class _Scanner:
                 m = _NAME_RE.match(line)
                 if m is None:
                     continue
-                kind = m.group(1)
-                if kind in (b"event", b"event_page", b"start"):
+                if m.group(1) in _NOT_INDEXED:
                     continue
                 try:
                     doc_name, doc = _check_pair(json.loads(line), path, None)
