@@ -12,12 +12,15 @@ header) in a loop, three ways:
 * ``ours``: a second process records RunEngine-shaped runs through broker_v1 as fast as it
   can (its runs reach the reader through the shared index); the search asks for its newest
   run (``plan_name="scan"``);
+* ``long``: a second process records one long scan through broker_v1, an event every
+  millisecond (an analysis process polling a running fly scan); the search asks for it;
 * ``foreign``: a second process writes plain JSONL run files (no broker_v1, no index), one
   every ``--foreign-interval`` seconds; the search asks for ``plan_name="foreign"``.
 
-Each line gives the median, p95 and max per call, and how many runs the writer added while
-the reader looked.  That those runs are visible at once is proven by
-``tests/stores/test_files_freshness.py``, not here.
+Each line gives the median, p95 and max per call, how many runs the writer added while the
+reader looked, and how many index transactions the reader committed meanwhile (each takes
+the index's write lock, which the writer waits for).  That those runs are visible at once is
+proven by ``tests/stores/test_files_freshness.py``, not here.
 """
 
 from __future__ import annotations
@@ -55,6 +58,26 @@ while True:
     for name, doc in runengine_run_documents(10_000_000 + i):
         db.insert(name, doc)
     i += 1
+"""
+
+# One long scan recorded through broker_v1: a start, a descriptor, then an event every
+# millisecond (a beamline's fly scan or a slow step scan being polled by an analysis process).
+LONG_SCAN = r"""
+import sys, time, uuid
+from broker_v1.stores.files import FileStore
+store = FileStore(path=sys.argv[1])
+uid = str(uuid.uuid4())
+t0 = time.time()
+store.insert("start", {"uid": uid, "time": t0, "scan_id": 1, "plan_name": "long"})
+store.insert("descriptor", {"uid": uid + "-d", "run_start": uid, "time": t0, "name": "primary",
+                            "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}}})
+print("ready", flush=True)
+i = 0
+while True:
+    store.insert("event", {"uid": f"{uid}-{i}", "descriptor": uid + "-d", "time": t0 + i,
+                           "seq_num": i + 1, "data": {"x": float(i)}, "timestamps": {"x": t0}})
+    i += 1
+    time.sleep(0.001)
 """
 
 FOREIGN = r"""
@@ -117,14 +140,17 @@ def loop(db: Any, uids: list[str], seconds: float, plan: str) -> dict[str, list[
     return times
 
 
-def report(label: str, times: dict[str, list[float]], added: int) -> None:
+def report(label: str, times: dict[str, list[float]], added: int,
+           commits: int | None = None) -> None:
     parts = []
     for name, ts in times.items():
         ts = sorted(ts)
         parts.append(f"{name} {statistics.median(ts) * 1e3:.3f} / "
                      f"{ts[int(0.95 * (len(ts) - 1))] * 1e3:.3f} / {ts[-1] * 1e3:.1f}")
     print(f"  {label:<8} median / p95 / max ms: " + ", ".join(parts)
-          + f"   ({len(times['db[-1]'])} loops, {added} runs added; target <= {TARGET_MS} ms)")
+          + f"   ({len(times['db[-1]'])} loops, {added} runs added"
+          + ("" if commits is None else f", {commits} index transactions of the reader")
+          + f"; target <= {TARGET_MS} ms)")
 
 
 def count_runs(directory: Path) -> int:
@@ -141,11 +167,20 @@ def with_writer(code: str, args: list[str], directory: Path, db: Any, uids: list
         assert proc.stdout is not None
         proc.stdout.readline()  # ready
         time.sleep(0.5)  # the writer is under way
-        times = loop(db, uids, seconds, plan)
+        # The index transactions this process commits while it only looks up: each takes the
+        # write lock the writer needs too.
+        statements: list[str] = []
+        connection = db.store._index.conn()
+        connection.set_trace_callback(statements.append)
+        try:
+            times = loop(db, uids, seconds, plan)
+        finally:
+            connection.set_trace_callback(None)
+        commits = sum(s.startswith("BEGIN") for s in statements)
     finally:
         proc.kill()
         proc.wait()
-    report(label, times, count_runs(directory) - before)
+    report(label, times, count_runs(directory) - before, commits)
 
 
 def main() -> None:
@@ -177,6 +212,8 @@ def main() -> None:
         bench_dir = str(Path(__file__).resolve().parent)
         with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
                     "ours", "scan")
+        with_writer(LONG_SCAN, [str(directory)], directory, db, uids, args.seconds,
+                    "long", "long")
         with_writer(FOREIGN, [str(directory), str(args.foreign_interval)], directory, db, uids,
                     args.seconds, "foreign", "foreign")
     finally:
