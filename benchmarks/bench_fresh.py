@@ -5,15 +5,15 @@ Run: python benchmarks/bench_fresh.py [--runs 2000 | --full] [--seconds 5]
 The store is built fast: ``--runs`` small suitcase-jsonl run files written directly (one
 ``write`` each, no fsync), then one index build (the first open).  This process (the reader)
 then times ``db[-1]``, ``db[uid]`` (a random existing run) and ``db(plan_name=...)`` (first
-header) in a loop, three ways:
+header) in a loop, four ways:
 
 * ``quiet``: no writer, directory mtime old (the steady state); the search asks for
   ``plan_name="target"`` (every 40th run of the store);
+* ``long``: a second process records one long scan through broker_v1, an event every
+  millisecond (an analysis process polling a running fly scan); the search asks for it;
 * ``ours``: a second process records RunEngine-shaped runs through broker_v1 as fast as it
   can (its runs reach the reader through the shared index); the search asks for its newest
   run (``plan_name="scan"``);
-* ``long``: a second process records one long scan through broker_v1, an event every
-  millisecond (an analysis process polling a running fly scan); the search asks for it;
 * ``foreign``: a second process writes plain JSONL run files (no broker_v1, no index), one
   every ``--foreign-interval`` seconds; the search asks for ``plan_name="foreign"``.
 
@@ -210,10 +210,12 @@ def main() -> None:
         print(f"{len(uids):,} runs; reader in this process, {args.seconds:.0f} s per line")
         report("quiet", loop(db, uids, args.seconds, "target"), 0)
         bench_dir = str(Path(__file__).resolve().parent)
-        with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
-                    "ours", "scan")
+        # Before "ours": the runs that writer records are dated later than any other, so a
+        # search for the long scan's plan would then read all of them first.
         with_writer(LONG_SCAN, [str(directory)], directory, db, uids, args.seconds,
                     "long", "long")
+        with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
+                    "ours", "scan")
         with_writer(FOREIGN, [str(directory), str(args.foreign_interval)], directory, db, uids,
                     args.seconds, "foreign", "foreign")
     finally:
