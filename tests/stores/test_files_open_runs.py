@@ -188,6 +188,36 @@ def test_an_open_run_file_replaced_under_its_name_is_indexed_anew(tmp_path: Path
         assert db[-1].start["plan_name"] == "replaced"
 
 
+def test_an_open_run_file_rewritten_in_place_is_read_from_its_last_indexed_line(
+    tmp_path: Path,
+) -> None:
+    """A run file whose tail was rewritten in place (as a repair does) after a reader read
+    its events: what the reader remembered no longer ends on a line there, so the file is
+    indexed from where the index last recorded it, and a descriptor now spanning that
+    point is found."""
+    docs = run_docs("r10", n_events=6)
+    path = tmp_path / "r10.jsonl"
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        for name, doc in docs[:3]:
+            writer.insert(name, doc)
+        db[-1]  # indexes both descriptors: the index has read the file to here
+        indexed = path.stat().st_size
+        for name, doc in docs[3:-1]:
+            writer.insert(name, doc)
+        db[-1]  # only events since: remembered, not indexed
+        read_to = path.stat().st_size
+        late = {"uid": "r10-late", "run_start": "r10", "time": T0 + 60, "name": "late",
+                "data_keys": {"y": {"dtype": "number", "shape": [], "source": "s" * 2000}}}
+        with open(path, "r+b") as f:
+            f.truncate(indexed)
+            f.seek(indexed)
+            f.write((json.dumps(["descriptor", late]) + "\n").encode())
+        assert indexed < read_to < path.stat().st_size
+        db[-1]
+        assert ("descriptor", "r10-late") in _members(reader)
+
+
 def test_a_stop_not_yet_in_the_index_is_read_at_once(tmp_path: Path) -> None:
     """Right after ``insert('stop')`` returns, this store (its reads write the waiting rows
     first), another store on the directory and a raw look at the index after the sync timer

@@ -320,10 +320,15 @@ class _Scanner:
                     offset = row[3]
                 if st.st_size < offset:
                     return False  # shorter than what was read: let _index_file decide
-                f.seek(offset)
-                data = f.read(st.st_size - offset)
+                # From the end of the last line read: a file rewritten in place (a repaired
+                # tail) may no longer have a line end there.
+                f.seek(offset - 1)
+                data = f.read(st.st_size - offset + 1)
         except OSError:
             return False
+        if data[:1] != b"\n":
+            return False
+        data = data[1:]
         end = data.rfind(b"\n") + 1
         for line in data[:end].split(b"\n"):
             # The lines _scan_members would record; others it skips, as here.
