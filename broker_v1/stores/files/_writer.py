@@ -162,8 +162,9 @@ class _Writer:
     refresh_file
         ``refresh_file(name)``: re-index a file another process may have written.
     refresh_open
-        ``refresh_open(skip)``: re-index the open run files that grew, but those
-        ``skip(name)`` names; True when any was re-indexed.
+        ``refresh_open(skip, open_files)``: re-index the open run files that grew, but
+        those ``skip(name)`` names; True when any was re-indexed.  ``open_files``: the
+        index's rows of its open files when just read, else None.
     fsync_interval, columnar_cache, cache_max_bytes, cache_min_bytes
         The store's options of the same names.
     """
@@ -178,7 +179,9 @@ class _Writer:
         runs: _RunCache,
         syncs: _Syncs,
         refresh_file: Callable[[str], None],
-        refresh_open: Callable[[Callable[[str], bool]], bool],
+        refresh_open: Callable[
+            [Callable[[str], bool], dict[str, tuple[Any, ...]] | None], bool
+        ],
         *,
         fsync_interval: float,
         columnar_cache: bool,
@@ -262,7 +265,7 @@ class _Writer:
     def index_open_runs(self) -> bool:
         """Index what the open runs other processes (or an interrupted writer) write have
         gained since they were last indexed; True when anything was."""
-        return self._refresh_open(self.writing)
+        return self._refresh_open(self.writing, None)
 
     def adopt(self, name: str) -> _RunState:
         """Register an existing file's uids so duplicates of its documents are detected."""
