@@ -7,7 +7,9 @@ run files directly, the way another program (suitcase-jsonl, a copy by hand) wou
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,19 @@ def count_run_docs(uid: str, n_events: int) -> list[tuple[str, dict[str, Any]]]:
     docs.append(("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": t0 + n_events,
                           "exit_status": "success"}))
     return docs
+
+
+@contextlib.contextmanager
+def index_statements(store: FileStore) -> Iterator[list[str]]:
+    """The SQL statements ``store`` runs on its index inside the block, in order (SQLite's
+    trace: those an FTS5 table runs for a statement are listed too, prefixed ``--``)."""
+    statements: list[str] = []
+    conn = store._index.conn()
+    conn.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        conn.set_trace_callback(None)
 
 
 class RawFiles:

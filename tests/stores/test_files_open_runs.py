@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from files_harness import index_statements
 
 from broker_v1 import Broker
 from broker_v1.errors import DuplicateDocument
@@ -100,15 +101,13 @@ def test_descriptors_are_indexed_with_the_stop_in_one_transaction(tmp_path: Path
     docs = run_docs("r1")
     with FileStore(path=tmp_path) as store:
         store.insert(*docs[0])
-        statements: list[str] = []
-        store._index.conn().set_trace_callback(statements.append)
-        for name, doc in docs[1:]:
-            store.insert(name, doc)
-        assert not [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE")]
-        statements.clear()
-        second = run_docs("r2")
-        store.insert(*second[0])
-        store._index.conn().set_trace_callback(None)
+        with index_statements(store) as statements:
+            for name, doc in docs[1:]:
+                store.insert(name, doc)
+            assert not [s for s in statements if s.split()[0] in ("BEGIN", "INSERT", "UPDATE")]
+            statements.clear()
+            second = run_docs("r2")
+            store.insert(*second[0])
         assert sum(s.startswith("BEGIN") for s in statements) == 1
         # r1's stop rows, then r2's start, in that one transaction.
         written = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE")]
@@ -124,10 +123,8 @@ def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) 
     docs = run_docs("r7")
     with FileStore(path=tmp_path) as store:
         store.insert(*docs[0])
-        statements: list[str] = []
-        store._index.conn().set_trace_callback(statements.append)
-        store.insert(*docs[1])
-        store._index.conn().set_trace_callback(None)
+        with index_statements(store) as statements:
+            store.insert(*docs[1])
         reads = [s for s in statements if s.startswith("SELECT")]
         assert len(reads) == 1 and "r7-baseline" in reads[0] and "volatile" in reads[0]
         for name, doc in docs[2:]:
@@ -149,19 +146,17 @@ def test_a_reader_commits_nothing_while_an_open_run_gains_only_events(tmp_path: 
         for name, doc in docs[:3]:  # the start and both descriptors
             writer.insert(name, doc)
         assert db[-1].start["uid"] == "r8"
-        statements: list[str] = []
-        reader._index.conn().set_trace_callback(statements.append)
-        for name, doc in docs[3:-1]:
-            writer.insert(name, doc)
-            assert db[-1].start["uid"] == "r8"
-            assert db["r8"].start["uid"] == "r8"
-        assert not [s for s in statements if s.startswith("BEGIN")]
-        assert [e["data"]["x"] for e in reader.iter_events("r8-primary")] == [
-            1.0, 2.0, 3.0, 4.0, 5.0]
-        writer.insert("descriptor", extra)
-        db[-1]
-        assert sum(s.startswith("BEGIN") for s in statements) == 1
-        reader._index.conn().set_trace_callback(None)
+        with index_statements(reader) as statements:
+            for name, doc in docs[3:-1]:
+                writer.insert(name, doc)
+                assert db[-1].start["uid"] == "r8"
+                assert db["r8"].start["uid"] == "r8"
+            assert not [s for s in statements if s.startswith("BEGIN")]
+            assert [e["data"]["x"] for e in reader.iter_events("r8-primary")] == [
+                1.0, 2.0, 3.0, 4.0, 5.0]
+            writer.insert("descriptor", extra)
+            db[-1]
+            assert sum(s.startswith("BEGIN") for s in statements) == 1
         assert ("descriptor", "r8-extra") in _members(reader)
         assert reader.get_descriptor("r8-extra")["name"] == "extra"
         writer.insert(*docs[-1])

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from files_harness import index_statements
+
 from broker_v1 import Broker
 from broker_v1.stores.files import FileStore
 
@@ -74,10 +76,8 @@ def test_pages_grow_and_every_match_is_found_once_in_order(tmp_path: Path) -> No
                 store.insert("start", {"uid": f"run-{i:05d}", "time": T0 + i // 2,
                                        "scan_id": i + 1, "plan_name": "scan" if i % 3 else "count"})
         db = Broker(store, timezone="UTC")
-        statements: list[str] = []
-        store._index.conn().set_trace_callback(statements.append)
-        found = [h.start["uid"] for h in db(plan_name="scan")]
-        store._index.conn().set_trace_callback(None)
+        with index_statements(store) as statements:
+            found = [h.start["uid"] for h in db(plan_name="scan")]
     expected = sorted((f"run-{i:05d}" for i in range(700) if i % 3),
                       key=lambda u: (T0 + int(u[4:]) // 2, u), reverse=True)
     assert found == expected

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from files_harness import index_statements
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -205,10 +206,8 @@ def test_open_run_link_checks_do_not_read_the_runs_table(tmp_path: Path) -> None
     docs = run_docs("r2")
     with FileStore(path=tmp_path) as store:
         store.insert(*docs[0])
-        statements: list[str] = []
-        store._index.conn().set_trace_callback(statements.append)
-        store.insert(*docs[1])
-        store._index.conn().set_trace_callback(None)
+        with index_statements(store) as statements:
+            store.insert(*docs[1])
         # The descriptor's duplicate check still asks the index; its rows are written with
         # the run's stop (tests/stores/test_files_open_runs.py), so nothing else runs here.
         assert statements and all(s.startswith("SELECT") for s in statements)
@@ -222,10 +221,8 @@ def test_stop_of_a_run_this_process_records_reads_only_the_stop_uid(tmp_path: Pa
     with FileStore(path=tmp_path) as store:
         for name, doc in docs[:-1]:
             store.insert(name, doc)
-        statements: list[str] = []
-        store._index.conn().set_trace_callback(statements.append)
-        store.insert(*docs[-1])
-        store._index.conn().set_trace_callback(None)
+        with index_statements(store) as statements:
+            store.insert(*docs[-1])
         # Its rows wait for the next index transaction: the stop only reads.
         assert statements == ["SELECT stop FROM runs WHERE stop_uid = 'r7-stop'"]
         assert store.get_run_stop("r7") == docs[-1][1]
