@@ -315,10 +315,11 @@ class _Scanner:
             with open(self.path / name, "rb") as f:
                 if offset is None:
                     head = _read_first_line(f)
-                    if head is None or zlib.crc32(head) != row[4] or row[3] < len(head):
+                    if head is not None:
+                        offset = _resume_offset(row, len(head), zlib.crc32(head), st.st_size)
+                    if offset is None:
                         return False  # another file under this name: index it anew
-                    offset = row[3]
-                if st.st_size < offset:
+                elif st.st_size < offset:
                     return False  # shorter than what was read: let _index_file decide
                 # From the end of the last line read: a file rewritten in place (a repaired
                 # tail) may no longer have a line end there.
@@ -395,19 +396,11 @@ class _Scanner:
                 self._index.set_file_row(conn, name, st, 0, None, "pending", None, True)
                 return
             crc = zlib.crc32(head)
-            size = max(st.st_size, len(head))
-            incremental = (
-                row is not None
-                and row[4] == crc
-                and row[3] <= size
-                and row[5] in ("run", "assets")
-                and row[3] >= len(head)
-            )
-            run_uid: str | None = row[6] if incremental and row is not None else None
-            if incremental:
+            resume = _resume_offset(row, len(head), crc, max(st.st_size, len(head)))
+            run_uid: str | None = None
+            if resume is not None:
                 assert row is not None
-                offset = row[3]
-                kind = row[5]
+                offset, kind, run_uid = resume, row[5], row[6]
             else:
                 self._index.forget_file(conn, name)
                 if name == ASSETS_NAME:
@@ -556,6 +549,23 @@ class _Scanner:
         if stop is not None:
             self._index.record_stop(conn, uid, stop)
         self._index.set_file_row(conn, name, st, consumed, crc, "run", uid, stop is None)
+
+
+def _resume_offset(
+    row: tuple[Any, ...] | None, head_len: int, head_crc: int, size: int
+) -> int | None:
+    """Where indexing a file of ``size`` bytes whose first line (``head_len`` bytes) has
+    CRC ``head_crc`` goes on from, given its files ``row``: the row's ``scanned`` offset when
+    the row describes this file (a run or assets file with the same first line) and that
+    offset lies in it; None when the file must be indexed anew."""
+    if (
+        row is not None
+        and row[4] == head_crc
+        and row[5] in ("run", "assets")
+        and head_len <= row[3] <= size
+    ):
+        return int(row[3])
+    return None
 
 
 def _indexable_start(doc_name: str, start: Any) -> bool:
