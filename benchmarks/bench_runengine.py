@@ -320,15 +320,15 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
             assert uri is not None
             floors.append(len(docs) / mongo_floor(docs, uri))
             continue
-        floor_dir = scratch / f"floor-{i}"
+        floor_dir = scratch / f"{kind}-floor-{i}"
         floor_dir.mkdir()
         floors.append(len(docs) / insert_floor(docs, floor_dir if kind == "files" else None))
         if kind == "files":
             fsyncs.append(fsync_floor(floor_dir))
-            durable_dir = scratch / f"durable-floor-{i}"
+            durable_dir = scratch / f"{kind}-durable-floor-{i}"
             durable_dir.mkdir()
             durables.append(len(docs) / durable_floor(docs, durable_dir))
-            creates.append(create_cost(scratch / f"create-{i}"))
+            creates.append(create_cost(scratch / f"{kind}-create-{i}"))
     stops = sorted(per_name["stop"])
     return {
         "docs_per_s": statistics.median(rates),
