@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from files_harness import index_statements
 
 from broker_v1 import Broker
 from broker_v1.stores.files import FileStore
@@ -204,16 +205,29 @@ def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
     assert listings.count == 2
 
 
-def test_links_are_recorded_per_created_file_and_old_ones_pruned(tmp_path: Path) -> None:
+def test_links_are_recorded_per_created_file_and_old_ones_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each run file a store creates leaves one link (folder mtime before -> after) in the
-    index; links older than a minute are pruned as new ones are recorded."""
+    index; links older than a minute are pruned by a start, at most once per
+    ``LINK_PRUNE_EVERY_S`` per writer (the first start prunes)."""
     from broker_v1.stores.files import _index as index_module
+    from broker_v1.stores.files import _writer as writer_module
 
+    monkeypatch.setattr(writer_module, "LINK_PRUNE_EVERY_S", 0.3)
     store = FileStore(path=tmp_path / "s")
-    old = time.time() - 3600
-    os.utime(tmp_path / "s", (old, old))
-    store.insert("start", _start("r1", T0, "ours"))
-    store.insert("stop", _stop("r1", T0 + 1))
+
+    def link_keys() -> list[str]:
+        rows = store._index_rows("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")
+        return [key for (key,) in rows]
+
+    def create_run(uid: str, t: float) -> None:
+        old = time.time() - 3600
+        os.utime(tmp_path / "s", (old, old))  # so the creation surely moves the mtime
+        store.insert("start", _start(uid, t, "ours"))
+        store.insert("stop", _stop(uid, t + 1))
+
+    create_run("r1", T0)
     links = store._index_rows("SELECT key, value FROM meta WHERE key LIKE 'dir_link:%'")
     assert len(links) == 1
     (key, after), = links
@@ -223,10 +237,28 @@ def test_links_are_recorded_per_created_file_and_old_ones_pruned(tmp_path: Path)
         index_module.record_link(conn, 5, 6)  # long before any real mtime
 
     store._index.write(add_old)
-    assert len(store._index_rows("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")) == 2
-    old = time.time() - 3600
-    os.utime(tmp_path / "s", (old, old))  # so the next creation surely moves the mtime
-    store.insert("start", _start("r2", T0 + 2, "ours"))
-    keys = [k for (k,) in store._index_rows("SELECT key FROM meta WHERE key LIKE 'dir_link:%'")]
-    assert index_module.link_key(5) not in keys and len(keys) == 2
+    create_run("r2", T0 + 2)  # within the interval of r1's pruning: kept
+    assert index_module.link_key(5) in link_keys() and len(link_keys()) == 3
+    time.sleep(0.35)
+    create_run("r3", T0 + 4)
+    keys = link_keys()
+    assert index_module.link_key(5) not in keys and len(keys) == 3
+    store.close()
+
+
+def test_quick_starts_prune_links_once(tmp_path: Path) -> None:
+    """Runs started in quick succession record a link each but prune old links once (the
+    pruning statement was one of the dozen of every start's index transaction)."""
+    store = FileStore(path=tmp_path / "s")
+    with index_statements(store) as statements:
+        for i in range(8):
+            old = time.time() - 3600
+            os.utime(tmp_path / "s", (old, old))  # so every create moves the mtime
+            store.insert("start", _start(f"q{i}", T0 + 2 * i, "ours"))
+            store.insert("stop", _stop(f"q{i}", T0 + 2 * i + 1))
+    links = [s for s in statements if s.startswith("INSERT OR REPLACE INTO meta")
+             and "dir_link:" in s]
+    prunes = [s for s in statements if s.startswith("DELETE FROM meta") and "dir_link:" in s]
+    assert len(links) == 8
+    assert len(prunes) == 1
     store.close()

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from ._format import (
 from ._index import (
     _NAME_INDEXED,
     INDEX_WRITE_ERRORS,
+    LINK_PRUNE_EVERY_S,
     _Index,
     _run_row_values,
     record_link,
@@ -210,6 +212,8 @@ class _Writer:
         self.last_started: str | None = None
         self._sync_timer: threading.Timer | None = None
         self._spares = _SpareFiles(path, syncs)
+        #: When this writer last pruned the index's old directory links (monotonic seconds).
+        self._links_pruned_at: float | None = None
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -602,10 +606,20 @@ class _Writer:
                 self._index.forget_file(conn, name)  # rows of an earlier file of this name
             self._index.insert_run_row(conn, name, doc, row=row, text_later=True)
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
-            record_link(conn, before, after)
+            record_link(conn, before, after, prune=self._link_prune_due())
 
         self._index.write(record)
         state.started_here = True
+
+    def _link_prune_due(self) -> bool:
+        """Whether this start's transaction prunes old directory links (the first of this
+        writer's, then one a second at most)."""
+        now = time.monotonic()
+        last = self._links_pruned_at
+        if last is not None and now - last < LINK_PRUNE_EVERY_S:
+            return False
+        self._links_pruned_at = now
+        return True
 
     def _resource_target(self, doc: Doc) -> str:
         run = doc.get("run_start")
