@@ -266,3 +266,26 @@ def test_spares_stop_when_a_timed_create_is_quick_and_resume_after_a_slow_one(
         assert (directory / f"{uid}.jsonl").stat().st_nlink == 1
     store.close()
     assert list(spare_folder(directory).iterdir()) == []
+
+
+def test_spare_names_carry_the_pid_a_tag_and_a_count(tmp_path: Path) -> None:
+    """Spares are named ``<pid>-<tag>-<n>.jsonl``: the pid for the sweep, a random tag
+    drawn once per process (again in a forked child) and a count, so making one draws no
+    randomness; names never repeat."""
+    directory = tmp_path / "store"
+    store = store_making_spares(directory)
+    spares = store._writer._spares
+    made = [spares._make() for _ in range(3)]
+    names = [Path(m[1]).name for m in made if m is not None]
+    assert len(set(names)) == 3
+    pid, tag, _ = names[0].split("-")
+    assert pid == str(os.getpid())
+    assert [n.split("-")[:2] for n in names] == [[pid, tag]] * 3
+    assert [n.split("-")[2] for n in names] == ["1.jsonl", "2.jsonl", "3.jsonl"]
+    spares.forget_after_fork()  # as a forked child does: a tag of its own
+    child = spares._make()
+    assert child is not None and Path(child[1]).name.split("-")[1] != tag
+    for fd, path in [*made, child]:  # type: ignore[misc]
+        os.close(fd)
+        os.unlink(path)
+    store.close()

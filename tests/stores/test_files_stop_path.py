@@ -8,6 +8,7 @@ returns, the run file and its directory entry are on disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -51,11 +52,11 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
             rec.file_fsyncs.append(threading.current_thread().name)
             real_fsync(fd)
 
-    def fsync_directory(self: Any) -> None:
+    def fsync_directory(self: Any, identity: tuple[int, int] | None = None) -> None:
         rec.dir_threads.append(threading.current_thread().name)
         rec.dir_started.set()
         time.sleep(rec.dir_delay)
-        real_dir(self)
+        real_dir(self, identity)
         rec.dir_done.set()
 
     monkeypatch.setattr(writer_module, "os", _Os())
@@ -81,6 +82,46 @@ def test_stop_waits_for_one_file_fsync_and_the_directory_entry(tmp_path: Path,
     assert recorder.file_fsyncs == [threading.current_thread().name]
     assert recorder.dir_threads == ["broker_v1-bg_0"]  # not synced a second time
     store.close()
+
+
+def _fds_open_on(directory: Path) -> list[int]:
+    """This process's descriptors open on ``directory`` (Linux: read from /proc)."""
+    fds = []
+    for entry in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            if os.path.samefile(os.readlink(entry), directory):
+                fds.append(int(entry.name))
+    return fds
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc/self/fd "
+                    "to see which descriptors are open")
+def test_directory_fsyncs_keep_one_descriptor_for_the_directory_at_the_path(
+    tmp_path: Path,
+) -> None:
+    """Run starts fsync the directory through one descriptor kept open, only while the
+    directory at the store's path is the one it was opened on; close() closes it."""
+    directory = tmp_path / "s"
+    store = FileStore(path=directory)
+    for i in range(3):
+        for name, doc in run_docs(f"run-{i}"):
+            store.insert(name, doc)
+    kept = _fds_open_on(directory)
+    assert len(kept) == 1  # not one per run
+    syncs = store._syncs
+    moved = tmp_path / "moved"
+    directory.rename(moved)
+    directory.mkdir()
+    st = directory.stat()
+    syncs.fsync_directory((st.st_dev, st.st_ino))
+    assert _fds_open_on(moved) == []  # the old directory's descriptor was closed
+    assert len(_fds_open_on(directory)) == 1
+    syncs.fsync_directory()  # without the identity: opened and closed again
+    assert len(_fds_open_on(directory)) == 1
+    directory.rmdir()
+    moved.rename(directory)
+    store.close()
+    assert _fds_open_on(directory) == []
 
 
 def test_columnar_cache_is_written_after_the_stop_and_read_back(tmp_path: Path) -> None:

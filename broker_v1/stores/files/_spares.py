@@ -89,6 +89,10 @@ class _SpareFiles:
         self._used: str | None = None  # the spare name of the file just taken, to drop
         self._swept = False
         self._folder_made = False
+        # Spare names: this process's pid, a random tag drawn once, and a counter (one random
+        # draw per spare was a system call on the background thread at every run).
+        self._name_prefix: str | None = None
+        self._made = 0
 
     def open_run_file(self, path: str) -> int:
         """Create the run file ``path`` (open for appending): the ready spare given that
@@ -191,7 +195,10 @@ class _SpareFiles:
             if not self._folder_made:
                 os.makedirs(self.folder, exist_ok=True)
                 self._folder_made = True
-            spare = os.path.join(self.folder, f"{os.getpid()}-{os.urandom(8).hex()}.jsonl")
+            if self._name_prefix is None:
+                self._name_prefix = f"{os.getpid()}-{os.urandom(8).hex()}"
+            self._made += 1
+            spare = os.path.join(self.folder, f"{self._name_prefix}-{self._made}.jsonl")
             return os.open(spare, RUN_FILE_FLAGS, 0o644), spare
         except OSError:
             return None
@@ -232,6 +239,7 @@ class _SpareFiles:
         """In a forked child: the spare is the parent's; make the child's own when needed."""
         ready, self._next = self._next, None
         self._used = None  # the parent drops that name
+        self._name_prefix = None  # the child names its spares with its own pid and tag
         if ready is not None and ready.done():
             made = ready.result()
             if made is not None:

@@ -11,6 +11,7 @@ if it has not finished) and writing the columnar cache (derived data, never fsyn
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -60,6 +61,11 @@ class _Syncs:
         self._background: Any = None
         self._background_pid = 0
         self._caches: dict[str, Future[Any]] = {}
+        # The directory, kept open for the fsync of each new run file's entry, and its
+        # (st_dev, st_ino) when opened; guarded by its own lock (used from two threads).
+        self._dir_lock = threading.Lock()
+        self._dir_fd: int | None = None
+        self._dir_identity: tuple[int, int] | None = None
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -140,15 +146,45 @@ class _Syncs:
             self._caches.clear()
         if pool is not None and self._background_pid == os.getpid():
             pool.shutdown(wait=True)
+        with self._dir_lock:
+            self._keep_dir_fd(None, None)
 
-    def fsync_directory(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:  # pragma: no cover - e.g. Windows
-            return
-        try:
-            os.fsync(fd)
-        except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-            pass
-        finally:
-            os.close(fd)
+    def fsync_directory(self, identity: tuple[int, int] | None = None) -> None:
+        """Make the store directory's entries durable.
+
+        Parameters
+        ----------
+        identity
+            ``(st_dev, st_ino)`` of the directory, as the caller just found it at the store's
+            path.  The descriptor of an earlier call is used again only for that same
+            directory (not one moved there since), so a run's start costs the background
+            thread one system call instead of three (open, fsync, close).
+        """
+        with self._dir_lock:
+            fd = self._dir_fd if identity is not None and identity == self._dir_identity else None
+            if fd is None:
+                try:
+                    fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                except OSError:  # pragma: no cover - e.g. Windows
+                    return
+                if identity is not None:
+                    try:
+                        st = os.fstat(fd)
+                    except OSError:  # pragma: no cover - a descriptor just opened
+                        st = None
+                    if st is not None and (st.st_dev, st.st_ino) == identity:
+                        self._keep_dir_fd(fd, identity)
+            try:
+                os.fsync(fd)
+            except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+                pass
+            finally:
+                if fd != self._dir_fd:
+                    os.close(fd)
+
+    def _keep_dir_fd(self, fd: int | None, identity: tuple[int, int] | None) -> None:
+        """Keep ``fd`` as the directory's descriptor (closing the one kept before)."""
+        if self._dir_fd is not None and self._dir_fd != fd:
+            with contextlib.suppress(OSError):
+                os.close(self._dir_fd)
+        self._dir_fd, self._dir_identity = fd, identity

@@ -8,6 +8,7 @@ inside ``deferred_sync()``) guards against power loss.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -136,6 +137,15 @@ def _dir_mtime(path: Path) -> int:
         return os.stat(path).st_mtime_ns
     except OSError:
         return -1
+
+
+def _dir_mtime_and_identity(path: Path) -> tuple[int, tuple[int, int] | None]:
+    """:func:`_dir_mtime` and the directory's ``(st_dev, st_ino)`` (None when unreadable)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, None
+    return st.st_mtime_ns, (st.st_dev, st.st_ino)
 
 
 class _Writer:
@@ -538,7 +548,7 @@ class _Writer:
             fd = -1
         except OSError as err:
             raise self.cannot_open(Path(where), err) from err
-        after = _dir_mtime(self.path) if fd >= 0 else before
+        after, dir_identity = _dir_mtime_and_identity(self.path) if fd >= 0 else (before, None)
         if fd < 0:
             path = Path(where)
             if not path.is_file():  # a dangling symbolic link, a directory, ...
@@ -591,7 +601,9 @@ class _Writer:
         if state.new_entry and not self._syncs.deferred:
             # The new directory entry is made durable while the run records; its stop waits
             # for this only if it has not finished.  The next run's file is made after it.
-            state.dir_sync = self._spares.after_start(self._syncs.fsync_directory)
+            state.dir_sync = self._spares.after_start(
+                functools.partial(self._syncs.fsync_directory, dir_identity)
+            )
             state.new_entry = False
         else:
             self._spares.after_start(None)
