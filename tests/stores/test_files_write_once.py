@@ -299,6 +299,76 @@ def test_new_run_file_drops_stale_rows_of_its_name(tmp_path: Path) -> None:
         assert store._index.read("SELECT uid FROM runs WHERE file = 'r6.jsonl'") == [("r6",)]
 
 
+def plain_run(uid: str) -> list[tuple[str, dict[str, Any]]]:
+    """A start, a descriptor and a stop of plain values (msgpack and ``==`` take them)."""
+    return [
+        ("start", {"uid": uid, "time": T0, "scan_id": 7, "plan_name": "count"}),
+        ("descriptor", {"uid": f"{uid}-primary", "run_start": uid, "time": T0,
+                        "name": "primary",
+                        "data_keys": {"x": {"dtype": "number", "shape": [], "source": "s"}}}),
+        ("stop", {"uid": f"{uid}-stop", "run_start": uid, "time": T0 + 2,
+                  "exit_status": "success"}),
+    ]
+
+
+def test_a_new_start_is_written_before_any_lookup(tmp_path: Path) -> None:
+    """A new run's start is written first: no read of the index before its transaction (the
+    exclusive create of its file and the index's unique run uids refuse a copy)."""
+    with FileStore(path=tmp_path) as store:
+        with index_statements(store) as statements:
+            store.insert(*plain_run("r8")[0])
+        assert statements[0] == "BEGIN IMMEDIATE"
+        assert not [s for s in statements if s.startswith("SELECT file, start, stop")]
+        assert store.get_run_start("r8") == plain_run("r8")[0][1]
+
+
+def test_a_start_stored_under_another_file_name_is_found_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """A run whose file has another name (copied in by hand) holds the uid: inserting its
+    start again is a no-op, a different one is refused, as before the start was written
+    first, and neither leaves a ``<uid>.jsonl`` behind or changes what the store holds."""
+    docs = plain_run("r9")
+    lines = [json.dumps([name, doc]) for name, doc in docs]
+    (tmp_path / "copied-by-hand.jsonl").write_text("\n".join(lines) + "\n")
+    with FileStore(path=tmp_path) as store:
+        assert store.get_run_start("r9") == docs[0][1]  # indexed under the other name
+        with index_statements(store) as statements:
+            store.insert(*docs[0])  # identical: a no-op
+        # Written first, refused by the index's unique uid, rolled back, then looked up.
+        assert "ROLLBACK" in statements
+        assert statements[-1].startswith("SELECT file, start, stop FROM runs WHERE uid")
+        with pytest.raises(DuplicateDocument, match="r9"):
+            store.insert("start", dict(docs[0][1], plan_name="scan"))
+        assert not (tmp_path / "r9.jsonl").exists()
+        assert store._index.read("SELECT file FROM runs WHERE uid = 'r9'") == [
+            ("copied-by-hand.jsonl",)]
+        # The store goes on recording: the next run gets its file and its row.
+        for name, doc in plain_run("r10"):
+            store.insert(name, doc)
+        assert store.get_run_stop("r10") == plain_run("r10")[-1][1]
+    with FileStore(path=tmp_path) as reopened:
+        assert sorted(r for (r,) in reopened._index.read("SELECT uid FROM runs")) == [
+            "r10", "r9"]
+
+
+def test_a_start_whose_msgpack_run_exists_takes_the_lookup(tmp_path: Path) -> None:
+    """``<uid>.msgpack`` holds the run: the start is not written first, the lookup finds it
+    there, and no ``<uid>.jsonl`` is created."""
+    msgpack = pytest.importorskip("msgpack")
+    docs = plain_run("r11")
+    with open(tmp_path / "r11.msgpack", "wb") as f:
+        for name, doc in docs:
+            f.write(msgpack.packb([name, doc], use_bin_type=True))
+    with FileStore(path=tmp_path) as store:
+        with index_statements(store) as statements:
+            store.insert(*docs[0])  # identical: a no-op
+        assert [s for s in statements if s.startswith("SELECT file, start, stop")]
+        with pytest.raises(DuplicateDocument, match="r11"):
+            store.insert("start", dict(docs[0][1], plan_name="scan"))
+        assert not (tmp_path / "r11.jsonl").exists()
+
+
 @pytest.mark.parametrize("n", [1, 63, 64, 65, 150])
 def test_column_accumulator_spreads_single_events_in_batches(n: int) -> None:
     """Single events wait in batches before they are spread into columns: the columns (and

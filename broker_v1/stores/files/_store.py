@@ -552,6 +552,14 @@ class FileStore(DocumentStore):
         self._writer.prepare("resource", page.get("resource"))
         super()._insert_datum_page(page)
 
+    def _writes_refuse_duplicates(self, name: str) -> bool:
+        """A start is written before it is looked up (see ``_Writer.write_new_start``)."""
+        return name == "start"
+
+    def _write_new(self, name: str, doc: Doc) -> bool:
+        assert name == "start"
+        return self._writer.write_new_start(doc)
+
     def _write_document(self, name: str, doc: Doc) -> None:
         self._writer.write_document(name, doc)
 

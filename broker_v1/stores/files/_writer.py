@@ -57,6 +57,11 @@ from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
 
 
+class _StartIndexedElsewhere(Exception):
+    """Internal: a new run file's start has a uid the index gives another file (raised in
+    the start's index transaction, which it rolls back)."""
+
+
 class _RunState:
     """What this process knows about a run file it writes (or checked duplicates against)."""
 
@@ -519,7 +524,30 @@ class _Writer:
             self.event_owner[event["uid"]] = file
             _accumulate(state, event, single=True)
 
-    def _write_start(self, doc: Doc) -> None:
+    def write_new_start(self, doc: Doc) -> bool:
+        """Write a start whose run is plainly new without looking it up first; False (nothing
+        written) where it may not be, and the insert path then checks it as always.
+
+        "Plainly new": a uid that can name a file and a time, no run of this uid written by
+        this process, no ``<uid>.msgpack``; then the exclusive create of ``<uid>.jsonl`` and
+        the index's unique run uids refuse any other copy (the index transaction rolls back
+        and the file just created is removed).  This spares each start a read of the index
+        and a ``stat``.
+        """
+        uid = doc.get("uid")
+        if not isinstance(uid, str) or _uid_problem(uid) is not None or uid in self.run_file:
+            return False
+        t = doc.get("time")
+        if t is None or t != t:
+            return False
+        if os.path.isfile(os.path.join(self.path, uid + ".msgpack")):
+            return False
+        with self._lock:
+            return self._write_start(doc, new_only=True)
+
+    def _write_start(self, doc: Doc, *, new_only: bool = False) -> bool:
+        """Write a start (see :meth:`write_new_start` for ``new_only``); False only where
+        ``new_only`` found the run may exist (nothing written then)."""
         uid = doc["uid"]
         if doc["time"] != doc["time"]:
             # The index orders runs by time; SQLite cannot hold a NaN (it becomes NULL).
@@ -545,6 +573,8 @@ class _Writer:
         try:
             fd = self._spares.open_run_file(where)
         except FileExistsError:
+            if new_only:
+                return False
             fd = -1
         except OSError as err:
             raise self.cannot_open(Path(where), err) from err
@@ -563,7 +593,7 @@ class _Writer:
                 row = self._index.run_row(uid)
                 if row is not None and row[0] == name:
                     if json.loads(row[1]) == doc:
-                        return  # the same start: inserting it again is a no-op
+                        return True  # the same start: inserting it again is a no-op
                     raise DuplicateDocument(
                         f"A different start document with uid {uid} is already in "
                         f"{self.describe()}. Documents are immutable; write a new one with a "
@@ -616,12 +646,36 @@ class _Writer:
         def record(conn: sqlite3.Connection) -> None:
             if conn.execute(_NAME_INDEXED, (name, name, name)).fetchone()[0]:
                 self._index.forget_file(conn, name)  # rows of an earlier file of this name
-            self._index.insert_run_row(conn, name, doc, row=row, text_later=True)
+            try:
+                self._index.insert_run_row(conn, name, doc, row=row, text_later=True)
+            except sqlite3.IntegrityError:
+                if not new_only:
+                    raise
+                raise _StartIndexedElsewhere from None
             self._index.set_file_row(conn, name, st, state.size, head_crc, "run", uid, True)
             record_link(conn, before, after, prune=self._link_prune_due())
 
-        self._index.write(record)
+        try:
+            self._index.write(record)
+        except _StartIndexedElsewhere:
+            self._undo_new_start(state, uid)
+            return False
         state.started_here = True
+        return True
+
+    def _undo_new_start(self, state: _RunState, uid: str) -> None:
+        """Remove the run file a start just created (its uid turned out to be indexed for
+        another file) and forget it; the insert path then checks the start as always."""
+        assert state.fd is not None
+        with contextlib.suppress(OSError):
+            os.close(state.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self.path, state.name))
+        state.fd, state.dir_sync, state.acc, state.doc_lines = None, None, None, []
+        self.states.pop(state.name, None)
+        self.run_file.pop(uid, None)
+        if self.last_started == state.name:
+            self.last_started = None
 
     def _link_prune_due(self) -> bool:
         """Whether this start's transaction prunes old directory links (the first of this
