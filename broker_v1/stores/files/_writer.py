@@ -535,23 +535,21 @@ class _Writer:
         and a ``stat``.
         """
         uid = doc.get("uid")
-        if not isinstance(uid, str) or _uid_problem(uid) is not None or uid in self.run_file:
-            return False
-        t = doc.get("time")
-        if t is None or t != t:
-            return False
+        if (not isinstance(uid, str) or "time" not in doc or uid in self.run_file
+                or self._start_refusal(doc) is not None):
+            return False  # the lookup comes first, then the refusal, as always
         if os.path.isfile(os.path.join(self.path, uid + ".msgpack")):
             return False
         with self._lock:
             return self._write_start(doc, new_only=True)
 
-    def _write_start(self, doc: Doc, *, new_only: bool = False) -> bool:
-        """Write a start (see :meth:`write_new_start` for ``new_only``); False only where
-        ``new_only`` found the run may exist (nothing written then)."""
+    def _start_refusal(self, doc: Doc) -> InvalidDocument | UnsafeUid | None:
+        """Why this start cannot be written (a NaN time, a uid that cannot name a run
+        file), or None."""
         uid = doc["uid"]
         if doc["time"] != doc["time"]:
             # The index orders runs by time; SQLite cannot hold a NaN (it becomes NULL).
-            raise InvalidDocument(
+            return InvalidDocument(
                 f"start {uid} has time NaN, so it cannot be placed among the runs of "
                 f"{self.describe()}. Give it the time the run started. Nothing was written.",
                 name="start",
@@ -560,11 +558,21 @@ class _Writer:
             )
         problem = _uid_problem(uid)
         if problem is not None:
-            raise UnsafeUid(
+            return UnsafeUid(
                 f"Run uid {uid!r} cannot name a run file in {self.describe()}: {problem}. "
                 "Nothing was written. Use uids made of letters, digits and '-', such as "
                 "str(uuid.uuid4())."
             )
+        return None
+
+    def _write_start(self, doc: Doc, *, new_only: bool = False) -> bool:
+        """Write a start (see :meth:`write_new_start` for ``new_only``); False only where
+        ``new_only`` found the run may exist (nothing written then)."""
+        uid = doc["uid"]
+        if not new_only:  # write_new_start found no refusal
+            refusal = self._start_refusal(doc)
+            if refusal is not None:
+                raise refusal
         name = uid + ".jsonl"
         where = os.path.join(self.path, name)
         # The directory mtime before and after the file is created: a reader that sees this
