@@ -132,6 +132,15 @@ def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) 
     with FileStore(path=tmp_path) as fresh:  # knows nothing of r7 but what the index says
         assert fresh._writer.member_file("descriptor", "r7-primary") == "r7.jsonl"
         assert fresh._writer.member_file("descriptor", "r7-unknown") is None
+        # While a run is open (its file marked so), a known descriptor is still found by
+        # the one statement, and re-inserting it is a no-op or refused as before.
+        fresh.insert(*run_docs("r7b")[0])
+        with index_statements(fresh) as statements:
+            assert fresh._writer.member_file("descriptor", "r7-primary") == "r7.jsonl"
+        assert len([s for s in statements if s.startswith("SELECT")]) == 1
+        fresh.insert(*docs[2])  # identical: a no-op
+        with pytest.raises(DuplicateDocument, match="r7-primary"):
+            fresh.insert("descriptor", dict(docs[2][1], name="other"))
 
 
 def test_a_reader_commits_nothing_while_an_open_run_gains_only_events(tmp_path: Path) -> None:

@@ -181,6 +181,16 @@ _NAME_INDEXED = (
 )
 
 
+#: A descriptor's member row (its size column NULL) and the rows of the files marked open:
+#: the caller needs the latter only when there is no member row, but a second lookup of the
+#: member to leave them out cost more than reading the few open files.
+_DESCRIPTOR_OR_OPEN_FILES = (
+    "SELECT file, NULL, NULL, NULL, NULL, NULL, NULL FROM members "
+    "WHERE kind = 'descriptor' AND uid = ? "
+    "UNION ALL SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files "
+    "WHERE volatile = 1"
+)
+
 # Meta key prefix of the links our writers record: directory mtime before -> after creating
 # a run file (both in ns, the "before" zero-padded so keys sort by time).
 _LINK_PREFIX = "dir_link:"
@@ -653,16 +663,10 @@ class _Index:
         new descriptor's duplicate check would otherwise read twice."""
         if not _sqlable(uid):
             return None, self.file_rows("WHERE volatile = 1")
-        rows = self.read(
-            "SELECT file, NULL, NULL, NULL, NULL, NULL, NULL FROM members "
-            "WHERE kind = 'descriptor' AND uid = ? "
-            "UNION ALL SELECT name, size, mtime_ns, scanned, head_crc, kind, run_uid FROM files "
-            "WHERE volatile = 1 AND NOT EXISTS "
-            "(SELECT 1 FROM members WHERE kind = 'descriptor' AND uid = ?)",
-            (uid, uid),
-        )
-        if rows and rows[0][1] is None:  # a file row's size is never NULL
-            return rows[0][0], {}
+        rows = self.read(_DESCRIPTOR_OR_OPEN_FILES, (uid,))
+        for row in rows:
+            if row[1] is None:  # the member row (a file row's size is never NULL)
+                return row[0], {}
         return None, {r[0]: r for r in rows}
 
     def forget_file(self, conn: sqlite3.Connection, name: str) -> None:
