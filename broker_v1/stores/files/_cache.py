@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import threading
+import zlib
 from array import array
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from .._columns import _Columns
 from .._util import loads_json
 from ..base import Doc
-from ._format import _check_pair
+from ._format import _check_pair, _read_first_line
 from ._rundata import _RunData
 
 CACHE_DIR = "cache"
@@ -199,6 +200,39 @@ def _is_ordered(times: list[Any], seqs: list[Any]) -> bool:
                 return False
     pairs = list(zip(times, seqs))
     return all(a <= b for a, b in zip(pairs, pairs[1:]))
+
+
+def write_cache_of_writes(
+    run_path: Path,
+    cache_path: Path,
+    accs: Mapping[str, _ColumnAcc],
+    doc_lines: list[bytes],
+    lines: int,
+    st: os.stat_result,
+) -> None:
+    """Write the columnar cache of the run file at ``run_path`` (``st``: its stat at the
+    stop) from what its writer kept while writing it (best effort: any problem leaves the
+    run to get its cache on first read)."""
+    try:
+        columns = {}
+        for descriptor, acc in accs.items():
+            cols = acc.columns()
+            if cols is None:
+                return
+            columns[descriptor] = cols
+        with open(run_path, "rb") as f:
+            head = _read_first_line(f)
+            f.seek(max(0, st.st_size - 4096))
+            tail = f.read(4096)
+        source = {
+            "name": run_path.name,
+            "size": st.st_size,
+            "head": None if head is None else zlib.crc32(head),
+            "tail": zlib.crc32(tail),
+        }
+        _write_cache(cache_path, source, doc_lines, columns, lines)
+    except (OSError, ValueError, TypeError):
+        pass
 
 
 def _write_cache(

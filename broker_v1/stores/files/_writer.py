@@ -1,4 +1,5 @@
-"""Appending documents to run files: per-file writer state, fsync, deferred syncs.
+"""Appending documents to run files: starts and stops, fsync, deferred syncs (what is kept
+per file while it is written is ``_run_state``).
 
 Every document is one ``os.write`` of a whole line (a partial one is cut off again), so a
 killed process loses nothing; fsync (at ``stop``, on a timer, or handed to a few threads
@@ -17,7 +18,6 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from ...errors import (
 )
 from .._util import valid_unicode as _sqlable
 from ..base import Doc, not_found_run
-from ._cache import _ColumnAcc, _write_cache
+from ._cache import write_cache_of_writes
 from ._format import (
     _EVENT_KEYS_KEPT,
     ASSETS_NAME,
@@ -39,7 +39,6 @@ from ._format import (
     _encode,
     _last_byte,
     _line_of,
-    _read_first_line,
     _single_datum,
     _single_event,
     _uid_problem,
@@ -52,6 +51,7 @@ from ._index import (
     _run_row_values,
     record_link,
 )
+from ._run_state import _accumulate, _pending_members, _RunState
 from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
@@ -60,80 +60,6 @@ from ._syncs import _Syncs
 class _StartIndexedElsewhere(Exception):
     """Internal: a new run file's start has a uid the index gives another file (raised in
     the start's index transaction, which it rolls back)."""
-
-
-class _RunState:
-    """What this process knows about a run file it writes (or checked duplicates against)."""
-
-    __slots__ = (
-        "name",
-        "run_uid",
-        "fd",
-        "size",
-        "lines",
-        "dirty",
-        "new_entry",
-        "uids_loaded",
-        "event_uids",
-        "datum_ids",
-        "docs",
-        "pending_datums",
-        "pending_descriptors",
-        "started_here",
-        "acc",
-        "doc_lines",
-        "acc_bytes",
-        "dir_sync",
-    )
-
-    def __init__(self, name: str, run_uid: str | None) -> None:
-        self.name = name
-        self.run_uid = run_uid
-        self.fd: int | None = None
-        self.size = 0
-        self.lines = 0
-        self.dirty = False
-        self.new_entry = False
-        self.uids_loaded = False
-        self.event_uids: set[str] = set()
-        self.datum_ids: set[str] = set()
-        self.docs: dict[tuple[str, str], Doc] = {}  # (kind, uid) -> descriptor / resource
-        self.pending_datums: list[str] = []
-        # Descriptors of a run this process started, recorded in the index with its stop
-        # (or by the fsync timer); until then readers find them in the file (see member_file).
-        self.pending_descriptors: list[str] = []
-        # This process wrote the run's start and not yet its stop: the index holds the run
-        # as open ("volatile"), so other processes' refreshes read the file's new lines.
-        self.started_here = False
-        # What a run this process created holds, kept for the columnar cache at stop: events
-        # column-wise per descriptor, every other document as its JSON line.
-        self.acc: dict[str, _ColumnAcc] | None = None
-        self.doc_lines: list[bytes] = []
-        self.acc_bytes = 0
-        # The background fsync of the directory entry of a file this process created.
-        self.dir_sync: Future[Any] | None = None
-
-
-def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:
-    """Keep a written event (or page) column-wise for the run's columnar cache; a document
-    whose keys do not match gives the cache up (the run gets one on first read instead)."""
-    if state.acc is None:
-        return
-    acc = state.acc.get(doc["descriptor"])
-    if acc is None:
-        acc = state.acc[doc["descriptor"]] = _ColumnAcc(doc)
-    if not (acc.add_event(doc) if single else acc.add(doc)):
-        state.acc, state.doc_lines = None, []
-
-
-
-
-def _pending_members(state: _RunState) -> list[tuple[str, str, str]]:
-    """The index rows of the descriptors and datums a file got that are not recorded yet."""
-    name = state.name
-    rows = [("descriptor", uid, name) for uid in state.pending_descriptors]
-    rows.extend(("datum", d, name) for d in state.pending_datums)
-    return rows
 
 
 def _dir_mtime(path: Path) -> int:
@@ -760,7 +686,8 @@ class _Writer:
             # Derived data: written after the stop returns, never fsynced.  Queued last: the
             # thread that writes it holds the GIL while it encodes, and a system call made
             # here after waking it (the close) would wait for that.
-            self._syncs.cache_soon(file, self._cache_at_stop, file, acc, doc_lines, lines, st)
+            self._syncs.cache_soon(file, write_cache_of_writes, self.path / file,
+                                   self._runs.cache_path(file), acc, doc_lines, lines, st)
 
     def _sync_later(self, state: _RunState) -> None:
         assert state.fd is not None
@@ -774,37 +701,6 @@ class _Writer:
         elif state.new_entry:
             self._syncs.fsync_directory()
         state.new_entry = False
-
-    def _cache_at_stop(
-        self,
-        name: str,
-        accs: dict[str, _ColumnAcc],
-        doc_lines: list[bytes],
-        lines: int,
-        st: os.stat_result,
-    ) -> None:
-        """Write the columnar cache from the documents this process wrote (best effort)."""
-        try:
-            columns = {}
-            for descriptor, acc in accs.items():
-                cols = acc.columns()
-                if cols is None:
-                    return
-                columns[descriptor] = cols
-            path = self.path / name
-            with open(path, "rb") as f:
-                head = _read_first_line(f)
-                f.seek(max(0, st.st_size - 4096))
-                tail = f.read(4096)
-            source = {
-                "name": name,
-                "size": st.st_size,
-                "head": None if head is None else zlib.crc32(head),
-                "tail": zlib.crc32(tail),
-            }
-            _write_cache(self._runs.cache_path(name), source, doc_lines, columns, lines)
-        except (OSError, ValueError, TypeError):
-            pass
 
     def _flush_state(self, state: _RunState, members: list[tuple[str, str, str]]) -> None:
         """Record a file's new members (and buffered datums) and how far it is indexed."""
