@@ -62,16 +62,9 @@ class _StartIndexedElsewhere(Exception):
     the start's index transaction, which it rolls back)."""
 
 
-def _dir_mtime(path: Path) -> int:
-    """The directory's mtime in ns (-1 when it cannot be read: no link is recorded)."""
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return -1
-
-
 def _dir_mtime_and_identity(path: Path) -> tuple[int, tuple[int, int] | None]:
-    """:func:`_dir_mtime` and the directory's ``(st_dev, st_ino)`` (None when unreadable)."""
+    """The directory's mtime in ns and its ``(st_dev, st_ino)``; ``(-1, None)`` when it
+    cannot be read (no link is recorded then)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -503,7 +496,7 @@ class _Writer:
         where = os.path.join(self.path, name)
         # The directory mtime before and after the file is created: a reader that sees this
         # change in the index's links knows the directory need not be listed for it.
-        before = _dir_mtime(self.path)
+        before, _ = _dir_mtime_and_identity(self.path)
         try:
             fd = self._spares.open_run_file(where)
         except FileExistsError:
