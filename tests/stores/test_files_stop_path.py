@@ -73,14 +73,14 @@ def test_stop_waits_for_one_file_fsync_and_the_directory_entry(tmp_path: Path,
     docs = run_docs("run-a")
     store.insert("start", docs[0][1])
     assert recorder.dir_started.wait(5)
-    assert recorder.dir_threads == ["broker_v1-bg_0"]
+    assert recorder.dir_threads == ["broker_v1-bg"]
     for name, doc in docs[1:-1]:
         store.insert(name, doc)
     assert recorder.file_fsyncs == []
     store.insert("stop", docs[-1][1])
     assert recorder.dir_done.is_set()  # the stop waited for the directory entry
     assert recorder.file_fsyncs == [threading.current_thread().name]
-    assert recorder.dir_threads == ["broker_v1-bg_0"]  # not synced a second time
+    assert recorder.dir_threads == ["broker_v1-bg"]  # not synced a second time
     store.close()
 
 

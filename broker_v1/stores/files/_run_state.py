@@ -3,10 +3,8 @@ the rows the index has yet to get, and the documents kept for the run's columnar
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from typing import Any
-
 from ..base import Doc
+from ._background import Pending
 from ._cache import _ColumnAcc
 
 
@@ -59,7 +57,7 @@ class _RunState:
         self.doc_lines: list[bytes] = []
         self.acc_bytes = 0
         # The background fsync of the directory entry of a file this process created.
-        self.dir_sync: Future[Any] | None = None
+        self.dir_sync: Pending | None = None
 
 
 def _accumulate(state: _RunState, doc: Doc, *, single: bool) -> None:

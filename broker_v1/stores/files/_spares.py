@@ -34,6 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
+from ._background import BackgroundTask
 from ._format import STATE_DIR
 from ._syncs import _Syncs
 
@@ -150,15 +151,16 @@ class _SpareFiles:
         self.ahead = time.perf_counter() - began > self.slow_create_s
         return fd
 
-    def after_start(self, first: Callable[[], None] | None) -> Future[None] | None:
-        """Queue, as one task of the background thread, ``first`` (the new run file's
-        directory fsync), then dropping the name of the spare just used and making the
-        next one while files are made ahead; the future of ``first`` (None without it).
+    def after_start(self, first: Callable[[], None] | None) -> BackgroundTask | None:
+        """Queue on the background thread ``first`` (the new run file's directory fsync),
+        then dropping the name of the spare just used and making the next one while files
+        are made ahead; the task of ``first`` (None without it).
 
         Made here, the next spare has a whole run to be ready; where creating is slow
         (800 µs after deletions nearby) a spare made at the stop was often not ready at the
         next start.
         """
+        first_task = None if first is None else self._syncs.soon(first)
         used, self._used = self._used, None
         made: Future[tuple[int, str] | None] | None = None
         if self.enabled and self.ahead and self._next is None:
@@ -166,18 +168,9 @@ class _SpareFiles:
         # Leftovers of processes that are gone are removed once per writer, spares or not.
         sweep = bool(self.enabled) and not self._swept
         if made is None and used is None and not sweep:
-            return None if first is None else self._syncs.soon(first)
-        first_done: Future[None] | None = None if first is None else Future()
+            return first_task
 
-        def work() -> None:
-            if first is not None:
-                assert first_done is not None
-                try:
-                    first()
-                except BaseException as err:  # handed to whoever waits for it
-                    first_done.set_exception(err)
-                else:
-                    first_done.set_result(None)
+        def work() -> None:  # queued after first: the next run's file is made after it
             if sweep:
                 self._sweep_once()
             if used is not None:
@@ -187,7 +180,7 @@ class _SpareFiles:
                 made.set_result(self._make())
 
         self._syncs.soon(work)
-        return first_done
+        return first_task
 
     def _make(self) -> tuple[int, str] | None:
         """Create one empty spare run file (on the background thread)."""

@@ -16,11 +16,11 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from ...errors import StoreUnavailable
+from ._background import BackgroundTask, BackgroundThread
 
 #: Most stop fsyncs in flight at once inside ``deferred_sync()`` (each holds a descriptor).
 _MAX_PENDING_SYNCS = 64
@@ -58,9 +58,9 @@ class _Syncs:
         self.dir_unsynced = False
         # The one background thread (started on first use; a forked child starts its own),
         # and the columnar caches it has yet to write, by run file name.
-        self._background: Any = None
-        self._background_pid = 0
-        self._caches: dict[str, Future[Any]] = {}
+        self._background = BackgroundThread("broker_v1-bg")
+        self._caches: dict[str, BackgroundTask] = {}
+        self._caches_pid = os.getpid()
         # The directory, kept open for the fsync of each new run file's entry, and its
         # (st_dev, st_ino) when opened; guarded by its own lock (used from two threads).
         self._dir_lock = threading.Lock()
@@ -116,36 +116,30 @@ class _Syncs:
                 "(an identical re-insert or copy is a no-op)."
             )
 
-    def soon(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Run ``fn(*args)`` on the store's background thread; its future."""
-        with self._lock:
-            if self._background is None or self._background_pid != os.getpid():
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._caches.clear()  # a forked child's copy of its parent's queue
-                self._background = ThreadPoolExecutor(1, thread_name_prefix="broker_v1-bg")
-                self._background_pid = os.getpid()
-            return self._background.submit(fn, *args)
+    def soon(self, fn: Callable[..., Any], *args: Any) -> BackgroundTask:
+        """Run ``fn(*args)`` on the store's background thread; the task, to wait for it."""
+        return self._background.soon(fn, *args)
 
     def cache_soon(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
         """Write ``name``'s columnar cache in the background (``fn`` swallows its errors)."""
         with self._lock:
+            if self._caches_pid != os.getpid():
+                self._caches.clear()  # a forked child's copy of its parent's queue
+                self._caches_pid = os.getpid()
             self._caches[name] = self.soon(fn, *args)
 
     def settle(self, name: str) -> None:
         """Wait until the columnar cache of ``name`` queued here, if any, is written."""
         with self._lock:
-            future = self._caches.pop(name, None)
-        if future is not None and self._background_pid == os.getpid():
-            future.result()
+            task = self._caches.pop(name, None)
+        if task is not None and self._caches_pid == os.getpid():
+            task.result()
 
     def drain(self) -> None:
         """Finish everything queued on the background thread (the store is closing)."""
         with self._lock:
-            pool, self._background = self._background, None
             self._caches.clear()
-        if pool is not None and self._background_pid == os.getpid():
-            pool.shutdown(wait=True)
+        self._background.finish()
         with self._dir_lock:
             self._keep_dir_fd(None, None)
 
