@@ -7,8 +7,10 @@ small without a checkpoint (and its two fsyncs) landing on an insert.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +90,34 @@ def test_checkpointer_runs_every_so_many_commits(tmp_path: Path) -> None:
     with sqlite3.connect(location) as check:
         assert check.execute("SELECT count(*) FROM t").fetchone() == (CHECKPOINT_EVERY,)
     os.unlink(location)
+
+
+def log_frames(location: str) -> int:
+    """Frames the index's write-ahead log holds now (read by a connection of its own)."""
+    with contextlib.closing(sqlite3.connect(location)) as other:
+        busy, frames, _ = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    assert busy == 0
+    return int(frames)
+
+
+def test_a_round_starts_the_log_over_while_runs_keep_coming(tmp_path: Path) -> None:
+    """Runs keep coming, as a RunEngine records them: one checkpoint never copies the whole
+    log (the writer commits meanwhile), so the round checkpoints again after the writer's
+    next commits until the log is started over; the writer's own backstop (thousands of
+    pages and two fsyncs on an insert) is not needed."""
+    store = FileStore(path=tmp_path)
+    store.insert(*run_docs("first")[0])
+    checkpointer = store._index._checkpointer
+    assert checkpointer is not None
+    i = 0
+    while checkpointer.runs < 1 and i < 20 * CHECKPOINT_EVERY:
+        for name, doc in run_docs(f"run-{i}"):
+            store.insert(name, doc)
+        time.sleep(0.002)  # a short scan's pace at the fastest
+        i += 1
+    assert checkpointer.runs == 1
+    for name, doc in run_docs("after"):  # its transaction begins after the round
+        store.insert(name, doc)
+    # Started over: the log holds the last few transactions, not the round's hundreds.
+    assert log_frames(store._index.location) < 100
+    store.close()
