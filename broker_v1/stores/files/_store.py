@@ -540,6 +540,15 @@ class FileStore(DocumentStore):
         self._writer.prepare("descriptor", event.get("descriptor"))
         super()._insert_event(event)
 
+    def _is_new(self, name: str, doc: Doc) -> bool:
+        # The insert path finds a stored event only among the uids this writer registered
+        # (_Lookup.existing): one dict lookup tells a new event without the general calls.
+        if name == "event":
+            uid = doc["uid"]
+            if type(uid) is str and uid not in self._writer.event_owner:
+                return True
+        return super()._is_new(name, doc)
+
     def _insert_event_page(self, page: Doc) -> None:
         self._writer.prepare("descriptor", page.get("descriptor"))
         super()._insert_event_page(page)

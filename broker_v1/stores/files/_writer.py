@@ -317,13 +317,13 @@ class _Writer:
             line = _dump_line(name, doc)
         assert state.fd is not None
         before = state.size
-        view = memoryview(line)
+        written = 0
         try:
-            while view:
-                written = os.write(state.fd, view)
-                view = view[written:]
+            written = os.write(state.fd, line)
+            while written < len(line):  # a short write (a signal, a nearly full disk)
+                written += os.write(state.fd, memoryview(line)[written:])
         except OSError as err:
-            if view.nbytes != len(line) and state.name != ASSETS_NAME:
+            if written and state.name != ASSETS_NAME:
                 # All of the document or none of it: cut a partial line off again.
                 with contextlib.suppress(OSError):
                     os.ftruncate(state.fd, before)
