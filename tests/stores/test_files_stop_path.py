@@ -181,3 +181,35 @@ def test_writer_caches_runs_from_cache_min_bytes_and_readers_the_rest(
     reader.close()
     assert sorted(p.name for p in cache.iterdir()) == ["long.jsonl.cols", "short.jsonl.cols"]
     assert [e["data"]["x"] for e in expected["long"]] == [float(i) for i in range(120)]
+
+
+@pytest.mark.parametrize(("n_events", "min_bytes"), [
+    (5, 6_000),  # stays short
+    (150, 6_000),  # grows past mid-run
+    (42, 6_000),  # at its last event (6,042 bytes before the stop)
+    (42, 6_100),  # at its stop line (6,133 bytes in all)
+    (150, 0),  # columns from the first event
+])
+def test_a_run_growing_past_cache_min_bytes_gets_the_cache_a_reader_builds(
+    tmp_path: Path, n_events: int, min_bytes: int
+) -> None:
+    """While a run is shorter than ``cache_min_bytes`` its writer keeps only its lines (every
+    one), and makes the columns from them once it grows past (mid-run, at its last event,
+    or at its stop): the cache written at stop is byte for byte the one a reader builds from
+    the file; a run that stays short gets none from its writer."""
+    folder = tmp_path / "s"
+    store = FileStore(path=folder, cache_min_bytes=min_bytes)
+    for name, doc in run_docs("run", n_events):
+        store.insert(name, doc)
+    store.close()
+    size = (folder / "run.jsonl").stat().st_size
+    cache = folder / ".broker_v1" / "cache" / "run.jsonl.cols"
+    if size < min_bytes:
+        assert not cache.exists()
+        return
+    written = cache.read_bytes()
+    cache.unlink()
+    with FileStore(path=folder, cache_min_bytes=0) as reader:
+        events = list(reader.iter_events("run-primary"))
+    assert [e["data"]["x"] for e in events] == [float(i) for i in range(n_events)]
+    assert cache.read_bytes() == written

@@ -51,7 +51,7 @@ from ._index import (
     _run_row_values,
     record_link,
 )
-from ._run_state import _accumulate, _pending_members, _RunState
+from ._run_state import _accumulate, _pending_members, _RunState, columns_from_kept_lines
 from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
@@ -342,8 +342,8 @@ class _Writer:
             state.acc_bytes += len(line)
             if state.acc_bytes > self.cache_max_bytes:
                 state.acc, state.doc_lines = None, []
-            elif name not in ("event", "event_page"):
-                state.doc_lines.append(line)
+            elif state.columns_from or name not in ("event", "event_page"):
+                state.doc_lines.append(line)  # while short, every line (see _RunState)
 
     def cannot_open(self, path: Path, err: OSError) -> StoreUnavailable:
         return StoreUnavailable(
@@ -550,6 +550,7 @@ class _Writer:
         state.started_here, state.pending_descriptors = False, []
         state.acc = {} if self.columnar_cache else None
         state.doc_lines, state.acc_bytes = [], 0
+        state.columns_from = self.cache_min_bytes
         # One encoding serves the line, its checksum and the index row.
         text = _encode(doc)
         line = _line_of("start", text)
@@ -668,6 +669,8 @@ class _Writer:
         state.pending_datums.clear()
         state.pending_descriptors.clear()
         state.started_here = False
+        if state.acc is not None and state.columns_from and state.size >= self.cache_min_bytes:
+            columns_from_kept_lines(state)  # grown past at its last lines, not an event
         acc, doc_lines, lines = state.acc, state.doc_lines, state.lines
         state.acc, state.doc_lines = None, []
         os.close(state.fd)
