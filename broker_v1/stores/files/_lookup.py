@@ -104,6 +104,11 @@ class _Lookup:
         rd = self._runs.load(name)
         return None if rd is None else rd.datums.get(datum_id)
 
+    def event_file(self, uid: str) -> str | None:
+        """The run file where the insert path looks for an event of this uid (one this writer
+        registered), or None: the event is then new."""
+        return self._writer.event_owner.get(uid)
+
     def existing(self, name: str, key: str) -> Doc | None:
         """The stored document of kind ``name`` with uid ``key``, or None (the insert
         path's duplicate and link checks: see ``DocumentStore._get_existing``)."""
@@ -147,7 +152,7 @@ class _Lookup:
             rd = self._runs.load(file)
             return None if rd is None else rd.datums.get(key)
         if name == "event":
-            file = self._writer.event_owner.get(key)
+            file = self.event_file(key)
             if file is None:
                 return None
             rd = self._runs.load(file)

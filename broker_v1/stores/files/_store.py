@@ -541,11 +541,10 @@ class FileStore(DocumentStore):
         super()._insert_event(event)
 
     def _is_new(self, name: str, doc: Doc) -> bool:
-        # The insert path finds a stored event only among the uids this writer registered
-        # (_Lookup.existing): one dict lookup tells a new event without the general calls.
+        # Most events are new: asked directly, the lookup says so without the general calls.
         if name == "event":
             uid = doc["uid"]
-            if type(uid) is str and uid not in self._writer.event_owner:
+            if type(uid) is str and self._lookup.event_file(uid) is None:
                 return True
         return super()._is_new(name, doc)
 
