@@ -143,33 +143,64 @@ def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) 
             fresh.insert("descriptor", dict(docs[2][1], name="other"))
 
 
-def test_a_reader_commits_nothing_while_an_open_run_gains_only_events(tmp_path: Path) -> None:
-    """A store looking up while another appends events to an open run reads the new lines
-    but writes nothing to the index (so it never takes the write lock the writer needs); a
-    descriptor appended later is indexed at the next lookup, and the stop after it."""
+def test_a_reader_commits_only_the_stop_of_a_run_another_store_records(tmp_path: Path) -> None:
+    """A store looking up (``db[-1]``, ``db[uid]``, a search) while another records a run reads
+    the new lines but writes nothing to the index until the stop: neither events nor
+    descriptors take the write lock the writer needs.  A lookup by descriptor uid indexes
+    the run's descriptors at once; the stop is indexed at the next lookup, in one
+    transaction."""
     docs = run_docs("r8", n_events=6)
     extra = {"uid": "r8-extra", "run_start": "r8", "time": T0 + 50, "name": "extra",
              "data_keys": {"y": {"dtype": "number", "shape": [], "source": "s"}}}
     with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
         db = Broker(reader, timezone="UTC")
-        for name, doc in docs[:3]:  # the start and both descriptors
-            writer.insert(name, doc)
+        writer.insert(*docs[0])
         assert db[-1].start["uid"] == "r8"
         with index_statements(reader) as statements:
-            for name, doc in docs[3:-1]:
+            for name, doc in [*docs[1:-1], ("descriptor", extra)]:
                 writer.insert(name, doc)
                 assert db[-1].start["uid"] == "r8"
                 assert db["r8"].start["uid"] == "r8"
+                assert [h.start["uid"] for h in db(plan_name="scan")] == ["r8"]
             assert not [s for s in statements if s.startswith("BEGIN")]
+            assert sorted(d["uid"] for d in db[-1].descriptors) == [
+                "r8-baseline", "r8-extra", "r8-primary"]
+            assert not _members(reader)  # the writer records them with its stop
+            assert reader.get_descriptor("r8-extra")["name"] == "extra"
+            assert sum(s.startswith("BEGIN") for s in statements) == 1
+            assert _members(reader) == {("descriptor", "r8-baseline"),
+                                        ("descriptor", "r8-primary"),
+                                        ("descriptor", "r8-extra")}
             assert [e["data"]["x"] for e in reader.iter_events("r8-primary")] == [
                 1.0, 2.0, 3.0, 4.0, 5.0]
-            writer.insert("descriptor", extra)
-            db[-1]
+        with index_statements(reader) as statements:
+            writer.insert(*docs[-1])
+            assert db["r8"].stop["uid"] == "r8-stop"
+            assert db[-1].stop["uid"] == "r8-stop"
             assert sum(s.startswith("BEGIN") for s in statements) == 1
-        assert ("descriptor", "r8-extra") in _members(reader)
-        assert reader.get_descriptor("r8-extra")["name"] == "extra"
-        writer.insert(*docs[-1])
-        assert db["r8"].stop["uid"] == "r8-stop"
+
+
+def test_a_lookup_by_uid_indexes_descriptors_a_reader_read_past(tmp_path: Path) -> None:
+    """Descriptors the read path read past without indexing (it remembers how far it read)
+    are indexed when a lookup by uid needs them: the reader's own duplicate check refuses a
+    different descriptor of the same uid, and another store finds them."""
+    docs = run_docs("r9")
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        writer.insert(*docs[0])
+        db[-1]
+        for name, doc in docs[1:-1]:
+            writer.insert(name, doc)
+            db[-1]  # reads the new lines, indexes nothing
+        assert not _members(reader)
+        reader.insert("start", {"uid": "r10", "time": T0 + 200, "scan_id": 4})
+        with pytest.raises(DuplicateDocument, match="r9-primary"):
+            reader.insert("descriptor", dict(docs[2][1], run_start="r10", name="other"))
+        reader.insert(*docs[2])  # identical: a no-op
+        with FileStore(path=tmp_path) as third:
+            assert {("descriptor", "r9-baseline"), ("descriptor", "r9-primary")} <= _members(
+                third)
+        assert [e["data"]["x"] for e in reader.iter_events("r9-primary")] == [1.0, 2.0, 3.0]
 
 
 def test_an_open_run_file_replaced_under_its_name_is_indexed_anew(tmp_path: Path) -> None:

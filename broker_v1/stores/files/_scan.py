@@ -58,6 +58,9 @@ _LINK_RECENT_NS = 50_000_000
 _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
 #: Run file lines the index records nothing of (the start is recorded from the first line).
 _NOT_INDEXED = frozenset((b"event", b"event_page", b"start"))
+#: Lines of an open run that only the lookups by uid need indexed (``members`` rows); the
+#: read path's refresh leaves them to the writer's stop, which records them anyway.
+_MEMBER_LINES = frozenset((b"descriptor", b"resource", b"datum", b"datum_page"))
 
 
 class _Scanner:
@@ -100,10 +103,11 @@ class _Scanner:
         self._stored_mtime: str | None = ""  # "": not known yet
         # The names of the last listing (None: compare the next one with the index).
         self._listed: set[str] | None = None
-        # Open run files this process found to have gained only events since the index
-        # recorded them, by name: (the row read against: size, mtime, scanned, head CRC; the
-        # inode; the size and mtime read; the offset read up to).  See _only_events_since.
-        self._events_only: dict[str, tuple[tuple[Any, ...], int, int, int, int]] = {}
+        # Open run files this process found to have gained nothing the read path needs
+        # indexed since the index recorded them, by name: (the row read against: size,
+        # mtime, scanned, head CRC; the inode; the size and mtime read; the offset read up
+        # to; whether the lines read hold members).  See _nothing_to_index_since.
+        self._read_ahead: dict[str, tuple[tuple[Any, ...], int, int, int, int, bool]] = {}
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -139,7 +143,7 @@ class _Scanner:
             if self._recheck_at is not None and time.time() >= self._recheck_at:
                 self._list_diff(st)
             else:
-                self._check_volatile()
+                self._check_volatile(members=False)
 
     def _explained_soon(self, known: int, now: int) -> bool:
         """:meth:`_explained`, waiting a little for the link of a change made a moment ago
@@ -194,7 +198,7 @@ class _Scanner:
         self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
         for i in range(0, len(changed), 200):
             self._index_files(changed[i : i + 200])
-        self._check_volatile()
+        self._check_volatile(members=False)
         self._settle(dir_stat, listed_at)
 
     def _settle(self, dir_stat: os.stat_result, listed_at: float) -> None:
@@ -261,21 +265,27 @@ class _Scanner:
         open_files: dict[str, tuple[Any, ...]] | None = None,
     ) -> bool:
         """Index what the open run files, but those ``skip(name)`` names, gained since they
-        were last indexed (a writer records a run's descriptors with its stop; readers find
-        them sooner this way); True when any file was re-indexed.  ``open_files``: the index's
-        rows of its open files when the caller has just read them."""
+        were last indexed, members (descriptors, resources, datums) included: a writer
+        records a run's members with its stop, and a lookup by uid needs them sooner; True
+        when any file was re-indexed.  ``open_files``: the index's rows of its open files
+        when the caller has just read them."""
         with self._lock:
-            return self._check_volatile(skip, open_files)
+            return self._check_volatile(skip, open_files, members=True)
 
     def _check_volatile(
         self,
         skip: Callable[[str], bool] | None = None,
         rows: dict[str, tuple[Any, ...]] | None = None,
+        *,
+        members: bool,
     ) -> bool:
+        """Index what the open run files gained; with ``members`` False (the read path),
+        only when that is a stop or the file is not the one indexed: new descriptors,
+        resources and datums then wait for the writer's stop, or for a lookup by uid."""
         if rows is None:
             rows = self._index.file_rows("WHERE volatile = 1")
-        for name in [n for n in self._events_only if n not in rows]:
-            del self._events_only[name]  # stopped or forgotten since
+        for name in [n for n in self._read_ahead if n not in rows]:
+            del self._read_ahead[name]  # stopped or forgotten since
         changed = []
         for name, row in rows.items():
             if skip is not None and skip(name):
@@ -286,31 +296,38 @@ class _Scanner:
                 self._recheck_at = 0.0  # the directory changed after all: list it next time
                 continue
             if (row[1] != st.st_size or row[2] != st.st_mtime_ns) and not (
-                self._only_events_since(name, row, st)
+                self._nothing_to_index_since(name, row, st, members)
             ):
                 changed.append((name, st, row))
         if changed:
             self._index_files(changed)
         return bool(changed)
 
-    def _only_events_since(self, name: str, row: tuple[Any, ...], st: os.stat_result) -> bool:
-        """Whether the open run file ``name`` gained nothing the index records since ``row``
-        (its files row) was written: only events, or a line still being written.
+    def _nothing_to_index_since(
+        self, name: str, row: tuple[Any, ...], st: os.stat_result, members: bool
+    ) -> bool:
+        """Whether the open run file ``name`` gained nothing to index since ``row`` (its
+        files row) was written: only events, or a line still being written; unless
+        ``members``, descriptors, resources and datums too.
 
         Then no index transaction is needed, so a process looking up while a run records
-        does not take the index's write lock (which the writer waits for) at every lookup;
-        what was read is remembered, so the next look reads only what follows.  Descriptors,
-        resources, datums or a stop (or a file that is not the one the row describes) leave
-        the file to :meth:`_index_file`.
+        does not take the index's write lock (which the writer waits for) at every lookup,
+        nor twice per run (its descriptors, then its stop); what was read is remembered, so
+        the next look reads only what follows.  A stop (or a file that is not the one the
+        row describes) leaves the file to :meth:`_index_file`, and so do members when
+        ``members`` is asked for, those read earlier included.
         """
         if row[5] != "run" or row[4] is None:
             return False
-        read = self._events_only.get(name)
+        read = self._read_ahead.get(name)
         offset: int | None = None
+        held_members = False
         if read is not None and read[0] == row[1:5] and read[1] == st.st_ino:
+            if members and read[5]:
+                return False  # members read earlier, not indexed: index them now
             if (read[2], read[3]) == (st.st_size, st.st_mtime_ns):
                 return True  # nothing new since the last look
-            offset = read[4]
+            offset, held_members = read[4], read[5]
         try:
             with open(self.path / name, "rb") as f:
                 if offset is None:
@@ -334,9 +351,14 @@ class _Scanner:
         for line in data[:end].split(b"\n"):
             # The lines _scan_members would record; others it skips, as here.
             m = _NAME_RE.match(line)
-            if m is not None and m.group(1) not in _NOT_INDEXED:
+            if m is None or m.group(1) in _NOT_INDEXED:
+                continue
+            if members or m.group(1) not in _MEMBER_LINES:
                 return False
-        self._events_only[name] = (row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end)
+            held_members = True
+        self._read_ahead[name] = (
+            row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end, held_members
+        )
         return True
 
     def _index_files(
