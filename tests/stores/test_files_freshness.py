@@ -205,6 +205,50 @@ def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
     assert listings.count == 2
 
 
+def _in_transactions(statements: list[str]) -> list[str]:
+    """The statements run between a BEGIN and its COMMIT (but the busy timeout's)."""
+    inside, out = False, []
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            inside = True
+        elif statement == "COMMIT":
+            inside = False
+        elif inside and not statement.startswith("PRAGMA"):
+            out.append(statement)
+    return out
+
+
+def test_the_recheck_listing_commits_nothing_for_runs_already_indexed(
+        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing that confirms a racy mtime finds the runs a broker_v1 writer recorded
+    since the last listing, all indexed already: it reads their rows and indexes nothing
+    (a transaction would hold the write lock the recording writer needs; the only write
+    left is the settled folder time, for the next process); a plain file among them is
+    indexed."""
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 0.3)
+    _run(PLAIN_WRITER, str(directory / "first.jsonl"),
+         json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
+    assert db[-1].start["uid"] == "first"  # listed (compared with the index)
+    time.sleep(0.4)
+    assert db[-1].start["uid"] == "first"  # listed again: that mtime was racy
+    assert listings.count == 2
+    _run(OUR_RECORDER, str(directory), "5", str(T0 + 600))
+    assert db[-1].start["uid"] == "rec-4"  # explained by links; the mtime is racy
+    assert listings.count == 2
+    time.sleep(0.4)
+    with index_statements(db.store) as statements:
+        assert db[-1].start["uid"] == "rec-4"
+    assert listings.count == 3  # the recheck: the five runs are new to it
+    assert {f"rec-{i}.jsonl" for i in range(5)} <= db.store._scan._listed
+    assert all(s.startswith("INSERT OR REPLACE INTO meta (key, value) VALUES ('dir_mtime'")
+               for s in _in_transactions(statements))
+    _run(PLAIN_WRITER, str(directory / "plain.jsonl"),
+         json.dumps([["start", _start("plain", T0 + 800)], ["stop", _stop("plain", T0 + 801)]]))
+    assert db[-1].start["uid"] == "plain"
+    assert db["rec-1"].stop["exit_status"] == "success"
+
+
 def test_links_are_recorded_per_created_file_and_old_ones_pruned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,7 +43,7 @@ from ._format import (
     _read_msgpack,
     _Warnings,
 )
-from ._index import _LINK_HOPS, _Index, _is_time, link_key
+from ._index import _CHUNK, _LINK_HOPS, _Index, _is_time, link_key
 from ._rundata import _RunData
 
 # A directory mtime younger than this may not yet reflect a file created in the same clock
@@ -194,12 +194,42 @@ class _Scanner:
             except FileNotFoundError:
                 continue
             if stat_module.S_ISREG(st.st_mode):
-                changed.append((name, st, None))  # skipped if our writer indexed it already
+                changed.append((name, st, None))
         self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
+        changed = self._not_indexed(changed)
         for i in range(0, len(changed), 200):
             self._index_files(changed[i : i + 200])
         self._check_volatile(members=False)
         self._settle(dir_stat, listed_at)
+
+    def _not_indexed(
+        self, items: list[tuple[str, os.stat_result, tuple[Any, ...] | None]]
+    ) -> list[tuple[str, os.stat_result, tuple[Any, ...] | None]]:
+        """Of the files a listing found new, those the index does not hold as they are now.
+
+        Read first, without the write lock: while a broker_v1 writer records, a listing
+        finds its new runs (hundreds a second), all indexed already, and checking them in a
+        transaction held the lock the writer needs for milliseconds.  Files the index marks
+        open are left to :meth:`_check_volatile`, which follows.
+        """
+        known: dict[str, tuple[int, int, int]] = {}
+        names = [item[0] for item in items]
+        for i in range(0, len(names), _CHUNK):
+            chunk = names[i : i + _CHUNK]
+            rows = self._index.read(
+                "SELECT name, size, mtime_ns, volatile FROM files WHERE name IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+                deferred_matter=False,  # this process's deferred rows are of open files
+            )
+            known.update((row[0], row[1:]) for row in rows)
+        out = []
+        for item in items:
+            row = known.get(item[0])
+            if row is None or (not row[2] and (row[0], row[1]) != (item[1].st_size,
+                                                                  item[1].st_mtime_ns)):
+                out.append(item)
+        return out
 
     def _settle(self, dir_stat: os.stat_result, listed_at: float) -> None:
         """Record the directory mtime a listing that began at ``listed_at`` saw: trusted
