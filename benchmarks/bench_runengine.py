@@ -1,7 +1,7 @@
 """Recording at RunEngine speed: validated single-document inserts of short, real-shaped runs.
 
 Run: python benchmarks/bench_runengine.py [--runs 2000] [--stores memory,strict,files,mongo]
-[--mongo-uri mongodb://host:port] [--mongo-runs 50] [--existing-runs 20000]
+[--mongo-uri mongodb://host:port] [--mongo-runs 50] [--existing-runs 20000] [--reader-poll 0.01]
 
 Each run is ``workload.runengine_run_documents``: start, a ``baseline`` descriptor, a
 ``primary`` descriptor with 10 data keys and three devices' configuration, 20 primary and 2
@@ -16,8 +16,10 @@ validating one document of each type costs.  The mongo store runs when a server 
 pass, so each starts from the same heap.  With ``--existing-runs N`` the files store records
 into a store that already holds N such runs (written first, not timed; each repeat adds its
 runs, with new uids, to the same store), as a beamline's store does after months: a bigger
-directory and index cost more per run than a fresh store shows.  No assertions: speed is
-measured, not asserted.
+directory and index cost more per run than a fresh store shows.  With ``--reader-poll S``
+the files store records while a second process polls ``db[-1]`` of the same store every S
+seconds (0: back to back), as an analysis process watching a beamline does; its lookups'
+median, p95 and maximum are printed too.  No assertions: speed is measured, not asserted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import gc
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -257,6 +260,51 @@ def drop_store(kind: str, store: Any, folder: Path, mongo: str | None = None) ->
         client.close()
 
 
+#: A second process polling ``db[-1]`` of a files store (argv: folder, pause in seconds)
+#: until its stdin closes; then it prints its lookups' times as JSON.
+POLLING_READER = r"""
+import json, sys, threading, time
+from broker_v1 import Broker
+from broker_v1.stores.files import FileStore
+folder, pause = sys.argv[1], float(sys.argv[2])
+db = Broker(FileStore(path=folder), timezone="UTC")
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+print("ready", flush=True)
+times, clock = [], time.perf_counter
+while not done.is_set():
+    t = clock()
+    try:
+        db[-1].start
+    except IndexError:  # no run recorded yet
+        pass
+    times.append(clock() - t)
+    if pause:
+        time.sleep(pause)
+print(json.dumps(times))
+"""
+
+
+class PollingReader:
+    """A second process polling ``db[-1]`` of the store at ``folder`` every ``pause`` s."""
+
+    def __init__(self, folder: Path, pause: float) -> None:
+        env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", POLLING_READER, str(folder), str(pause)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the polling reader did not start")
+
+    def finish(self) -> list[float]:
+        """Stop polling; the seconds each lookup took."""
+        import json
+
+        out, _ = self.proc.communicate("", timeout=60)
+        return [float(t) for t in json.loads(out)]
+
+
 def prefill(folder: Path, runs: int) -> None:
     """Write ``runs`` RunEngine-shaped runs into a files store at ``folder`` (not timed;
     fsyncs deferred to the end, as a bulk copy would)."""
@@ -272,15 +320,19 @@ def prefill(folder: Path, runs: int) -> None:
 
 
 def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
-                  mongo_base: str | None = None, existing: int = 0) -> dict[str, Any]:
+                  mongo_base: str | None = None, existing: int = 0,
+                  reader_poll: float | None = None) -> dict[str, Any]:
     """Median docs/s over ``repeat`` fresh stores, with the floor measured alternately; with
     ``existing`` (files store only), over ``repeat`` passes into one store that held that
-    many runs before the first pass (each pass records new runs)."""
+    many runs before the first pass (each pass records new runs); with ``reader_poll``
+    (files store only), while a second process polls ``db[-1]`` every that many seconds."""
     from broker_v1 import Broker
     from broker_v1.stores.files import FileStore
 
-    if existing and kind != "files":
-        raise ValueError(f"existing runs apply to the files store only, not {kind!r}")
+    if (existing or reader_poll is not None) and kind != "files":
+        raise ValueError(f"existing runs and a polling reader apply to the files store only, "
+                         f"not {kind!r}")
+    lookups: list[float] = []
     rates, floors, fsyncs, per_name, cpus = [], [], [], defaultdict(list), []
     durables: list[float] = []
     creates: list[float] = []
@@ -303,9 +355,12 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
             folder = scratch / f"{kind}-{i}"
             store = make_store(kind, folder, database(str(i)))
         db = Broker(store, timezone="UTC")
+        reader = None if reader_poll is None else PollingReader(folder, reader_poll)
         gc.collect()  # earlier passes' garbage would be collected on this pass's clock
         cpu = time.process_time()
         secs, calls = timed_inserts(db.insert, docs)
+        if reader is not None:
+            lookups.extend(reader.finish())
         # CPU of every thread of this process (background fsyncs, caches, checkpoints too):
         # unlike wall time, it hardly moves with the disk or with other processes.
         cpus.append(time.process_time() - cpu)
@@ -341,6 +396,7 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
         "durable_floor_docs_per_s": statistics.median(durables) if durables else None,
         "create_us": statistics.median(creates) if creates else None,
         "cpu_us_per_run": statistics.median(cpus) / (len(docs) / 26) * 1e6,
+        "lookups": sorted(lookups),
     }
 
 
@@ -397,6 +453,9 @@ def main() -> None:
     parser.add_argument("--existing-runs", type=int, default=0,
                         help="files store only: record into a store already holding this "
                              "many runs (written first, not timed) instead of a fresh one")
+    parser.add_argument("--reader-poll", type=float, default=None, metavar="SECONDS",
+                        help="files store only: record while a second process polls db[-1] "
+                             "of the same store every SECONDS (0: back to back)")
     parser.add_argument("--mongo-runs", type=int, default=50,
                         help="runs for the mongo store and its floor (the wire test server "
                              "takes about 15 ms per write, so 2,000 runs would take an hour)")
@@ -415,10 +474,15 @@ def main() -> None:
                 print(f"  mongo: {args.mongo_runs:,} runs, {len(mongo_docs):,} documents")
                 r = measure_store(kind, mongo_docs, repeat=args.repeat, scratch=scratch,
                                   mongo_base=args.mongo_uri)
-            elif kind == "files" and args.existing_runs:
-                print(f"  files: into a store already holding {args.existing_runs:,} runs")
+            elif kind == "files" and (args.existing_runs or args.reader_poll is not None):
+                if args.existing_runs:
+                    print(f"  files: into a store already holding {args.existing_runs:,} runs")
+                if args.reader_poll is not None:
+                    print(f"  files: while another process polls db[-1] every "
+                          f"{args.reader_poll:g} s" if args.reader_poll else
+                          "  files: while another process polls db[-1] back to back")
                 r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch,
-                                  existing=args.existing_runs)
+                                  existing=args.existing_runs, reader_poll=args.reader_poll)
             else:
                 r = measure_store(kind, docs, repeat=args.repeat, scratch=scratch)
             label = {"memory": "memory (compatible)", "strict": "memory (strict)",
@@ -441,6 +505,12 @@ def main() -> None:
                 print(f"    insert('stop'): median {r['stop_ms']:.2f} ms, p95 "
                       f"{r['stop_p95_ms']:.2f} ms   target <= {STOP_TARGET_MS:.0f} ms   "
                       f"(one bare fsync on this disk: {r['fsync_ms']:.2f} ms)")
+            if r["lookups"]:
+                looks = r["lookups"]
+                print(f"    the polling reader's db[-1]: median "
+                      f"{statistics.median(looks) * 1e3:.3f} ms, p95 "
+                      f"{looks[int(0.95 * (len(looks) - 1))] * 1e3:.3f} ms, max "
+                      f"{looks[-1] * 1e3:.1f} ms ({len(looks):,} lookups)")
             if r["create_us"] is not None:
                 print(f"    creating one file on this disk now: {r['create_us']:.0f} µs "
                       "(more right after many files were deleted)")
