@@ -249,6 +249,33 @@ def test_the_recheck_listing_commits_nothing_for_runs_already_indexed(
     assert db["rec-1"].stop["exit_status"] == "success"
 
 
+def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
+        tmp_path: Path) -> None:
+    """The links between the folder time a reader knows and the one it sees are read at
+    once (one per run created meanwhile); a link whose start lies past the time seen (the
+    clock was set back) is looked up on its own; a time no chain reaches is not explained."""
+    from broker_v1.stores.files._index import record_link
+
+    with FileStore(path=tmp_path) as store:
+        def link(before: int, after: int) -> None:
+            store._index.write(lambda conn: record_link(conn, before, after, prune=False))
+
+        k = 1_700_000_000 * 10**9
+        for i in range(10):
+            link(k + i, k + i + 1)
+        with index_statements(store) as statements:
+            assert store._scan._explained(k, k + 10)
+        assert len([s for s in statements if s.startswith("SELECT")]) == 1
+        assert not store._scan._explained(k, k + 11)
+        later = k + 10**9
+        link(k + 10, later + 50)  # then the clock is set back:
+        link(later + 50, later + 5)
+        with index_statements(store) as statements:
+            assert store._scan._explained(k, later + 5)
+        assert len([s for s in statements if s.startswith("SELECT")]) == 2
+        assert not store._scan._explained(k + 3, later + 6)
+
+
 def test_links_are_recorded_per_created_file_and_old_ones_pruned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -159,16 +159,27 @@ class _Scanner:
         return False
 
     def _explained(self, known: int, now: int) -> bool:
-        """Whether our writers' links lead from directory mtime ``known`` to ``now``."""
-        keys = [link_key(known)]
+        """Whether our writers' links lead from directory mtime ``known`` to ``now``.
+
+        The links that start between the two are read at once (a reader polling every few
+        ms follows one per run created meanwhile); a chain that leaves them (a clock set
+        back) is followed one link at a time."""
+        links = dict(self._index.read(
+            "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+            (link_key(known), link_key(now), _LINK_HOPS),
+        )) if known < now else {}
+        key = link_key(known)
         for _ in range(_LINK_HOPS):
-            rows = self._index.read("SELECT value FROM meta WHERE key = ?", keys)
-            if not rows:
-                return False
-            after = int(rows[0][0])
+            value = links.get(key)
+            if value is None:
+                rows = self._index.read("SELECT value FROM meta WHERE key = ?", (key,))
+                if not rows:
+                    return False
+                value = rows[0][0]
+            after = int(value)
             if after == now:
                 return True
-            keys = [link_key(after)]
+            key = link_key(after)
         return False
 
     def _list_diff(self, dir_stat: os.stat_result) -> None:
