@@ -203,6 +203,44 @@ def test_a_lookup_by_uid_indexes_descriptors_a_reader_read_past(tmp_path: Path) 
         assert [e["data"]["x"] for e in reader.iter_events("r9-primary")] == [1.0, 2.0, 3.0]
 
 
+def test_a_reader_finds_an_open_runs_datums_without_a_full_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filling a running scan in another process: its datums (the writer records them with
+    the stop), read past by the reader's lookups, are found by id from the runs still open,
+    without the full scan of the folder (a stat of every file) that a lookup missing
+    everywhere does; ids that do not name their resource too."""
+    from broker_v1.stores.files import _scan as scan_module
+
+    docs = run_docs("r11")
+    resource = {"uid": "r11-res", "run_start": "r11", "spec": "NPY_SEQ", "root": "/data",
+                "resource_path": "r11.npy", "resource_kwargs": {}, "path_semantics": "posix"}
+    datums = [{"datum_id": f"r11-datum-{i}", "resource": "r11-res",
+               "datum_kwargs": {"index": i}} for i in range(3)]
+    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        writer.insert(*docs[0])
+        db[-1]
+        writer.insert("resource", resource)
+        for datum in datums:
+            writer.insert("datum", datum)
+        db[-1]  # reads past them
+        assert ("datum", "r11-datum-2") not in _members(reader)
+        scans: list[str] = []
+        real_scandir = scan_module.os.scandir
+
+        def counted_scandir(path: Any) -> Any:
+            scans.append(str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(scan_module.os, "scandir", counted_scandir)
+        assert reader.get_datum("r11-datum-2")["datum_kwargs"] == {"index": 2}
+        assert reader.get_resource("r11-res")["spec"] == "NPY_SEQ"
+        assert [i for p in reader.iter_datum_pages("r11-res") for i in p["datum_id"]] == [
+            "r11-datum-0", "r11-datum-1", "r11-datum-2"]
+        assert scans == []
+        assert ("datum", "r11-datum-2") in _members(reader)
+
+
 def test_an_open_run_file_replaced_under_its_name_is_indexed_anew(tmp_path: Path) -> None:
     """What a reader remembers of an open run file's events holds for that file only: the
     same name holding another file (another start) is indexed from its first line."""

@@ -1,11 +1,11 @@
 """Where a document is: what this process wrote, the index, and a deep refresh on a miss.
 
 Descriptors, resources and datums are found through the writer's record of where this
-process put them, then the index's ``members`` table (for descriptors, after indexing what
-the runs still open elsewhere gained: a writer records a run's descriptors with its stop),
-then (for the thorough lookups of the read path) the index again after a full directory
-scan; their documents are read from the parsed-run cache.  The insert path's duplicate checks
-look documents up here too.
+process put them, then the index's ``members`` table, then (after indexing what the runs
+still open elsewhere gained: a writer records a run's descriptors and datums with its stop,
+and a reader's lookups read past them) the index again, and for the thorough lookups of the
+read path, the index after a full directory scan; their documents are read from the
+parsed-run cache.  The insert path's duplicate checks look documents up here too.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class _Lookup:
         if name is not None:
             return name
         name = self._writer.member_file(kind, uid)  # descriptors: open runs too
+        if name is None and kind != "descriptor" and self._writer.index_open_runs():
+            name = self._index.member_file(kind, uid)
         if name is None:
             self._refresh(deep=True)
             name = self._index.member_file(kind, uid)
@@ -97,8 +99,13 @@ class _Lookup:
                 return doc
         if not thorough:
             return None
-        self._refresh(deep=True)
-        name = self._index.member_file("datum", datum_id)
+        # The runs still open elsewhere first: their datums reach the index with their stop
+        # (a reader's lookups read past them), and a full scan stats every file.
+        name = self._index.member_file("datum", datum_id) if (
+            self._writer.index_open_runs()) else None
+        if name is None:
+            self._refresh(deep=True)
+            name = self._index.member_file("datum", datum_id)
         if name is None:
             return None
         rd = self._runs.load(name)
