@@ -2,7 +2,7 @@
 
 SQLite's own wait naps a whole millisecond at the first try (then 2, 5, 10 ms ...), where
 another process's index transaction holds the lock a few hundred µs; the index's
-transactions nap briefly first (``_index._begin_write``), then wait as SQLite does.  These
+transactions nap briefly first (``_write_lock.begin_write``), then wait as SQLite does.  These
 tests use a real second connection on a real index file.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker_v1.stores.files import FileStore
-from broker_v1.stores.files._index import _WRITE_LOCK_NAPS_S, BUSY_TIMEOUT_MS, _begin_write
+from broker_v1.stores.files._write_lock import BUSY_TIMEOUT_MS, WRITE_LOCK_NAPS_S, begin_write
 
 T0 = 1_700_000_000.0
 
@@ -68,7 +68,7 @@ def test_the_lock_is_taken_once_the_other_transaction_ends(index_file: Path,
     attempts: list[str] = []
     conn.set_trace_callback(attempts.append)
     thread, _ = _hold_write_lock(index_file, held_s)
-    _begin_write(conn)
+    begin_write(conn)
     conn.set_trace_callback(None)
     try:
         assert conn.in_transaction
@@ -79,8 +79,8 @@ def test_the_lock_is_taken_once_the_other_transaction_ends(index_file: Path,
         thread.join()
     begins = [s for s in attempts if s.startswith("BEGIN")]
     assert len(begins) >= 2
-    if held_s > sum(_WRITE_LOCK_NAPS_S):
-        assert len(begins) == len(_WRITE_LOCK_NAPS_S) + 1
+    if held_s > sum(WRITE_LOCK_NAPS_S):
+        assert len(begins) == len(WRITE_LOCK_NAPS_S) + 1
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
     assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == ["mine", "other"]
 
@@ -91,7 +91,7 @@ def test_an_error_other_than_a_held_lock_is_raised_at_once(index_file: Path) -> 
     attempts: list[str] = []
     conn.set_trace_callback(attempts.append)
     with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
-        _begin_write(conn)
+        begin_write(conn)
     conn.set_trace_callback(None)
     assert [s for s in attempts if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS

@@ -28,6 +28,7 @@ from ..base import Doc
 from ._checkpoint import BACKSTOP_PAGES, _Checkpointer
 from ._format import STATE_DIR
 from ._text_pending import PENDING_LIMIT, _PendingText, delete_all_markers, delete_marker
+from ._write_lock import BUSY_TIMEOUT_MS, begin_write
 
 INDEX_NAME = "index.sqlite"
 SCHEMA_VERSION = "1"
@@ -35,13 +36,6 @@ SCHEMA_VERSION = "1"
 
 # Largest SQLite parameter list used in one IN (...) clause.
 _CHUNK = 500
-#: How long (ms) a statement waits for a lock another connection holds before failing.
-BUSY_TIMEOUT_MS = 60_000
-#: The naps (seconds) a transaction takes while another connection holds the write lock,
-#: before leaving the wait to SQLite: its first nap is a whole millisecond (then 2, 5, 10
-#: ...), several times the few hundred µs another process's transaction holds the lock.
-_WRITE_LOCK_NAPS_S = (20e-6, 50e-6, 100e-6, 100e-6, 200e-6, 200e-6, 300e-6, 500e-6, 500e-6,
-                      1e-3, 1e-3, 2e-3)
 _T = TypeVar("_T")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -64,26 +58,6 @@ def _sql_text(text: str) -> str:
     # Lone surrogates become "?": both are non-word characters and the same replacement is
     # made in stored text and searched text, so the $text prefilter stays a superset.
     return text if _sqlable(text) else text.encode("utf-8", "replace").decode("utf-8")
-
-
-def _begin_write(conn: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``: take the index's write lock, napping briefly while another
-    connection holds it (:data:`_WRITE_LOCK_NAPS_S`), then waiting as SQLite does (up to
-    :data:`BUSY_TIMEOUT_MS`)."""
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        for nap in _WRITE_LOCK_NAPS_S:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as err:
-                code = getattr(err, "sqlite_errorcode", sqlite3.SQLITE_BUSY)
-                if code & 0xFF != sqlite3.SQLITE_BUSY:  # extended codes keep it in the low byte
-                    raise
-            time.sleep(nap)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("BEGIN IMMEDIATE")
 
 
 def _is_corrupt(err: BaseException) -> bool:
@@ -562,7 +536,7 @@ class _Index:
             self.commit_batch()
             conn = self.conn()
             try:
-                _begin_write(conn)
+                begin_write(conn)
                 try:
                     self._write_deferred_in(conn)
                     result = fn(conn)
@@ -624,7 +598,7 @@ class _Index:
             conn = self.conn()
             try:
                 if not conn.in_transaction:
-                    _begin_write(conn)
+                    begin_write(conn)
                     self._batch_runs, self._batch_began = 0, time.monotonic()
                 self._write_deferred_in(conn)
                 fn(conn)
