@@ -400,3 +400,38 @@ def test_column_accumulator_spreads_single_events_in_batches(n: int) -> None:
                     for i in range(n)]
         assert all(verdicts[:63])  # found when its batch is spread: at the 64th event,
         assert False in verdicts or acc.columns() is None  # or at the latest by columns()
+
+
+def test_a_recording_process_keeps_where_only_its_recent_runs_are(tmp_path: Path) -> None:
+    """A process recording run after run keeps, of where its documents went, only its last
+    few runs (not three entries a run for its whole life); an older run's start, descriptor
+    and file are then found through the index, with the same verdicts."""
+    runs = [plain_run(f"r{i}") for i in range(12)]
+    resource = {"uid": "r0-res", "run_start": "r0", "spec": "NPY_SEQ", "root": "/data",
+                "resource_path": "r0.npy", "resource_kwargs": {}, "path_semantics": "posix"}
+    with FileStore(path=tmp_path) as store:
+        store.insert(*runs[0][0])
+        store.insert("resource", resource)
+        for run in [runs[0][1:], *runs[1:]]:
+            for name, doc in run:
+                store.insert(name, doc)
+        writer = store._writer
+        assert len(writer.run_file) <= 5 and len(writer.desc_file) <= 5
+        assert "r0" not in writer.run_file and "r0-primary" not in writer.desc_file
+        assert "r0-res" not in writer.res_file
+        assert store.get_descriptor("r0-primary")["name"] == "primary"
+        assert store.get_resource("r0-res")["spec"] == "NPY_SEQ"
+        store.insert(*runs[0][0])  # identical: a no-op
+        store.insert(*runs[0][1])
+        store.insert("resource", resource)
+        with pytest.raises(DuplicateDocument, match="r0"):
+            store.insert("start", dict(runs[0][0][1], scan_id=99))
+        with pytest.raises(DuplicateDocument, match="r0-primary"):
+            store.insert("descriptor", dict(runs[0][1][1], name="other"))
+        later = dict(resource, uid="r0-res2", resource_path="r0b.npy")
+        store.insert("resource", later)  # goes to its run's file, as for a recent run
+    names = [json.loads(line)[0] for line in (tmp_path / "r0.jsonl").read_text().splitlines()]
+    assert names == ["start", "resource", "descriptor", "stop", "resource"]
+    with FileStore(path=tmp_path) as fresh:
+        assert fresh.get_resource("r0-res2")["resource_path"] == "r0b.npy"
+        assert fresh.count_runs() == 12

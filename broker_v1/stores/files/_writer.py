@@ -56,6 +56,9 @@ from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
 
+#: Which of a writer's maps says where a document of each kind kept in a run's state is.
+_WHERE_KIND = {"start": "run_file", "descriptor": "desc_file", "resource": "res_file"}
+
 
 class _StartIndexedElsewhere(Exception):
     """Internal: a new run file's start has a uid the index gives another file (raised in
@@ -238,7 +241,9 @@ class _Writer:
         return state
 
     def _trim_states(self) -> None:
-        # Forget the uids of runs this process finished long ago (they are re-read on demand).
+        # Forget the uids of runs this process finished long ago: where their documents are
+        # is then asked of the index, as for any other process's runs (a recording process
+        # would otherwise keep three entries a run for its whole life).
         closed = [n for n, s in self.states.items() if s.fd is None]
         for name in closed[: max(0, len(closed) - 4)]:
             state = self.states.pop(name)
@@ -248,6 +253,12 @@ class _Writer:
             for datum_id in state.datum_ids:
                 if self.datum_owner.get(datum_id) == name:
                     del self.datum_owner[datum_id]
+            for kind, uid in state.docs:
+                where = _WHERE_KIND.get(kind)
+                if where is not None and getattr(self, where).get(uid) == name:
+                    del getattr(self, where)[uid]
+            if state.run_uid is not None and self.run_file.get(state.run_uid) == name:
+                del self.run_file[state.run_uid]
 
     def open_start(self, run_uid: str) -> Doc | None:
         """The start of a run this process is writing (its file open here), or None.
