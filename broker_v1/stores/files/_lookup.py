@@ -101,8 +101,9 @@ class _Lookup:
             return None
         # The runs still open elsewhere first: their datums reach the index with their stop
         # (a reader's lookups read past them), and a full scan stats every file.
-        name = self._index.member_file("datum", datum_id) if (
-            self._writer.index_open_runs()) else None
+        name = None
+        if self._writer.index_open_runs():
+            name = self._index.member_file("datum", datum_id)
         if name is None:
             self._refresh(deep=True)
             name = self._index.member_file("datum", datum_id)

@@ -56,9 +56,6 @@ from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
 from ._syncs import _Syncs
 
-#: Which of a writer's maps says where a document of each kind kept in a run's state is.
-_WHERE_KIND = {"start": "run_file", "descriptor": "desc_file", "resource": "res_file"}
-
 
 class _StartIndexedElsewhere(Exception):
     """Internal: a new run file's start has a uid the index gives another file (raised in
@@ -245,6 +242,7 @@ class _Writer:
         # is then asked of the index, as for any other process's runs (a recording process
         # would otherwise keep three entries a run for its whole life).
         closed = [n for n, s in self.states.items() if s.fd is None]
+        places = {"descriptor": self.desc_file, "resource": self.res_file}
         for name in closed[: max(0, len(closed) - 4)]:
             state = self.states.pop(name)
             for uid in state.event_uids:
@@ -254,9 +252,9 @@ class _Writer:
                 if self.datum_owner.get(datum_id) == name:
                     del self.datum_owner[datum_id]
             for kind, uid in state.docs:
-                where = _WHERE_KIND.get(kind)
-                if where is not None and getattr(self, where).get(uid) == name:
-                    del getattr(self, where)[uid]
+                where = places.get(kind)
+                if where is not None and where.get(uid) == name:
+                    del where[uid]
             if state.run_uid is not None and self.run_file.get(state.run_uid) == name:
                 del self.run_file[state.run_uid]
 
