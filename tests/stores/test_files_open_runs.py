@@ -143,16 +143,18 @@ def test_a_new_descriptors_duplicate_check_reads_the_index_once(tmp_path: Path) 
             fresh.insert("descriptor", dict(docs[2][1], name="other"))
 
 
-def test_a_reader_commits_only_the_stop_of_a_run_another_store_records(tmp_path: Path) -> None:
+def test_a_reader_commits_nothing_of_a_run_another_store_records(tmp_path: Path) -> None:
     """A store looking up (``db[-1]``, ``db[uid]``, a search) while another records a run reads
-    the new lines but writes nothing to the index until the stop: neither events nor
-    descriptors take the write lock the writer needs.  A lookup by descriptor uid indexes
-    the run's descriptors at once; the stop is indexed at the next lookup, in one
-    transaction."""
+    the new lines but writes nothing to the index: neither events, descriptors nor the stop
+    take the write lock the writer needs (it records them with its next transaction).  A
+    lookup by descriptor uid indexes the run's descriptors at once, and asking for the stop
+    indexes it, in one transaction each."""
     docs = run_docs("r8", n_events=6)
     extra = {"uid": "r8-extra", "run_start": "r8", "time": T0 + 50, "name": "extra",
              "data_keys": {"y": {"dtype": "number", "shape": [], "source": "s"}}}
-    with FileStore(path=tmp_path) as writer, FileStore(path=tmp_path) as reader:
+    # A long sync interval: the writer's timer must not record the stop during the test.
+    with FileStore(path=tmp_path, fsync_interval=600) as writer, \
+            FileStore(path=tmp_path) as reader:
         db = Broker(reader, timezone="UTC")
         writer.insert(*docs[0])
         assert db[-1].start["uid"] == "r8"
@@ -175,9 +177,71 @@ def test_a_reader_commits_only_the_stop_of_a_run_another_store_records(tmp_path:
                 1.0, 2.0, 3.0, 4.0, 5.0]
         with index_statements(reader) as statements:
             writer.insert(*docs[-1])
+            assert db[-1].start["uid"] == "r8"
+            assert [h.start["uid"] for h in db(plan_name="scan")] == ["r8"]
+            assert not [s for s in statements if s.startswith("BEGIN")]
+            assert _raw_stop_uid(reader, "r8") is None
             assert db["r8"].stop["uid"] == "r8-stop"
             assert db[-1].stop["uid"] == "r8-stop"
             assert sum(s.startswith("BEGIN") for s in statements) == 1
+
+
+def _raw_stop_uid(store: FileStore, run_uid: str) -> str | None:
+    """The stop uid the index holds for a run, read past the store (None: not recorded)."""
+    raw = sqlite3.connect(store._index.location)
+    try:
+        row = raw.execute("SELECT stop_uid FROM runs WHERE uid = ?", (run_uid,)).fetchone()
+    finally:
+        raw.close()
+    return None if row is None else row[0]
+
+
+def test_get_run_stops_indexes_a_stop_the_read_path_left_to_its_writer(
+        tmp_path: Path) -> None:
+    """The read path leaves a stop another store wrote a moment ago to that writer; asking
+    for several runs' stops (which reads the index's stop column) indexes it first."""
+    docs = run_docs("r11")
+    with FileStore(path=tmp_path, fsync_interval=600) as writer, \
+            FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        writer.insert(*docs[0])
+        assert db[-1].start["uid"] == "r11"
+        for name, doc in docs[1:]:
+            writer.insert(name, doc)
+        assert db[-1].start["uid"] == "r11"
+        assert _raw_stop_uid(reader, "r11") is None
+        assert reader.get_run_stops(["r11"]) == {"r11": docs[-1][1]}
+        assert reader.find_run_stop_uids({"exit_status": "success"}) == ["r11"]
+        assert _raw_stop_uid(reader, "r11") == "r11-stop"
+
+
+def test_a_stop_left_unindexed_for_seconds_is_indexed_by_the_read_path(
+        tmp_path: Path) -> None:
+    """A stop its writer has not recorded in the index for longer than a writer takes (it
+    was killed, or does not use the index) is indexed by the next lookup, so the run stops
+    being one the read path checks at every look."""
+    docs = run_docs("r12")
+    with FileStore(path=tmp_path, fsync_interval=600) as writer, \
+            FileStore(path=tmp_path) as reader:
+        db = Broker(reader, timezone="UTC")
+        writer.insert(*docs[0])
+        db[-1]
+        for name, doc in docs[1:]:
+            writer.insert(name, doc)
+        with index_statements(reader) as statements:
+            db[-1]
+            db[-1]
+            assert not [s for s in statements if s.startswith("BEGIN")]
+        assert _raw_stop_uid(reader, "r12") is None
+        path = tmp_path / "r12.jsonl"
+        then = path.stat().st_mtime - 60  # as if the reader looked a minute later
+        os.utime(path, (then, then))
+        with index_statements(reader) as statements:
+            assert db[-1].start["uid"] == "r12"
+            assert sum(s.startswith("BEGIN") for s in statements) == 1
+        assert _raw_stop_uid(reader, "r12") == "r12-stop"
+        assert reader._index_rows("SELECT volatile FROM files WHERE name = 'r12.jsonl'") == [
+            (0,)]
 
 
 def test_a_lookup_by_uid_indexes_descriptors_a_reader_read_past(tmp_path: Path) -> None:

@@ -61,6 +61,11 @@ _NOT_INDEXED = frozenset((b"event", b"event_page", b"start"))
 #: Lines of an open run that only the lookups by uid need indexed (``members`` rows); the
 #: read path's refresh leaves them to the writer's stop, which records them anyway.
 _MEMBER_LINES = frozenset((b"descriptor", b"resource", b"datum", b"datum_page"))
+#: A broker_v1 writer records a stop's rows with its next start, or within its sync interval
+#: (1 s by default) when no run follows; the read path leaves a stop younger than this (the
+#: file's mtime) to it, and indexes an older one itself (its writer was killed, or does not
+#: use our index).
+_STOP_LEFT_TO_WRITER_S = 5.0
 
 
 class _Scanner:
@@ -92,6 +97,9 @@ class _Scanner:
         forget: Callable[[str], None],
     ) -> None:
         self.path = path
+        # os.path joins on the read path: a pathlib join cost a polling reader ~10 % of a
+        # lookup (a stat and an open of each open run file per look).
+        self._dirname = str(path)
         self._label = label
         self._lock = lock
         self._index = index
@@ -106,8 +114,8 @@ class _Scanner:
         # Open run files this process found to have gained nothing the read path needs
         # indexed since the index recorded them, by name: (the row read against: size,
         # mtime, scanned, head CRC; the inode; the size and mtime read; the offset read up
-        # to; whether the lines read hold members).  See _nothing_to_index_since.
-        self._read_ahead: dict[str, tuple[tuple[Any, ...], int, int, int, int, bool]] = {}
+        # to; whether the lines read hold members, and a stop).  See _nothing_to_index_since.
+        self._read_ahead: dict[str, tuple[tuple[Any, ...], int, int, int, int, bool, bool]] = {}
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -321,8 +329,9 @@ class _Scanner:
         members: bool,
     ) -> bool:
         """Index what the open run files gained; with ``members`` False (the read path),
-        only when that is a stop or the file is not the one indexed: new descriptors,
-        resources and datums then wait for the writer's stop, or for a lookup by uid."""
+        only when that is a stop its writer left unindexed for a while, or the file is not
+        the one indexed: new descriptors, resources and datums, and a new stop, then wait
+        for the writer's index transaction, or for a lookup that needs them."""
         if rows is None:
             rows = self._index.file_rows("WHERE volatile = 1")
         for name in [n for n in self._read_ahead if n not in rows]:
@@ -332,7 +341,7 @@ class _Scanner:
             if skip is not None and skip(name):
                 continue
             try:
-                st = os.stat(self.path / name)
+                st = os.stat(os.path.join(self._dirname, name))
             except FileNotFoundError:
                 self._recheck_at = 0.0  # the directory changed after all: list it next time
                 continue
@@ -349,28 +358,33 @@ class _Scanner:
     ) -> bool:
         """Whether the open run file ``name`` gained nothing to index since ``row`` (its
         files row) was written: only events, or a line still being written; unless
-        ``members``, descriptors, resources and datums too.
+        ``members``, descriptors, resources, datums and a stop written less than
+        :data:`_STOP_LEFT_TO_WRITER_S` ago too.
 
         Then no index transaction is needed, so a process looking up while a run records
         does not take the index's write lock (which the writer waits for) at every lookup,
-        nor twice per run (its descriptors, then its stop); what was read is remembered, so
-        the next look reads only what follows.  A stop (or a file that is not the one the
-        row describes) leaves the file to :meth:`_index_file`, and so do members when
-        ``members`` is asked for, those read earlier included.
+        nor at the end of every run (its writer records the stop's rows a moment later, with
+        its next start); what was read is remembered, so the next look reads only what
+        follows.  An older stop (or a file that is not the one the row describes) leaves the
+        file to :meth:`_index_file`, and so does anything read past when ``members`` is
+        asked for.  ``get_run_stop`` and ``get_run_stops`` index a stop read past.
         """
         if row[5] != "run" or row[4] is None:
             return False
         read = self._read_ahead.get(name)
         offset: int | None = None
-        held_members = False
+        held_members = held_stop = False
+        stop_fresh = time.time() - st.st_mtime <= _STOP_LEFT_TO_WRITER_S
         if read is not None and read[0] == row[1:5] and read[1] == st.st_ino:
-            if members and read[5]:
-                return False  # members read earlier, not indexed: index them now
+            if members and (read[5] or read[6]):
+                return False  # read earlier, not indexed: index it now
+            if read[6] and not stop_fresh:
+                return False  # a stop its writer has not recorded for a while
             if (read[2], read[3]) == (st.st_size, st.st_mtime_ns):
                 return True  # nothing new since the last look
-            offset, held_members = read[4], read[5]
+            offset, held_members, held_stop = read[4], read[5], read[6]
         try:
-            with open(self.path / name, "rb") as f:
+            with open(os.path.join(self._dirname, name), "rb") as f:
                 if offset is None:
                     head = _read_first_line(f)
                     if head is not None:
@@ -394,11 +408,17 @@ class _Scanner:
             m = _NAME_RE.match(line)
             if m is None or m.group(1) in _NOT_INDEXED:
                 continue
-            if members or m.group(1) not in _MEMBER_LINES:
+            if members:
                 return False
-            held_members = True
+            if m.group(1) in _MEMBER_LINES:
+                held_members = True
+            elif m.group(1) == b"stop" and stop_fresh:
+                held_stop = True
+            else:
+                return False
         self._read_ahead[name] = (
-            row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end, held_members
+            row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end, held_members,
+            held_stop,
         )
         return True
 

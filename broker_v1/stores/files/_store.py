@@ -324,6 +324,9 @@ class FileStore(DocumentStore):
         """Stops of several runs at once (runs without a stop are absent from the result)."""
         uids = [u for u in run_start_uids if isinstance(u, str) and _sqlable(u)]
         self._scan.refresh()
+        # The read path leaves a stop another process wrote a moment ago to that writer's
+        # next index transaction; this reads the stop column, so index such stops first.
+        self._writer.index_open_runs()
         out: dict[str, Doc] = {}
         for i in range(0, len(uids), _CHUNK):
             chunk = uids[i : i + _CHUNK]
