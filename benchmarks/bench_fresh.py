@@ -11,11 +11,13 @@ header) in a loop, four ways:
   ``plan_name="target"`` (every 40th run of the store);
 * ``long``: a second process records one long scan through broker_v1, an event every
   millisecond (an analysis process polling a running fly scan); the search asks for it;
+* ``foreign``: a second process writes plain JSONL run files (no broker_v1, no index), one
+  every ``--foreign-interval`` seconds; the search asks for ``plan_name="foreign"``;
 * ``ours``: a second process records RunEngine-shaped runs through broker_v1 as fast as it
   can (its runs reach the reader through the shared index); the search asks for its newest
-  run (``plan_name="scan"``);
-* ``foreign``: a second process writes plain JSONL run files (no broker_v1, no index), one
-  every ``--foreign-interval`` seconds; the search asks for ``plan_name="foreign"``.
+  run (``plan_name="scan"``).  Its runs are dated decades ahead, so a store reused with
+  ``--dir`` holds them before the foreign runs in time order: the foreign search then reads
+  past them.
 
 Each line gives the median, p95 and max per call, how many runs the writer added while the
 reader looked, and how many index transactions the reader committed meanwhile (each takes
@@ -210,14 +212,15 @@ def main() -> None:
         print(f"{len(uids):,} runs; reader in this process, {args.seconds:.0f} s per line")
         report("quiet", loop(db, uids, args.seconds, "target"), 0)
         bench_dir = str(Path(__file__).resolve().parent)
-        # Before "ours": the runs that writer records are dated later than any other, so a
-        # search for the long scan's plan would then read all of them first.
+        # "ours" last: the runs that writer records are dated later than any other, so a
+        # search for the long scan's or the foreign runs' plan would then read all of them
+        # first (thousands of rows: milliseconds that say nothing about freshness).
         with_writer(LONG_SCAN, [str(directory)], directory, db, uids, args.seconds,
                     "long", "long")
-        with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
-                    "ours", "scan")
         with_writer(FOREIGN, [str(directory), str(args.foreign_interval)], directory, db, uids,
                     args.seconds, "foreign", "foreign")
+        with_writer(OURS, [str(directory), bench_dir], directory, db, uids, args.seconds,
+                    "ours", "scan")
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)

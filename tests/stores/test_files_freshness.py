@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,46 @@ def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
     assert listings.count == 2
 
 
+def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
+        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a listing is costly (a big directory), a reader waits for the link of a change
+    made a moment ago up to a share of what its last listing took, rather than listing
+    again: here the link is committed 30 ms after the entry was made (a writer slowed by a
+    busy machine).  The share is raised so that this small directory's listing counts as
+    costly."""
+    from broker_v1.stores.files._index import record_link
+
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
+    monkeypatch.setattr(scan_module, "_LINK_WAIT_SHARE_OF_LISTING", 1e6)
+    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
+    _run(PLAIN_WRITER, str(directory / "first.jsonl"),
+         json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
+    assert db[-1].start["uid"] == "first"
+    assert listings.count == 1  # what a listing costs is known now
+    before = os.stat(directory).st_mtime_ns
+    time.sleep(0.02)  # a clock tick later
+    (directory / "notes.txt").write_text("")
+    after = os.stat(directory).st_mtime_ns
+    assert after != before
+
+    def link_late() -> None:
+        time.sleep(0.03)
+        raw = sqlite3.connect(db.store._index.location, isolation_level=None)
+        try:
+            record_link(raw, before, after, prune=False)
+        finally:
+            raw.close()
+
+    writer = threading.Thread(target=link_late)
+    writer.start()
+    try:
+        assert db[-1].start["uid"] == "first"
+    finally:
+        writer.join()
+    assert listings.count == 1
+
+
 def _in_transactions(statements: list[str]) -> list[str]:
     """The statements run between a BEGIN and its COMMIT (but the busy timeout's)."""
     inside, out = False, []
@@ -274,6 +316,33 @@ def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
             assert store._scan._explained(k, later + 5)
         assert len([s for s in statements if s.startswith("SELECT")]) == 2
         assert not store._scan._explained(k + 3, later + 6)
+
+
+def test_a_reader_follows_a_longer_chain_of_links_in_a_bigger_directory(
+        tmp_path: Path) -> None:
+    """A reader reads a chain of up to 64 links at once (and 64 more one by one), or one per
+    eight names of its last listing where that is more (following a link costs about what
+    listing a few names does): after a listing of 2,000 names, 150 links are followed in
+    one read where a reader that listed a small directory would list again."""
+    from broker_v1.stores.files._index import record_link
+
+    with FileStore(path=tmp_path) as store:
+        k = 1_700_000_000 * 10**9
+
+        def add_links(conn: Any) -> None:
+            for i in range(150):
+                record_link(conn, k + i, k + i + 1, prune=False)
+
+        store._index.write(add_links)
+        assert not store._scan._explained(k, k + 150)  # a small directory: 128 at most
+        for i in range(2000):
+            (tmp_path / f"notes-{i}.txt").touch()
+        store._scan.refresh()  # an unexplained change: listed
+        assert len(store._scan._listed) >= 2000
+        with index_statements(store) as statements:
+            assert store._scan._explained(k, k + 150)
+        assert len([s for s in statements if s.startswith("SELECT")]) == 1
+        assert not store._scan._explained(k, k + 151)
 
 
 def test_links_are_recorded_per_created_file_and_old_ones_pruned(

@@ -56,6 +56,16 @@ _DIR_TRUST_SECONDS = 1.0
 # in 100 here).
 _LINK_RECENT_NS = 50_000_000
 _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
+# Then, in a big directory, waits of a millisecond while the time waited is under this share
+# of what the last listing took (at 100,000 runs a listing costs 0.1 s, and a writer slowed
+# by a busy machine commits its link a few milliseconds late), up to _LINK_WAIT_MAX_S.
+_LINK_WAIT_SHARE_OF_LISTING = 0.1
+_LINK_WAIT_MAX_S = 0.02
+# Reading a link costs about what listing a few names does, so a chain of up to this many
+# links per name of the last listing is followed rather than listing again: a reader that
+# spent 0.1 s listing 100,000 names while a writer created 600 runs a second was otherwise
+# too far behind for the fixed limit, and listed again, two or three times a second.
+_LINKS_PER_NAME_LISTED = 0.125
 #: Run file lines the index records nothing of (the start is recorded from the first line).
 _NOT_INDEXED = frozenset((b"event", b"event_page", b"start"))
 #: Lines of an open run that only the lookups by uid need indexed (``members`` rows); the
@@ -111,6 +121,8 @@ class _Scanner:
         self._stored_mtime: str | None = ""  # "": not known yet
         # The names of the last listing (None: compare the next one with the index).
         self._listed: set[str] | None = None
+        # Seconds the last listing took (the link waits are worth more where it is costly).
+        self._listing_s = 0.0
         # Open run files this process found to have gained nothing the read path needs
         # indexed since the index recorded them, by name: (the row read against: size,
         # mtime, scanned, head CRC; the inode; the size and mtime read; the offset read up
@@ -160,7 +172,9 @@ class _Scanner:
             return True
         if time.time_ns() - now > _LINK_RECENT_NS:
             return False
-        for pause in _LINK_WAITS_S:
+        longer = min(self._listing_s * _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S)
+        naps = _LINK_WAITS_S + (0.001,) * max(0, round((longer - sum(_LINK_WAITS_S)) / 0.001))
+        for pause in naps:
             time.sleep(pause)
             if self._explained(known, now):
                 return True
@@ -170,16 +184,24 @@ class _Scanner:
         """Whether our writers' links lead from directory mtime ``known`` to ``now``.
 
         The links that start between the two are read at once (a reader polling every few
-        ms follows one per run created meanwhile); a chain that leaves them (a clock set
-        back) is followed one link at a time."""
+        ms follows one per run created meanwhile), up to :data:`_LINK_HOPS` or, in a big
+        directory, :data:`_LINKS_PER_NAME_LISTED` per name listed; a chain that leaves them
+        (a clock set back) is followed one link at a time, :data:`_LINK_HOPS` at most."""
+        hops = _LINK_HOPS
+        if self._listed is not None:
+            hops = max(hops, int(len(self._listed) * _LINKS_PER_NAME_LISTED))
         links = dict(self._index.read(
             "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
-            (link_key(known), link_key(now), _LINK_HOPS),
+            (link_key(known), link_key(now), hops),
         )) if known < now else {}
         key = link_key(known)
-        for _ in range(_LINK_HOPS):
+        single_reads = _LINK_HOPS
+        for _ in range(hops + _LINK_HOPS):
             value = links.get(key)
             if value is None:
+                if not single_reads:
+                    return False
+                single_reads -= 1
                 rows = self._index.read("SELECT value FROM meta WHERE key = ?", (key,))
                 if not rows:
                     return False
@@ -199,6 +221,7 @@ class _Scanner:
         rebuild or a deep refresh (a lookup that misses does one).
         """
         listed_at = time.time()
+        began = time.perf_counter()
         names = set(os.listdir(self.path))
         previous = self._listed
         if previous is None:  # first listing of this process: compare with the index
@@ -220,6 +243,7 @@ class _Scanner:
             self._index_files(changed[i : i + 200])
         self._check_volatile(members=False)
         self._settle(dir_stat, listed_at)
+        self._listing_s = time.perf_counter() - began
 
     def _not_indexed(
         self, items: list[tuple[str, os.stat_result, tuple[Any, ...] | None]]
