@@ -215,11 +215,13 @@ def test_get_run_stops_indexes_a_stop_the_read_path_left_to_its_writer(
         assert _raw_stop_uid(reader, "r11") == "r11-stop"
 
 
+@pytest.mark.parametrize("shift", [-60, 60], ids=["a-minute-later", "clock-ahead"])
 def test_a_stop_left_unindexed_for_seconds_is_indexed_by_the_read_path(
-        tmp_path: Path) -> None:
+        tmp_path: Path, shift: int) -> None:
     """A stop its writer has not recorded in the index for longer than a writer takes (it
     was killed, or does not use the index) is indexed by the next lookup, so the run stops
-    being one the read path checks at every look."""
+    being one the read path checks at every look; so is one whose file time lies far ahead
+    of this clock (written on another host)."""
     docs = run_docs("r12")
     with FileStore(path=tmp_path, fsync_interval=600) as writer, \
             FileStore(path=tmp_path) as reader:
@@ -234,7 +236,7 @@ def test_a_stop_left_unindexed_for_seconds_is_indexed_by_the_read_path(
             assert not [s for s in statements if s.startswith("BEGIN")]
         assert _raw_stop_uid(reader, "r12") is None
         path = tmp_path / "r12.jsonl"
-        then = path.stat().st_mtime - 60  # as if the reader looked a minute later
+        then = path.stat().st_mtime + shift  # -60: as if the reader looked a minute later
         os.utime(path, (then, then))
         with index_statements(reader) as statements:
             assert db[-1].start["uid"] == "r12"

@@ -398,7 +398,8 @@ class _Scanner:
         read = self._read_ahead.get(name)
         offset: int | None = None
         held_members = held_stop = False
-        stop_fresh = time.time() - st.st_mtime <= _STOP_LEFT_TO_WRITER_S
+        # abs: a file time far ahead of this clock (another host's) is not taken for fresh.
+        stop_fresh = abs(time.time() - st.st_mtime) <= _STOP_LEFT_TO_WRITER_S
         if read is not None and read[0] == row[1:5] and read[1] == st.st_ino:
             if members and (read[5] or read[6]):
                 return False  # read earlier, not indexed: index it now
