@@ -28,7 +28,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...errors import CorruptRunFile, StoreUnavailable
 from .._util import valid_unicode as _sqlable
@@ -78,6 +78,18 @@ _MEMBER_LINES = frozenset((b"descriptor", b"resource", b"datum", b"datum_page"))
 _STOP_LEFT_TO_WRITER_S = 5.0
 
 
+class _ReadAhead(NamedTuple):
+    """How far the read path read an open run file without indexing what it read."""
+
+    row: tuple[Any, ...]  # the files row read against: size, mtime, scanned, head CRC
+    ino: int
+    size: int  # the file's size and mtime when read
+    mtime_ns: int
+    offset: int  # the end of the last whole line read
+    held_members: bool  # lines read past hold descriptors, resources or datums
+    held_stop: bool  # ... or a stop
+
+
 class _Scanner:
     """Keeps one directory's index up to date with its files.
 
@@ -124,10 +136,8 @@ class _Scanner:
         # Seconds the last listing took (the link waits are worth more where it is costly).
         self._listing_s = 0.0
         # Open run files this process found to have gained nothing the read path needs
-        # indexed since the index recorded them, by name: (the row read against: size,
-        # mtime, scanned, head CRC; the inode; the size and mtime read; the offset read up
-        # to; whether the lines read hold members, and a stop).  See _nothing_to_index_since.
-        self._read_ahead: dict[str, tuple[tuple[Any, ...], int, int, int, int, bool, bool]] = {}
+        # indexed since the index recorded them, by name.  See _nothing_to_index_since.
+        self._read_ahead: dict[str, _ReadAhead] = {}
 
     def describe(self) -> str:
         """The store's description, for messages."""
@@ -400,14 +410,14 @@ class _Scanner:
         held_members = held_stop = False
         # abs: a file time far ahead of this clock (another host's) is not taken for fresh.
         stop_fresh = abs(time.time() - st.st_mtime) <= _STOP_LEFT_TO_WRITER_S
-        if read is not None and read[0] == row[1:5] and read[1] == st.st_ino:
-            if members and (read[5] or read[6]):
+        if read is not None and read.row == row[1:5] and read.ino == st.st_ino:
+            if members and (read.held_members or read.held_stop):
                 return False  # read earlier, not indexed: index it now
-            if read[6] and not stop_fresh:
+            if read.held_stop and not stop_fresh:
                 return False  # a stop its writer has not recorded for a while
-            if (read[2], read[3]) == (st.st_size, st.st_mtime_ns):
+            if (read.size, read.mtime_ns) == (st.st_size, st.st_mtime_ns):
                 return True  # nothing new since the last look
-            offset, held_members, held_stop = read[4], read[5], read[6]
+            offset, held_members, held_stop = read.offset, read.held_members, read.held_stop
         try:
             with open(os.path.join(self._dirname, name), "rb") as f:
                 if offset is None:
@@ -441,7 +451,7 @@ class _Scanner:
                 held_stop = True
             else:
                 return False
-        self._read_ahead[name] = (
+        self._read_ahead[name] = _ReadAhead(
             row[1:5], st.st_ino, st.st_size, st.st_mtime_ns, offset + end, held_members,
             held_stop,
         )
