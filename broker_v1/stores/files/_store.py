@@ -121,7 +121,8 @@ class FileStore(DocumentStore):
         self.cache_min_bytes = int(cache_min_bytes)
         self._index_option = None if index_path is None else os.fspath(index_path)
         self._lock = threading.RLock()
-        label = self.describe()
+        # Formatted once: every search names the store (for its errors) before it runs.
+        self._label = label = f"files store {self.path}"
         # The components, each given what it needs; the callbacks are bound once all exist.
         self._index = _Index(self.path, self._index_option, label, self._lock)
         self._warnings = _Warnings()
@@ -197,7 +198,7 @@ class FileStore(DocumentStore):
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
         """``files store <path>``."""
-        return f"files store {self.path}"
+        return self._label
 
     def config(self) -> dict[str, Any]:
         """The ``store:`` section that reopens this store (non-default options included)."""
