@@ -136,8 +136,10 @@ def test_spares_left_by_processes_that_are_gone_are_removed(tmp_path: Path) -> N
     store = FileStore(path=directory)
     store._writer._spares.slow_create_s = 10.0  # every create quick: no spares made
     record(store, "next")
+    leftovers = [folder / f"{dead_pid}-unused.jsonl", folder / f"{dead_pid}-linked.jsonl"]
     deadline = time.monotonic() + 10
-    while (folder / f"{dead_pid}-unused.jsonl").exists() and time.monotonic() < deadline:
+    # The sweep runs in the background and unlinks in listing order: wait for both.
+    while any(p.exists() for p in leftovers) and time.monotonic() < deadline:
         time.sleep(0.005)
     names = {p.name for p in folder.iterdir()}
     assert f"{dead_pid}-unused.jsonl" not in names
