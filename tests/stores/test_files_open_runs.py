@@ -368,17 +368,10 @@ def test_a_stop_not_yet_in_the_index_is_read_at_once(tmp_path: Path) -> None:
             store.insert(name, doc)
         assert other.get_run_stop("r1") == docs[-1][1]
         assert store.get_run_stop("r1") == docs[-1][1]
-        raw = sqlite3.connect(store._index.location)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                row = raw.execute("SELECT stop_uid FROM runs WHERE uid = 'r1'").fetchone()
-                if row == ("r1-stop",):
-                    break
-                time.sleep(0.02)
-            assert row == ("r1-stop",)
-        finally:
-            raw.close()
+        deadline = time.monotonic() + 10
+        while _raw_stop_uid(store, "r1") != "r1-stop" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _raw_stop_uid(store, "r1") == "r1-stop"
 
 
 def test_the_index_of_a_writer_killed_right_after_a_stop_is_completed(tmp_path: Path) -> None:
