@@ -26,6 +26,7 @@ from files_harness import index_statements
 from broker_v1 import Broker
 from broker_v1.stores.files import FileStore
 from broker_v1.stores.files import _scan as scan_module
+from broker_v1.stores.files import _stepwise as stepwise_module
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -205,6 +206,93 @@ def test_an_entry_hidden_in_the_same_clock_tick_is_found_by_the_recheck(
     time.sleep(0.4)
     assert db[-1].start["uid"] == "hidden"
     assert listings.count == 2
+
+
+def _hide(directory: Path, uid: str, t: float) -> None:
+    """Write a plain run file in the clock tick of the directory mtime already seen."""
+    seen = os.stat(directory)
+    _run(PLAIN_WRITER, str(directory / f"{uid}.jsonl"),
+         json.dumps([["start", _start(uid, t)], ["stop", _stop(uid, t + 1)]]))
+    os.utime(directory, ns=(seen.st_atime_ns, seen.st_mtime_ns))
+
+
+class _Steps:
+    """Counts the slices a stepwise confirmation reads (each still reads the directory)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        step = stepwise_module._StepwiseListing.step
+
+        def counted(listing: Any, known: Any) -> list[str]:
+            self.count += 1
+            return step(listing, known)
+
+        monkeypatch.setattr(stepwise_module._StepwiseListing, "step", counted)
+
+
+@pytest.fixture
+def stepwise(reader: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Broker, _Listings, Path,
+                                                                     _Steps]:
+    """``reader`` whose racy mtimes are confirmed a slice of one name per lookup (as in a
+    big directory), after a first listing that found the run ``first``, and with an entry
+    ``hidden`` made since in the clock tick that listing saw; the confirmation is due."""
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 0.3)
+    monkeypatch.setattr(scan_module, "_CONFIRM_STEPWISE_OVER_NAMES", 0)
+    monkeypatch.setattr(stepwise_module, "_BATCH", 1)
+    monkeypatch.setattr(stepwise_module, "STEP_S", 0.0)
+    _run(PLAIN_WRITER, str(directory / "first.jsonl"),
+         json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
+    assert db[-1].start["uid"] == "first"  # listed; that mtime is racy
+    assert listings.count == 1
+    _hide(directory, "hidden", T0 + 500)
+    time.sleep(0.4)
+    return db, listings, directory, _Steps(monkeypatch)
+
+
+def test_a_big_directory_confirms_a_racy_mtime_a_slice_per_lookup(stepwise: Any) -> None:
+    """Where the last listing was big, the listing that confirms a racy mtime is read a
+    slice per lookup rather than in one: here one name per slice, so as many slices as the
+    directory has entries and one more that finds its end.  The hidden entry is found, and
+    nothing is listed whole meanwhile."""
+    db, listings, directory, steps = stepwise
+    entries = len(os.listdir(directory))
+    for _ in range(entries + 5):
+        db[-1]
+        if db.store._scan._confirming is None:
+            break
+    assert steps.count == entries + 1
+    assert db[-1].start["uid"] == "hidden"
+    assert listings.count == 1
+
+
+def test_a_confirmation_running_long_is_finished_in_one_lookup(
+        stepwise: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader that polls rarely does not take a lookup per slice for long: a confirmation
+    older than ``FINISH_AFTER_S`` reads the rest of the directory at its next lookup."""
+    db, listings, directory, steps = stepwise
+    monkeypatch.setattr(stepwise_module, "FINISH_AFTER_S", 0.05)
+    db[-1]
+    assert steps.count == 1 and db.store._scan._confirming is not None
+    time.sleep(0.1)
+    assert db[-1].start["uid"] == "hidden"
+    assert steps.count == 2 and db.store._scan._confirming is None
+    assert listings.count == 1
+
+
+def test_a_change_no_link_explains_lists_at_once_during_a_confirmation(stepwise: Any) -> None:
+    """A run file a plain writer adds while a confirmation is read slice by slice is not
+    left to it: the unexplained change is listed at once, which confirms everything."""
+    db, listings, directory, steps = stepwise
+    db[-1]
+    assert db.store._scan._confirming is not None
+    time.sleep(0.02)  # a clock tick later
+    _run(PLAIN_WRITER, str(directory / "later.jsonl"),
+         json.dumps([["start", _start("later", T0 + 600)], ["stop", _stop("later", T0 + 601)]]))
+    assert db[-1].start["uid"] == "later"
+    assert listings.count == 2
+    assert db.store._scan._confirming is None
+    assert db["hidden"].start["time"] == T0 + 500
 
 
 def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(

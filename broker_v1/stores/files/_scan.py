@@ -12,7 +12,8 @@ the directory's mtime moved:
 
 A directory mtime set in the same clock tick as a listing (or as one of our creations) may
 hide a second entry made in that tick, so such a "racy" mtime is confirmed by one more
-listing once it is old enough (at most once a second while runs keep arriving).  A rebuild,
+listing once it is old enough (at most once a second while runs keep arriving); in a big
+directory that listing is read a slice per lookup (see ``_stepwise``).  A rebuild,
 or a forced rescan, stats every file.  Runs written by other processes, or copied in by
 hand, appear this way in an open store.
 """
@@ -26,7 +27,7 @@ import stat as stat_module
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,6 +46,7 @@ from ._format import (
 )
 from ._index import _CHUNK, _LINK_HOPS, _Index, _is_time, link_key
 from ._rundata import _RunData
+from ._stepwise import _StepwiseListing
 
 # A directory mtime younger than this may not yet reflect a file created in the same clock
 # tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
@@ -66,6 +68,9 @@ _LINK_WAIT_MAX_S = 0.02
 # spent 0.1 s listing 100,000 names while a writer created 600 runs a second was otherwise
 # too far behind for the fixed limit, and listed again, two or three times a second.
 _LINKS_PER_NAME_LISTED = 0.125
+# A racy mtime is confirmed a slice per lookup (see _stepwise) where the last listing held
+# more names than this (a listing of 5,000 costs ~3 ms here); in one listing where fewer.
+_CONFIRM_STEPWISE_OVER_NAMES = 5_000
 #: Run file lines the index records nothing of (the start is recorded from the first line).
 _NOT_INDEXED = frozenset((b"event", b"event_page", b"start"))
 #: Lines of an open run that only the lookups by uid need indexed (``members`` rows); the
@@ -135,6 +140,8 @@ class _Scanner:
         self._listed: set[str] | None = None
         # Seconds the last listing took (the link waits are worth more where it is costly).
         self._listing_s = 0.0
+        # The confirmation of a racy mtime under way a slice per lookup, if any.
+        self._confirming: _StepwiseListing | None = None
         # Open run files this process found to have gained nothing the read path needs
         # indexed since the index recorded them, by name.  See _nothing_to_index_since.
         self._read_ahead: dict[str, _ReadAhead] = {}
@@ -170,10 +177,45 @@ class _Scanner:
                 self._index.dir_mtime = mtime
                 if self._recheck_at is None:
                     self._recheck_at = time.time() + _DIR_TRUST_SECONDS
-            if self._recheck_at is not None and time.time() >= self._recheck_at:
-                self._list_diff(st)
-            else:
+            if self._recheck_at is None or time.time() < self._recheck_at:
                 self._check_volatile(members=False)
+            elif self._listed is not None and len(self._listed) > _CONFIRM_STEPWISE_OVER_NAMES:
+                self._confirm_step(st)
+            else:
+                self._list_diff(st)
+
+    def _confirm_step(self, dir_stat: os.stat_result) -> None:
+        """Read the next slice of the listing that confirms a racy mtime (see
+        ``_stepwise``), index what it found, and settle the mtime once it is done."""
+        listing = self._confirming
+        if listing is None or listing.inherited():
+            if listing is not None:
+                listing.close()
+            listing = self._confirming = _StepwiseListing(self._dirname, dir_stat, time.time())
+        listed = self._listed
+        assert listed is not None
+        try:
+            names = listing.step(listed)
+        except OSError:
+            self._confirming = None
+            self._list_diff(dir_stat)
+            return
+        self._index_new_names(names)
+        listed.update(names)
+        if listing.done:
+            self._confirming = None
+            if dir_stat.st_mtime_ns == listing.dir_stat.st_mtime_ns:
+                self._settle(listing.dir_stat, listing.began)
+            else:  # changes our writers explained came meanwhile: racy in their turn
+                self._recheck_at = time.time() + _DIR_TRUST_SECONDS
+        self._check_volatile(members=False)
+
+    def stop_confirming(self) -> None:
+        """Drop a confirmation under way (a full listing or scan replaces it; the store
+        closes)."""
+        listing, self._confirming = self._confirming, None
+        if listing is not None:
+            listing.close()
 
     def _explained_soon(self, known: int, now: int) -> bool:
         """:meth:`_explained`, waiting a little for the link of a change made a moment ago
@@ -230,6 +272,7 @@ class _Scanner:
         are followed by ``_check_volatile``, and a file replaced under the same name by a
         rebuild or a deep refresh (a lookup that misses does one).
         """
+        self.stop_confirming()
         listed_at = time.time()
         began = time.perf_counter()
         names = set(os.listdir(self._dirname))
@@ -237,8 +280,17 @@ class _Scanner:
         if previous is None:  # first listing of this process: compare with the index
             previous = {name for (name,) in self._index.read("SELECT name FROM files")}
         self._listed = names
+        self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
+        self._index_new_names(names - previous)
+        self._check_volatile(members=False)
+        self._settle(dir_stat, listed_at)
+        self._listing_s = time.perf_counter() - began
+
+    def _index_new_names(self, names: Collection[str]) -> None:
+        """Index the run files among ``names`` (new to the last listing) that the index does
+        not hold as they are now."""
         changed: list[tuple[str, os.stat_result, tuple[Any, ...] | None]] = []
-        for name in sorted(names - previous):
+        for name in sorted(names):
             if name.startswith(".") or not name.endswith(_SUFFIXES) or not _sqlable(name):
                 continue
             try:
@@ -247,13 +299,9 @@ class _Scanner:
                 continue
             if stat_module.S_ISREG(st.st_mode):
                 changed.append((name, st, None))
-        self._forget_vanished({n for n in previous - names if n.endswith(_SUFFIXES)})
         changed = self._not_indexed(changed)
         for i in range(0, len(changed), 200):
             self._index_files(changed[i : i + 200])
-        self._check_volatile(members=False)
-        self._settle(dir_stat, listed_at)
-        self._listing_s = time.perf_counter() - began
 
     def _not_indexed(
         self, items: list[tuple[str, os.stat_result, tuple[Any, ...] | None]]
@@ -315,6 +363,7 @@ class _Scanner:
             self._forget(name)
 
     def _full_scan(self, dir_stat: os.stat_result) -> None:
+        self.stop_confirming()
         listed_at = time.time()
         known = self._index.file_rows()
         seen: set[str] = set()

@@ -518,6 +518,7 @@ class FileStore(DocumentStore):
         """Flush and fsync everything written, close run files and the index."""
         with self._write_lock, self._lock:
             self._writer.cancel_timer()
+            self._scan.stop_confirming()
             if os.getpid() == self._index.pid:
                 self._writer.flush_all(close=True)
                 self._syncs.drain()
