@@ -19,7 +19,7 @@ class _Columns:
     """The events of one descriptor, column-wise, with an order kept by (time, seq_num)."""
 
     __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered",
-                 "_order")
+                 "_order", "sealed")
 
     def __init__(self) -> None:
         self.time: list[Any] = []
@@ -31,11 +31,38 @@ class _Columns:
         self.nested: set[str] = set()  # data keys holding lists/dicts: deep-copied on read
         self.ordered = True
         self._order: list[int] | None = None  # row order by (time, seq_num) when not ordered
+        self.sealed = False  # columns kept as tuples (see seal)
 
     def __len__(self) -> int:
         return len(self.uid)
 
+    def seal(self) -> None:
+        """Keep every column as a tuple until the next append.
+
+        The garbage collector walks a list element by element at every full collection, and
+        stops tracking a tuple of plain values altogether: a memory store seals a run's
+        columns at its stop, so its events, most of what it holds, cost collections nothing.
+        """
+        if self.sealed:
+            return
+        self.time = tuple(self.time)  # type: ignore[assignment]
+        self.seq_num = tuple(self.seq_num)  # type: ignore[assignment]
+        self.uid = tuple(self.uid)  # type: ignore[assignment]
+        for columns in (self.data, self.timestamps, self.filled or {}):
+            for key, col in columns.items():
+                columns[key] = tuple(col)  # type: ignore[assignment]
+        self.sealed = True
+
+    def _unseal(self) -> None:
+        self.time, self.seq_num, self.uid = list(self.time), list(self.seq_num), list(self.uid)
+        for columns in (self.data, self.timestamps, self.filled or {}):
+            for key, col in columns.items():
+                columns[key] = list(col)
+        self.sealed = False
+
     def append(self, page: Doc) -> None:
+        if self.sealed:
+            self._unseal()
         self._order = None
         n_before = len(self.uid)
         times, seqs = page["time"], page["seq_num"]
@@ -68,6 +95,8 @@ class _Columns:
         insert events one at a time: this is the hot path)."""
         # Built before anything changes, as event_to_page would: a bad filled fails here.
         filled = {k: [v] for k, v in event["filled"].items()} if "filled" in event else None
+        if self.sealed:
+            self._unseal()
         self._order = None
         n_before = len(self.uid)
         time, seq_num = event["time"], event["seq_num"]
@@ -114,7 +143,7 @@ class _Columns:
             rows = slice(start, stop)
 
             def take(col: list[Any]) -> list[Any]:
-                return col[rows]
+                return list(col[rows]) if self.sealed else col[rows]
         else:
             if self._order is None:
                 self._order = sorted(

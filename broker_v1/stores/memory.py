@@ -240,6 +240,10 @@ class MemoryStore(DocumentStore):
         elif name == "stop":
             self._stops[doc["run_start"]] = doc
             self._stop_uids[doc["uid"]] = doc["run_start"]
+            for descriptor in self._descriptors_by_run.get(doc["run_start"], ()):
+                stopped = self._events.get(descriptor)
+                if stopped is not None:
+                    stopped.seal()  # its events leave the garbage collector's walks
         elif name == "resource":
             self._resources[doc["uid"]] = doc
         elif name == "datum_page":

@@ -1,0 +1,72 @@
+"""The memory store keeps a stopped run's events as tuples, which the garbage collector stops
+tracking (a list is walked element by element at every full collection), and reads and
+appends to them as before."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from typing import Any
+
+from broker_v1.stores.memory import MemoryStore
+
+
+def _run(store: MemoryStore, n: int, *, stop: bool = True) -> tuple[str, str]:
+    run, desc = str(uuid.uuid4()), str(uuid.uuid4())
+    store.insert("start", {"uid": run, "time": 1.0})
+    store.insert("descriptor", {
+        "uid": desc, "run_start": run, "time": 1.0, "name": "primary",
+        "data_keys": {"x": {"source": "PV:x", "dtype": "number", "shape": []},
+                      "label": {"source": "PV:l", "dtype": "string", "shape": []}},
+    })
+    for i in range(n):
+        store.insert("event", _event(desc, i))
+    if stop:
+        store.insert("stop", {"uid": str(uuid.uuid4()), "run_start": run, "time": 99.0,
+                              "exit_status": "success"})
+    return run, desc
+
+
+def _event(desc: str, i: int) -> dict[str, Any]:
+    return {"uid": f"{desc}-{i}", "descriptor": desc, "time": 2.0 + i, "seq_num": i + 1,
+            "data": {"x": 0.5 * i, "label": f"p{i}"}, "timestamps": {"x": 2.0, "label": 2.0},
+            "filled": {}}
+
+
+def _column_objects(store: MemoryStore, desc: str) -> list[Any]:
+    columns = store._events[desc]
+    return [columns.time, columns.seq_num, columns.uid, *columns.data.values(),
+            *columns.timestamps.values()]
+
+
+def _all_events(store: MemoryStore, desc: str) -> list[dict[str, Any]]:
+    return [e for page in store.iter_event_pages(desc) for e in _unpack(page)]
+
+
+def _unpack(page: dict[str, Any]) -> list[dict[str, Any]]:
+    assert all(type(page[k]) is list for k in ("time", "seq_num", "uid"))
+    assert all(type(c) is list for c in page["data"].values())
+    return [{"uid": u, "seq_num": s, "x": page["data"]["x"][i]}
+            for i, (u, s) in enumerate(zip(page["uid"], page["seq_num"], strict=True))]
+
+
+def test_a_stopped_runs_events_are_not_walked_by_the_garbage_collector() -> None:
+    store = MemoryStore()
+    _, open_desc = _run(store, 5, stop=False)
+    _, stopped_desc = _run(store, 5)
+    gc.collect()
+    assert not any(gc.is_tracked(col) for col in _column_objects(store, stopped_desc))
+    assert all(gc.is_tracked(col) for col in _column_objects(store, open_desc))
+
+
+def test_events_read_and_append_as_before_after_the_stop() -> None:
+    """Pages of a sealed run come back as lists; an event inserted after the stop (a copy
+    arriving late) is appended, and the run reads whole, in order."""
+    store = MemoryStore()
+    _, desc = _run(store, 4)
+    assert [e["seq_num"] for e in _all_events(store, desc)] == [1, 2, 3, 4]
+    store.insert("event", _event(desc, 4))
+    events = _all_events(store, desc)
+    assert [e["seq_num"] for e in events] == [1, 2, 3, 4, 5]
+    assert [e["x"] for e in events] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert store._get_existing("event", f"{desc}-2")["data"] == {"x": 1.0, "label": "p2"}
