@@ -4,8 +4,8 @@ A directory mtime our writers' links explain is still "racy" (see ``_scan``): a 
 does not use our index may have made an entry in the same clock tick.  One more listing,
 once the mtime is old enough, confirms it.  At 100,000 run files that listing costs a lookup
 0.1-0.2 s, and a reader polling while runs arrive paid it once a second.  Where the last
-listing was costly, the confirmation instead reads the directory a slice per lookup (about
-half a millisecond's worth each) through one ``os.scandir`` kept open between lookups, and
+listing was big, the confirmation instead reads the directory a slice per lookup (about
+:data:`STEP_S` of reading each) through one ``os.scandir`` kept open between lookups, and
 hands back the names the last listing did not hold.
 
 Every entry that exists for the whole listing is read exactly once (POSIX ``readdir``), so
