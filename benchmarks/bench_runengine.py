@@ -61,6 +61,30 @@ def workload(runs: int) -> Docs:
     return [doc for i in range(runs) for doc in runengine_run_documents(i)]
 
 
+class CollectorTime:
+    """Seconds this process spent in garbage collections while in the block (``seconds``),
+    and how many of them were full (``full``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._began = 0.0
+
+    def _track(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._began
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> CollectorTime:
+        gc.callbacks.append(self._track)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._track)
+
+
 def timed_inserts(insert: Callable[[str, dict[str, Any]], None], docs: Docs
                   ) -> tuple[float, dict[str, list[float]]]:
     """Insert every document; the total seconds and the seconds of each call, per name."""
@@ -336,6 +360,8 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
     rates, floors, fsyncs, per_name, cpus = [], [], [], defaultdict(list), []
     durables: list[float] = []
     creates: list[float] = []
+    collected: list[float] = []  # share of each pass spent collecting garbage
+    full_collections: list[int] = []
     tag = os.urandom(3).hex()
 
     def database(label: str) -> str | None:
@@ -358,7 +384,10 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
         reader = None if reader_poll is None else PollingReader(folder, reader_poll)
         gc.collect()  # earlier passes' garbage would be collected on this pass's clock
         cpu = time.process_time()
-        secs, calls = timed_inserts(db.insert, docs)
+        with CollectorTime() as collector:
+            secs, calls = timed_inserts(db.insert, docs)
+        collected.append(collector.seconds / secs)
+        full_collections.append(collector.full)
         if reader is not None:
             lookups.extend(reader.finish())
         # CPU of every thread of this process (background fsyncs, caches, checkpoints too):
@@ -396,6 +425,8 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
         "durable_floor_docs_per_s": statistics.median(durables) if durables else None,
         "create_us": statistics.median(creates) if creates else None,
         "cpu_us_per_run": statistics.median(cpus) / (len(docs) / 26) * 1e6,
+        "collector_share": statistics.median(collected),
+        "full_collections": statistics.median(full_collections),
         "lookups": sorted(lookups),
     }
 
@@ -496,7 +527,9 @@ def main() -> None:
                   f"{r['floor_docs_per_s']:>9,.0f} docs/s   {target}")
             print("    insert, median per call: " + ", ".join(
                 f"{n} {us:.1f} µs" for n, us in r["insert_us"].items()))
-            print(f"    CPU per run of 26 documents, all threads: {r['cpu_us_per_run']:,.0f} µs")
+            print(f"    CPU per run of 26 documents, all threads: {r['cpu_us_per_run']:,.0f} µs; "
+                  f"garbage collection {100 * r['collector_share']:.1f} % of a pass "
+                  f"({r['full_collections']:.0f} full)")
             if r["durable_floor_docs_per_s"] is not None:
                 print(f"    floor with the store's guarantees (kill-safe writes, schema checks, "
                       f"an index row at start and stop, directory fsync): "
