@@ -143,7 +143,10 @@ class _Columns:
             rows = slice(start, stop)
 
             def take(col: list[Any]) -> list[Any]:
-                return list(col[rows]) if self.sealed else col[rows]
+                # A sealed column is a tuple; asked of the column, not of self.sealed, since
+                # a reader may be here while another thread seals (reads take no lock).
+                got = col[rows]
+                return got if type(got) is list else list(got)
         else:
             if self._order is None:
                 self._order = sorted(
