@@ -302,7 +302,7 @@ def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
     again: here the link is committed 30 ms after the entry was made (a writer slowed by a
     busy machine).  The share is raised so that this small directory's listing counts as
     costly."""
-    from broker_v1.stores.files._index import record_link
+    from broker_v1.stores.files._links import record_link
 
     db, listings, directory = reader
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
@@ -384,7 +384,7 @@ def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
     """The links between the folder time a reader knows and the one it sees are read at
     once (one per run created meanwhile); a link whose start lies past the time seen (the
     clock was set back) is looked up on its own; a time no chain reaches is not explained."""
-    from broker_v1.stores.files._index import record_link
+    from broker_v1.stores.files._links import record_link
 
     with FileStore(path=tmp_path) as store:
         def link(before: int, after: int) -> None:
@@ -412,7 +412,7 @@ def test_a_reader_follows_a_longer_chain_of_links_in_a_bigger_directory(
     eight names of its last listing where that is more (following a link costs about what
     listing a few names does): after a listing of 2,000 names, 150 links are followed in
     one read where a reader that listed a small directory would list again."""
-    from broker_v1.stores.files._index import record_link
+    from broker_v1.stores.files._links import record_link
 
     with FileStore(path=tmp_path) as store:
         k = 1_700_000_000 * 10**9
@@ -439,7 +439,7 @@ def test_links_are_recorded_per_created_file_and_old_ones_pruned(
     """Each run file a store creates leaves one link (folder mtime before -> after) in the
     index; links older than a minute are pruned by a start, at most once per
     ``LINK_PRUNE_EVERY_S`` per writer (the first start prunes)."""
-    from broker_v1.stores.files import _index as index_module
+    from broker_v1.stores.files import _links as links_module
     from broker_v1.stores.files import _writer as writer_module
 
     monkeypatch.setattr(writer_module, "LINK_PRUNE_EVERY_S", 0.3)
@@ -462,15 +462,15 @@ def test_links_are_recorded_per_created_file_and_old_ones_pruned(
     assert int(after) > int(key.split(":")[1])
 
     def add_old(conn: Any) -> None:
-        index_module.record_link(conn, 5, 6)  # long before any real mtime
+        links_module.record_link(conn, 5, 6)  # long before any real mtime
 
     store._index.write(add_old)
     create_run("r2", T0 + 2)  # within the interval of r1's pruning: kept
-    assert index_module.link_key(5) in link_keys() and len(link_keys()) == 3
+    assert links_module.link_key(5) in link_keys() and len(link_keys()) == 3
     time.sleep(0.35)
     create_run("r3", T0 + 4)
     keys = link_keys()
-    assert index_module.link_key(5) not in keys and len(keys) == 3
+    assert links_module.link_key(5) not in keys and len(keys) == 3
     store.close()
 
 

@@ -44,7 +44,8 @@ from ._format import (
     _read_msgpack,
     _Warnings,
 )
-from ._index import _CHUNK, _LINK_HOPS, _Index, _is_time, link_key
+from ._index import _CHUNK, _Index, _is_time
+from ._links import _LINK_HOPS, link_key
 from ._rundata import _RunData
 from ._stepwise import _StepwiseListing
 

@@ -43,14 +43,8 @@ from ._format import (
     _single_event,
     _uid_problem,
 )
-from ._index import (
-    _NAME_INDEXED,
-    INDEX_WRITE_ERRORS,
-    LINK_PRUNE_EVERY_S,
-    _Index,
-    _run_row_values,
-    record_link,
-)
+from ._index import _NAME_INDEXED, INDEX_WRITE_ERRORS, _Index, _run_row_values
+from ._links import LINK_PRUNE_EVERY_S, record_link
 from ._run_state import _accumulate, _pending_members, _RunState, columns_from_kept_lines
 from ._runs import _RunCache
 from ._spares import RUN_FILE_FLAGS, _SpareFiles
