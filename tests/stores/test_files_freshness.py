@@ -295,6 +295,110 @@ def test_a_change_no_link_explains_lists_at_once_during_a_confirmation(stepwise:
     assert db["hidden"].start["time"] == T0 + 500
 
 
+class _Pages:
+    """Counts the slices of the index's names read before a first confirmation."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        step = stepwise_module._IndexedNames.step
+
+        def counted(loader: Any) -> bool:
+            self.count += 1
+            return step(loader)
+
+        monkeypatch.setattr(stepwise_module._IndexedNames, "step", counted)
+
+
+@pytest.fixture
+def unlisted(reader: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Broker, _Listings, Path,
+                                                                     _Pages]:
+    """``reader``, which opened an index already up to date and so never listed the
+    directory, after a broker_v1 writer's run (explained by its link: racy until confirmed)
+    and an entry ``hidden`` made in that clock tick; the confirmation is due, read a slice
+    of one name per lookup (as in a big directory)."""
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 0.3)
+    monkeypatch.setattr(scan_module, "_CONFIRM_STEPWISE_OVER_NAMES", 0)
+    monkeypatch.setattr(stepwise_module, "_NAMES_PER_QUERY", 1)
+    monkeypatch.setattr(stepwise_module, "_BATCH", 1)
+    monkeypatch.setattr(stepwise_module, "STEP_S", 0.0)
+    assert db.store._scan._listed is None
+    _run(OUR_WRITER, str(directory), "ours-1", str(T0 + 100))
+    assert db[-1].start["uid"] == "ours-1"
+    _hide(directory, "hidden", T0 + 500)
+    time.sleep(0.4)
+    return db, listings, directory, _Pages(monkeypatch)
+
+
+def test_a_reader_that_never_listed_confirms_against_the_index_a_slice_per_lookup(
+        unlisted: Any) -> None:
+    """A reader that has not listed the directory compares the listing that confirms a racy
+    mtime with the names the index holds, read a slice per lookup (one name each here),
+    then reads the directory a slice per lookup.  Nothing is listed whole, where the reader
+    used to list the big directory once (0.2-0.3 s at 100,000 runs)."""
+    db, listings, directory, pages = unlisted
+    scan = db.store._scan
+    indexed = len(db.store._index.read("SELECT name FROM files"))
+    for _ in range(2 * indexed + len(os.listdir(directory)) + 10):
+        db[-1]
+        if scan._confirming is None and scan._indexed_names is None:
+            break
+    assert pages.count == indexed + 1  # one name per slice, then the empty one that ends them
+    assert db[-1].start["uid"] == "hidden"
+    assert listings.count == 0
+
+
+def test_a_first_confirmation_running_long_is_finished_in_one_lookup(
+        unlisted: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time limit of a confirmation counts from when it began to read the index's names:
+    past it, the next lookup reads the rest of them and the whole listing."""
+    db, listings, directory, pages = unlisted
+    monkeypatch.setattr(stepwise_module, "FINISH_AFTER_S", 0.05)
+    scan = db.store._scan
+    db[-1]
+    assert pages.count == 1 and scan._indexed_names is not None
+    time.sleep(0.1)
+    assert db[-1].start["uid"] == "hidden"
+    assert pages.count == 2
+    assert scan._indexed_names is None and scan._confirming is None
+    assert listings.count == 0
+
+
+def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
+        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its first listing a reader does not know what one costs; it estimates it from
+    how many files the index holds, so in a big directory it waits for a late link as a
+    reader that listed would.  A listing is made costly per name here, so that this small
+    directory counts as big; the link comes 30 ms after the entry."""
+    from broker_v1.stores.files._links import record_link
+
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
+    monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
+    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
+    assert db.store._scan._listed is None
+    before = os.stat(directory).st_mtime_ns
+    (directory / "notes.txt").write_text("")
+    after = os.stat(directory).st_mtime_ns
+    assert after != before
+
+    def link_late() -> None:
+        time.sleep(0.03)
+        raw = sqlite3.connect(db.store._index.location, isolation_level=None)
+        try:
+            record_link(raw, before, after, prune=False)
+        finally:
+            raw.close()
+
+    writer = threading.Thread(target=link_late)
+    writer.start()
+    try:
+        assert db[-1].start["uid"] == "seed-2"
+    finally:
+        writer.join()
+    assert listings.count == 0
+
+
 def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
         reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a listing is costly (a big directory), a reader waits for the link of a change
@@ -393,6 +497,7 @@ def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
         k = 1_700_000_000 * 10**9
         for i in range(10):
             link(k + i, k + i + 1)
+        store._scan._names_known()  # estimated once per process before its first listing
         with index_statements(store) as statements:
             assert store._scan._explained(k, k + 10)
         assert len([s for s in statements if s.startswith("SELECT")]) == 1
@@ -430,6 +535,32 @@ def test_a_reader_follows_a_longer_chain_of_links_in_a_bigger_directory(
         with index_statements(store) as statements:
             assert store._scan._explained(k, k + 150)
         assert len([s for s in statements if s.startswith("SELECT")]) == 1
+        assert not store._scan._explained(k, k + 151)
+
+
+def test_a_reader_that_never_listed_follows_a_chain_as_long_as_the_index_is_big(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its first listing a reader sizes the chain of links it follows by the files
+    the index holds (one query, once): a reader opening a big store that our writers added
+    many runs to since it was last settled follows their links rather than list it.  Links
+    per name are raised so that this small store's three files count for 150 links."""
+    from broker_v1.stores.files._links import record_link
+
+    seed = FileStore(path=tmp_path)
+    for i in range(3):
+        seed.insert("start", _start(f"seed-{i}", T0 + i, "seed"))
+    seed.close()
+    monkeypatch.setattr(scan_module, "_LINKS_PER_NAME_LISTED", 50.0)
+    with FileStore(path=tmp_path) as store:
+        k = 1_700_000_000 * 10**9
+
+        def add_links(conn: Any) -> None:
+            for i in range(150):
+                record_link(conn, k + i, k + i + 1, prune=False)
+
+        store._index.write(add_links)
+        assert store._scan._listed is None
+        assert store._scan._explained(k, k + 150)
         assert not store._scan._explained(k, k + 151)
 
 

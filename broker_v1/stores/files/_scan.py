@@ -13,7 +13,8 @@ the directory's mtime moved:
 A directory mtime set in the same clock tick as a listing (or as one of our creations) may
 hide a second entry made in that tick, so such a "racy" mtime is confirmed by one more
 listing once it is old enough (at most once a second while runs keep arriving); in a big
-directory that listing is read a slice per lookup (see ``_stepwise``).  A rebuild,
+directory that listing is read a slice per lookup (see ``_stepwise``), compared with the
+index's names where this process has not listed it yet.  A rebuild,
 or a forced rescan, stats every file.  Runs written by other processes, or copied in by
 hand, appear this way in an open store.
 """
@@ -47,7 +48,7 @@ from ._format import (
 from ._index import _CHUNK, _Index, _is_time
 from ._links import _LINK_HOPS, link_key
 from ._rundata import _RunData
-from ._stepwise import _StepwiseListing
+from ._stepwise import _IndexedNames, _StepwiseListing
 
 # A directory mtime younger than this may not yet reflect a file created in the same clock
 # tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
@@ -64,6 +65,9 @@ _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
 # by a busy machine commits its link a few milliseconds late), up to _LINK_WAIT_MAX_S.
 _LINK_WAIT_SHARE_OF_LISTING = 0.1
 _LINK_WAIT_MAX_S = 0.02
+# What a first listing costs per name, comparing with the index's names included (0.2-0.3 s
+# for 100,000 here): the estimate of a process that has not listed the directory yet.
+_FIRST_LISTING_S_PER_NAME = 2e-6
 # Reading a link costs about what listing a few names does, so a chain of up to this many
 # links per name of the last listing is followed rather than listing again: a reader that
 # spent 0.1 s listing 100,000 names while a writer created 600 runs a second was otherwise
@@ -141,8 +145,12 @@ class _Scanner:
         self._listed: set[str] | None = None
         # Seconds the last listing took (the link waits are worth more where it is costly).
         self._listing_s = 0.0
-        # The confirmation of a racy mtime under way a slice per lookup, if any.
+        # The confirmation of a racy mtime under way a slice per lookup, if any, and the
+        # index's names it reads first where this process has not listed the directory.
         self._confirming: _StepwiseListing | None = None
+        self._indexed_names: _IndexedNames | None = None
+        # About how many files the index holds, while this process has not listed them.
+        self._indexed_estimate: int | None = None
         # Open run files this process found to have gained nothing the read path needs
         # indexed since the index recorded them, by name.  See _nothing_to_index_since.
         self._read_ahead: dict[str, _ReadAhead] = {}
@@ -180,7 +188,8 @@ class _Scanner:
                     self._recheck_at = time.time() + _DIR_TRUST_SECONDS
             if self._recheck_at is None or time.time() < self._recheck_at:
                 self._check_volatile(members=False)
-            elif self._listed is not None and len(self._listed) > _CONFIRM_STEPWISE_OVER_NAMES:
+            elif (self._indexed_names is not None
+                  or self._names_known() > _CONFIRM_STEPWISE_OVER_NAMES):
                 self._confirm_step(st)
             else:
                 self._list_diff(st)
@@ -188,11 +197,21 @@ class _Scanner:
     def _confirm_step(self, dir_stat: os.stat_result) -> None:
         """Read the next slice of the listing that confirms a racy mtime (see
         ``_stepwise``), index what it found, and settle the mtime once it is done."""
+        started = None
+        if self._listed is None:  # compare with the index's names, read a slice at a time
+            loader = self._indexed_names
+            if loader is None:
+                loader = self._indexed_names = _IndexedNames(self._index_names_after)
+            if not loader.step():
+                self._check_volatile(members=False)
+                return
+            self._listed, self._indexed_names, started = loader.names, None, loader.started
         listing = self._confirming
         if listing is None or listing.inherited():
             if listing is not None:
                 listing.close()
-            listing = self._confirming = _StepwiseListing(self._dirname, dir_stat, time.time())
+            listing = self._confirming = _StepwiseListing(self._dirname, dir_stat, time.time(),
+                                                          started)
         listed = self._listed
         assert listed is not None
         try:
@@ -215,8 +234,25 @@ class _Scanner:
         """Drop a confirmation under way (a full listing or scan replaces it; the store
         closes)."""
         listing, self._confirming = self._confirming, None
+        self._indexed_names = None
         if listing is not None:
             listing.close()
+
+    def _names_known(self) -> int:
+        """How many names the last listing held; before this process's first, about how
+        many files the index holds (the largest row id: rows replaced make it more)."""
+        if self._listed is not None:
+            return len(self._listed)
+        if self._indexed_estimate is None:
+            rows = self._index.read("SELECT max(rowid) FROM files", deferred_matter=False)
+            self._indexed_estimate = rows[0][0] or 0
+        return self._indexed_estimate
+
+    def _index_names_after(self, name: str, limit: int) -> list[str]:
+        """The first ``limit`` names of files the index holds after ``name``."""
+        return [found for (found,) in self._index.read(
+            "SELECT name FROM files WHERE name > ? ORDER BY name LIMIT ?", (name, limit),
+            deferred_matter=False)]
 
     def _explained_soon(self, known: int, now: int) -> bool:
         """:meth:`_explained`, waiting a little for the link of a change made a moment ago
@@ -225,7 +261,8 @@ class _Scanner:
             return True
         if time.time_ns() - now > _LINK_RECENT_NS:
             return False
-        longer = min(self._listing_s * _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S)
+        listing_s = self._listing_s or self._names_known() * _FIRST_LISTING_S_PER_NAME
+        longer = min(listing_s * _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S)
         naps = _LINK_WAITS_S + (0.001,) * max(0, round((longer - sum(_LINK_WAITS_S)) / 0.001))
         for pause in naps:
             time.sleep(pause)
@@ -238,11 +275,10 @@ class _Scanner:
 
         The links that start between the two are read at once (a reader polling every few
         ms follows one per run created meanwhile), up to :data:`_LINK_HOPS` or, in a big
-        directory, :data:`_LINKS_PER_NAME_LISTED` per name listed; a chain that leaves them
+        directory, :data:`_LINKS_PER_NAME_LISTED` per name listed (per file the index holds,
+        before this process's first listing); a chain that leaves them
         (a clock set back) is followed one link at a time, :data:`_LINK_HOPS` at most."""
-        hops = _LINK_HOPS
-        if self._listed is not None:
-            hops = max(hops, int(len(self._listed) * _LINKS_PER_NAME_LISTED))
+        hops = max(_LINK_HOPS, int(self._names_known() * _LINKS_PER_NAME_LISTED))
         links = dict(self._index.read(
             "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
             (link_key(known), link_key(now), hops),

@@ -13,6 +13,10 @@ the confirmation covers whatever was made before it began; entries made later ar
 explained by links or confirmed in turn.  A confirmation running longer than
 :data:`FINISH_AFTER_S` is finished in one lookup, so a reader that polls rarely still finds
 a hidden entry within seconds.
+
+A process that has not listed the directory yet (one that opened an index already up to
+date) compares the listing with the names the index holds instead, and reads those a slice
+per lookup first (:class:`_IndexedNames`): reading 100,000 of them at once costs ~0.1 s too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 
 #: Time one lookup spends reading the directory (seconds), checked every :data:`_BATCH`
 #: entries.
@@ -28,6 +32,8 @@ STEP_S = 0.0003
 #: A confirmation older than this (seconds) is finished at once.
 FINISH_AFTER_S = 5.0
 _BATCH = 128
+#: Names :class:`_IndexedNames` asks the index for at a time.
+_NAMES_PER_QUERY = 128
 
 
 class _StepwiseListing:
@@ -41,14 +47,18 @@ class _StepwiseListing:
         Its ``os.stat`` when the listing began.
     began
         ``time.time()`` when it began.
+    started
+        ``time.monotonic()`` when the confirmation began, if before the listing (the names
+        of the index were read first): :data:`FINISH_AFTER_S` counts from it.
     """
 
-    def __init__(self, dirname: str, dir_stat: os.stat_result, began: float) -> None:
+    def __init__(self, dirname: str, dir_stat: os.stat_result, began: float,
+                 started: float | None = None) -> None:
         self.dir_stat = dir_stat
         self.began = began
         self.done = False
         self._pid = os.getpid()
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
         self._entries = os.scandir(dirname)
 
     def inherited(self) -> bool:
@@ -95,3 +105,38 @@ class _StepwiseListing:
         entries = getattr(self, "_entries", None)
         if entries is not None:
             entries.close()
+
+
+class _IndexedNames:
+    """The names of the files the index holds, read a slice per lookup (about
+    :data:`STEP_S` of reading each, all the rest once older than :data:`FINISH_AFTER_S`), in
+    name order: what a confirmation compares the directory with where this process has not
+    listed it.  A name the index gains meanwhile below the slices read is missed here; the
+    listing then hands it back as new, and indexing it finds it indexed already.
+
+    Parameters
+    ----------
+    names_after
+        ``names_after(name, limit)``: the index's first ``limit`` file names after ``name``
+        (in name order).
+    """
+
+    def __init__(self, names_after: Callable[[str, int], list[str]]) -> None:
+        self.names: set[str] = set()
+        self.started = time.monotonic()
+        self._names_after = names_after
+        self._last = ""
+
+    def step(self) -> bool:
+        """Read the next slice; True once every name is read."""
+        deadline = None
+        if time.monotonic() - self.started < FINISH_AFTER_S:
+            deadline = time.perf_counter() + STEP_S
+        while True:
+            page = self._names_after(self._last, _NAMES_PER_QUERY)
+            self.names.update(page)
+            if len(page) < _NAMES_PER_QUERY:
+                return True
+            self._last = page[-1]
+            if deadline is not None and time.perf_counter() >= deadline:
+                return False
