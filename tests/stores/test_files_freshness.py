@@ -399,6 +399,50 @@ def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
     assert listings.count == 0
 
 
+@pytest.mark.parametrize("recording", [True, False])
+def test_a_reader_waits_longer_for_a_late_link_while_one_of_our_writers_records(
+        reader: Any, monkeypatch: pytest.MonkeyPatch, recording: bool) -> None:
+    """While one of our writers records (a link starts in the second before the change), a
+    late link is the likely cause of an unexplained change, so the reader waits longer for
+    it (here up to 1.5 s: half the estimated listing) before listing; otherwise it waits the
+    usual share (20 ms at most) and lists.  The link comes 0.2 s after the entry."""
+    from broker_v1.stores.files._links import link_key, record_link
+
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
+    monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
+    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_WHILE_RECORDING_S", 2.0)
+    before = os.stat(directory).st_mtime_ns
+    (directory / "notes.txt").write_text("")
+    after = os.stat(directory).st_mtime_ns
+    assert after != before
+
+    def link(conn: sqlite3.Connection, start: int, end: int) -> None:
+        record_link(conn, start, end, prune=False)
+
+    if recording:  # the run our writer made just before
+        db.store._index.write(lambda conn: link(conn, before - 10**8, before))
+    else:  # the links of the fixture's runs, recorded a moment ago, go
+        db.store._index.write(lambda conn: conn.execute(
+            "DELETE FROM meta WHERE key >= ? AND key < ?", (link_key(0), link_key(10**19))))
+
+    def link_late() -> None:
+        time.sleep(0.2)
+        raw = sqlite3.connect(db.store._index.location, isolation_level=None)
+        try:
+            link(raw, before, after)
+        finally:
+            raw.close()
+
+    writer = threading.Thread(target=link_late)
+    writer.start()
+    try:
+        assert db[-1].start["uid"] == "seed-2"
+    finally:
+        writer.join()
+    assert listings.count == (0 if recording else 1)
+
+
 def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
         reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a listing is costly (a big directory), a reader waits for the link of a change

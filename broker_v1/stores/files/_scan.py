@@ -65,6 +65,12 @@ _LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
 # by a busy machine commits its link a few milliseconds late), up to _LINK_WAIT_MAX_S.
 _LINK_WAIT_SHARE_OF_LISTING = 0.1
 _LINK_WAIT_MAX_S = 0.02
+# Longer while one of our writers is recording (a link starts in the second before the
+# change): there a late link, not a program that does not link, is the likely cause.  A
+# writer sharing 2 cores with a polling reader committed one link in ~3,000 10-50 ms late.
+_LINK_WAIT_SHARE_WHILE_RECORDING = 0.5
+_LINK_WAIT_MAX_WHILE_RECORDING_S = 0.05
+_RECORDING_WITHIN_NS = 1_000_000_000
 # What a first listing costs per name, comparing with the index's names included (0.2-0.3 s
 # for 100,000 here): the estimate of a process that has not listed the directory yet.
 _FIRST_LISTING_S_PER_NAME = 2e-6
@@ -256,13 +262,20 @@ class _Scanner:
 
     def _explained_soon(self, known: int, now: int) -> bool:
         """:meth:`_explained`, waiting a little for the link of a change made a moment ago
-        (a writer between creating a run file and committing its index rows)."""
+        (a writer between creating a run file and committing its index rows), longer while
+        one of our writers is recording."""
         if self._explained(known, now):
             return True
         if time.time_ns() - now > _LINK_RECENT_NS:
             return False
         listing_s = self._listing_s or self._names_known() * _FIRST_LISTING_S_PER_NAME
-        longer = min(listing_s * _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S)
+        share, most = _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S
+        if self._index.read("SELECT 1 FROM meta WHERE key >= ? AND key < ? LIMIT 1",
+                            (link_key(now - _RECORDING_WITHIN_NS), link_key(now)),
+                            deferred_matter=False):
+            share = max(share, _LINK_WAIT_SHARE_WHILE_RECORDING)
+            most = max(most, _LINK_WAIT_MAX_WHILE_RECORDING_S)
+        longer = min(listing_s * share, most)
         naps = _LINK_WAITS_S + (0.001,) * max(0, round((longer - sum(_LINK_WAITS_S)) / 0.001))
         for pause in naps:
             time.sleep(pause)
