@@ -364,26 +364,22 @@ def test_a_first_confirmation_running_long_is_finished_in_one_lookup(
     assert listings.count == 0
 
 
-def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
-        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before its first listing a reader does not know what one costs; it estimates it from
-    how many files the index holds, so in a big directory it waits for a late link as a
-    reader that listed would.  A listing is made costly per name here, so that this small
-    directory counts as big; the link comes 30 ms after the entry."""
-    from broker_v1.stores.files._links import record_link
-
-    db, listings, directory = reader
-    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
-    monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
-    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
-    assert db.store._scan._listed is None
+def _unexplained_entry(directory: Path) -> tuple[int, int]:
+    """Make an entry no link explains (yet); the directory mtime before and after."""
     before = os.stat(directory).st_mtime_ns
     (directory / "notes.txt").write_text("")
     after = os.stat(directory).st_mtime_ns
     assert after != before
+    return before, after
+
+
+def _newest_while_linked_late(db: Broker, before: int, after: int, delay: float) -> str:
+    """``db[-1]``'s uid, looked up while another connection records the link ``before`` ->
+    ``after`` ``delay`` seconds from now (a writer committing its link late)."""
+    from broker_v1.stores.files._links import record_link
 
     def link_late() -> None:
-        time.sleep(0.03)
+        time.sleep(delay)
         raw = sqlite3.connect(db.store._index.location, isolation_level=None)
         try:
             record_link(raw, before, after, prune=False)
@@ -393,9 +389,24 @@ def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
     writer = threading.Thread(target=link_late)
     writer.start()
     try:
-        assert db[-1].start["uid"] == "seed-2"
+        return str(db[-1].start["uid"])
     finally:
         writer.join()
+
+
+def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
+        reader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before its first listing a reader does not know what one costs; it estimates it from
+    how many files the index holds, so in a big directory it waits for a late link as a
+    reader that listed would.  A listing is made costly per name here, so that this small
+    directory counts as big; the link comes 30 ms after the entry."""
+    db, listings, directory = reader
+    monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
+    monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
+    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
+    assert db.store._scan._listed is None
+    before, after = _unexplained_entry(directory)
+    assert _newest_while_linked_late(db, before, after, 0.03) == "seed-2"
     assert listings.count == 0
 
 
@@ -412,34 +423,14 @@ def test_a_reader_waits_longer_for_a_late_link_while_one_of_our_writers_records(
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
     monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
     monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_WHILE_RECORDING_S", 2.0)
-    before = os.stat(directory).st_mtime_ns
-    (directory / "notes.txt").write_text("")
-    after = os.stat(directory).st_mtime_ns
-    assert after != before
-
-    def link(conn: sqlite3.Connection, start: int, end: int) -> None:
-        record_link(conn, start, end, prune=False)
-
+    before, after = _unexplained_entry(directory)
     if recording:  # the run our writer made just before
-        db.store._index.write(lambda conn: link(conn, before - 10**8, before))
+        db.store._index.write(
+            lambda conn: record_link(conn, before - 10**8, before, prune=False))
     else:  # the links of the fixture's runs, recorded a moment ago, go
         db.store._index.write(lambda conn: conn.execute(
             "DELETE FROM meta WHERE key >= ? AND key < ?", (link_key(0), link_key(10**19))))
-
-    def link_late() -> None:
-        time.sleep(0.2)
-        raw = sqlite3.connect(db.store._index.location, isolation_level=None)
-        try:
-            link(raw, before, after)
-        finally:
-            raw.close()
-
-    writer = threading.Thread(target=link_late)
-    writer.start()
-    try:
-        assert db[-1].start["uid"] == "seed-2"
-    finally:
-        writer.join()
+    assert _newest_while_linked_late(db, before, after, 0.2) == "seed-2"
     assert listings.count == (0 if recording else 1)
 
 
@@ -450,8 +441,6 @@ def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
     again: here the link is committed 30 ms after the entry was made (a writer slowed by a
     busy machine).  The share is raised so that this small directory's listing counts as
     costly."""
-    from broker_v1.stores.files._links import record_link
-
     db, listings, directory = reader
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
     monkeypatch.setattr(scan_module, "_LINK_WAIT_SHARE_OF_LISTING", 1e6)
@@ -460,26 +449,9 @@ def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
          json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
     assert db[-1].start["uid"] == "first"
     assert listings.count == 1  # what a listing costs is known now
-    before = os.stat(directory).st_mtime_ns
     time.sleep(0.02)  # a clock tick later
-    (directory / "notes.txt").write_text("")
-    after = os.stat(directory).st_mtime_ns
-    assert after != before
-
-    def link_late() -> None:
-        time.sleep(0.03)
-        raw = sqlite3.connect(db.store._index.location, isolation_level=None)
-        try:
-            record_link(raw, before, after, prune=False)
-        finally:
-            raw.close()
-
-    writer = threading.Thread(target=link_late)
-    writer.start()
-    try:
-        assert db[-1].start["uid"] == "first"
-    finally:
-        writer.join()
+    before, after = _unexplained_entry(directory)
+    assert _newest_while_linked_late(db, before, after, 0.03) == "first"
     assert listings.count == 1
 
 
