@@ -527,22 +527,27 @@ def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
         assert not store._scan._explained(k + 3, later + 6)
 
 
+def _record_chain(store: FileStore, start: int, links: int) -> None:
+    """Record in one transaction a chain of ``links`` links, one nanosecond each, from
+    directory mtime ``start``."""
+    from broker_v1.stores.files._links import record_link
+
+    def add_links(conn: Any) -> None:
+        for i in range(links):
+            record_link(conn, start + i, start + i + 1, prune=False)
+
+    store._index.write(add_links)
+
+
 def test_a_reader_follows_a_longer_chain_of_links_in_a_bigger_directory(
         tmp_path: Path) -> None:
     """A reader reads a chain of up to 64 links at once (and 64 more one by one), or one per
     eight names of its last listing where that is more (following a link costs about what
     listing a few names does): after a listing of 2,000 names, 150 links are followed in
     one read where a reader that listed a small directory would list again."""
-    from broker_v1.stores.files._links import record_link
-
     with FileStore(path=tmp_path) as store:
         k = 1_700_000_000 * 10**9
-
-        def add_links(conn: Any) -> None:
-            for i in range(150):
-                record_link(conn, k + i, k + i + 1, prune=False)
-
-        store._index.write(add_links)
+        _record_chain(store, k, 150)
         assert not store._scan._explained(k, k + 150)  # a small directory: 128 at most
         for i in range(2000):
             (tmp_path / f"notes-{i}.txt").touch()
@@ -560,8 +565,6 @@ def test_a_reader_that_never_listed_follows_a_chain_as_long_as_the_index_is_big(
     the index holds (one query, once): a reader opening a big store that our writers added
     many runs to since it was last settled follows their links rather than list it.  Links
     per name are raised so that this small store's three files count for 150 links."""
-    from broker_v1.stores.files._links import record_link
-
     seed = FileStore(path=tmp_path)
     for i in range(3):
         seed.insert("start", _start(f"seed-{i}", T0 + i, "seed"))
@@ -569,12 +572,7 @@ def test_a_reader_that_never_listed_follows_a_chain_as_long_as_the_index_is_big(
     monkeypatch.setattr(scan_module, "_LINKS_PER_NAME_LISTED", 50.0)
     with FileStore(path=tmp_path) as store:
         k = 1_700_000_000 * 10**9
-
-        def add_links(conn: Any) -> None:
-            for i in range(150):
-                record_link(conn, k + i, k + i + 1, prune=False)
-
-        store._index.write(add_links)
+        _record_chain(store, k, 150)
         assert store._scan._listed is None
         assert store._scan._explained(k, k + 150)
         assert not store._scan._explained(k, k + 151)
