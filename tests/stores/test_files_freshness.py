@@ -25,6 +25,7 @@ from files_harness import index_statements
 
 from broker_v1 import Broker
 from broker_v1.stores.files import FileStore
+from broker_v1.stores.files import _links as links_module
 from broker_v1.stores.files import _scan as scan_module
 from broker_v1.stores.files import _stepwise as stepwise_module
 
@@ -403,7 +404,7 @@ def test_a_reader_that_never_listed_a_big_directory_waits_for_a_late_link(
     db, listings, directory = reader
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
     monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
-    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
+    monkeypatch.setattr(links_module, "_LINK_WAIT_MAX_S", 5.0)
     assert db.store._scan._listed is None
     before, after = _unexplained_entry(directory)
     assert _newest_while_linked_late(db, before, after, 0.03) == "seed-2"
@@ -422,7 +423,7 @@ def test_a_reader_waits_longer_for_a_late_link_while_one_of_our_writers_records(
     db, listings, directory = reader
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
     monkeypatch.setattr(scan_module, "_FIRST_LISTING_S_PER_NAME", 1.0)
-    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_WHILE_RECORDING_S", 2.0)
+    monkeypatch.setattr(links_module, "_LINK_WAIT_MAX_WHILE_RECORDING_S", 2.0)
     before, after = _unexplained_entry(directory)
     if recording:  # the run our writer made just before
         db.store._index.write(
@@ -443,8 +444,8 @@ def test_a_reader_whose_listings_are_costly_waits_longer_for_a_late_link(
     costly."""
     db, listings, directory = reader
     monkeypatch.setattr(scan_module, "_DIR_TRUST_SECONDS", 60.0)  # no recheck listing here
-    monkeypatch.setattr(scan_module, "_LINK_WAIT_SHARE_OF_LISTING", 1e6)
-    monkeypatch.setattr(scan_module, "_LINK_WAIT_MAX_S", 5.0)
+    monkeypatch.setattr(links_module, "_LINK_WAIT_SHARE_OF_LISTING", 1e6)
+    monkeypatch.setattr(links_module, "_LINK_WAIT_MAX_S", 5.0)
     _run(PLAIN_WRITER, str(directory / "first.jsonl"),
          json.dumps([["start", _start("first", T0 + 400)], ["stop", _stop("first", T0 + 401)]]))
     assert db[-1].start["uid"] == "first"
@@ -515,16 +516,16 @@ def test_a_chain_of_links_is_read_in_one_query_and_one_set_back_is_followed(
             link(k + i, k + i + 1)
         store._scan._names_known()  # estimated once per process before its first listing
         with index_statements(store) as statements:
-            assert store._scan._explained(k, k + 10)
+            assert store._scan._links.explained(k, k + 10)
         assert len([s for s in statements if s.startswith("SELECT")]) == 1
-        assert not store._scan._explained(k, k + 11)
+        assert not store._scan._links.explained(k, k + 11)
         later = k + 10**9
         link(k + 10, later + 50)  # then the clock is set back:
         link(later + 50, later + 5)
         with index_statements(store) as statements:
-            assert store._scan._explained(k, later + 5)
+            assert store._scan._links.explained(k, later + 5)
         assert len([s for s in statements if s.startswith("SELECT")]) == 2
-        assert not store._scan._explained(k + 3, later + 6)
+        assert not store._scan._links.explained(k + 3, later + 6)
 
 
 def _record_chain(store: FileStore, start: int, links: int) -> None:
@@ -548,15 +549,15 @@ def test_a_reader_follows_a_longer_chain_of_links_in_a_bigger_directory(
     with FileStore(path=tmp_path) as store:
         k = 1_700_000_000 * 10**9
         _record_chain(store, k, 150)
-        assert not store._scan._explained(k, k + 150)  # a small directory: 128 at most
+        assert not store._scan._links.explained(k, k + 150)  # a small directory: 128 at most
         for i in range(2000):
             (tmp_path / f"notes-{i}.txt").touch()
         store._scan.refresh()  # an unexplained change: listed
         assert len(store._scan._listed) >= 2000
         with index_statements(store) as statements:
-            assert store._scan._explained(k, k + 150)
+            assert store._scan._links.explained(k, k + 150)
         assert len([s for s in statements if s.startswith("SELECT")]) == 1
-        assert not store._scan._explained(k, k + 151)
+        assert not store._scan._links.explained(k, k + 151)
 
 
 def test_a_reader_that_never_listed_follows_a_chain_as_long_as_the_index_is_big(
@@ -569,13 +570,13 @@ def test_a_reader_that_never_listed_follows_a_chain_as_long_as_the_index_is_big(
     for i in range(3):
         seed.insert("start", _start(f"seed-{i}", T0 + i, "seed"))
     seed.close()
-    monkeypatch.setattr(scan_module, "_LINKS_PER_NAME_LISTED", 50.0)
+    monkeypatch.setattr(links_module, "_LINKS_PER_NAME_LISTED", 50.0)
     with FileStore(path=tmp_path) as store:
         k = 1_700_000_000 * 10**9
         _record_chain(store, k, 150)
         assert store._scan._listed is None
-        assert store._scan._explained(k, k + 150)
-        assert not store._scan._explained(k, k + 151)
+        assert store._scan._links.explained(k, k + 150)
+        assert not store._scan._links.explained(k, k + 151)
 
 
 def test_links_are_recorded_per_created_file_and_old_ones_pruned(
@@ -584,7 +585,6 @@ def test_links_are_recorded_per_created_file_and_old_ones_pruned(
     """Each run file a store creates leaves one link (folder mtime before -> after) in the
     index; links older than a minute are pruned by a start, at most once per
     ``LINK_PRUNE_EVERY_S`` per writer (the first start prunes)."""
-    from broker_v1.stores.files import _links as links_module
     from broker_v1.stores.files import _writer as writer_module
 
     monkeypatch.setattr(writer_module, "LINK_PRUNE_EVERY_S", 0.3)

@@ -46,39 +46,16 @@ from ._format import (
     _Warnings,
 )
 from ._index import _CHUNK, _Index, _is_time
-from ._links import _LINK_HOPS, link_key
+from ._links import LinkFollower
 from ._rundata import _RunData
 from ._stepwise import _IndexedNames, _StepwiseListing
 
 # A directory mtime younger than this may not yet reflect a file created in the same clock
 # tick, so it is not trusted to mean "nothing changed" (the "racy timestamp" problem).
 _DIR_TRUST_SECONDS = 1.0
-# A writer records the link of a run file it creates in the index a fraction of a millisecond
-# after creating it.  A change this recent that no link explains yet is looked at again after
-# each of a few short waits before the directory is listed (a listing of 100,000 names costs
-# 0.15-0.3 s; a writer recording as fast as it could had its link in within 0.4 ms 97 times
-# in 100 here).
-_LINK_RECENT_NS = 50_000_000
-_LINK_WAITS_S = (0.0001, 0.0001, 0.0002, 0.0003, 0.0003)
-# Then, in a big directory, waits of a millisecond while the time waited is under this share
-# of what the last listing took (at 100,000 runs a listing costs 0.1 s, and a writer slowed
-# by a busy machine commits its link a few milliseconds late), up to _LINK_WAIT_MAX_S.
-_LINK_WAIT_SHARE_OF_LISTING = 0.1
-_LINK_WAIT_MAX_S = 0.02
-# Longer while one of our writers is recording (a link starts in the second before the
-# change): there a late link, not a program that does not link, is the likely cause.  A
-# writer sharing 2 cores with a polling reader committed one link in ~3,000 10-50 ms late.
-_LINK_WAIT_SHARE_WHILE_RECORDING = 0.5
-_LINK_WAIT_MAX_WHILE_RECORDING_S = 0.05
-_RECORDING_WITHIN_NS = 1_000_000_000
 # What a first listing costs per name, comparing with the index's names included (0.2-0.3 s
 # for 100,000 here): the estimate of a process that has not listed the directory yet.
 _FIRST_LISTING_S_PER_NAME = 2e-6
-# Reading a link costs about what listing a few names does, so a chain of up to this many
-# links per name of the last listing is followed rather than listing again: a reader that
-# spent 0.1 s listing 100,000 names while a writer created 600 runs a second was otherwise
-# too far behind for the fixed limit, and listed again, two or three times a second.
-_LINKS_PER_NAME_LISTED = 0.125
 # A racy mtime is confirmed a slice per lookup (see _stepwise) where the last listing held
 # more names than this (a listing of 5,000 costs ~3 ms here); in one listing where fewer.
 _CONFIRM_STEPWISE_OVER_NAMES = 5_000
@@ -157,6 +134,8 @@ class _Scanner:
         self._indexed_names: _IndexedNames | None = None
         # About how many files the index holds, while this process has not listed them.
         self._indexed_estimate: int | None = None
+        # Whether only our writers changed the directory since it was last known.
+        self._links = LinkFollower(index, self._names_known)
         # Open run files this process found to have gained nothing the read path needs
         # indexed since the index recorded them, by name.  See _nothing_to_index_since.
         self._read_ahead: dict[str, _ReadAhead] = {}
@@ -184,7 +163,8 @@ class _Scanner:
                 self._full_scan(st)
                 return
             if mtime != known:
-                if not self._explained_soon(known, mtime):
+                listing_s = self._listing_s or self._names_known() * _FIRST_LISTING_S_PER_NAME
+                if not self._links.explained_soon(known, mtime, listing_s):
                     self._list_diff(st)
                     return
                 # Only our writers made entries, and their rows are in the index; the new
@@ -259,60 +239,6 @@ class _Scanner:
         return [found for (found,) in self._index.read(
             "SELECT name FROM files WHERE name > ? ORDER BY name LIMIT ?", (name, limit),
             deferred_matter=False)]
-
-    def _explained_soon(self, known: int, now: int) -> bool:
-        """:meth:`_explained`, waiting a little for the link of a change made a moment ago
-        (a writer between creating a run file and committing its index rows), longer while
-        one of our writers is recording."""
-        if self._explained(known, now):
-            return True
-        if time.time_ns() - now > _LINK_RECENT_NS:
-            return False
-        listing_s = self._listing_s or self._names_known() * _FIRST_LISTING_S_PER_NAME
-        share, most = _LINK_WAIT_SHARE_OF_LISTING, _LINK_WAIT_MAX_S
-        if self._index.read("SELECT 1 FROM meta WHERE key >= ? AND key < ? LIMIT 1",
-                            (link_key(now - _RECORDING_WITHIN_NS), link_key(now)),
-                            deferred_matter=False):
-            share = max(share, _LINK_WAIT_SHARE_WHILE_RECORDING)
-            most = max(most, _LINK_WAIT_MAX_WHILE_RECORDING_S)
-        longer = min(listing_s * share, most)
-        naps = _LINK_WAITS_S + (0.001,) * max(0, round((longer - sum(_LINK_WAITS_S)) / 0.001))
-        for pause in naps:
-            time.sleep(pause)
-            if self._explained(known, now):
-                return True
-        return False
-
-    def _explained(self, known: int, now: int) -> bool:
-        """Whether our writers' links lead from directory mtime ``known`` to ``now``.
-
-        The links that start between the two are read at once (a reader polling every few
-        ms follows one per run created meanwhile), up to :data:`_LINK_HOPS` or, in a big
-        directory, :data:`_LINKS_PER_NAME_LISTED` per name listed (per file the index holds,
-        before this process's first listing); a chain that leaves them
-        (a clock set back) is followed one link at a time, :data:`_LINK_HOPS` at most."""
-        hops = max(_LINK_HOPS, int(self._names_known() * _LINKS_PER_NAME_LISTED))
-        links = dict(self._index.read(
-            "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
-            (link_key(known), link_key(now), hops),
-        )) if known < now else {}
-        key = link_key(known)
-        single_reads = _LINK_HOPS
-        for _ in range(hops + _LINK_HOPS):
-            value = links.get(key)
-            if value is None:
-                if not single_reads:
-                    return False
-                single_reads -= 1
-                rows = self._index.read("SELECT value FROM meta WHERE key = ?", (key,))
-                if not rows:
-                    return False
-                value = rows[0][0]
-            after = int(value)
-            if after == now:
-                return True
-            key = link_key(after)
-        return False
 
     def _list_diff(self, dir_stat: os.stat_result) -> None:
         """List the directory (names only) and index what appeared, forget what vanished.
