@@ -362,6 +362,7 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
     creates: list[float] = []
     collected: list[float] = []  # share of each pass spent collecting garbage
     full_collections: list[int] = []
+    usages: list[tuple[float, float] | None] = []  # (system share of CPU, switches per run)
     tag = os.urandom(3).hex()
 
     def database(label: str) -> str | None:
@@ -384,8 +385,11 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
         reader = None if reader_poll is None else PollingReader(folder, reader_poll)
         gc.collect()  # earlier passes' garbage would be collected on this pass's clock
         cpu = time.process_time()
+        usage = _usage()
         with CollectorTime() as collector:
             secs, calls = timed_inserts(db.insert, docs)
+        since = _usage_since(usage)
+        usages.append(None if since is None else (since[0], since[1] / (len(docs) / 26)))
         collected.append(collector.seconds / secs)
         full_collections.append(collector.full)
         if reader is not None:
@@ -425,10 +429,40 @@ def measure_store(kind: str, docs: Docs, *, repeat: int, scratch: Path,
         "durable_floor_docs_per_s": statistics.median(durables) if durables else None,
         "create_us": statistics.median(creates) if creates else None,
         "cpu_us_per_run": statistics.median(cpus) / (len(docs) / 26) * 1e6,
+        "system_share": _median_of(u[0] for u in usages if u is not None),
+        "switches_per_run": _median_of(u[1] for u in usages if u is not None),
         "collector_share": statistics.median(collected),
         "full_collections": statistics.median(full_collections),
         "lookups": sorted(lookups),
     }
+
+
+def _usage() -> Any:
+    """This process's resource usage now (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _usage_since(before: Any) -> tuple[float, float] | None:
+    """The system time's share of the CPU time since ``before`` (:func:`_usage`) and the
+    voluntary context switches meanwhile.  They say how much of a run is the kernel's, and
+    move with the machine (a busy host, a disk that just deleted files) where the code is the
+    same."""
+    after = _usage()
+    if before is None or after is None:
+        return None
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    switches = after.ru_nvcsw - before.ru_nvcsw
+    return (system / (user + system) if user + system else 0.0), switches
+
+
+def _median_of(values: Any) -> float | None:
+    found = list(values)
+    return statistics.median(found) if found else None
 
 
 def validation_costs(docs: Docs, policy: str, *, limit: int = 400) -> dict[str, float]:
@@ -527,8 +561,11 @@ def main() -> None:
                   f"{r['floor_docs_per_s']:>9,.0f} docs/s   {target}")
             print("    insert, median per call: " + ", ".join(
                 f"{n} {us:.1f} µs" for n, us in r["insert_us"].items()))
-            print(f"    CPU per run of 26 documents, all threads: {r['cpu_us_per_run']:,.0f} µs; "
-                  f"garbage collection {100 * r['collector_share']:.1f} % of a pass "
+            kernel = "" if r["system_share"] is None else (
+                f" ({100 * r['system_share']:.0f} % of it in the kernel; "
+                f"{r['switches_per_run']:.1f} voluntary context switches per run)")
+            print(f"    CPU per run of 26 documents, all threads: {r['cpu_us_per_run']:,.0f} µs"
+                  f"{kernel}; garbage collection {100 * r['collector_share']:.1f} % of a pass "
                   f"({r['full_collections']:.0f} full)")
             if r["durable_floor_docs_per_s"] is not None:
                 print(f"    floor with the store's guarantees (kill-safe writes, schema checks, "
