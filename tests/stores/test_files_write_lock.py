@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,42 @@ def test_an_error_other_than_a_held_lock_is_raised_at_once(index_file: Path) -> 
     assert [s for s in attempts if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_TIMEOUT_MS
     conn.execute("ROLLBACK")
+
+
+class _Python310Connection(sqlite3.Connection):
+    """A connection whose errors are as Python 3.10's ``sqlite3`` raises them: without
+    ``sqlite_errorcode`` (and that module has no ``SQLITE_BUSY`` either)."""
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.OperationalError as err:
+            raise sqlite3.OperationalError(str(err)) from None
+
+
+def test_python_310s_errors_tell_a_held_lock_from_other_errors(
+        index_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where errors carry no code (Python 3.10), the message tells a held lock: it is waited
+    for as always, and any other error is raised at once."""
+    monkeypatch.delattr(sqlite3, "SQLITE_BUSY", raising=False)
+    conn = sqlite3.connect(index_file, isolation_level=None, check_same_thread=False,
+                           factory=_Python310Connection)
+    attempts: list[str] = []
+    conn.set_trace_callback(attempts.append)
+    thread, _ = _hold_write_lock(index_file, 0.002)
+    try:
+        begin_write(conn)
+    finally:
+        thread.join()
+    assert conn.in_transaction
+    assert conn.execute("SELECT v FROM t").fetchall() == [("other",)]
+    assert len([s for s in attempts if s.startswith("BEGIN")]) >= 2
+    attempts.clear()
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        begin_write(conn)  # already in one
+    assert [s for s in attempts if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    conn.execute("ROLLBACK")
+    conn.close()
 
 
 def test_a_store_records_while_another_process_holds_the_index(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ import time
 
 #: How long (ms) a statement waits for a lock another connection holds before failing.
 BUSY_TIMEOUT_MS = 60_000
+#: SQLite's result code for a lock another connection holds (``sqlite3.SQLITE_BUSY`` exists
+#: only from Python 3.11 on).
+_SQLITE_BUSY = 5
 #: The naps (seconds) between attempts at the write lock before SQLite's wait takes over
 #: (about 6 ms in all).
 WRITE_LOCK_NAPS_S = (20e-6, 50e-6, 100e-6, 100e-6, 200e-6, 200e-6, 300e-6, 500e-6, 500e-6,
@@ -37,10 +40,17 @@ def begin_write(conn: sqlite3.Connection) -> None:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as err:
-                code = getattr(err, "sqlite_errorcode", sqlite3.SQLITE_BUSY)
-                if code & 0xFF != sqlite3.SQLITE_BUSY:  # extended codes keep it in the low byte
+                if not _held_elsewhere(err):
                     raise
             time.sleep(nap)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("BEGIN IMMEDIATE")
+
+
+def _held_elsewhere(err: sqlite3.OperationalError) -> bool:
+    """Whether ``err`` says another connection holds the lock."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:  # Python 3.10's errors carry no code; SQLite's message says it
+        return str(err) == "database is locked"
+    return code & 0xFF == _SQLITE_BUSY  # extended codes keep it in the low byte
