@@ -27,12 +27,29 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _top_level_modules(dist: metadata.Distribution) -> set[str]:
+    """The top-level modules a distribution installs, from its list of files (Python 3.10's
+    ``packages_distributions`` reads only ``top_level.txt``, which many wheels lack)."""
+    modules = set()
+    for file in dist.files or []:
+        top = file.parts[0]
+        if len(file.parts) == 1:
+            if top.endswith((".py", ".so", ".pyd")):
+                modules.add(top.split(".")[0])
+        elif not top.endswith((".dist-info", ".egg-info", ".data")) and top != "__pycache__":
+            modules.add(top)
+    return modules
+
+
 def runtime_modules() -> set[str]:
     """Top-level module names of broker_v1 and every distribution its runtime needs."""
     by_dist: dict[str, set[str]] = {}
     for module, dists in metadata.packages_distributions().items():
         for dist in dists:
             by_dist.setdefault(_normal(dist), set()).add(module)
+    for found in metadata.distributions():
+        by_dist.setdefault(_normal(found.metadata["Name"]), set()).update(
+            _top_level_modules(found))
     modules = {"broker_v1"}
     seen: set[str] = set()
     todo = ["broker_v1"]
