@@ -170,7 +170,7 @@ def lookup_config(name: str) -> dict[str, Any]:
                     source=str(path),
                 )
             return config
-    found = []
+    found: list[str] = []
     for folder in config_search_path():
         try:
             found.extend(str(p) for p in sorted(folder.iterdir()) if p.suffix in (".yml", ".yaml"))

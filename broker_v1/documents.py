@@ -80,7 +80,7 @@ def _schema(name: str, policy: str) -> dict[str, Any]:
     # event-model and jsonschema cost ~0.2 s to import: only writers pay it.
     import event_model
 
-    schema = event_model.schemas[event_model.DocumentNames[name]]
+    schema: dict[str, Any] = event_model.schemas[event_model.DocumentNames[name]]
     if policy == "compatible":
         schema = _relax(copy.deepcopy(schema))
         schema["required"] = [k for k in _REQUIRED[name] if k != "uid" or name != "resource"]

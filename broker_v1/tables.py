@@ -349,7 +349,7 @@ def _concat_with_gaps(parts: list[np.ndarray | int]) -> np.ndarray:
     """Concatenate column parts; an int stands for that many missing cells (``NaN``)."""
     present = [p for p in parts if not isinstance(p, int)]
     if len(present) == len(parts):
-        return _concat(present)  # type: ignore[arg-type]
+        return _concat(present)
     if all(p.dtype.kind in "iuf" for p in present):
         dtype = np.result_type(np.float64, *present)
         return np.concatenate(

@@ -155,7 +155,8 @@ _KIND_ORDER = {"null": 1, "number": 2, "string": 3, "object": 4, "array": 5, "bo
 
 
 def _sign(a: Any, b: Any) -> int:
-    return (a > b) - (a < b)
+    sign: int = (a > b) - (a < b)
+    return sign
 
 
 def _kind_rank(value: Any) -> int:

@@ -239,7 +239,7 @@ def copy_scalar_event(doc: dict[str, Any]) -> dict[str, Any] | None:
         return None
     out = doc.copy()
     for field in _EVENT_MAPPINGS:
-        inner = doc.get(field)
+        inner: Any = doc.get(field)
         cls = type(inner)
         if cls is dict:
             if not (_STR_TYPE.issuperset(map(type, inner)) and _KEYS_OK.issuperset(inner)

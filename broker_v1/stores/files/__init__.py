@@ -41,7 +41,7 @@ the index, callbacks) rather than calling back into the store:
 
 from __future__ import annotations
 
-from ._store import ASSETS_NAME as ASSETS_NAME
+from ._format import ASSETS_NAME as ASSETS_NAME
 from ._store import FileStore, RunFileWarning, TornRunFileWarning
 
 __all__ = ["FileStore", "RunFileWarning", "TornRunFileWarning"]

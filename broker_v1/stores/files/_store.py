@@ -242,7 +242,7 @@ class FileStore(DocumentStore):
         tuple or None
             ``(file name, start JSON, stop JSON or None)``; None for a run not indexed here.
         """
-        return self._index.run_row(run_start_uid)  # type: ignore[return-value]
+        return self._index.run_row(run_start_uid)
 
     # ------------------------------------------------------------------ read primitives
     @contextlib.contextmanager

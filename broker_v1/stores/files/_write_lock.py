@@ -53,4 +53,4 @@ def _held_elsewhere(err: sqlite3.OperationalError) -> bool:
     code = getattr(err, "sqlite_errorcode", None)
     if code is None:  # Python 3.10's errors carry no code; SQLite's message says it
         return str(err) == "database is locked"
-    return code & 0xFF == _SQLITE_BUSY  # extended codes keep it in the low byte
+    return bool(code & 0xFF == _SQLITE_BUSY)  # extended codes keep it in the low byte

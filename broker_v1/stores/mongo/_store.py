@@ -28,9 +28,10 @@ from ...errors import (
     UnsupportedQuery,
 )
 from .._query import check_query, split_text
+from .._util import valid_unicode as _encodable
 from ..base import DEFAULT_SORT, Doc, DocumentStore, Sort, not_found_run
 from ._client import _Connection, _MongoUri
-from ._errors import _INT64, _encodable, _ErrorTranslator
+from ._errors import _INT64, _ErrorTranslator
 from ._indexes import _Indexes
 from ._layout import (
     ASSET_COLLECTIONS,
