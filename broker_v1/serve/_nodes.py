@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import HTTPException
@@ -95,6 +95,10 @@ class Slice:
         if limit == 0:
             return []
         return [self._pick(entry) for entry in self._fetch(start, limit, 1)]
+
+
+#: A node of whichever kind: :meth:`Node._copy` returns the kind it copies.
+_SomeNode = TypeVar("_SomeNode", bound="Node")
 
 
 class Node:
@@ -245,7 +249,7 @@ class Node:
         other._direction = direction
         return other
 
-    def _copy(self) -> Node:
+    def _copy(self: _SomeNode) -> _SomeNode:
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         return other
