@@ -52,7 +52,7 @@ class ExternalArray:
         self._filler = filler
         self._ids = datum_ids
         #: Why the field's first frame could not be read (no handler, files missing), or None.
-        self.problem = None
+        self.problem: str | None = None
         frame_shape = tuple(int(s) for s in (data_key.get("shape") or ()))
         try:
             dtype = numpy.dtype(data_key.get("dtype_numpy") or "float64")
@@ -65,7 +65,7 @@ class ExternalArray:
             try:
                 first = numpy.asarray(filler.load_datum_id(datum_ids[0]))
             except BrokerError as err:
-                self.problem: str | None = str(err)
+                self.problem = str(err)
             else:
                 frame_shape, dtype = first.shape, first.dtype
         n = len(datum_ids)
