@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +127,26 @@ def test_targets_and_report(run: tuple[dict[str, Any], str]) -> None:
     for heading in ("figure", "Scaling", "Targets from the issues"):
         assert heading in stdout
     assert "docs/_static" not in stdout.split("wrote", 1)[-1]  # --tiny never publishes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None,
+                    reason="bench_instructions.py counts under valgrind, which is not installed")
+def test_instruction_counts_are_printed_beside_the_floor() -> None:
+    """``bench_instructions.py`` counts a run's instructions for a store and for the floor
+    (about a minute: four processes under callgrind)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_instructions.py"), "--runs", "3",
+         "--stores", "memory"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    counts = {}
+    for line in done.stdout.splitlines()[1:]:
+        found = re.match(r"\s+(.+?)\s{2,}([\d,]+)", line)
+        assert found, line
+        counts[found.group(1)] = int(found.group(2).replace(",", ""))
+    assert set(counts) == {"floor (orjson copy)", "memory (compatible)"}, done.stdout
+    # Checking documents costs more than copying them: a count that missed the inserts
+    # (both processes alike) would be near zero, below the floor.
+    assert 0 < counts["floor (orjson copy)"] < counts["memory (compatible)"], done.stdout
