@@ -12,7 +12,8 @@ building the documents cancel out.  Beside each store, the floor: the same docum
 by an ``orjson`` round trip, as ``bench_runengine.py``'s floor does.  Only user-space
 instructions are counted: the kernel's part of the files store (its writes and fsyncs) and
 time spent waiting are not, which is why docs/s stays the figure the targets are about.
-``PYTHONHASHSEED`` is fixed; random uids still move a figure by about 1 %.
+``PYTHONHASHSEED`` is fixed; the random uids move a figure by about 0.2 % (two invocations
+of 100 runs: 3,821,929 and 3,829,543 for the memory store).
 
 Compare two versions of the code by running this script from each checkout.  No assertions:
 speed is measured, not asserted.
