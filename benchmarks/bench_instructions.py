@@ -36,7 +36,10 @@ sys.path.insert(0, str(HERE))
 
 #: What a process counted, from callgrind's summary on stderr ("==PID== Collected : N").
 _COLLECTED = re.compile(r"^==\d+== Collected : (\d+)", re.MULTILINE)
-KINDS = ("memory", "strict", "files", "floor")
+#: The stores measured, with the label each is printed under.
+STORES = {"memory": "memory (compatible)", "strict": "memory (strict)", "files": "files"}
+#: What a child process may record: a store, or the floor.
+KINDS = (*STORES, "floor")
 
 
 def record(kind: str, runs: int, inserted: int, folder: Path) -> None:
@@ -97,7 +100,7 @@ def main() -> None:
         record(args.child, args.runs, args.inserted, args.folder)
         return
     stores = [s for s in args.stores.split(",") if s]
-    unknown = set(stores) - set(KINDS[:3])
+    unknown = set(stores) - set(STORES)
     if unknown:
         parser.error(f"unknown stores {sorted(unknown)}; choose from memory, strict, files")
     if shutil.which(args.valgrind) is None:
@@ -111,8 +114,8 @@ def main() -> None:
         print(f"  {'floor (orjson copy)':22s} {floor:12,.0f}")
         for kind in stores:
             ours = per_run(kind, args.runs, args.valgrind, scratch)
-            label = {"memory": "memory (compatible)", "strict": "memory (strict)"}.get(kind, kind)
-            print(f"  {label:22s} {ours:12,.0f}   {ours / floor:5.1f}x the floor", flush=True)
+            print(f"  {STORES[kind]:22s} {ours:12,.0f}   {ours / floor:5.1f}x the floor",
+                  flush=True)
 
 
 if __name__ == "__main__":
