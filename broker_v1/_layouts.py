@@ -96,12 +96,17 @@ def _mongo_uri(block: Mapping[str, Any], key: str, source: str | None) -> str:
     return uri
 
 
+def _v0_block(config: Mapping[str, Any], key: str, source: str | None) -> Mapping[str, Any]:
+    """The ``metadatastore`` or ``assets`` block of a databroker 0.x config."""
+    block = config.get(key)
+    if not isinstance(block, Mapping) or "module" not in block:
+        raise _err(source, key, "must be a mapping with module, class and config.")
+    return block
+
+
 def _translate_v0(config: Mapping[str, Any], source: str | None) -> dict[str, Any]:
-    md = config.get("metadatastore")
-    assets = config.get("assets")
-    for key, block in (("metadatastore", md), ("assets", assets)):
-        if not isinstance(block, Mapping) or "module" not in block:
-            raise _err(source, key, "must be a mapping with module, class and config.")
+    md = _v0_block(config, "metadatastore", source)
+    assets = _v0_block(config, "assets", source)
     md_module, assets_module = str(md["module"]), str(assets["module"])
     if md_module in _FILE_METADATASTORES:
         raise _err(

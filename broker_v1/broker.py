@@ -30,6 +30,8 @@ from .utils import ALL, get_fields, wrap_in_deprecated_doct
 if TYPE_CHECKING:
     import pandas
 
+    from .v2 import Catalog
+
 __all__ = ["Broker", "Results", "temp", "temp_config"]
 
 PrepareHook = Callable[[str, Any], Any]
@@ -237,6 +239,11 @@ class Broker:
 
         ``'temp'`` always works: a fresh temporary store on each call.
 
+        Returns
+        -------
+        Broker
+            (or, where the config says ``api_version: 2``, the Broker's v2 catalog).
+
         Raises
         ------
         FileNotFoundError
@@ -254,9 +261,11 @@ class Broker:
                 entry = None
         config = lookup_config(name)
         path = find_config_file(name)
-        return cls.from_config(config, auto_register=auto_register,
-                               name=name if entry is None else f"{name}.{entry}",
-                               source=str(path) if path else None, entry=entry)
+        # Annotated Broker, what nearly every config opens; api_version: 2 opens its catalog.
+        opened: Broker = cls.from_config(config, auto_register=auto_register,
+                                         name=name if entry is None else f"{name}.{entry}",
+                                         source=str(path) if path else None, entry=entry)
+        return opened
 
     def get_config(self) -> dict[str, Any] | None:
         """A copy of the config this Broker was built from (``None`` if built from a store),
@@ -275,7 +284,7 @@ class Broker:
         return self._name
 
     @property
-    def v2(self) -> Any:
+    def v2(self) -> Catalog:
         """The v2 catalog of this Broker's runs (``db.v2.v1 is db``)."""
         cached = self.__dict__.get("_v2")
         if cached is None:
@@ -400,7 +409,7 @@ class Broker:
 
             warnings.warn("'bulk_events' is deprecated; insert event_page documents.",
                           UserWarning, stacklevel=2)
-            for page in event_model.bulk_events_to_event_pages(doc):
+            for page in event_model.bulk_events_to_event_pages(dict(doc)):
                 self._store.insert("event_page", page)
             return
         if name == "bulk_datum":
@@ -408,7 +417,7 @@ class Broker:
 
             warnings.warn("'bulk_datum' is deprecated; insert datum_page documents.",
                           UserWarning, stacklevel=2)
-            self._store.insert("datum_page", event_model.bulk_datum_to_datum_page(doc))
+            self._store.insert("datum_page", event_model.bulk_datum_to_datum_page(dict(doc)))
             return
         self._store.insert(name, doc)
 

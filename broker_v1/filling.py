@@ -23,11 +23,14 @@ import os
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ConfigError, ExternalDataError, MissingHandler
+
+if TYPE_CHECKING:
+    from event_model.documents import Resource
 
 __all__ = ["DataFiller", "HandlerRegistry", "Images", "LRUCache", "fill_events", "import_handler"]
 
@@ -262,7 +265,7 @@ class DataFiller:
         try:
             return self._resources[uid]  # type: ignore[no-any-return]
         except KeyError:
-            resource = self._store.get_resource(uid)
+            resource: dict[str, Any] = self._store.get_resource(uid)
             if self._transform_resource is not None:
                 resource = self._transform_resource(resource)
             self._resources[uid] = resource
@@ -284,7 +287,8 @@ class DataFiller:
 
     def handler(self, resource: Mapping[str, Any]) -> Any:
         """The (cached) handler instance for a resource."""
-        cls = self._registry.get(resource.get("spec"))
+        spec = resource.get("spec")
+        cls = self._registry.get(spec) if isinstance(spec, str) else None
         ctx = self._context(resource)
         if cls is None:
             registered = sorted(self._registry)
@@ -303,7 +307,7 @@ class DataFiller:
         from event_model import EventModelError
 
         try:
-            handler = self._filler.get_handler(dict(resource))
+            handler = self._filler.get_handler(cast("Resource", dict(resource)))
         except EventModelError as err:
             cause = err.__cause__ or err
             raise ExternalDataError(
@@ -371,7 +375,7 @@ def fill_events(
     filler: DataFiller, events: Iterable[dict[str, Any]],
     descriptors: Iterable[Mapping[str, Any]], fields: Any = True, inplace: bool = False,
     prepare: Callable[[str, Any], Any] | None = None,
-) -> Any:
+) -> Iterator[Any]:
     """Fill the external fields of events given their descriptors (0.13's ``fill_events``)."""
     by_uid = {d["uid"]: d for d in descriptors}
     wanted = set(fields) if isinstance(fields, list | tuple | set | frozenset) else None

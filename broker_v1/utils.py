@@ -39,7 +39,7 @@ DOCT_NAMES = {
 }
 
 
-class _Document(doct.Document):
+class _Document(doct.Document):  # type: ignore[misc]  # doct has no type hints
     """A ``doct.Document`` without the reference cycle.
 
     ``doct.Document`` makes itself its own ``__dict__``, so every wrapped document is freed

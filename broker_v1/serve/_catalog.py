@@ -20,7 +20,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 from fastapi import HTTPException
 from tiled.queries import QueryValueError
 from tiled.structures.core import Spec
@@ -29,7 +28,7 @@ from ..errors import InvalidQuery, RunNotFound, UnsafeUid, UnsupportedQuery
 from ..stores._query import check_query
 from ..stores.base import DocumentStore
 from ._listing import Listings
-from ._nodes import Node, store_errors
+from ._nodes import Node, in_worker, store_errors
 from ._queries import QUERIES
 from ._run import RunAdapter, streams_counted
 
@@ -213,12 +212,12 @@ class CatalogAdapter(Node):
     async def items_page(self, cursor: int | None, limit: int
                          ) -> tuple[list[tuple[str, RunAdapter]], int | None]:
         """The runs of the page at ``cursor`` (``None``: the first), and the next cursor."""
-        return await anyio.to_thread.run_sync(self._page_sync, cursor or 0, limit, True)
+        return await in_worker(self._page_sync, cursor or 0, limit, True)
 
     async def keys_page(self, cursor: int | None, limit: int
                         ) -> tuple[list[str], int | None]:
         """The uids of the page at ``cursor``, and the next cursor."""
-        return await anyio.to_thread.run_sync(self._page_sync, cursor or 0, limit, False)
+        return await in_worker(self._page_sync, cursor or 0, limit, False)
 
     async def items_range(self, offset: int = 0, limit: int | None = None
                           ) -> list[tuple[str, RunAdapter]]:

@@ -94,14 +94,16 @@ class ExternalArray:
     @property
     def dims(self) -> tuple[str, ...] | None:
         """Dimension names, ``time`` first."""
-        return self._structure.dims
+        dims: tuple[str, ...] | None = self._structure.dims
+        return dims
 
     def _rows(self, rows: range, rest: tuple[Any, ...]) -> numpy.ndarray:
         frame = self._structure.shape[1:]
+        every_row = (slice(None), *rest)
         if not len(rows):
-            return numpy.zeros((0, *frame), dtype=self._structure.data_type.to_numpy_dtype())[
-                (slice(None), *rest)]
-        return numpy.stack([self._load(i) for i in rows])[(slice(None), *rest)]
+            empty = numpy.zeros((0, *frame), dtype=self._structure.data_type.to_numpy_dtype())
+            return numpy.asarray(empty[every_row])
+        return numpy.asarray(numpy.stack([self._load(i) for i in rows])[every_row])
 
     def read(self, slice: Any = ...) -> numpy.ndarray:
         """The frames the slice's first axis covers, loaded now, sliced."""
@@ -122,4 +124,5 @@ class ExternalArray:
         array = self._rows(range(start, stop), ())
         if slice is Ellipsis or slice is None or (isinstance(slice, tuple) and not slice):
             return array
-        return array[tuple(slice) if isinstance(slice, tuple) else slice]
+        selected: numpy.ndarray = array[tuple(slice) if isinstance(slice, tuple) else slice]
+        return selected

@@ -25,10 +25,10 @@ __all__ = ["refuse_unknown_filters", "safe_query_registry"]
 _FILTER = re.compile(r"filter\[([^\]]*)\]")
 
 
-def _safe(name: str, query_type: type) -> type:
+def _safe(name: str, query_type: type[Any]) -> type[Any]:
     base_decode = query_type.decode
 
-    def decode(cls: type, **parameters: Any) -> Any:
+    def decode(cls: type[Any], /, **parameters: Any) -> Any:
         try:
             return base_decode(**parameters)
         except QueryValueError:
@@ -58,7 +58,6 @@ def refuse_unknown_filters(app: Any, registry: QueryRegistry) -> None:
 
     known = set(registry.name_to_query_type)
 
-    @app.middleware("http")
     async def unknown_filters(request: Any, call_next: Any) -> Any:
         for key, _ in parse_qsl(request.url.query, keep_blank_values=True):
             found = _FILTER.match(key)
@@ -67,3 +66,5 @@ def refuse_unknown_filters(app: Any, registry: QueryRegistry) -> None:
                     f"Unknown filter {found.group(1)!r} (parameter {key!r}): this server "
                     f"would ignore it. Known filters: {', '.join(sorted(known))}.")})
         return await call_next(request)
+
+    app.middleware("http")(unknown_filters)

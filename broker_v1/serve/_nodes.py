@@ -33,7 +33,7 @@ from tiled.structures.core import Spec, StructureFamily
 
 from ..errors import BrokerError, InvalidQuery, StoreUnavailable, UnsupportedQuery
 
-__all__ = ["Node", "Slice", "store_errors", "warm"]
+__all__ = ["Node", "Slice", "in_worker", "store_errors", "warm"]
 
 #: ``(key, adapter)`` pairs of one page; the adapter may be ``None`` when only keys are wanted.
 Fetch = Callable[[int, "int | None", int], list[tuple[str, Any]]]
@@ -50,6 +50,16 @@ def store_errors() -> Iterator[None]:
         raise HTTPException(status_code=503, detail=str(err)) from err
     except BrokerError as err:
         raise HTTPException(status_code=500, detail=f"{type(err).__name__}: {err}") from err
+
+
+_Result = TypeVar("_Result")
+
+
+async def in_worker(function: Callable[..., _Result], *args: Any) -> _Result:
+    """``function(*args)`` in a worker thread, so a store read does not hold up the event
+    loop (and every other request of the server's worker)."""
+    result: _Result = await anyio.to_thread.run_sync(function, *args)
+    return result
 
 
 def warm(node: Any) -> None:
@@ -162,7 +172,7 @@ class Node:
     # -- tiled's async forms: the same answers, store reads in a worker thread
     async def lookup_adapter(self, segments: list[str]) -> Any:
         """The node at ``segments`` below this one (tiled's ``NoEntry``, a 404, if none)."""
-        return await anyio.to_thread.run_sync(self._lookup, list(segments))
+        return await in_worker(self._lookup, list(segments))
 
     def _lookup(self, segments: list[str]) -> Any:
         node: Any = self
@@ -181,21 +191,21 @@ class Node:
     async def items_page(self, cursor: int | None, limit: int
                          ) -> tuple[list[tuple[str, Any]], int | None]:
         """The entries of the page at ``cursor``, and the next page's cursor (or ``None``)."""
-        return await anyio.to_thread.run_sync(self._cursor_page, cursor or 0, limit, True)
+        return await in_worker(self._cursor_page, cursor or 0, limit, True)
 
     async def keys_page(self, cursor: int | None, limit: int
                         ) -> tuple[list[str], int | None]:
         """The keys of the page at ``cursor``, and the next page's cursor (or ``None``)."""
-        return await anyio.to_thread.run_sync(self._cursor_page, cursor or 0, limit, False)
+        return await in_worker(self._cursor_page, cursor or 0, limit, False)
 
     async def items_range(self, offset: int = 0, limit: int | None = None
                           ) -> list[tuple[str, Any]]:
         """The entries at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
-        return (await anyio.to_thread.run_sync(self._cursor_page, offset, limit, True))[0]
+        return (await in_worker(self._cursor_page, offset, limit, True))[0]
 
     async def keys_range(self, offset: int = 0, limit: int | None = None) -> list[str]:
         """The keys at ``offset`` .. ``offset + limit`` (``None``: to the end)."""
-        return (await anyio.to_thread.run_sync(self._cursor_page, offset, limit, False))[0]
+        return (await in_worker(self._cursor_page, offset, limit, False))[0]
 
     def _cursor_page(self, offset: int, limit: int | None, items: bool
                      ) -> tuple[list[Any], int | None]:

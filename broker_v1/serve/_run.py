@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from tiled.structures.core import Spec
 
 from ..stores.base import DocumentStore
-from ._nodes import Node, store_errors
+from ._nodes import Node, in_worker, store_errors
 from ._stream import StreamAdapter
 
 __all__ = ["RunAdapter", "streams_counted"]
@@ -89,7 +88,7 @@ class RunAdapter(Node):
         if self._streams is None and counted is not None:
             return counted
         if self._streams is None:  # a store read: off the event loop (unless warmed)
-            await anyio.to_thread.run_sync(self.streams)
+            await in_worker(self.streams)
         return len(self.streams())
 
     def __getitem__(self, key: str) -> StreamAdapter:

@@ -19,12 +19,15 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from tiled.media_type_registration import SerializationRegistry, default_serialization_registry
 from tiled.structures.core import StructureFamily
 from tiled.utils import SerializationError
+
+if TYPE_CHECKING:
+    from event_model.documents import Datum
 
 __all__ = ["JSON_SEQ", "documents_json_seq", "serialization_registry", "table_hdf5"]
 
@@ -61,14 +64,14 @@ def _with_datum_pages(documents: Iterator[tuple[str, Any]]) -> Iterator[tuple[st
             pending.append(doc)
             continue
         if pending:
-            yield "datum_page", pack_datum_page(*pending)
+            yield "datum_page", pack_datum_page(*cast("list[Datum]", pending))
             pending = []
         if name == "datum":
             pending.append(doc)
         else:
             yield name, doc
     if pending:
-        yield "datum_page", pack_datum_page(*pending)
+        yield "datum_page", pack_datum_page(*cast("list[Datum]", pending))
 
 
 def table_hdf5(mimetype: str, frame: Any, metadata: Any,

@@ -44,7 +44,8 @@ __all__ = ["FRAMES", "MAX_TABLE_ARRAY", "EventTable", "StreamAdapter", "served_n
 MAX_TABLE_ARRAY = 16
 _RESERVED = frozenset({"time", "seq_num"})
 #: Column dtypes of an empty table, from the descriptor's JSON dtype.
-_EMPTY_DTYPES = {"number": "float64", "integer": "int64", "boolean": "bool", "string": "str"}
+_EMPTY_DTYPES: dict[Any, str] = {"number": "float64", "integer": "int64", "boolean": "bool",
+                                 "string": "str"}
 
 Doc = dict[str, Any]
 
@@ -103,7 +104,7 @@ def _in_table(data_key: Mapping[str, Any]) -> bool:
     shape = data_key.get("shape") or []
     if any(s is None for s in shape):
         return False
-    return math.prod(shape) <= MAX_TABLE_ARRAY
+    return bool(math.prod(shape) <= MAX_TABLE_ARRAY)
 
 
 class StreamAdapter(Node):

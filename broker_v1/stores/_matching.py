@@ -270,7 +270,7 @@ def _on_values(base: Callable[[Any, Any], bool], *, elements: bool = True
     return matches
 
 
-class MongoSemantics(mongoquery.Query):
+class MongoSemantics(mongoquery.Query):  # type: ignore[misc]  # mongoquery has no hints
     """``mongoquery.Query`` answering as a MongoDB server does (see the module's text).
 
     Parameters

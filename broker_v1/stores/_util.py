@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -60,6 +60,14 @@ def loads_json(text: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
+
+
+@overload
+def json_copy(value: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def json_copy(value: list[Any]) -> list[Any]: ...
+@overload
+def json_copy(value: Any) -> Any: ...
 
 
 def json_copy(value: Any) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import marshal
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..errors import DatumNotFound, ResourceNotFound
@@ -72,7 +72,7 @@ class MemoryStore(DocumentStore):
             return self._page(candidates, matcher, skip, limit)
         docs = [d for d in self._starts.values() if matcher(d)]
         for field, direction in reversed(tuple(sort)):
-            docs.sort(key=lambda d, f=field: _sort_key(d.get(f)), reverse=direction < 0)
+            docs.sort(key=_field_sort_key(field), reverse=direction < 0)
         end = None if limit is None else skip + limit
         return iter([json_copy(d) for d in docs[skip:end]])
 
@@ -277,3 +277,8 @@ def _thaw(stored: bytes | Doc) -> Doc:
         doc: Doc = marshal.loads(stored)
         return doc
     return json_copy(stored)
+
+
+def _field_sort_key(field: str) -> Callable[[Doc], Any]:
+    """The sort key of documents by one (possibly missing) field."""
+    return lambda doc: _sort_key(doc.get(field))

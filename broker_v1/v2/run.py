@@ -155,8 +155,8 @@ class BlueskyRun:
                 yield name, wrap(name, doc)
 
     def _delay(self, event: dict[str, Any]) -> dict[str, Any]:
-        import dask
         import dask.array
+        from dask.delayed import delayed
 
         descriptor = next(d for d in self._raw_descriptors() if d["uid"] == event["descriptor"])
         out = {**event, "data": dict(event["data"]), "filled": dict(event.get("filled", {}))}
@@ -164,7 +164,7 @@ class BlueskyRun:
             if not spec.get("external") or not isinstance(event["data"].get(key), str):
                 continue
             datum_id = event["data"][key]
-            loader = dask.delayed(self._context.load_datum)(datum_id)
+            loader = delayed(self._context.load_datum)(datum_id)
             shape = tuple(spec.get("shape") or ())
             out["data"][key] = dask.array.from_delayed(loader, shape=shape, dtype=float)
             out["filled"][key] = datum_id

@@ -21,7 +21,8 @@ from .documents import wrap
 
 __all__ = ["BlueskyEventStream"]
 
-_DTYPES = {"number": np.float64, "integer": np.int64, "boolean": np.bool_}
+#: numpy types of a data key's JSON dtype, looked up with whatever the descriptor holds.
+_DTYPES: dict[Any, Any] = {"number": np.float64, "integer": np.int64, "boolean": np.bool_}
 
 
 class BlueskyEventStream:
@@ -190,8 +191,8 @@ class BlueskyEventStream:
 
     def to_dask(self) -> xarray.Dataset:
         """Like :meth:`read`, but variables are dask arrays; external data loads lazily."""
-        import dask
         import dask.array as da
+        from dask.delayed import delayed
 
         context = self._context
         time, columns = self._columns(fill=False)
@@ -203,7 +204,7 @@ class BlueskyEventStream:
             if spec.get("external"):
                 shape = tuple(spec.get("shape") or ())
                 dtype = _DTYPES.get(spec.get("dtype"), np.float64)
-                load = dask.delayed(context.load_datum, pure=True)
+                load = delayed(context.load_datum, pure=True)
                 chunks = [da.from_delayed(load(datum_id), shape=shape, dtype=dtype)
                           for datum_id in column]
                 values[key] = (da.stack(chunks) if chunks
