@@ -23,7 +23,7 @@ import heapq
 import numbers
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from ..documents import (
     VALIDATION_POLICIES,
@@ -43,9 +43,6 @@ from ..errors import (
 from . import _checks
 from ._query import QueryMatcher, check_query, prefix_regex, split_text
 from ._util import json_copy
-
-if TYPE_CHECKING:
-    from event_model.documents import DatumPage
 
 __all__ = ["DEFAULT_SORT", "DocumentStore", "RunCopy", "Sort"]
 
@@ -457,7 +454,7 @@ class DocumentStore(abc.ABC):
         from event_model import unpack_datum_page
 
         for page in self.iter_datum_pages(resource_uid):
-            yield from unpack_datum_page(cast("DatumPage", page))
+            yield from unpack_datum_page(page)  # type: ignore[arg-type]  # a plain dict
 
     def get_datums(self, datum_ids: Iterable[str], *,
                    run_start: str | None = None) -> dict[str, Doc]:
