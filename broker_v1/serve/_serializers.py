@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from tiled.media_type_registration import SerializationRegistry, default_serialization_registry
@@ -58,20 +58,20 @@ def _with_datum_pages(documents: Iterator[tuple[str, Any]]) -> Iterator[tuple[st
     pages, not single datums); every other document unchanged."""
     from event_model import pack_datum_page
 
-    pending: list[dict[str, Any]] = []
+    pending: list[Datum] = []
     for name, doc in documents:
         if name == "datum" and (not pending or pending[0]["resource"] == doc["resource"]):
             pending.append(doc)
             continue
         if pending:
-            yield "datum_page", pack_datum_page(*cast("list[Datum]", pending))
+            yield "datum_page", pack_datum_page(*pending)
             pending = []
         if name == "datum":
             pending.append(doc)
         else:
             yield name, doc
     if pending:
-        yield "datum_page", pack_datum_page(*cast("list[Datum]", pending))
+        yield "datum_page", pack_datum_page(*pending)
 
 
 def table_hdf5(mimetype: str, frame: Any, metadata: Any,
