@@ -13,7 +13,7 @@ import re
 import warnings
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from ._layouts import translate
 from ._reading import ReadContext, RunView
@@ -328,6 +328,15 @@ class Broker:
         return {name: func(start, stop) for name, func in self.external_fetchers.items()}
 
     # ------------------------------------------------------------------ lookup and search
+    # Typed per key, so that db[-1]['start'] type-checks in users' code.
+    @overload
+    def __getitem__(self, key: str | SupportsIndex) -> Header: ...
+    @overload
+    def __getitem__(self, key: slice | list[Any] | tuple[Any, ...] | set[Any] | frozenset[Any]
+                    ) -> list[Header]: ...
+    @overload
+    def __getitem__(self, key: Any) -> Header | list[Header]: ...
+
     def __getitem__(self, key: Any) -> Header | list[Header]:
         """Look runs up: ``db[-1]``, ``db[scan_id]``, ``db[uid]``, ``db['3f2a']``, ``db[-5:]``,
         ``db[[k1, k2]]``.  Filters do not apply to lookups."""
