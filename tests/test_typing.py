@@ -12,7 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One mypy cache for this module's checks: broker_v1 is analysed once, not per test."""
+    return tmp_path_factory.mktemp("mypy-cache")
 
 
 def run_mypy(*targets: str, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -24,15 +32,15 @@ def run_mypy(*targets: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_package_type_checks_strictly(tmp_path: Path) -> None:
-    result = run_mypy("broker_v1", cache=tmp_path / "cache")
+def test_the_package_type_checks_strictly(cache: Path) -> None:
+    result = run_mypy("broker_v1", cache=cache)
     assert result.returncode == 0, (
         "mypy found type errors in broker_v1 (fix the code or its hints; run "
         f"'python -m mypy broker_v1'):\n{result.stdout}{result.stderr}"
     )
 
 
-def test_the_check_is_strict(tmp_path: Path) -> None:
+def test_the_check_is_strict(tmp_path: Path, cache: Path) -> None:
     """The config the check above uses refuses what only strict mode refuses: a function
     without hints, and a typed function returning ``Any``."""
     package = tmp_path / "broker_v1_probe"
@@ -43,7 +51,7 @@ def test_the_check_is_strict(tmp_path: Path) -> None:
         "def returns_any(text: str) -> dict[str, int]:\n    return json.loads(text)\n",
         encoding="utf-8",
     )
-    result = run_mypy(str(package), cache=tmp_path / "cache")
+    result = run_mypy(str(package), cache=cache)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "[no-untyped-def]" in result.stdout, result.stdout
     assert "[no-any-return]" in result.stdout, result.stdout
@@ -81,13 +89,13 @@ for key, run in catalog.search({"plan_name": "scan"}).items():
 '''
 
 
-def test_a_users_v1_script_type_checks(tmp_path: Path) -> None:
+def test_a_users_v1_script_type_checks(tmp_path: Path, cache: Path) -> None:
     """broker_v1's hints let a user's strictly checked script use the v1 API as the docs show
     it: ``db[-1]`` is a Header (a slice or a list of keys gives a list of them), and so on."""
     script = tmp_path / "beamline_script.py"
     script.write_text(USERS_SCRIPT, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(cache),
          "--no-error-summary", str(script)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
