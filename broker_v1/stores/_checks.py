@@ -59,6 +59,9 @@ _EVENT_FIELDS = ("uid", "time", "descriptor", "seq_num", "data", "timestamps")
 _EVENT_FIELD_SET = frozenset(_EVENT_FIELDS)
 
 
+#: A missing field, told apart from a field that holds None.
+_ABSENT = object()
+
 def fail(name: str, doc: Any, field: str, problem: str) -> NoReturn:
     """Refuse ``doc``: an :class:`InvalidDocument` saying ``field`` ``problem``."""
     raise InvalidDocument(
@@ -300,8 +303,9 @@ def check_event_keys(name: str, doc: Doc, keys: frozenset[str]) -> None:
     if timestamps.keys() != data.keys():
         diff = sorted(timestamps.keys() ^ data.keys())
         fail(name, doc, f"timestamps.{diff[0]}", "must have exactly the same keys as data")
-    filled = doc.get("filled")
-    if filled is not None and (not isinstance(filled, dict) or not filled.keys() <= keys):
+    # Present means checked: event-model's schema refuses a filled of None too.
+    filled = doc.get("filled", _ABSENT)
+    if filled is not _ABSENT and (not isinstance(filled, dict) or not filled.keys() <= keys):
         fail(name, doc, "filled", "must map data keys to False or a datum id")
 
 

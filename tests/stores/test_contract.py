@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import CONTRACT_KINDS, insert_all, make_harness, make_run, require_kept, sample_runs
 
+from broker_v1.documents import event_to_page
 from broker_v1.errors import (
     DatumNotFound,
     DuplicateDocument,
@@ -538,6 +539,9 @@ def _bad_documents():
         ("event", {**event, "data": {**event["data"], "extra": 1.0}}, "data.extra"),
         ("event", {**event, "timestamps": {"motor": 0.0}}, None),
         ("event", {k: v for k, v in event.items() if k != "seq_num"}, "seq_num"),
+        ("event", {**event, "filled": None}, "filled"),
+        ("event", {**event, "filled": ["motor"]}, "filled"),
+        ("event_page", {**event_to_page(event), "filled": None}, "filled"),
         ("event_page", {"descriptor": descriptor["uid"], "uid": ["a", "b"], "time": [1.0],
                         "seq_num": [1, 2], "data": {}, "timestamps": {}}, "time"),
         ("datum", {"resource": "no-such-resource", "datum_id": "x/1", "datum_kwargs": {}},
