@@ -13,6 +13,7 @@ from ._util import json_copy
 from .base import Doc
 
 _MUTABLE = (dict, list)
+_MUTABLE_TYPES = frozenset(_MUTABLE)
 
 
 class _Columns:
@@ -113,9 +114,11 @@ class _Columns:
                     columns[key] = [None] * n_before + [value]
                 else:
                     col.append(value)
-        for key, value in event["data"].items():
-            if type(value) in _MUTABLE:
-                self.nested.add(key)
+        data = event["data"]
+        if not _MUTABLE_TYPES.isdisjoint(map(type, data.values())):  # one C pass, usually
+            for key, value in data.items():
+                if type(value) in _MUTABLE:
+                    self.nested.add(key)
         if filled is not None and self.filled is None:
             self.filled = {}
         if self.filled is not None:
