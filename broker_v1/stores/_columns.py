@@ -95,7 +95,9 @@ class _Columns:
         """:meth:`append` of ``event_to_page(event)``, without building the page (RunEngines
         insert events one at a time: this is the hot path)."""
         # Built before anything changes, as event_to_page would: a bad filled fails here.
-        filled = {k: [v] for k, v in event["filled"].items()} if "filled" in event else None
+        # (A RunEngine's events carry an empty filled: no comprehension for it.)
+        given = event.get("filled")
+        filled = None if given is None else {k: [v] for k, v in given.items()} if given else {}
         if self.sealed:
             self._unseal()
         self._order = None
@@ -122,7 +124,8 @@ class _Columns:
         if filled is not None and self.filled is None:
             self.filled = {}
         if self.filled is not None:
-            _extend_columns(self.filled, filled or {}, n_before, False)
+            if filled:
+                _extend_columns(self.filled, filled, n_before, False)
             for col in self.filled.values():
                 if len(col) <= n_before:
                     col.append(False)

@@ -8,6 +8,7 @@ import gc
 import uuid
 from typing import Any
 
+from broker_v1.documents import event_to_page
 from broker_v1.stores.memory import MemoryStore
 
 
@@ -70,3 +71,42 @@ def test_events_read_and_append_as_before_after_the_stop() -> None:
     assert [e["seq_num"] for e in events] == [1, 2, 3, 4, 5]
     assert [e["x"] for e in events] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert store._get_existing("event", f"{desc}-2")["data"] == {"x": 1.0, "label": "p2"}
+
+
+def test_single_events_keep_the_same_columns_as_pages() -> None:
+    """Single events take a path of their own into the columns (no page is built); they must
+    give the pages that inserting each as a one-row event page gives: events without filled,
+    with an empty one, with one that names a key, with a datum id to rotate, and with a list
+    value (kept as a private copy)."""
+    def events(desc: str) -> list[dict[str, Any]]:
+        base = [_event(desc, i) for i in range(5)]
+        del base[0]["filled"]
+        base[2]["filled"] = {"label": False}
+        base[3]["filled"] = {"label": "datum-3"}
+        base[4]["data"]["x"] = [1.0, 2.0]
+        return base
+
+    pages = {}
+    for kind in ("event", "event_page"):
+        store = MemoryStore()
+        run, desc = "run-" + kind, "primary-" + kind
+        store.insert("start", {"uid": run, "time": 1.0})
+        store.insert("descriptor", {
+            "uid": desc, "run_start": run, "time": 1.0, "name": "primary",
+            "data_keys": {"x": {"source": "PV:x", "dtype": "number", "shape": []},
+                          "label": {"source": "PV:l", "dtype": "string", "shape": []}}})
+        for event in events(desc):
+            if kind == "event":
+                store.insert("event", event)
+            else:
+                page = event_to_page(event)
+                store.insert("event_page", page)
+        [page] = store.iter_event_pages(desc)
+        page["data"]["x"][4].append(3.0)  # a read's list is the reader's own
+        [pages[kind]] = store.iter_event_pages(desc)
+        pages[kind]["descriptor"] = "primary"
+        pages[kind]["uid"] = [u.rsplit("-", 1)[-1] for u in pages[kind]["uid"]]
+    assert pages["event"] == pages["event_page"]
+    assert pages["event"]["filled"] == {"label": [False] * 5}
+    assert pages["event"]["data"]["label"][3] == "datum-3"
+    assert pages["event"]["data"]["x"][4] == [1.0, 2.0]
