@@ -17,7 +17,8 @@ part of the files store (its writes and fsyncs) and time spent waiting are not, 
 docs/s stays the figure the targets are about.  ``PYTHONHASHSEED`` is fixed and the uids come
 from a seeded generator, so every process inserts the same documents; each figure is the
 median of ``--repeat`` processes, printed with their range (three processes of 100 runs,
-memory store: within 0.15 %).  Counting the whole process instead, less a process that
+memory store: within 0.15 %; the files store's timers fire by the clock, so its figure also
+moves by ~0.3 % with the machine's load).  Counting the whole process instead, less a process that
 inserts nothing, moved a figure by up to 7 %: start-up (the schemas' compilation among it)
 does not cost the same twice.
 
