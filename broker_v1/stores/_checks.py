@@ -57,10 +57,9 @@ _NUMBER_TYPES = frozenset((float, int))
 _INT_TYPE = frozenset((int,))
 _EVENT_FIELDS = ("uid", "time", "descriptor", "seq_num", "data", "timestamps")
 _EVENT_FIELD_SET = frozenset(_EVENT_FIELDS)
-
-
 #: A missing field, told apart from a field that holds None.
 _ABSENT = object()
+
 
 def fail(name: str, doc: Any, field: str, problem: str) -> NoReturn:
     """Refuse ``doc``: an :class:`InvalidDocument` saying ``field`` ``problem``."""

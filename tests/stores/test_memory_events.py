@@ -99,8 +99,7 @@ def test_single_events_keep_the_same_columns_as_pages() -> None:
             if kind == "event":
                 store.insert("event", event)
             else:
-                page = event_to_page(event)
-                store.insert("event_page", page)
+                store.insert("event_page", event_to_page(event))
         [page] = store.iter_event_pages(desc)
         page["data"]["x"][4].append(3.0)  # a read's list is the reader's own
         [pages[kind]] = store.iter_event_pages(desc)
