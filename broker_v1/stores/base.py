@@ -679,7 +679,8 @@ class DocumentStore(abc.ABC):
         if self.validate == "strict":
             _checks.check_schema("event", event, self.validate, trusted=self._trusted)
         _checks.check_event(event, self._event_keys)
-        _checks.rotate_filled(event)
+        if event.get("filled"):  # a RunEngine's is empty: nothing to rotate, no call
+            _checks.rotate_filled(event)
         if self._is_new("event", event):
             self._write_event(event)
 
