@@ -109,3 +109,102 @@ def test_single_events_keep_the_same_columns_as_pages() -> None:
     assert pages["event"]["filled"] == {"label": [False] * 5}
     assert pages["event"]["data"]["label"][3] == "datum-3"
     assert pages["event"]["data"]["x"][4] == [1.0, 2.0]
+
+
+def _stream(desc: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {"uid": desc, "run_start": "run-" + desc, "time": 1.0, "name": "primary",
+            "data_keys": {k: {"source": f"PV:{k}", "dtype": "number", "shape": []}
+                          for k in keys}}
+
+
+def _keyed_event(desc: str, i: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    # Keys in a different order every other event: the columns go by key, not position.
+    order = keys if i % 2 else keys[::-1]
+    return {"uid": f"{desc}-{i}", "descriptor": desc, "time": 2.0 + i, "seq_num": i + 1,
+            "data": {k: 10.0 * i + n for n, k in enumerate(order)},
+            "timestamps": {k: 2.0 + i for k in order}, "filled": {}}
+
+
+def _insert_mixed(kind: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Events of one stream inserted one by one (``kind`` "event": single events, with one
+    page among them) or each as a page, with reads, a full batch, the stop and a late event
+    in between; the stream's pages read at the end."""
+    store = MemoryStore()
+    desc = f"d{len(keys)}-{kind}"
+    store.insert("start", {"uid": "run-" + desc, "time": 1.0})
+    store.insert("descriptor", _stream(desc, keys))
+    for i in range(151):
+        event = _keyed_event(desc, i, keys)
+        if kind == "event_page" or i == 5:
+            store.insert("event_page", event_to_page(event))
+        else:
+            store.insert("event", event)
+        if i == 2:
+            assert len(list(store.iter_event_pages(desc))) == 1  # a read mid-run
+        elif i == 100:
+            assert store._get_existing("event", f"{desc}-40")["seq_num"] == 41
+        elif i == 149:
+            store.insert("stop", {"uid": "stop-" + desc, "run_start": "run-" + desc,
+                                  "time": 999.0})
+    pages = list(store.iter_event_pages(desc))
+    for page in pages:
+        page["descriptor"] = "d"
+        page["uid"] = [u.rsplit("-", 1)[-1] for u in page["uid"]]
+    return pages
+
+
+def test_single_events_between_reads_pages_and_the_stop_keep_their_rows() -> None:
+    """Single events wait before their values reach the columns, and are spread at a read,
+    a page, a full batch or the stop.  Mixed with all of these, in streams of several keys,
+    one key and none, every row must read back as inserting each as a page gives."""
+    for keys in (("a", "b", "c"), ("a",), ()):
+        pages = _insert_mixed("event", keys)
+        assert pages == _insert_mixed("event_page", keys)
+        # And each value in its own event's row (not only the same rows both ways).
+        for k in keys:
+            assert [v for p in pages for v in p["data"][k]] == [
+                _keyed_event("d", i, keys)["data"][k] for i in range(151)]
+        assert [s for p in pages for s in p["seq_num"]] == list(range(1, 152))
+
+
+def test_readers_on_other_threads_see_whole_rows_while_single_events_are_inserted() -> None:
+    """Readers spread waiting events themselves, on their own threads, while the writer
+    appends: no row is spread twice or lost, and every row read holds its own event's
+    values (threads switched as often as the interpreter allows)."""
+    import sys
+    import threading
+
+    store = MemoryStore()
+    keys = ("a", "b", "c")
+    desc = "busy"
+    store.insert("start", {"uid": "run-busy", "time": 1.0})
+    store.insert("descriptor", _stream(desc, keys))
+    done = threading.Event()
+    bad: list[str] = []
+
+    def read() -> None:
+        while not done.is_set():
+            for page in store.iter_event_pages(desc):
+                for row, seq in enumerate(page["seq_num"]):
+                    i = seq - 1
+                    values = {k: page["data"][k][row] for k in keys}
+                    if values != _keyed_event(desc, i, keys)["data"]:
+                        bad.append(f"row of event {i}: {values}")
+                        return
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    try:
+        for reader in readers:
+            reader.start()
+        for i in range(3_000):
+            store.insert("event", _keyed_event(desc, i, keys))
+    finally:
+        done.set()
+        for reader in readers:
+            reader.join()
+        sys.setswitchinterval(interval)
+    assert not bad, bad[:3]
+    rows = [r for p in store.iter_event_pages(desc) for r in zip(p["seq_num"], p["data"]["a"])]
+    assert rows == [(i + 1, _keyed_event(desc, i, keys)["data"]["a"]) for i in range(3_000)]
