@@ -240,11 +240,14 @@ def _spread_rows(
     names = tuple(keys)
     new: Any = None
     # Rows of as many keys as the first, each holding all of them, have its keys.
-    if len(names) > 1 and (not columns or columns.keys() == keys) and (
+    if names and (not columns or columns.keys() == keys) and (
         set(map(len, rows)) == {len(names)}
     ):
         try:
-            new = zip(*map(itemgetter(*names), rows))
+            if len(names) > 1:
+                new = zip(*map(itemgetter(*names), rows))
+            else:  # itemgetter of one key gives the value, not a 1-tuple
+                new = [tuple(map(itemgetter(names[0]), rows))]
         except KeyError:
             pass
     if new is not None:
