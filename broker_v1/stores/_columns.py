@@ -7,8 +7,6 @@ Both stores keep events this way, so the code lives here rather than in either s
 
 from __future__ import annotations
 
-import threading
-from operator import itemgetter
 from typing import Any
 
 from ._util import json_copy
@@ -16,75 +14,28 @@ from .base import Doc
 
 _MUTABLE = (dict, list)
 _MUTABLE_TYPES = frozenset(_MUTABLE)
-#: Single events whose data and timestamps wait to be spread into the columns, at most.
-_WAITING_MAX = 64
 
 
 class _Columns:
     """The events of one descriptor, column-wise, with an order kept by (time, seq_num)."""
 
-    __slots__ = ("time", "seq_num", "uid", "_data", "_timestamps", "filled", "nested",
-                 "ordered", "_order", "sealed", "_waiting", "_lock")
+    __slots__ = ("time", "seq_num", "uid", "data", "timestamps", "filled", "nested", "ordered",
+                 "_order", "sealed")
 
     def __init__(self) -> None:
         self.time: list[Any] = []
         self.seq_num: list[int] = []
         self.uid: list[str] = []
-        self._data: dict[str, list[Any]] = {}
-        self._timestamps: dict[str, list[Any]] = {}
+        self.data: dict[str, list[Any]] = {}
+        self.timestamps: dict[str, list[Any]] = {}
         self.filled: dict[str, list[Any]] | None = None
         self.nested: set[str] = set()  # data keys holding lists/dicts: deep-copied on read
         self.ordered = True
         self._order: list[int] | None = None  # row order by (time, seq_num) when not ordered
         self.sealed = False  # columns kept as tuples (see seal)
-        # Single events (their private copies, each with its row) whose data and timestamps
-        # are not yet in the columns: a batch is spread one C pass per column (see
-        # _spread_waiting), where a loop over every value of every event cost more.
-        self._waiting: list[tuple[int, Doc]] = []
-        # Held while waiting events are spread: readers take no other lock and may spread
-        # from threads of their own.  (The writer only appends to _waiting, taking none.)
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.uid)
-
-    @property
-    def data(self) -> dict[str, list[Any]]:
-        """The ``data`` columns by key, every event in them."""
-        if self._waiting:
-            self._spread_waiting()
-        return self._data
-
-    @data.setter
-    def data(self, columns: dict[str, list[Any]]) -> None:
-        self._spread_waiting()
-        self._data = columns
-
-    @property
-    def timestamps(self) -> dict[str, list[Any]]:
-        """The ``timestamps`` columns by key, every event in them."""
-        if self._waiting:
-            self._spread_waiting()
-        return self._timestamps
-
-    @timestamps.setter
-    def timestamps(self, columns: dict[str, list[Any]]) -> None:
-        self._spread_waiting()
-        self._timestamps = columns
-
-    def _spread_waiting(self, sealing: bool = False) -> None:
-        """Move the waiting events' data and timestamps into the columns (new ones made
-        tuples when ``sealing``, as :meth:`seal` would make them)."""
-        with self._lock:
-            waiting = self._waiting
-            taken = waiting[:]  # the writer may append meanwhile: those wait for the next
-            if not taken:
-                return
-            n_first = taken[0][0]
-            _spread_rows(self._data, [e["data"] for _, e in taken], n_first, sealing)
-            _spread_rows(self._timestamps, [e["timestamps"] for _, e in taken], n_first, sealing)
-            # Only now: a reader finding none waiting finds them in the columns.
-            del waiting[: len(taken)]
 
     def seal(self) -> None:
         """Keep every column as a tuple until the next append.
@@ -95,24 +46,22 @@ class _Columns:
         """
         if self.sealed:
             return
-        self._spread_waiting(sealing=True)
         self.time = tuple(self.time)  # type: ignore[assignment]
         self.seq_num = tuple(self.seq_num)  # type: ignore[assignment]
         self.uid = tuple(self.uid)  # type: ignore[assignment]
-        for columns in (self._data, self._timestamps, self.filled or {}):
+        for columns in (self.data, self.timestamps, self.filled or {}):
             for key, col in columns.items():
                 columns[key] = tuple(col)  # type: ignore[assignment]
         self.sealed = True
 
     def _unseal(self) -> None:
         self.time, self.seq_num, self.uid = list(self.time), list(self.seq_num), list(self.uid)
-        for columns in (self._data, self._timestamps, self.filled or {}):
+        for columns in (self.data, self.timestamps, self.filled or {}):
             for key, col in columns.items():
                 columns[key] = list(col)
         self.sealed = False
 
     def append(self, page: Doc) -> None:
-        self._spread_waiting()
         if self.sealed:
             self._unseal()
         self._order = None
@@ -125,10 +74,7 @@ class _Columns:
                 (times[i + 1], seqs[i + 1]) < (times[i], seqs[i]) for i in range(len(times) - 1)
             ):
                 self.ordered = False
-        self.time.extend(times)
-        self.seq_num.extend(seqs)
-        self.uid.extend(page["uid"])
-        n_after = len(self.uid)
+        n_after = n_before + len(page["uid"])
         _extend_columns(self.data, page["data"], n_before, None)
         _extend_columns(self.timestamps, page["timestamps"], n_before, None)
         for key, col in page["data"].items():
@@ -141,17 +87,17 @@ class _Columns:
             for col in self.filled.values():
                 if len(col) < n_after:
                     col.extend([False] * (n_after - len(col)))
+        self.time.extend(times)
+        self.seq_num.extend(seqs)
+        self.uid.extend(page["uid"])  # last, as in append_event
 
     def append_event(self, event: Doc) -> None:
         """:meth:`append` of ``event_to_page(event)``, without building the page (RunEngines
-        insert events one at a time: this is the hot path).  ``event`` is kept until its
-        values are spread into the columns: it must be the store's private copy."""
+        insert events one at a time: this is the hot path)."""
         # Built before anything changes, as event_to_page would: a bad filled fails here.
         # (A RunEngine's events carry an empty filled: no comprehension for it.)
         given = event.get("filled")
         filled = None if given is None else {k: [v] for k, v in given.items()} if given else {}
-        data = event["data"]
-        nested = not _MUTABLE_TYPES.isdisjoint(map(type, data.values()))  # one C pass
         if self.sealed:
             self._unseal()
         self._order = None
@@ -159,11 +105,19 @@ class _Columns:
         time, seq_num = event["time"], event["seq_num"]
         if self.ordered and n_before and (time, seq_num) < (self.time[-1], self.seq_num[-1]):
             self.ordered = False
-        if nested:
+        for columns, values in ((self.data, event["data"]),
+                                (self.timestamps, event["timestamps"])):
+            for key, value in values.items():
+                col = columns.get(key)
+                if col is None:
+                    columns[key] = [None] * n_before + [value]
+                else:
+                    col.append(value)
+        data = event["data"]
+        if not _MUTABLE_TYPES.isdisjoint(map(type, data.values())):  # one C pass, usually
             for key, value in data.items():
                 if type(value) in _MUTABLE:
                     self.nested.add(key)
-        self._waiting.append((n_before, event))
         if filled is not None and self.filled is None:
             self.filled = {}
         if self.filled is not None:
@@ -174,11 +128,9 @@ class _Columns:
                     col.append(False)
         self.time.append(time)
         self.seq_num.append(seq_num)
-        # The uid last: a reader on another thread counts rows by it, so every other column
-        # already holds (or will spread) the row it counts.
+        # The uid last: readers (on any thread; they take no lock) count rows by it, so
+        # every row they count is already in every column.
         self.uid.append(event["uid"])
-        if len(self._waiting) >= _WAITING_MAX:
-            self._spread_waiting()
 
     def row(self, i: int, descriptor: str) -> Doc:
         event: Doc = {
@@ -229,43 +181,6 @@ class _Columns:
         if self.filled is not None:
             page["filled"] = {k: take(c) for k, c in self.filled.items() if k in keys}
         return page
-
-
-def _spread_rows(
-    columns: dict[str, list[Any]], rows: list[dict[str, Any]], n_first: int, sealing: bool
-) -> None:
-    # Rows with the columns' keys (every RunEngine event: the insert checks them against
-    # the descriptor) are transposed in C; any others row by row, as a page would be.
-    keys = rows[0].keys()
-    names = tuple(keys)
-    new: Any = None
-    # Rows of as many keys as the first, each holding all of them, have its keys.
-    if names and (not columns or columns.keys() == keys) and (
-        set(map(len, rows)) == {len(names)}
-    ):
-        try:
-            if len(names) > 1:
-                new = zip(*map(itemgetter(*names), rows))
-            else:  # itemgetter of one key gives the value, not a 1-tuple
-                new = [tuple(map(itemgetter(names[0]), rows))]
-        except KeyError:
-            pass
-    if new is not None:
-        for key, values in zip(names, new):
-            col = columns.get(key)
-            if col is None:
-                new_col = values if sealing and not n_first else [None] * n_first + list(values)
-                columns[key] = new_col
-            else:
-                col.extend(values)
-        return
-    for n, row in enumerate(rows, n_first):
-        for key, value in row.items():
-            col = columns.get(key)
-            if col is None:
-                columns[key] = [None] * n + [value]
-            else:
-                col.append(value)
 
 
 def _extend_columns(

@@ -1,6 +1,7 @@
-"""The memory store keeps a stopped run's events as tuples, which the garbage collector stops
-tracking (a list is walked element by element at every full collection), and reads and
-appends to them as before."""
+"""The memory store's event columns: a stopped run's are kept as tuples, which the garbage
+collector stops tracking (a list is walked element by element at every full collection), and
+read and appended to as before; single events and pages give the same rows; readers on other
+threads see whole rows of a running stream."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import gc
 import uuid
 from typing import Any
 
-from broker_v1.documents import event_to_page
+from broker_v1.documents import event_to_page, pack_events
 from broker_v1.stores.memory import MemoryStore
 
 
@@ -127,8 +128,8 @@ def _keyed_event(desc: str, i: int, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _insert_mixed(kind: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """Events of one stream inserted one by one (``kind`` "event": single events, with one
-    page among them) or each as a page, with reads, a full batch, the stop and a late event
-    in between; the stream's pages read at the end."""
+    page among them) or each as a page, with reads, a duplicate lookup, the stop and a late
+    event in between; the stream's pages read at the end."""
     store = MemoryStore()
     desc = f"d{len(keys)}-{kind}"
     store.insert("start", {"uid": "run-" + desc, "time": 1.0})
@@ -153,10 +154,10 @@ def _insert_mixed(kind: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     return pages
 
 
-def test_single_events_between_reads_pages_and_the_stop_keep_their_rows() -> None:
-    """Single events wait before their values reach the columns, and are spread at a read,
-    a page, a full batch or the stop.  Mixed with all of these, in streams of several keys,
-    one key and none, every row must read back as inserting each as a page gives."""
+def test_single_events_mixed_with_pages_reads_and_the_stop_keep_their_rows() -> None:
+    """Single events mixed with pages, reads, the stop (which seals the columns) and a late
+    event, in streams of several keys (in changing order), one key and none: every row must
+    read back as inserting each as a page gives, each value in its own event's row."""
     for keys in (("a", "b", "c"), ("a",), ()):
         pages = _insert_mixed("event", keys)
         assert pages == _insert_mixed("event_page", keys)
@@ -167,10 +168,12 @@ def test_single_events_between_reads_pages_and_the_stop_keep_their_rows() -> Non
         assert [s for p in pages for s in p["seq_num"]] == list(range(1, 152))
 
 
-def test_readers_on_other_threads_see_whole_rows_while_single_events_are_inserted() -> None:
-    """Readers spread waiting events themselves, on their own threads, while the writer
-    appends: no row is spread twice or lost, and every row read holds its own event's
-    values (threads switched as often as the interpreter allows)."""
+def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted() -> None:
+    """Readers on threads of their own (reads take no lock) read a running stream while
+    the writer inserts single events and pages: every page read has columns of one length
+    and every row its own event's values, and no row is lost (threads switched as often as
+    the interpreter allows).  Before the uid was appended last, a reader counted rows
+    whose values were not in the columns yet."""
     import sys
     import threading
 
@@ -185,6 +188,11 @@ def test_readers_on_other_threads_see_whole_rows_while_single_events_are_inserte
     def read() -> None:
         while not done.is_set():
             for page in store.iter_event_pages(desc):
+                lengths = {len(page[f]) for f in ("uid", "time", "seq_num")}
+                lengths.update(len(page[part][k]) for part in ("data", "timestamps") for k in keys)
+                if len(lengths) != 1:
+                    bad.append(f"columns of lengths {sorted(lengths)} in one page")
+                    return
                 for row, seq in enumerate(page["seq_num"]):
                     i = seq - 1
                     values = {k: page["data"][k][row] for k in keys}
@@ -198,8 +206,9 @@ def test_readers_on_other_threads_see_whole_rows_while_single_events_are_inserte
     try:
         for reader in readers:
             reader.start()
-        for i in range(3_000):
-            store.insert("event", _keyed_event(desc, i, keys))
+        for i in range(3_000):  # single events and pages, turn about
+            event = _keyed_event(desc, i, keys)
+            store.insert(*(("event", event) if i % 2 else ("event_page", pack_events([event]))))
     finally:
         done.set()
         for reader in readers:
