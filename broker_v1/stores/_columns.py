@@ -156,11 +156,15 @@ class _Columns:
                 got = col[rows]
                 return got if type(got) is list else list(got)
         else:
-            if self._order is None:
-                self._order = sorted(
-                    range(len(self.uid)), key=lambda i: (self.time[i], self.seq_num[i])
+            n = len(self.uid)
+            every = self._order
+            # Checked against the rows, not only reset by appends: a reader on another
+            # thread may have sorted while a row was being appended.
+            if every is None or len(every) != n:
+                every = self._order = sorted(
+                    range(n), key=lambda i: (self.time[i], self.seq_num[i])
                 )
-            order = self._order[start:stop]
+            order = every[start:stop]
 
             def take(col: list[Any]) -> list[Any]:
                 return [col[i] for i in order]

@@ -9,6 +9,8 @@ import gc
 import uuid
 from typing import Any
 
+import pytest
+
 from broker_v1.documents import event_to_page, pack_events
 from broker_v1.stores.memory import MemoryStore
 
@@ -168,12 +170,17 @@ def test_single_events_mixed_with_pages_reads_and_the_stop_keep_their_rows() -> 
         assert [s for p in pages for s in p["seq_num"]] == list(range(1, 152))
 
 
-def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted() -> None:
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted(
+    in_time_order: bool,
+) -> None:
     """Readers on threads of their own (reads take no lock) read a running stream while
-    the writer inserts single events and pages: every page read has columns of one length
-    and every row its own event's values, and no row is lost (threads switched as often as
-    the interpreter allows).  Before the uid was appended last, a reader counted rows
-    whose values were not in the columns yet."""
+    the writer inserts single events and pages, in time order or with neighbours swapped
+    (read back sorted): every page read has columns of one length and every row its own
+    event's values, and no row is lost (threads switched as often as the interpreter
+    allows).  Before the uid was appended last, a reader counted rows whose values were not
+    in the columns yet; before the sorted order was checked against the row count, a reader
+    could keep an order sorted while a row was being appended, and later reads missed it."""
     import sys
     import threading
 
@@ -208,6 +215,8 @@ def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted() -> 
             reader.start()
         for i in range(3_000):  # single events and pages, turn about
             event = _keyed_event(desc, i, keys)
+            if not in_time_order:
+                event["time"] = 2.0 + (i ^ 1)
             store.insert(*(("event", event) if i % 2 else ("event_page", pack_events([event]))))
     finally:
         done.set()
@@ -215,5 +224,9 @@ def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted() -> 
             reader.join()
         sys.setswitchinterval(interval)
     assert not bad, bad[:3]
-    rows = [r for p in store.iter_event_pages(desc) for r in zip(p["seq_num"], p["data"]["a"])]
-    assert rows == [(i + 1, _keyed_event(desc, i, keys)["data"]["a"]) for i in range(3_000)]
+    pages = list(store.iter_event_pages(desc))
+    rows = [r for p in pages for r in zip(p["seq_num"], p["data"]["a"], strict=True)]
+    expected = [(i + 1, _keyed_event(desc, i, keys)["data"]["a"]) for i in range(3_000)]
+    if not in_time_order:
+        expected = [expected[i ^ 1] for i in range(3_000)]
+    assert rows == expected
