@@ -388,6 +388,67 @@ def test_event_pages_and_singles_agree(store):
     assert len(list(store.iter_events(descriptor["uid"]))) == 4
 
 
+def test_a_reader_thread_sees_whole_events_of_a_run_being_recorded(store):
+    """A thread reading a run while another records it (a live plot in the RunEngine's
+    process) gets pages of whole events: every column as long as the others, each row its
+    own event's values, no error or warning; afterwards every event, in order.  Threads are
+    switched as often as the interpreter allows."""
+    import sys
+    import threading
+
+    run = make_run(t0=3000.0, with_baseline=False, with_stop=False, n_events=0)
+    insert_all(store, [run])
+    descriptor = run.docs[1][1]
+    keys = sorted(descriptor["data_keys"])
+
+    def event(i: int) -> dict:
+        return {"descriptor": descriptor["uid"], "uid": f"live-{i}", "time": 3001.0 + i,
+                "seq_num": i + 1, "data": {k: float(10 * i + j) for j, k in enumerate(keys)},
+                "timestamps": {k: 3001.0 + i for k in keys}}
+
+    done = threading.Event()
+    problems: list[str] = []
+    reads = []
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                for page in store.iter_event_pages(descriptor["uid"]):
+                    lengths = {len(page["time"]), len(page["seq_num"])}
+                    lengths.update(len(page[part][k]) for part in ("data", "timestamps")
+                                   for k in keys)
+                    if len(lengths) != 1:
+                        problems.append(f"columns of lengths {sorted(lengths)} in one page")
+                        return
+                    for row, seq in enumerate(page["seq_num"]):
+                        got = {k: page["data"][k][row] for k in keys}
+                        if got != event(seq - 1)["data"]:
+                            problems.append(f"event {seq - 1} read as {got}")
+                            return
+                reads.append(1)
+        except Exception as err:  # warnings are errors here too
+            problems.append(repr(err))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        for i in range(150):
+            store.insert("event", event(i))
+        store.insert("stop", {"uid": "live-stop", "run_start": run.uid, "time": 4000.0,
+                              "exit_status": "success"})
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert not problems, problems[:3]
+    assert reads, "the reader never finished a read"
+    cols = _columns(store, descriptor["uid"])
+    assert cols["seq_num"] == list(range(1, 151))
+    assert cols["data"][keys[0]] == [event(i)["data"][keys[0]] for i in range(150)]
+
+
 def test_values_round_trip_exactly(store):
     """NaN, infinities, integers beyond 2**53, unicode keys and nested lists survive."""
     require_kept(store, "exact_numbers")
