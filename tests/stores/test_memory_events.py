@@ -193,19 +193,22 @@ def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted(
     bad: list[str] = []
 
     def read() -> None:
-        while not done.is_set():
-            for page in store.iter_event_pages(desc):
-                lengths = {len(page[f]) for f in ("uid", "time", "seq_num")}
-                lengths.update(len(page[part][k]) for part in ("data", "timestamps") for k in keys)
-                if len(lengths) != 1:
-                    bad.append(f"columns of lengths {sorted(lengths)} in one page")
-                    return
-                for row, seq in enumerate(page["seq_num"]):
-                    i = seq - 1
-                    values = {k: page["data"][k][row] for k in keys}
-                    if values != _keyed_event(desc, i, keys)["data"]:
-                        bad.append(f"row of event {i}: {values}")
+        try:
+            while not done.is_set():
+                for page in store.iter_event_pages(desc):
+                    lengths = {len(page[f]) for f in ("uid", "time", "seq_num")}
+                    lengths.update(len(page[part][k]) for part in ("data", "timestamps")
+                                   for k in keys)
+                    if len(lengths) != 1:
+                        bad.append(f"columns of lengths {sorted(lengths)} in one page")
                         return
+                    for row, seq in enumerate(page["seq_num"]):
+                        values = {k: page["data"][k][row] for k in keys}
+                        if values != _keyed_event(desc, seq - 1, keys)["data"]:
+                            bad.append(f"row of event {seq - 1}: {values}")
+                            return
+        except Exception as err:  # an IndexError, say: reported with the others
+            bad.append(repr(err))
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
