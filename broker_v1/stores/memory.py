@@ -70,7 +70,9 @@ class MemoryStore(DocumentStore):
         if tuple(sort) == tuple(DEFAULT_SORT):
             candidates = self._candidates_newest_first(query)
             return self._page(candidates, matcher, skip, limit)
-        docs = [d for d in self._starts.values() if matcher(d)]
+        # A snapshot first (one C call): the matcher runs Python, and a writer on another
+        # thread would change the dict's size under a live iteration.
+        docs = [d for d in list(self._starts.values()) if matcher(d)]
         for field, direction in reversed(tuple(sort)):
             docs.sort(key=_field_sort_key(field), reverse=direction < 0)
         end = None if limit is None else skip + limit
