@@ -476,6 +476,9 @@ class TiledStore(DocumentStore):
         # The first page is small, so the first header comes quickly; pages then grow to
         # _PAGE, so iterating thousands of runs takes few requests.
         page_size = _FIRST_PAGE
+        # Pages are asked for by offset: a run that starts meanwhile (newest first) moves
+        # every later run one place on, so a page can begin with one already yielded.
+        yielded: set[str] = set()
         while True:
             # Ask for what is still wanted (most candidates match even when checked here).
             still = wanted()
@@ -484,6 +487,9 @@ class TiledStore(DocumentStore):
             with self._conn.errors("search runs"):
                 page = node.items()[offset:offset + size]
             for uid, run in page:
+                if uid in yielded:
+                    continue
+                yielded.add(uid)
                 self._remember(uid, run)
                 yield uid, run, run.metadata["start"]
             if len(page) < size:
