@@ -148,6 +148,50 @@ def test_runs_come_newest_first_with_uid_tiebreak(store):
     assert ascending == ["aaaa", "cccc", "dddd", "bbbb"]
 
 
+@pytest.mark.parametrize("sort", [None, [("time", 1), ("uid", 1)]],
+                         ids=["newest-first", "oldest-first"])
+def test_a_search_on_another_thread_while_runs_start(store, sort):
+    """A thread searching (newest first, or oldest first as ``serve`` may ask) while another
+    inserts starts gets, every time, runs in the order asked for, every run stored before
+    among them, and no error.  Threads are switched as often as the interpreter allows."""
+    import sys
+    import threading
+
+    for i in range(60):
+        store.insert("start", make_run(t0=1000.0 + i).start)
+    done = threading.Event()
+    problems: list[str] = []
+    reads = []
+    order = {} if sort is None else {"sort": sort}
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                times = [s["time"] for s in store.find_run_starts({}, **order)]
+                if times != sorted(times, reverse=sort is None):
+                    problems.append(f"out of order: {times[:5]}...")
+                elif sum(1000.0 <= t < 1060.0 for t in times) != 60:
+                    problems.append(f"{len(times)} runs, some stored before missing")
+                reads.append(1)
+        except Exception as err:  # warnings are errors here too
+            problems.append(repr(err))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader = threading.Thread(target=search)
+    try:
+        reader.start()
+        for i in range(60):
+            store.insert("start", make_run(t0=2000.0 + i).start)
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert not problems, problems[:3]
+    assert reads, "the reader never finished a search"
+    assert store.count_runs({}) == 120
+
+
 @pytest.mark.parametrize(
     ("query", "expected_scan_ids"),
     [
