@@ -203,6 +203,50 @@ def store_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     yield from make_harness(request.param, tmp_path)
 
 
+def read_while_writing(
+    read_once: Callable[[], str | None], write: Callable[[], None], *, readers: int = 1
+) -> list[str]:
+    """Call ``read_once`` over and over on ``readers`` threads of their own while ``write``
+    runs on this one, threads switched as often as the interpreter allows.
+
+    Returns the problems found: a message ``read_once`` returned, or an exception it raised
+    (warnings are errors in this suite), at most one per reader; and a note if no read ever
+    finished while ``write`` ran.
+    """
+    import threading
+
+    done = threading.Event()
+    problems: list[str] = []
+    finished: list[int] = []
+
+    def loop() -> None:
+        try:
+            while not done.is_set():
+                problem = read_once()
+                if problem:
+                    problems.append(problem)
+                    return
+                finished.append(1)
+        except Exception as err:
+            problems.append(repr(err))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    threads = [threading.Thread(target=loop) for _ in range(readers)]
+    try:
+        for thread in threads:
+            thread.start()
+        write()
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        sys.setswitchinterval(interval)
+    if not finished and not problems:
+        problems.append("no read finished while the writer ran")
+    return problems
+
+
 def require_kept(store: DocumentStore, *what: str) -> None:
     """Skip the test when the store's layout does not keep ``what`` (its reason given)."""
     for item in what:

@@ -10,7 +10,15 @@ import math
 
 import numpy as np
 import pytest
-from conftest import CONTRACT_KINDS, insert_all, make_harness, make_run, require_kept, sample_runs
+from conftest import (
+    CONTRACT_KINDS,
+    insert_all,
+    make_harness,
+    make_run,
+    read_while_writing,
+    require_kept,
+    sample_runs,
+)
 
 from broker_v1.documents import event_to_page
 from broker_v1.errors import (
@@ -151,44 +159,27 @@ def test_runs_come_newest_first_with_uid_tiebreak(store):
 @pytest.mark.parametrize("sort", [None, [("time", 1), ("uid", 1)]],
                          ids=["newest-first", "oldest-first"])
 def test_a_search_on_another_thread_while_runs_start(store, sort):
-    """A thread searching (newest first, or oldest first as ``serve`` may ask) while another
+    """A thread searching (newest first, or oldest first as ``serve`` lists) while another
     inserts starts gets, every time, runs in the order asked for, every run stored before
-    among them, and no error.  Threads are switched as often as the interpreter allows."""
-    import sys
-    import threading
-
+    among them once, and no error."""
     for i in range(60):
         store.insert("start", make_run(t0=1000.0 + i).start)
-    done = threading.Event()
-    problems: list[str] = []
-    reads = []
     order = {} if sort is None else {"sort": sort}
 
-    def search() -> None:
-        try:
-            while not done.is_set():
-                times = [s["time"] for s in store.find_run_starts({}, **order)]
-                if times != sorted(times, reverse=sort is None):
-                    problems.append(f"out of order: {times[:5]}...")
-                elif sum(1000.0 <= t < 1060.0 for t in times) != 60:
-                    problems.append(f"{len(times)} runs, some stored before missing")
-                reads.append(1)
-        except Exception as err:  # warnings are errors here too
-            problems.append(repr(err))
+    def read_once() -> str | None:
+        times = [s["time"] for s in store.find_run_starts({}, **order)]
+        if times != sorted(times, reverse=sort is None):
+            return f"out of order: {times[:5]}..."
+        if sum(1000.0 <= t < 1060.0 for t in times) != 60:
+            return f"{len(times)} runs, not each of those stored before once"
+        return None
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    reader = threading.Thread(target=search)
-    try:
-        reader.start()
+    def start_runs() -> None:
         for i in range(60):
             store.insert("start", make_run(t0=2000.0 + i).start)
-    finally:
-        done.set()
-        reader.join()
-        sys.setswitchinterval(interval)
+
+    problems = read_while_writing(read_once, start_runs)
     assert not problems, problems[:3]
-    assert reads, "the reader never finished a search"
     assert store.count_runs({}) == 120
 
 
@@ -435,11 +426,7 @@ def test_event_pages_and_singles_agree(store):
 def test_a_reader_thread_sees_whole_events_of_a_run_being_recorded(store):
     """A thread reading a run while another records it (a live plot in the RunEngine's
     process) gets pages of whole events: every column as long as the others, each row its
-    own event's values, no error or warning; afterwards every event, in order.  Threads are
-    switched as often as the interpreter allows."""
-    import sys
-    import threading
-
+    own event's values, no error or warning; afterwards every event, in order."""
     run = make_run(t0=3000.0, with_baseline=False, with_stop=False, n_events=0)
     insert_all(store, [run])
     descriptor = run.docs[1][1]
@@ -450,44 +437,26 @@ def test_a_reader_thread_sees_whole_events_of_a_run_being_recorded(store):
                 "seq_num": i + 1, "data": {k: float(10 * i + j) for j, k in enumerate(keys)},
                 "timestamps": {k: 3001.0 + i for k in keys}}
 
-    done = threading.Event()
-    problems: list[str] = []
-    reads = []
+    def read_once() -> str | None:
+        for page in store.iter_event_pages(descriptor["uid"]):
+            lengths = {len(page["time"]), len(page["seq_num"])}
+            lengths.update(len(page[part][k]) for part in ("data", "timestamps") for k in keys)
+            if len(lengths) != 1:
+                return f"columns of lengths {sorted(lengths)} in one page"
+            for row, seq in enumerate(page["seq_num"]):
+                got = {k: page["data"][k][row] for k in keys}
+                if got != event(seq - 1)["data"]:
+                    return f"event {seq - 1} read as {got}"
+        return None
 
-    def read() -> None:
-        try:
-            while not done.is_set():
-                for page in store.iter_event_pages(descriptor["uid"]):
-                    lengths = {len(page["time"]), len(page["seq_num"])}
-                    lengths.update(len(page[part][k]) for part in ("data", "timestamps")
-                                   for k in keys)
-                    if len(lengths) != 1:
-                        problems.append(f"columns of lengths {sorted(lengths)} in one page")
-                        return
-                    for row, seq in enumerate(page["seq_num"]):
-                        got = {k: page["data"][k][row] for k in keys}
-                        if got != event(seq - 1)["data"]:
-                            problems.append(f"event {seq - 1} read as {got}")
-                            return
-                reads.append(1)
-        except Exception as err:  # warnings are errors here too
-            problems.append(repr(err))
-
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    reader = threading.Thread(target=read)
-    try:
-        reader.start()
+    def record() -> None:
         for i in range(150):
             store.insert("event", event(i))
         store.insert("stop", {"uid": "live-stop", "run_start": run.uid, "time": 4000.0,
                               "exit_status": "success"})
-    finally:
-        done.set()
-        reader.join()
-        sys.setswitchinterval(interval)
+
+    problems = read_while_writing(read_once, record)
     assert not problems, problems[:3]
-    assert reads, "the reader never finished a read"
     cols = _columns(store, descriptor["uid"])
     assert cols["seq_num"] == list(range(1, 151))
     assert cols["data"][keys[0]] == [event(i)["data"][keys[0]] for i in range(150)]

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from conftest import read_while_writing
 
 from broker_v1.documents import event_to_page, pack_events
 from broker_v1.stores.memory import MemoryStore
@@ -177,56 +178,37 @@ def test_readers_on_other_threads_see_whole_rows_while_events_are_inserted(
     """Readers on threads of their own (reads take no lock) read a running stream while
     the writer inserts single events and pages, in time order or with neighbours swapped
     (read back sorted): every page read has columns of one length and every row its own
-    event's values, and no row is lost (threads switched as often as the interpreter
-    allows).  Before the uid was appended last, a reader counted rows whose values were not
-    in the columns yet; before the sorted order was checked against the row count, a reader
-    could keep an order sorted while a row was being appended, and later reads missed it."""
-    import sys
-    import threading
-
+    event's values, and no row is lost.  Before the uid was appended last, a reader counted
+    rows whose values were not in the columns yet; before the sorted order was checked
+    against the row count, a reader could keep an order sorted while a row was being
+    appended, and later reads missed it."""
     store = MemoryStore()
     keys = ("a", "b", "c")
     desc = "busy"
     store.insert("start", {"uid": "run-busy", "time": 1.0})
     store.insert("descriptor", _stream(desc, keys))
-    done = threading.Event()
-    bad: list[str] = []
 
-    def read() -> None:
-        try:
-            while not done.is_set():
-                for page in store.iter_event_pages(desc):
-                    lengths = {len(page[f]) for f in ("uid", "time", "seq_num")}
-                    lengths.update(len(page[part][k]) for part in ("data", "timestamps")
-                                   for k in keys)
-                    if len(lengths) != 1:
-                        bad.append(f"columns of lengths {sorted(lengths)} in one page")
-                        return
-                    for row, seq in enumerate(page["seq_num"]):
-                        values = {k: page["data"][k][row] for k in keys}
-                        if values != _keyed_event(desc, seq - 1, keys)["data"]:
-                            bad.append(f"row of event {seq - 1}: {values}")
-                            return
-        except Exception as err:  # an IndexError, say: reported with the others
-            bad.append(repr(err))
+    def read_once() -> str | None:
+        for page in store.iter_event_pages(desc):
+            lengths = {len(page[f]) for f in ("uid", "time", "seq_num")}
+            lengths.update(len(page[part][k]) for part in ("data", "timestamps") for k in keys)
+            if len(lengths) != 1:
+                return f"columns of lengths {sorted(lengths)} in one page"
+            for row, seq in enumerate(page["seq_num"]):
+                values = {k: page["data"][k][row] for k in keys}
+                if values != _keyed_event(desc, seq - 1, keys)["data"]:
+                    return f"row of event {seq - 1}: {values}"
+        return None
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    readers = [threading.Thread(target=read) for _ in range(3)]
-    try:
-        for reader in readers:
-            reader.start()
+    def record() -> None:
         for i in range(3_000):  # single events and pages, turn about
             event = _keyed_event(desc, i, keys)
             if not in_time_order:
                 event["time"] = 2.0 + (i ^ 1)
             store.insert(*(("event", event) if i % 2 else ("event_page", pack_events([event]))))
-    finally:
-        done.set()
-        for reader in readers:
-            reader.join()
-        sys.setswitchinterval(interval)
-    assert not bad, bad[:3]
+
+    problems = read_while_writing(read_once, record, readers=3)
+    assert not problems, problems[:3]
     pages = list(store.iter_event_pages(desc))
     rows = [r for p in pages for r in zip(p["seq_num"], p["data"]["a"], strict=True)]
     expected = [(i + 1, _keyed_event(desc, i, keys)["data"]["a"]) for i in range(3_000)]
